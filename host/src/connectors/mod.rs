@@ -1,0 +1,148 @@
+//! Connectors: where the SQL lives.
+//!
+//! Every connector is a folder with the same file roles:
+//! - `config.rs`: its manifest section, serde with `deny_unknown_fields`, pure `validate()`;
+//! - `client.rs`: the driver, implementing [`SqlSession`];
+//! - `types.rs`: native type <-> portable type mapping and value binding;
+//! - `mod.rs`: declarations only.
+//!
+//! What is the same for every SQL dialect (rendering statements from structured bounds and
+//! the finalize primitives) lives here once: [`render`] builds statements, [`source`] and
+//! [`sink`] implement the strategy-facing operations over any [`SqlSession`].
+
+pub mod render;
+pub mod sink;
+pub mod source;
+
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+use arrow_array::RecordBatch;
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+use crate::model::{Schema, Value};
+
+/// The SQL dialects the connectors speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    #[cfg(feature = "postgres")]
+    Postgres,
+    #[cfg(feature = "sqlite")]
+    Sqlite,
+}
+
+/// A schema-qualified table name, as written in the manifest (`schema.table` or `table`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableName {
+    pub schema: Option<String>,
+    pub name: String,
+}
+
+impl TableName {
+    /// Parses `schema.table` or `table`; `field` is the manifest path for the error.
+    pub fn parse(text: &str, field: &str) -> Result<Self> {
+        let parts: Vec<&str> = text.split('.').collect();
+        let bad = |p: &&str| p.is_empty() || p.chars().any(char::is_control);
+        match parts.as_slice() {
+            [name] if !bad(name) => Ok(TableName { schema: None, name: (*name).into() }),
+            [schema, name] if !bad(schema) && !bad(name) => {
+                Ok(TableName { schema: Some((*schema).into()), name: (*name).into() })
+            }
+            _ => Err(Error::config(field, format!("`{text}` is not `table` or `schema.table`"))),
+        }
+    }
+
+    /// A sibling table in the same schema.
+    pub fn sibling(&self, name: String) -> TableName {
+        TableName { schema: self.schema.clone(), name }
+    }
+}
+
+impl std::fmt::Display for TableName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.schema {
+            Some(s) => write!(f, "{s}.{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// SQL text with `$1..$n` placeholders and the values bound to them, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statement {
+    pub sql: String,
+    pub params: Vec<Value>,
+}
+
+impl Statement {
+    pub fn new(sql: impl Into<String>) -> Self {
+        Statement { sql: sql.into(), params: Vec::new() }
+    }
+}
+
+/// One connection to a SQL database, as the generic source, sink and state store use it.
+///
+/// Contract: statements run in order on one connection, so `begin`/`commit` bracket every
+/// statement issued between them. Implementations never splice values into SQL: parameters
+/// are bound, bulk rows travel in the driver's bulk format.
+#[async_trait]
+pub trait SqlSession: Send {
+    fn dialect(&self) -> Dialect;
+
+    /// The placeholder for parameter `n` (1-based) in a statement passed to [`read`]
+    /// (`Self::read`). PostgreSQL's COPY cannot bind parameters, so its reader binds them
+    /// through session settings instead; every other statement uses `$n`.
+    fn read_placeholder(&self, n: usize, _value: &Value) -> String {
+        format!("${n}")
+    }
+
+    /// Runs a statement; returns the rows it affected.
+    async fn execute(&mut self, stmt: &Statement) -> Result<u64>;
+
+    /// Runs a query and decodes each row as `types` (one value per column, in order).
+    async fn query(&mut self, stmt: &Statement, types: &[crate::model::DataType])
+    -> Result<Vec<Vec<Value>>>;
+
+    /// The table's columns (in order) and primary key, or `None` when it does not exist.
+    async fn table_schema(&mut self, table: &TableName) -> Result<Option<Schema>>;
+
+    /// Streams the rows of a `SELECT` (rendered with [`Self::read_placeholder`]) as Arrow
+    /// batches of `schema` into `tx`, at most [`crate::model::BATCH_ROWS`] rows each. Stops
+    /// early without error when the receiver is gone.
+    async fn read(&mut self, stmt: &Statement, schema: &Schema, tx: mpsc::Sender<RecordBatch>)
+    -> Result<()>;
+
+    /// Appends every batch from `rx` to `table` (columns of `schema`, in order) through the
+    /// driver's bulk path; returns rows written.
+    async fn bulk_insert(
+        &mut self,
+        table: &TableName,
+        schema: &Schema,
+        rx: mpsc::Receiver<RecordBatch>,
+    ) -> Result<u64>;
+
+    async fn begin(&mut self) -> Result<()>;
+    async fn commit(&mut self) -> Result<()>;
+    async fn rollback(&mut self) -> Result<()>;
+}
+
+/// Opens one connection for a manifest section. `create` lets an embedded database file
+/// be created when missing (sinks and state stores; never sources).
+pub async fn connect(conn: &crate::manifest::Connection, role: crate::Kind, create: bool) -> Result<Box<dyn SqlSession>> {
+    use crate::manifest::Connection;
+    match conn {
+        #[cfg(feature = "sqlite")]
+        Connection::Sqlite(c) => {
+            if create && let Some(dir) = std::path::Path::new(&c.path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| Error::new(role, format!("cannot create {}: {e}", dir.display())))?;
+            }
+            Ok(Box::new(sqlite::SqliteSession::connect(&c.path, create, role).await?))
+        }
+        #[cfg(feature = "postgres")]
+        Connection::Postgres(c) => Ok(Box::new(postgres::PostgresSession::connect(c.url.expose(), role).await?)),
+    }
+}

@@ -1,0 +1,8 @@
+//! PostgreSQL: source, sink and state store through sqlx, with binary COPY both ways.
+
+pub mod client;
+pub mod config;
+mod copy;
+pub mod types;
+
+pub use client::PostgresSession;

@@ -1,0 +1,404 @@
+//! Statement rendering, shared by every SQL dialect.
+//!
+//! Strategies hand the host structured bounds and filters; this module turns them into SQL
+//! with quoted identifiers and `$n` placeholders. Values only ever travel as parameters.
+//! Everything here is pure, so `dpone-host plan` can print the exact statements a run issues.
+
+use super::{Dialect, Statement, TableName};
+use crate::error::{Error, Result};
+use crate::model::{Comparison, DataType, ScanBounds, Schema, Term, Value};
+
+/// Quotes an identifier for both dialects: `"` doubled inside `"..."`.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `"schema"."table"` or `"table"`.
+pub fn table_ref(table: &TableName) -> String {
+    match &table.schema {
+        Some(s) => format!("{}.{}", quote_ident(s), quote_ident(&table.name)),
+        None => quote_ident(&table.name),
+    }
+}
+
+/// `"a", "b", "c"`.
+pub fn column_list(columns: &[String]) -> String {
+    columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
+}
+
+/// The dialect's DDL type for a portable type.
+pub fn native_type(dialect: Dialect, t: &DataType) -> String {
+    match dialect {
+        #[cfg(feature = "postgres")]
+        Dialect::Postgres => super::postgres::types::native_type(t),
+        #[cfg(feature = "sqlite")]
+        Dialect::Sqlite => super::sqlite::types::native_type(t),
+    }
+}
+
+/// Renders placeholders: `$n` for ordinary statements; a session may render its own for
+/// reads (see [`super::SqlSession::read_placeholder`]).
+pub type Placeholder<'a> = &'a dyn Fn(usize, &Value) -> String;
+
+/// The `$n` placeholder.
+pub fn dollar(n: usize, _: &Value) -> String {
+    format!("${n}")
+}
+
+/// Builds a WHERE clause and its parameters.
+struct Where<'a> {
+    parts: Vec<String>,
+    params: Vec<Value>,
+    placeholder: Placeholder<'a>,
+}
+
+impl<'a> Where<'a> {
+    fn new(placeholder: Placeholder<'a>) -> Self {
+        Where { parts: Vec::new(), params: Vec::new(), placeholder }
+    }
+
+    fn param(&mut self, v: &Value) -> String {
+        self.params.push(v.clone());
+        (self.placeholder)(self.params.len(), v)
+    }
+
+    fn compare(&mut self, column: &str, op: &str, v: &Value) {
+        let p = self.param(v);
+        self.parts.push(format!("{} {op} {p}", quote_ident(column)));
+    }
+
+    fn term(&mut self, term: &Term, manifest_predicate: Option<&str>) -> Result<()> {
+        match term {
+            Term::Compare(c) => {
+                if c.value == Value::Null {
+                    return Err(Error::config(
+                        "sink.strategy",
+                        format!("comparison on `{}` with NULL never matches; use is-null", c.column),
+                    ));
+                }
+                let op = match c.op {
+                    Comparison::Eq => "=",
+                    Comparison::Ne => "<>",
+                    Comparison::Lt => "<",
+                    Comparison::Le => "<=",
+                    Comparison::Gt => ">",
+                    Comparison::Ge => ">=",
+                };
+                self.compare(&c.column, op, &c.value);
+            }
+            Term::Range(r) => {
+                self.compare(&r.column, ">=", &r.low);
+                self.compare(&r.column, if r.high_inclusive { "<=" } else { "<" }, &r.high);
+            }
+            Term::InList(i) if i.values.is_empty() => self.parts.push("1 = 0".into()),
+            Term::InList(i) => {
+                let ps: Vec<String> = i.values.iter().map(|v| self.param(v)).collect();
+                self.parts.push(format!("{} IN ({})", quote_ident(&i.column), ps.join(", ")));
+            }
+            Term::IsNull(c) => self.parts.push(format!("{} IS NULL", quote_ident(c))),
+            Term::IsNotNull(c) => self.parts.push(format!("{} IS NOT NULL", quote_ident(c))),
+            Term::ManifestPredicate => {
+                let sql = manifest_predicate.ok_or_else(|| {
+                    Error::config(
+                        "sink.strategy.predicate_sql",
+                        "the strategy refers to the manifest predicate, but none is set",
+                    )
+                })?;
+                self.parts.push(format!("({sql})"));
+            }
+        }
+        Ok(())
+    }
+
+    fn bounds(&mut self, bounds: &ScanBounds, manifest_predicate: Option<&str>) -> Result<()> {
+        if let Some(c) = &bounds.cursor {
+            if let Some(after) = c.after.as_ref().filter(|v| **v != Value::Null) {
+                self.compare(&c.column, ">", after);
+            }
+            if let Some(up_to) = c.up_to.as_ref().filter(|v| **v != Value::Null) {
+                self.compare(&c.column, "<=", up_to);
+            }
+        }
+        for t in &bounds.filter {
+            self.term(t, manifest_predicate)?;
+        }
+        Ok(())
+    }
+
+    fn sql(&self) -> String {
+        if self.parts.is_empty() { String::new() } else { format!(" WHERE {}", self.parts.join(" AND ")) }
+    }
+}
+
+/// Checks that every column a scan's bounds name exists in `schema`.
+pub fn check_bound_columns(schema: &Schema, bounds: &ScanBounds) -> Result<()> {
+    let mut names: Vec<&str> = bounds.cursor.iter().map(|c| c.column.as_str()).collect();
+    for t in &bounds.filter {
+        match t {
+            Term::Compare(c) => names.push(&c.column),
+            Term::Range(r) => names.push(&r.column),
+            Term::InList(i) => names.push(&i.column),
+            Term::IsNull(c) | Term::IsNotNull(c) => names.push(c),
+            Term::ManifestPredicate => {}
+        }
+    }
+    for n in names {
+        schema.require(n, "sink.strategy")?;
+    }
+    Ok(())
+}
+
+/// `SELECT <columns> FROM <table> WHERE <bounds> [ORDER BY cursor] [LIMIT n]`. A limited
+/// cursor scan is ordered by the cursor so the rows it takes are the first ones past it.
+pub fn select(
+    table: &TableName,
+    schema: &Schema,
+    bounds: &ScanBounds,
+    manifest_predicate: Option<&str>,
+    placeholder: Placeholder<'_>,
+) -> Result<Statement> {
+    let mut w = Where::new(placeholder);
+    w.bounds(bounds, manifest_predicate)?;
+    let mut sql = format!("SELECT {} FROM {}{}", column_list(&schema.names()), table_ref(table), w.sql());
+    if let Some(limit) = bounds.limit {
+        if let Some(c) = &bounds.cursor {
+            sql.push_str(&format!(" ORDER BY {}", quote_ident(&c.column)));
+        }
+        sql.push_str(&format!(" LIMIT {limit}"));
+    }
+    Ok(Statement { sql, params: w.params })
+}
+
+/// `SELECT <aggregate> FROM (<bounded select>) AS scan`, so limits apply before aggregating.
+pub fn aggregate(
+    table: &TableName,
+    schema: &Schema,
+    bounds: &ScanBounds,
+    manifest_predicate: Option<&str>,
+    aggregate: &str,
+) -> Result<Statement> {
+    let inner = select(table, schema, bounds, manifest_predicate, &dollar)?;
+    Ok(Statement { sql: format!("SELECT {aggregate} FROM ({}) AS scan", inner.sql), params: inner.params })
+}
+
+/// `CREATE TABLE` for a target (`key` becomes its primary key) or a staging table (no
+/// constraints, so key checks can see NULLs and duplicates; PostgreSQL: UNLOGGED).
+pub fn create_table(dialect: Dialect, table: &TableName, schema: &Schema, key: &[String], staging: bool) -> String {
+    let mut cols: Vec<String> = schema
+        .columns
+        .iter()
+        .map(|c| {
+            let not_null = !staging && (!c.nullable || key.contains(&c.name));
+            format!(
+                "{} {}{}",
+                quote_ident(&c.name),
+                native_type(dialect, &c.data_type),
+                if not_null { " NOT NULL" } else { "" }
+            )
+        })
+        .collect();
+    if !staging && !key.is_empty() {
+        cols.push(format!("PRIMARY KEY ({})", column_list(key)));
+    }
+    let unlogged = if staging && is_postgres(dialect) { "UNLOGGED " } else { "" };
+    let if_not_exists = if staging { "" } else { "IF NOT EXISTS " };
+    format!("CREATE {unlogged}TABLE {if_not_exists}{} ({})", table_ref(table), cols.join(", "))
+}
+
+/// A staging table shaped like the target, to be swapped in. PostgreSQL copies the whole
+/// definition (defaults, constraints, indexes); elsewhere columns and primary key.
+pub fn create_like(dialect: Dialect, staging: &TableName, target: &TableName, target_schema: &Schema) -> String {
+    if is_postgres(dialect) {
+        return format!("CREATE TABLE {} (LIKE {} INCLUDING ALL)", table_ref(staging), table_ref(target));
+    }
+    create_table(dialect, staging, target_schema, &target_schema.primary_key, false).replace("IF NOT EXISTS ", "")
+}
+
+fn is_postgres(dialect: Dialect) -> bool {
+    #[cfg(feature = "postgres")]
+    if dialect == Dialect::Postgres {
+        return true;
+    }
+    let _ = dialect;
+    false
+}
+
+pub fn drop_table(table: &TableName) -> String {
+    format!("DROP TABLE IF EXISTS {}", table_ref(table))
+}
+
+/// `INSERT INTO target (cols) SELECT cols FROM staging`.
+pub fn insert_from(target: &TableName, staging: &TableName, columns: &[String]) -> String {
+    let cols = column_list(columns);
+    format!("INSERT INTO {} ({cols}) SELECT {cols} FROM {}", table_ref(target), table_ref(staging))
+}
+
+/// Deletes target rows whose key matches a staging row. Keys were checked to be non-NULL,
+/// so plain equality is exact.
+pub fn delete_matching_keys(dialect: Dialect, target: &TableName, staging: &TableName, key: &[String]) -> String {
+    if is_postgres(dialect) {
+        let on: Vec<String> =
+            key.iter().map(|k| format!("t.{q} = s.{q}", q = quote_ident(k))).collect();
+        return format!(
+            "DELETE FROM {} AS t USING {} AS s WHERE {}",
+            table_ref(target),
+            table_ref(staging),
+            on.join(" AND ")
+        );
+    }
+    let (t, s) = (table_ref(target), table_ref(staging));
+    let on: Vec<String> = key.iter().map(|k| format!("{s}.{q} = {t}.{q}", q = quote_ident(k))).collect();
+    format!("DELETE FROM {t} WHERE EXISTS (SELECT 1 FROM {s} WHERE {})", on.join(" AND "))
+}
+
+/// `DELETE FROM target WHERE <filter>`. An empty filter is refused: a strategy that wants
+/// every row gone says so with `truncate-and-insert`.
+pub fn delete_where(target: &TableName, filter: &[Term], manifest_predicate: Option<&str>) -> Result<Statement> {
+    if filter.is_empty() {
+        return Err(Error::new(crate::Kind::Unsupported, "delete-where with an empty filter would delete every row"));
+    }
+    let mut w = Where::new(&dollar);
+    for t in filter {
+        w.term(t, manifest_predicate)?;
+    }
+    Ok(Statement { sql: format!("DELETE FROM {}{}", table_ref(target), w.sql()), params: w.params })
+}
+
+/// Empties the target inside the current transaction.
+pub fn truncate(dialect: Dialect, target: &TableName) -> String {
+    if is_postgres(dialect) {
+        format!("TRUNCATE TABLE {}", table_ref(target))
+    } else {
+        format!("DELETE FROM {}", table_ref(target))
+    }
+}
+
+/// Drops the target and renames staging into its place; run inside one transaction.
+pub fn swap(target: &TableName, staging: &TableName) -> [String; 2] {
+    [drop_table(target), format!("ALTER TABLE {} RENAME TO {}", table_ref(staging), quote_ident(&target.name))]
+}
+
+/// Rows, rows with a NULL key component, and key groups occurring more than once.
+pub fn key_check_counts(staging: &TableName, key: &[String]) -> String {
+    let any_null: Vec<String> = key.iter().map(|k| format!("{} IS NULL", quote_ident(k))).collect();
+    let cols = column_list(key);
+    format!(
+        "SELECT (SELECT COUNT(*) FROM {t}), \
+         (SELECT COUNT(*) FROM {t} WHERE {nulls}), \
+         (SELECT COUNT(*) FROM (SELECT 1 FROM {t} GROUP BY {cols} HAVING COUNT(*) > 1) AS d)",
+        t = table_ref(staging),
+        nulls = any_null.join(" OR "),
+    )
+}
+
+/// Up to five duplicate key values, for the error message.
+pub fn duplicate_key_sample(staging: &TableName, key: &[String]) -> String {
+    let cols = column_list(key);
+    format!("SELECT {cols} FROM {} GROUP BY {cols} HAVING COUNT(*) > 1 ORDER BY {cols} LIMIT 5", table_ref(staging))
+}
+
+/// Up to `limit` distinct values of a column, sorted.
+pub fn distinct_values(table: &TableName, column: &str, limit: u32) -> String {
+    let c = quote_ident(column);
+    format!("SELECT DISTINCT {c} FROM {} ORDER BY {c} LIMIT {limit}", table_ref(table))
+}
+
+pub fn count(table: &TableName) -> String {
+    format!("SELECT COUNT(*) FROM {}", table_ref(table))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Column, CompareTerm, CursorBound, InTerm, RangeTerm};
+
+    fn orders() -> (TableName, Schema) {
+        let col = |n: &str, t| Column { name: n.into(), data_type: t, nullable: true };
+        let schema = Schema {
+            columns: vec![col("id", DataType::Int64), col("up\"dated", DataType::TimestampTz)],
+            primary_key: vec!["id".into()],
+        };
+        (TableName { schema: Some("public".into()), name: "orders".into() }, schema)
+    }
+
+    #[test]
+    fn identifiers_are_quoted_and_values_are_parameters() {
+        let (t, s) = orders();
+        let bounds = ScanBounds {
+            cursor: Some(CursorBound { column: "up\"dated".into(), after: Some(Value::TimestampTz(5)), up_to: None }),
+            filter: vec![
+                Term::InList(InTerm { column: "id".into(), values: vec![Value::Int(1), Value::Int(2)] }),
+                Term::Compare(CompareTerm { column: "id".into(), op: Comparison::Ne, value: Value::Text("x'; DROP".into()) }),
+            ],
+            limit: Some(10),
+        };
+        let st = select(&t, &s, &bounds, None, &dollar).unwrap();
+        assert_eq!(
+            st.sql,
+            "SELECT \"id\", \"up\"\"dated\" FROM \"public\".\"orders\" WHERE \"up\"\"dated\" > $1 \
+             AND \"id\" IN ($2, $3) AND \"id\" <> $4 ORDER BY \"up\"\"dated\" LIMIT 10"
+        );
+        assert_eq!(st.params.len(), 4);
+        assert!(!st.sql.contains("DROP"));
+    }
+
+    #[test]
+    fn ranges_are_half_open_unless_inclusive() {
+        let (t, _) = orders();
+        let range = |inc| Term::Range(RangeTerm { column: "id".into(), low: Value::Int(1), high: Value::Int(9), high_inclusive: inc });
+        assert_eq!(delete_where(&t, &[range(false)], None).unwrap().sql, "DELETE FROM \"public\".\"orders\" WHERE \"id\" >= $1 AND \"id\" < $2");
+        assert_eq!(delete_where(&t, &[range(true)], None).unwrap().sql, "DELETE FROM \"public\".\"orders\" WHERE \"id\" >= $1 AND \"id\" <= $2");
+        assert!(delete_where(&t, &[], None).is_err());
+    }
+
+    #[test]
+    fn manifest_predicate_is_the_only_raw_sql() {
+        let (t, _) = orders();
+        let st = delete_where(&t, &[Term::ManifestPredicate], Some("region = 'eu'")).unwrap();
+        assert_eq!(st.sql, "DELETE FROM \"public\".\"orders\" WHERE (region = 'eu')");
+        let err = delete_where(&t, &[Term::ManifestPredicate], None).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("sink.strategy.predicate_sql"));
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn postgres_finalize_statements() {
+        let (t, s) = orders();
+        let stg = t.sibling("__dpone_stg_r1".into());
+        assert_eq!(
+            delete_matching_keys(Dialect::Postgres, &t, &stg, &["id".into()]),
+            "DELETE FROM \"public\".\"orders\" AS t USING \"public\".\"__dpone_stg_r1\" AS s WHERE t.\"id\" = s.\"id\""
+        );
+        assert_eq!(
+            insert_from(&t, &stg, &s.names()),
+            "INSERT INTO \"public\".\"orders\" (\"id\", \"up\"\"dated\") SELECT \"id\", \"up\"\"dated\" FROM \"public\".\"__dpone_stg_r1\""
+        );
+        assert_eq!(truncate(Dialect::Postgres, &t), "TRUNCATE TABLE \"public\".\"orders\"");
+        assert_eq!(
+            swap(&t, &stg),
+            ["DROP TABLE IF EXISTS \"public\".\"orders\"".to_string(), "ALTER TABLE \"public\".\"__dpone_stg_r1\" RENAME TO \"orders\"".to_string()]
+        );
+        assert!(create_table(Dialect::Postgres, &stg, &s, &[], true).starts_with("CREATE UNLOGGED TABLE \"public\".\"__dpone_stg_r1\""));
+        assert_eq!(
+            create_like(Dialect::Postgres, &stg, &t, &s),
+            "CREATE TABLE \"public\".\"__dpone_stg_r1\" (LIKE \"public\".\"orders\" INCLUDING ALL)"
+        );
+        assert_eq!(
+            key_check_counts(&stg, &["id".into()]),
+            "SELECT (SELECT COUNT(*) FROM \"public\".\"__dpone_stg_r1\"), (SELECT COUNT(*) FROM \"public\".\"__dpone_stg_r1\" WHERE \"id\" IS NULL), \
+             (SELECT COUNT(*) FROM (SELECT 1 FROM \"public\".\"__dpone_stg_r1\" GROUP BY \"id\" HAVING COUNT(*) > 1) AS d)"
+        );
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn sqlite_deletes_by_correlated_exists() {
+        let t = TableName { schema: None, name: "orders".into() };
+        let stg = t.sibling("stg".into());
+        assert_eq!(
+            delete_matching_keys(Dialect::Sqlite, &t, &stg, &["a".into(), "b".into()]),
+            "DELETE FROM \"orders\" WHERE EXISTS (SELECT 1 FROM \"stg\" WHERE \"stg\".\"a\" = \"orders\".\"a\" AND \"stg\".\"b\" = \"orders\".\"b\")"
+        );
+        assert_eq!(truncate(Dialect::Sqlite, &t), "DELETE FROM \"orders\"");
+    }
+}

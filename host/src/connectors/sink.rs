@@ -1,0 +1,288 @@
+//! The sink operations strategies call, over any [`SqlSession`].
+//!
+//! Contract: nothing here touches the target outside `begin`..`commit` except
+//! `ensure_target` (creating a missing target) and `swap` (inside the transaction too).
+//! Staging tables are named `__dpone_stg_<run>_<n>` next to the target and are dropped by the
+//! strategy, or by [`SqlSink::drop_leftovers`] when a run fails.
+
+use arrow_array::RecordBatch;
+use tokio::sync::mpsc;
+
+use super::{Dialect, SqlSession, Statement, TableName, render};
+use crate::error::{Error, Kind, Result};
+use crate::model::{DataType, KeyCheck, Schema, SinkCapabilities, Term, Value};
+
+/// How a staging table will be used (mirrors the WIT `staging-kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StagingKind {
+    Scratch,
+    Publishable,
+}
+
+/// The target table on one connection, plus the staging tables of this run.
+pub struct SqlSink {
+    session: Box<dyn SqlSession>,
+    target: TableName,
+    run_tag: String,
+    staging_seq: u32,
+    live_staging: Vec<TableName>,
+    in_transaction: bool,
+    manifest_predicate: Option<String>,
+    dry_run: bool,
+    /// Every statement issued (or, in a dry run, that would be issued), in order.
+    pub statements: Vec<String>,
+}
+
+impl std::fmt::Debug for SqlSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlSink").field("target", &self.target).finish_non_exhaustive()
+    }
+}
+
+impl SqlSink {
+    /// `run_id` names this run's staging tables; `dry_run` records mutations instead of
+    /// running them (reads still run: they touch nothing).
+    pub fn new(
+        session: Box<dyn SqlSession>,
+        target: TableName,
+        run_id: &str,
+        manifest_predicate: Option<String>,
+        dry_run: bool,
+    ) -> Self {
+        let run_tag: String = run_id.chars().filter(char::is_ascii_alphanumeric).take(12).collect();
+        SqlSink {
+            session,
+            target,
+            run_tag,
+            staging_seq: 0,
+            live_staging: Vec::new(),
+            in_transaction: false,
+            manifest_predicate,
+            dry_run,
+            statements: Vec::new(),
+        }
+    }
+
+    pub fn target(&self) -> &TableName {
+        &self.target
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.session.dialect()
+    }
+
+    /// SQL sinks have transactions and transactional DDL, so they can swap; they have no
+    /// native partitions yet and are not logs.
+    pub fn capabilities(&self) -> SinkCapabilities {
+        SinkCapabilities { transactions: true, rename_swap: true, native_partitions: false, append_only_log: false }
+    }
+
+    /// The target's schema, `None` when it does not exist.
+    pub async fn describe(&mut self) -> Result<Option<Schema>> {
+        self.session.table_schema(&self.target).await
+    }
+
+    async fn execute(&mut self, stmt: Statement) -> Result<u64> {
+        self.statements.push(stmt.sql.clone());
+        tracing::debug!(sql = %stmt.sql, "sink statement");
+        if self.dry_run {
+            return Ok(0);
+        }
+        self.session.execute(&stmt).await
+    }
+
+    async fn query(&mut self, sql: String, types: &[DataType]) -> Result<Vec<Vec<Value>>> {
+        self.statements.push(sql.clone());
+        if self.dry_run {
+            return Ok(Vec::new());
+        }
+        self.session.query(&Statement::new(sql), types).await
+    }
+
+    /// Creates the target (and its schema, on PostgreSQL) when missing.
+    pub async fn ensure_target(&mut self, schema: &Schema, key: &[String]) -> Result<()> {
+        for k in key {
+            schema.require(k, "sink.strategy.unique_key")?;
+        }
+        if self.describe().await?.is_some() {
+            return Ok(());
+        }
+        #[cfg(feature = "postgres")]
+        if let (Dialect::Postgres, Some(s)) = (self.dialect(), &self.target.schema) {
+            self.execute(Statement::new(format!("CREATE SCHEMA IF NOT EXISTS {}", render::quote_ident(s)))).await?;
+        }
+        let ddl = render::create_table(self.dialect(), &self.target, schema, key, false);
+        self.execute(Statement::new(ddl)).await?;
+        Ok(())
+    }
+
+    /// Creates an empty staging table for this run.
+    pub async fn create_staging(&mut self, schema: &Schema, kind: StagingKind) -> Result<TableName> {
+        self.staging_seq += 1;
+        let staging = self.target.sibling(format!("__dpone_stg_{}_{}", self.run_tag, self.staging_seq));
+        let ddl = match kind {
+            StagingKind::Scratch => render::create_table(self.dialect(), &staging, schema, &[], true),
+            StagingKind::Publishable => {
+                let target_schema = self.describe().await?.ok_or_else(|| {
+                    Error::new(Kind::Sink, format!("publishable staging needs the target `{}` to exist: call ensure-target first", self.target))
+                })?;
+                render::create_like(self.dialect(), &staging, &self.target, &target_schema)
+            }
+        };
+        self.execute(Statement::new(ddl)).await?;
+        self.live_staging.push(staging.clone());
+        Ok(staging)
+    }
+
+    /// Bulk-loads every batch from `rx` into `staging`.
+    pub async fn load(&mut self, staging: &TableName, schema: &Schema, rx: mpsc::Receiver<RecordBatch>) -> Result<u64> {
+        self.statements.push(format!("-- bulk load into {}", render::table_ref(staging)));
+        if self.dry_run {
+            return Ok(0);
+        }
+        self.session.bulk_insert(staging, schema, rx).await
+    }
+
+    pub async fn staging_row_count(&mut self, staging: &TableName) -> Result<u64> {
+        let rows = self.query(render::count(staging), &[DataType::Int64]).await?;
+        Ok(first_count(&rows, 0))
+    }
+
+    /// Rows in the target (inside the open transaction, if any).
+    pub async fn target_row_count(&mut self) -> Result<u64> {
+        let rows = self.query(render::count(&self.target), &[DataType::Int64]).await?;
+        Ok(first_count(&rows, 0))
+    }
+
+    pub async fn distinct_values(&mut self, staging: &TableName, column: &str, t: &DataType, limit: u32) -> Result<Vec<Value>> {
+        let rows = self.query(render::distinct_values(staging, column, limit), std::slice::from_ref(t)).await?;
+        Ok(rows.into_iter().filter_map(|r| r.into_iter().next()).collect())
+    }
+
+    /// NULL key components and duplicate key groups in staging.
+    pub async fn check_keys(&mut self, staging: &TableName, schema: &Schema, key: &[String]) -> Result<KeyCheck> {
+        if key.is_empty() {
+            return Err(Error::config("sink.strategy.unique_key", "the key is empty"));
+        }
+        let key_types: Vec<DataType> = key
+            .iter()
+            .map(|k| schema.require(k, "sink.strategy.unique_key").map(|c| c.data_type.clone()))
+            .collect::<Result<_>>()?;
+        let counts = self.query(render::key_check_counts(staging, key), &[DataType::Int64; 3]).await?;
+        let (rows, null_key_rows, duplicate_groups) = (first_count(&counts, 0), first_count(&counts, 1), first_count(&counts, 2));
+        let sample = if duplicate_groups > 0 { self.query(render::duplicate_key_sample(staging, key), &key_types).await? } else { Vec::new() };
+        Ok(KeyCheck { rows, null_key_rows, duplicate_groups, sample })
+    }
+
+    pub async fn begin(&mut self) -> Result<()> {
+        if self.in_transaction {
+            return Err(Error::new(Kind::Unsupported, "begin: a transaction is already open"));
+        }
+        self.statements.push("BEGIN".into());
+        if !self.dry_run {
+            self.session.begin().await?;
+        }
+        self.in_transaction = true;
+        Ok(())
+    }
+
+    /// Commits, running `also` (the colocated state store's writes) first in the same
+    /// transaction.
+    pub async fn commit(&mut self, also: Vec<Statement>) -> Result<()> {
+        if !self.in_transaction {
+            return Err(Error::new(Kind::Unsupported, "commit: no transaction is open"));
+        }
+        for stmt in also {
+            self.execute(stmt).await?;
+        }
+        self.statements.push("COMMIT".into());
+        if !self.dry_run {
+            self.session.commit().await?;
+        }
+        self.in_transaction = false;
+        Ok(())
+    }
+
+    pub async fn rollback(&mut self) -> Result<()> {
+        if !self.in_transaction {
+            return Ok(());
+        }
+        self.in_transaction = false;
+        self.statements.push("ROLLBACK".into());
+        if self.dry_run {
+            return Ok(());
+        }
+        self.session.rollback().await
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        self.in_transaction
+    }
+
+    fn require_transaction(&self, what: &str) -> Result<()> {
+        if self.in_transaction {
+            Ok(())
+        } else {
+            Err(Error::new(Kind::Unsupported, format!("{what} must run between sink.begin and sink.commit")))
+        }
+    }
+
+    pub async fn insert_from_staging(&mut self, staging: &TableName, columns: &[String]) -> Result<u64> {
+        self.require_transaction("insert-from-staging")?;
+        self.execute(Statement::new(render::insert_from(&self.target, staging, columns))).await
+    }
+
+    pub async fn delete_matching_keys(&mut self, staging: &TableName, key: &[String]) -> Result<u64> {
+        self.require_transaction("delete-matching-keys")?;
+        let sql = render::delete_matching_keys(self.dialect(), &self.target, staging, key);
+        self.execute(Statement::new(sql)).await
+    }
+
+    pub async fn delete_where(&mut self, filter: &[Term]) -> Result<u64> {
+        self.require_transaction("delete-where")?;
+        let stmt = render::delete_where(&self.target, filter, self.manifest_predicate.as_deref())?;
+        self.execute(stmt).await
+    }
+
+    pub async fn truncate_and_insert(&mut self, staging: &TableName, columns: &[String]) -> Result<u64> {
+        self.require_transaction("truncate-and-insert")?;
+        self.execute(Statement::new(render::truncate(self.dialect(), &self.target))).await?;
+        self.insert_from_staging(staging, columns).await
+    }
+
+    /// Publishes staging as the target inside the open transaction.
+    pub async fn swap(&mut self, staging: &TableName) -> Result<()> {
+        self.require_transaction("swap")?;
+        for sql in render::swap(&self.target, staging) {
+            self.execute(Statement::new(sql)).await?;
+        }
+        self.live_staging.retain(|t| t != staging);
+        Ok(())
+    }
+
+    pub async fn drop_staging(&mut self, staging: &TableName) -> Result<()> {
+        self.execute(Statement::new(render::drop_table(staging))).await?;
+        self.live_staging.retain(|t| t != staging);
+        Ok(())
+    }
+
+    /// After a failed run: rolls back and drops the staging tables the run left. Errors are
+    /// logged, not returned, so the run's own error is what the user sees.
+    pub async fn drop_leftovers(&mut self) {
+        if let Err(e) = self.rollback().await {
+            tracing::warn!("rollback after failure: {e}");
+        }
+        for staging in std::mem::take(&mut self.live_staging) {
+            if let Err(e) = self.drop_staging(&staging).await {
+                tracing::warn!("could not drop staging table {staging}: {e}");
+            }
+        }
+    }
+}
+
+fn first_count(rows: &[Vec<Value>], col: usize) -> u64 {
+    match rows.first().and_then(|r| r.get(col)) {
+        Some(Value::Int(n)) => (*n).max(0) as u64,
+        _ => 0,
+    }
+}

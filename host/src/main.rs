@@ -1,0 +1,205 @@
+//! `dpone-host`: the command line.
+//!
+//! Exit codes: 0 success; 2 config error or unsupported request (nothing touched); 3 source
+//! error; 4 sink error or key violation; 5 state store error; 6 sandbox violation by the
+//! strategy component; 70 internal error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use dpone_host::error::{Error, Result};
+use dpone_host::manifest::Manifest;
+use dpone_host::runner::{self, RunOptions};
+use dpone_host::runtime::engine::{Limits, Runtime};
+use dpone_host::runtime::report::RunReport;
+
+#[derive(Parser, Debug)]
+#[command(name = "dpone-host", version, about = "Moves tables from a source to a sink with a load strategy component.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Debug)]
+struct Target {
+    /// The pipeline manifest (YAML).
+    #[arg(long, short)]
+    manifest: PathBuf,
+    /// A strategy component to use instead of the manifest's `sink.strategy.mode`.
+    #[arg(long)]
+    strategy: Option<PathBuf>,
+    /// Where built-in strategies (`<mode>.wasm`) live [default: $DPONE_COMPONENTS_DIR or
+    /// <dpone-host dir>/../strategies].
+    #[arg(long)]
+    components_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the pipeline once.
+    Run {
+        #[command(flatten)]
+        target: Target,
+        /// Write the run report as JSON to this file.
+        #[arg(long)]
+        report_json: Option<PathBuf>,
+    },
+    /// Dry run: read metadata, print the steps and SQL the run would issue, touch nothing.
+    Plan {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Check the manifest and the strategy's options without connecting anywhere.
+    Validate {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Strategy components.
+    Strategy {
+        #[command(subcommand)]
+        command: StrategyCommand,
+    },
+    /// Pipeline state.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum StrategyCommand {
+    /// Print a component's name, version, options and needed sink capabilities.
+    Inspect { component: PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
+enum StateCommand {
+    /// Print the pipeline's state entries and recent runs.
+    Show {
+        #[arg(long, short)]
+        manifest: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&Error::internal(format!("tokio runtime: {e}"))),
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &Error) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(u8::try_from(e.kind.exit_code()).unwrap_or(1))
+}
+
+fn components_dir(t: &Target) -> PathBuf {
+    t.components_dir.clone().unwrap_or_else(runner::default_components_dir)
+}
+
+async fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Run { target, report_json } => {
+            let manifest = Manifest::load(&target.manifest)?;
+            let opts = RunOptions { strategy: target.strategy.as_deref(), components_dir: components_dir(&target), dry_run: false, progress: true };
+            let (result, report) = match runner::run(&manifest, &opts).await {
+                Ok(report) => (Ok(()), Some(report)),
+                Err((e, report)) => (Err(e), report),
+            };
+            if let Some(report) = &report {
+                summarize(report);
+                if let Some(path) = &report_json {
+                    let json = serde_json::to_vec_pretty(report).map_err(Error::internal)?;
+                    std::fs::write(path, json).map_err(|e| Error::config("--report-json", e.to_string()))?;
+                }
+            }
+            result
+        }
+        Command::Plan { target } => {
+            let manifest = Manifest::load(&target.manifest)?;
+            let opts = RunOptions { strategy: target.strategy.as_deref(), components_dir: components_dir(&target), dry_run: true, progress: false };
+            let report = runner::run(&manifest, &opts).await.map_err(|(e, _)| e)?;
+            println!("plan for pipeline {} with {} {} ({}):", report.pipeline, report.strategy_name, report.strategy_version, short(&report.strategy_hash));
+            for (i, sql) in report.sink_statements.iter().enumerate() {
+                println!("{:>3}. {sql}", i + 1);
+            }
+            println!("nothing was written.");
+            Ok(())
+        }
+        Command::Validate { target } => {
+            let manifest = Manifest::load(&target.manifest)?;
+            let runtime = Runtime::new(runner::open_cache(&runner::open_work_dir()?))?;
+            let (bytes, origin, field) = runner::read_component(Some(&manifest), target.strategy.as_deref(), &components_dir(&target))?;
+            let loaded = runtime.load(&bytes, &origin, field)?;
+            let info = runner::describe(&runtime, &loaded, &manifest.limits).await?;
+            runner::strategy_options(&info, &manifest.strategy, None)?;
+            println!("{}: valid ({} {}, {} -> {})", target.manifest.display(), info.name, info.version, manifest.source.kind(), manifest.sink.kind());
+            Ok(())
+        }
+        Command::Strategy { command: StrategyCommand::Inspect { component } } => {
+            let runtime = Runtime::new(runner::open_cache(&runner::open_work_dir()?))?;
+            let (bytes, origin, field) = runner::read_component(None, Some(&component), &PathBuf::new())?;
+            let loaded = runtime.load(&bytes, &origin, field)?;
+            let info = runner::describe(&runtime, &loaded, &Limits::default()).await?;
+            println!("{} {} (sha256 {})", info.name, info.version, loaded.hash);
+            println!("  {}", info.description);
+            println!("  needs: transactions={} rename_swap={} mutable_target={}", info.needs.transactions, info.needs.rename_swap, info.needs.mutable_target);
+            println!("  options:");
+            for o in &info.options {
+                println!("    {:<16} {:<10} {:<9} {}", o.name, format!("{:?}", o.kind).to_lowercase(), if o.required { "required" } else { "optional" }, o.description);
+            }
+            Ok(())
+        }
+        Command::State { command: StateCommand::Show { manifest } } => {
+            let manifest = Manifest::load(&manifest)?;
+            let mut state = runner::open_state(&manifest).await?;
+            println!("pipeline {}", manifest.pipeline);
+            println!("state entries:");
+            for (k, v) in state.entries(&manifest.pipeline).await? {
+                println!("  {k} = {}", dpone_host::model::value_display(&v));
+            }
+            println!("recent runs:");
+            for r in state.runs(&manifest.pipeline, 10).await? {
+                println!(
+                    "  {} {} {} {}@{} read={} written={}{}",
+                    r.started_at,
+                    r.run_id,
+                    r.outcome,
+                    r.strategy_name,
+                    r.strategy_version,
+                    r.rows_read,
+                    r.rows_written,
+                    r.error.map(|e| format!(" error: {e}")).unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+fn summarize(r: &RunReport) {
+    eprintln!(
+        "{} {} {} {}: read {} rows, wrote {}, deleted {} in {:.2}s (wasm {:.2}% of wall time){}",
+        r.pipeline,
+        r.strategy_name,
+        r.strategy_version,
+        r.outcome,
+        r.rows_read,
+        r.rows_written,
+        r.rows_deleted,
+        r.wall_seconds,
+        r.wasm_share * 100.0,
+        if r.message.is_empty() { String::new() } else { format!(" - {}", r.message) }
+    );
+}

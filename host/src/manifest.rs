@@ -1,0 +1,376 @@
+//! The pipeline manifest: YAML, `${ENV_VAR}` interpolation, strict parsing and pure
+//! validation. Every error names the dotted manifest path it concerns.
+//!
+//! ```yaml
+//! pipeline: orders
+//! source: { kind: postgres, url: "${SOURCE_URL}", table: public.orders }
+//! sink:
+//!   kind: postgres
+//!   url: ${SINK_URL}
+//!   table: analytics.orders
+//!   strategy: { mode: incremental_merge, unique_key: [id], cursor_column: updated_at }
+//! state: { kind: sqlite, path: .dpone/state.db }
+//! limits: { fuel: 20000000000, memory_mb: 64 }
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_yaml_ng::Value as Yaml;
+
+use crate::connectors::TableName;
+use crate::error::{Error, Result};
+use crate::runtime::engine::{DEFAULT_FUEL, DEFAULT_MEMORY_MB, Limits};
+
+/// A string that never prints: connection URLs carry passwords.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The secret itself, for the driver only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+/// A connection to one database, selected by `kind`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Connection {
+    #[cfg(feature = "sqlite")]
+    Sqlite(crate::connectors::sqlite::config::SqliteConfig),
+    #[cfg(feature = "postgres")]
+    Postgres(crate::connectors::postgres::config::PostgresConfig),
+}
+
+impl Connection {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Connection::Sqlite(_) => "sqlite",
+            #[cfg(feature = "postgres")]
+            Connection::Postgres(_) => "postgres",
+        }
+    }
+
+    pub fn table(&self) -> Option<&str> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Connection::Sqlite(c) => c.table.as_deref(),
+            #[cfg(feature = "postgres")]
+            Connection::Postgres(c) => c.table.as_deref(),
+        }
+    }
+
+    fn validate(&self, at: &str) -> Result<()> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Connection::Sqlite(c) => c.validate(at),
+            #[cfg(feature = "postgres")]
+            Connection::Postgres(c) => c.validate(at),
+        }
+    }
+
+    /// Whether both name the same database.
+    pub fn same_database(&self, other: &Connection) -> bool {
+        match (self, other) {
+            #[cfg(feature = "sqlite")]
+            (Connection::Sqlite(a), Connection::Sqlite(b)) => a.same_database(b),
+            #[cfg(feature = "postgres")]
+            (Connection::Postgres(a), Connection::Postgres(b)) => a.same_database(b),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+}
+
+/// The manifest's `sink.strategy` section: `mode` plus the strategy's own options, which
+/// are checked against what the strategy component declares in `describe`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StrategySection {
+    /// A built-in strategy (`<components dir>/<mode>.wasm`); `--strategy` overrides it.
+    pub mode: Option<String>,
+    /// Raw SQL predicate: the documented escape hatch a strategy can refer to with the
+    /// `manifest-predicate` filter term. Never built by a strategy.
+    pub predicate_sql: Option<String>,
+    /// Every other key, by name.
+    pub options: BTreeMap<String, Yaml>,
+}
+
+/// The `limits` section: the sandbox of the strategy component.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Guest fuel per run (instructions, roughly). Default 20e9.
+    pub fuel: Option<u64>,
+    /// Cap on the strategy's linear memory, MiB. Default 64.
+    pub memory_mb: Option<u64>,
+}
+
+/// A parsed and validated manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// Names the pipeline: its state entries and run history are keyed by it.
+    pub pipeline: String,
+    pub source: Connection,
+    pub sink: Connection,
+    pub strategy: StrategySection,
+    /// Where state lives; default: SQLite at `.dpone/state.db`.
+    pub state: Connection,
+    pub limits: Limits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    pipeline: String,
+    source: Connection,
+    sink: Connection,
+    #[serde(default)]
+    state: Option<Connection>,
+    #[serde(default)]
+    limits: LimitsSection,
+}
+
+/// Default state store of the embedded default.
+pub const DEFAULT_STATE_PATH: &str = ".dpone/state.db";
+
+impl Manifest {
+    /// Parses manifest text, reading `${VAR}` from `env`. Pure apart from `env`.
+    pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Manifest> {
+        let mut doc: Yaml = serde_yaml_ng::from_str(text).map_err(|e| Error::config(location(&e), e.to_string()))?;
+        interpolate(&mut doc, "", env)?;
+        let strategy = take_strategy(&mut doc)?;
+        let raw: RawManifest = serde_path_to_error::deserialize(doc).map_err(|e| {
+            let path = e.path().to_string();
+            Error::config(if path == "." { String::new() } else { path }, e.inner().to_string())
+        })?;
+        let limits = Limits {
+            fuel: raw.limits.fuel.unwrap_or(DEFAULT_FUEL),
+            memory_mb: raw.limits.memory_mb.unwrap_or(DEFAULT_MEMORY_MB),
+        };
+        let state = match raw.state {
+            Some(s) => s,
+            #[cfg(feature = "sqlite")]
+            None => Connection::Sqlite(crate::connectors::sqlite::config::SqliteConfig {
+                path: DEFAULT_STATE_PATH.into(),
+                table: None,
+            }),
+            #[cfg(not(feature = "sqlite"))]
+            None => return Err(Error::config("state", "required: this build has no embedded SQLite store")),
+        };
+        let manifest = Manifest { pipeline: raw.pipeline, source: raw.source, sink: raw.sink, strategy, state, limits };
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// Reads and parses a manifest file with the process environment.
+    pub fn load(path: &std::path::Path) -> Result<Manifest> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config("", format!("cannot read manifest {}: {e}", path.display())))?;
+        Manifest::parse(&text, &|k| std::env::var(k).ok())
+    }
+
+    /// Pure checks of everything that does not need the strategy component.
+    pub fn validate(&self) -> Result<()> {
+        let name_ok = !self.pipeline.is_empty()
+            && self.pipeline.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !name_ok {
+            return Err(Error::config("pipeline", "use letters, digits, `_`, `-` or `.`"));
+        }
+        for (at, conn) in [("source", &self.source), ("sink", &self.sink)] {
+            conn.validate(at)?;
+            let table = conn.table().ok_or_else(|| Error::config(format!("{at}.table"), "required"))?;
+            TableName::parse(table, &format!("{at}.table"))?;
+        }
+        self.state.validate("state")?;
+        if self.state.table().is_some() {
+            return Err(Error::config("state.table", "the state store keeps its own tables; remove this key"));
+        }
+        if self.limits.fuel == 0 {
+            return Err(Error::config("limits.fuel", "must be greater than 0"));
+        }
+        if !(1..=4096).contains(&self.limits.memory_mb) {
+            return Err(Error::config("limits.memory_mb", "must be between 1 and 4096"));
+        }
+        if let Some(mode) = &self.strategy.mode
+            && (mode.is_empty() || !mode.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            return Err(Error::config("sink.strategy.mode", format!("`{mode}` is not a strategy name")));
+        }
+        Ok(())
+    }
+
+    pub fn source_table(&self) -> TableName {
+        TableName::parse(self.source.table().unwrap_or_default(), "source.table").expect("validated")
+    }
+
+    pub fn sink_table(&self) -> TableName {
+        TableName::parse(self.sink.table().unwrap_or_default(), "sink.table").expect("validated")
+    }
+
+    /// Whether state commits in the sink's transaction (same database).
+    pub fn state_colocated(&self) -> bool {
+        self.state.same_database(&self.sink)
+    }
+}
+
+fn location(e: &serde_yaml_ng::Error) -> String {
+    e.location().map(|l| format!("line {} column {}", l.line(), l.column())).unwrap_or_default()
+}
+
+/// Replaces `${VAR}` in every string value; a missing variable is an error at its field.
+/// `$${` escapes a literal `${`.
+fn interpolate(node: &mut Yaml, path: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<()> {
+    match node {
+        Yaml::String(s) if s.contains("${") => {
+            let mut out = String::new();
+            let mut rest = s.as_str();
+            while let Some(i) = rest.find("${") {
+                if rest[..i].ends_with('$') {
+                    out.push_str(&rest[..i - 1]);
+                    out.push_str("${");
+                    rest = &rest[i + 2..];
+                    continue;
+                }
+                out.push_str(&rest[..i]);
+                let end = rest[i..].find('}').ok_or_else(|| Error::config(path, "unclosed `${`"))?;
+                let name = &rest[i + 2..i + end];
+                let value = env(name)
+                    .ok_or_else(|| Error::config(path, format!("environment variable `{name}` is not set")))?;
+                out.push_str(&value);
+                rest = &rest[i + end + 1..];
+            }
+            out.push_str(rest);
+            *s = out;
+        }
+        Yaml::Mapping(m) => {
+            for (k, v) in m.iter_mut() {
+                let key = k.as_str().unwrap_or("?");
+                interpolate(v, &join(path, key), env)?;
+            }
+        }
+        Yaml::Sequence(items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                interpolate(v, &format!("{path}[{i}]"), env)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+}
+
+/// Takes `sink.strategy` out of the document: its keys belong to the strategy component.
+fn take_strategy(doc: &mut Yaml) -> Result<StrategySection> {
+    let section = doc
+        .get_mut("sink")
+        .and_then(Yaml::as_mapping_mut)
+        .and_then(|sink| sink.remove("strategy"))
+        .ok_or_else(|| Error::config("sink.strategy", "required"))?;
+    let Yaml::Mapping(map) = section else {
+        return Err(Error::config("sink.strategy", "must be a mapping with at least `mode`"));
+    };
+    let mut out = StrategySection { mode: None, predicate_sql: None, options: BTreeMap::new() };
+    for (k, v) in map {
+        let key = k.as_str().ok_or_else(|| Error::config("sink.strategy", "keys must be strings"))?.to_string();
+        let text = |v: Yaml| match v {
+            Yaml::String(s) => Ok(s),
+            _ => Err(Error::config(format!("sink.strategy.{key}"), "must be a string")),
+        };
+        match key.as_str() {
+            "mode" => out.mode = Some(text(v)?),
+            "predicate_sql" => out.predicate_sql = Some(text(v)?),
+            _ => {
+                out.options.insert(key, v);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+pipeline: orders
+source: { kind: sqlite, path: src.db, table: orders }
+sink:
+  kind: postgres
+  url: ${PG_URL}
+  table: analytics.orders
+  strategy: { mode: incremental_merge, unique_key: [id], cursor_column: updated_at }
+"#;
+
+    fn env(k: &str) -> Option<String> {
+        (k == "PG_URL").then(|| "postgres://u:hunter2@localhost/db".to_string())
+    }
+
+    fn field_of(text: &str) -> String {
+        let err = Manifest::parse(text, &env).unwrap_err();
+        assert_eq!(err.kind, crate::Kind::Config, "{err}");
+        err.field.unwrap_or_default()
+    }
+
+    #[test]
+    fn parses_a_good_manifest_with_defaults() {
+        let m = Manifest::parse(GOOD, &env).unwrap();
+        assert_eq!(m.pipeline, "orders");
+        assert_eq!(m.strategy.mode.as_deref(), Some("incremental_merge"));
+        assert_eq!(m.strategy.options.len(), 2);
+        assert_eq!(m.limits.fuel, DEFAULT_FUEL);
+        assert_eq!(m.sink_table().schema.as_deref(), Some("analytics"));
+        assert!(!m.state_colocated());
+        assert!(!format!("{m:?}").contains("hunter2"), "secrets never print");
+    }
+
+    #[test]
+    fn each_bad_input_names_its_field() {
+        let cases = [
+            (GOOD.replace("pipeline: orders", "pipeline: orders\nextra: 1"), "extra"),
+            (GOOD.replace("path: src.db, ", ""), "source"),
+            (GOOD.replace("table: orders }", "table: orders, colour: red }"), "source"),
+            (GOOD.replace("url: ${PG_URL}", "url: ${MISSING}"), "sink.url"),
+            (GOOD.replace("url: ${PG_URL}", "url: mysql://x"), "sink.url"),
+            (GOOD.replace("  table: analytics.orders\n", ""), "sink.table"),
+            (GOOD.replace("analytics.orders", "a.b.c"), "sink.table"),
+            (GOOD.replace("  strategy: { mode: incremental_merge, unique_key: [id], cursor_column: updated_at }\n", ""), "sink.strategy"),
+            (GOOD.replace("mode: incremental_merge", "mode: [x]"), "sink.strategy.mode"),
+            (GOOD.replace("mode: incremental_merge", "mode: ../evil"), "sink.strategy.mode"),
+            (format!("{GOOD}limits: {{ memory_mb: 0 }}\n"), "limits.memory_mb"),
+            (format!("{GOOD}limits: {{ fuel: lots }}\n"), "limits.fuel"),
+            (format!("{GOOD}limits: {{ cpu: 1 }}\n"), "limits"),
+            (format!("{GOOD}state: {{ kind: sqlite, path: s.db, table: t }}\n"), "state.table"),
+            (format!("{GOOD}state: {{ kind: oracle }}\n"), "state"),
+            (GOOD.replace("pipeline: orders", "pipeline: 'a b'"), "pipeline"),
+        ];
+        for (text, field) in cases {
+            assert_eq!(field_of(&text), field, "for manifest:\n{text}");
+        }
+    }
+
+    #[test]
+    fn interpolation_escapes_and_reports_unclosed() {
+        let mut doc: Yaml = serde_yaml_ng::from_str("a: 'x$${y}'\nb: '${PG_URL'").unwrap();
+        let err = interpolate(&mut doc, "", &env).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("b"));
+        let mut doc: Yaml = serde_yaml_ng::from_str("a: 'x$${y}'").unwrap();
+        interpolate(&mut doc, "", &env).unwrap();
+        assert_eq!(doc.get("a").and_then(Yaml::as_str), Some("x${y}"));
+    }
+}

@@ -1,0 +1,406 @@
+//! The portable data model: schema, values and filters as the WIT contract defines them,
+//! and their mapping onto Apache Arrow, the in-host batch format.
+//!
+//! The Rust types are the ones `bindgen!` generates from `wit/strategy.wit`, so the guest,
+//! the host and every connector share one definition.
+
+use std::sync::Arc;
+
+use arrow_array::{
+    Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, FixedSizeBinaryArray,
+    Float32Array, Float64Array, Int16Array, Int32Array, Int64Array, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow_schema::{DataType as ArrowType, Field, Schema as ArrowSchema, SchemaRef, TimeUnit};
+
+pub use crate::runtime::bindings::dpone::strategy::source::{CursorBound, ScanBounds, ScanStats};
+pub use crate::runtime::bindings::dpone::strategy::sink::{KeyCheck, SinkCapabilities};
+pub use crate::runtime::bindings::dpone::strategy::types::{
+    Column, Comparison, CompareTerm, DataType, DecimalSpec, InTerm, RangeTerm, Schema, Term,
+    Value,
+};
+
+use crate::error::{Error, Result};
+
+/// Rows per Arrow batch on the data plane. Bounds memory: at most a few batches per
+/// pipeline are in flight between source and sink.
+pub const BATCH_ROWS: usize = 8192;
+
+/// Batches buffered between the source reader and the sink writer (back-pressure).
+pub const CHANNEL_BATCHES: usize = 4;
+
+impl Schema {
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// The column called `name`, or a config error at `field`.
+    pub fn require(&self, name: &str, field: &str) -> Result<&Column> {
+        self.column(name).ok_or_else(|| {
+            let known: Vec<&str> = self.columns.iter().map(|c| c.name.as_str()).collect();
+            Error::config(field, format!("no column `{name}` (columns: {})", known.join(", ")))
+        })
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.columns.iter().map(|c| c.name.clone()).collect()
+    }
+
+    /// The Arrow schema batches of this schema carry.
+    pub fn to_arrow(&self) -> SchemaRef {
+        let fields: Vec<Field> = self
+            .columns
+            .iter()
+            .map(|c| Field::new(&c.name, arrow_type(&c.data_type), c.nullable))
+            .collect();
+        Arc::new(ArrowSchema::new(fields))
+    }
+}
+
+/// The Arrow type a portable type travels as (see docs/type-mapping.md).
+pub fn arrow_type(t: &DataType) -> ArrowType {
+    match t {
+        DataType::Boolean => ArrowType::Boolean,
+        DataType::Int16 => ArrowType::Int16,
+        DataType::Int32 => ArrowType::Int32,
+        DataType::Int64 => ArrowType::Int64,
+        DataType::Float32 => ArrowType::Float32,
+        DataType::Float64 => ArrowType::Float64,
+        DataType::Decimal(Some(d)) => ArrowType::Decimal128(d.precision, d.scale),
+        // Unconstrained decimals keep their exact text: no precision is lost.
+        DataType::Decimal(None) | DataType::Text | DataType::Json => ArrowType::Utf8,
+        DataType::Bytes => ArrowType::Binary,
+        DataType::Date => ArrowType::Date32,
+        DataType::Timestamp => ArrowType::Timestamp(TimeUnit::Microsecond, None),
+        DataType::TimestampTz => ArrowType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        DataType::Uuid => ArrowType::FixedSizeBinary(16),
+    }
+}
+
+/// The value at `row` of an array built for portable type `t`.
+pub fn value_at(array: &ArrayRef, t: &DataType, row: usize) -> Value {
+    if array.is_null(row) {
+        return Value::Null;
+    }
+    macro_rules! get {
+        ($ty:ty) => {
+            array.as_any().downcast_ref::<$ty>().expect("array type follows the schema").value(row)
+        };
+    }
+    match t {
+        DataType::Boolean => Value::Boolean(get!(BooleanArray)),
+        DataType::Int16 => Value::Int(get!(Int16Array).into()),
+        DataType::Int32 => Value::Int(get!(Int32Array).into()),
+        DataType::Int64 => Value::Int(get!(Int64Array)),
+        DataType::Float32 => Value::Float(get!(Float32Array).into()),
+        DataType::Float64 => Value::Float(get!(Float64Array)),
+        DataType::Decimal(Some(d)) => Value::Decimal(decimal_text(get!(Decimal128Array), d.scale)),
+        DataType::Decimal(None) => Value::Decimal(get!(StringArray).to_owned()),
+        DataType::Text => Value::Text(get!(StringArray).to_owned()),
+        DataType::Json => Value::Json(get!(StringArray).to_owned()),
+        DataType::Bytes => Value::Bytes(get!(BinaryArray).to_vec()),
+        DataType::Date => Value::Date(get!(Date32Array)),
+        DataType::Timestamp => Value::Timestamp(get!(TimestampMicrosecondArray)),
+        DataType::TimestampTz => Value::TimestampTz(get!(TimestampMicrosecondArray)),
+        DataType::Uuid => Value::Uuid(uuid_text(get!(FixedSizeBinaryArray))),
+    }
+}
+
+/// Canonical text of a scaled i128 decimal: `-12.50` for (-1250, 2).
+pub fn decimal_text(unscaled: i128, scale: i8) -> String {
+    if scale <= 0 {
+        let zeros = "0".repeat(scale.unsigned_abs() as usize);
+        return if unscaled == 0 { "0".into() } else { format!("{unscaled}{zeros}") };
+    }
+    let scale = scale as usize;
+    let digits = unscaled.unsigned_abs().to_string();
+    let digits = format!("{digits:0>width$}", width = scale + 1);
+    let (int, frac) = digits.split_at(digits.len() - scale);
+    let sign = if unscaled < 0 { "-" } else { "" };
+    format!("{sign}{int}.{frac}")
+}
+
+/// Parses decimal text into an i128 scaled by `scale`; `None` when it does not fit or
+/// has more fractional digits than `scale`.
+pub fn parse_decimal(text: &str, scale: i8) -> Option<i128> {
+    let text = text.trim();
+    let (neg, body) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    if int.is_empty() && frac.is_empty() {
+        return None;
+    }
+    let frac = frac.trim_end_matches('0');
+    let scale = usize::try_from(scale).ok()?;
+    if frac.len() > scale || !int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let mut v: i128 = 0;
+    for c in int.chars().chain(frac.chars()) {
+        v = v.checked_mul(10)?.checked_add(i128::from(c as u8 - b'0'))?;
+    }
+    v = v.checked_mul(10i128.checked_pow((scale - frac.len()) as u32)?)?;
+    Some(if neg { -v } else { v })
+}
+
+/// Canonical hyphenated lowercase text of 16 uuid bytes.
+pub fn uuid_text(b: &[u8]) -> String {
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+/// The 16 bytes of uuid text (hyphens optional).
+pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
+    let hex: Vec<u8> = text.bytes().filter(|b| *b != b'-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Orders two values of the same portable type; `None` across types or for NULL.
+pub fn compare_values(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
+    use Value as V;
+    match (a, b) {
+        (V::Boolean(x), V::Boolean(y)) => x.partial_cmp(y),
+        (V::Int(x), V::Int(y)) => x.partial_cmp(y),
+        (V::Float(x), V::Float(y)) => x.partial_cmp(y),
+        (V::Decimal(x), V::Decimal(y)) => {
+            let frac = |s: &str| s.split_once('.').map_or(0, |(_, f)| f.len());
+            let scale = i8::try_from(frac(x).max(frac(y))).ok()?;
+            parse_decimal(x, scale)?.partial_cmp(&parse_decimal(y, scale)?)
+        }
+        (V::Text(x), V::Text(y)) | (V::Uuid(x), V::Uuid(y)) => x.partial_cmp(y),
+        (V::Bytes(x), V::Bytes(y)) => x.partial_cmp(y),
+        (V::Date(x), V::Date(y)) => x.partial_cmp(y),
+        (V::Timestamp(x), V::Timestamp(y)) | (V::TimestampTz(x), V::TimestampTz(y)) => {
+            x.partial_cmp(y)
+        }
+        _ => None,
+    }
+}
+
+/// The largest non-NULL value of column `index` in `batch`.
+pub fn column_max(batch: &arrow_array::RecordBatch, index: usize, t: &DataType) -> Option<Value> {
+    let array = batch.column(index);
+    let mut best: Option<Value> = None;
+    for row in 0..batch.num_rows() {
+        let v = value_at(array, t, row);
+        if v == Value::Null {
+            continue;
+        }
+        if best.as_ref().is_none_or(|b| compare_values(&v, b) == Some(std::cmp::Ordering::Greater)) {
+            best = Some(v);
+        }
+    }
+    best
+}
+
+/// A value as tagged JSON, the form the state store keeps: `{"int": 42}`.
+pub fn value_to_json(v: &Value) -> serde_json::Value {
+    use serde_json::json;
+    match v {
+        Value::Null => serde_json::Value::Null,
+        Value::Boolean(b) => json!({ "boolean": b }),
+        Value::Int(i) => json!({ "int": i }),
+        Value::Float(f) => json!({ "float": f }),
+        Value::Decimal(s) => json!({ "decimal": s }),
+        Value::Text(s) => json!({ "text": s }),
+        Value::Bytes(b) => json!({ "bytes": b }),
+        Value::Date(d) => json!({ "date": d }),
+        Value::Timestamp(t) => json!({ "timestamp": t }),
+        Value::TimestampTz(t) => json!({ "timestamp_tz": t }),
+        Value::Uuid(s) => json!({ "uuid": s }),
+        Value::Json(s) => json!({ "json": s }),
+    }
+}
+
+/// Inverse of [`value_to_json`].
+pub fn value_from_json(j: &serde_json::Value) -> Result<Value> {
+    let bad = || Error::state(format!("state entry is not a tagged value: {j}"));
+    if j.is_null() {
+        return Ok(Value::Null);
+    }
+    let (tag, v) = j.as_object().and_then(|o| o.iter().next()).ok_or_else(bad)?;
+    let text = || v.as_str().map(str::to_owned).ok_or_else(bad);
+    let int = || v.as_i64().ok_or_else(bad);
+    Ok(match tag.as_str() {
+        "boolean" => Value::Boolean(v.as_bool().ok_or_else(bad)?),
+        "int" => Value::Int(int()?),
+        "float" => Value::Float(v.as_f64().ok_or_else(bad)?),
+        "decimal" => Value::Decimal(text()?),
+        "text" => Value::Text(text()?),
+        "bytes" => Value::Bytes(serde_json::from_value(v.clone()).map_err(|_| bad())?),
+        "date" => Value::Date(i32::try_from(int()?).map_err(|_| bad())?),
+        "timestamp" => Value::Timestamp(int()?),
+        "timestamp_tz" => Value::TimestampTz(int()?),
+        "uuid" => Value::Uuid(text()?),
+        "json" => Value::Json(text()?),
+        _ => return Err(bad()),
+    })
+}
+
+/// Human-readable value for logs, plans and `state show`.
+pub fn value_display(v: &Value) -> String {
+    match v {
+        Value::Null => "NULL".into(),
+        Value::Boolean(b) => b.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Decimal(s) | Value::Text(s) | Value::Uuid(s) | Value::Json(s) => format!("{s:?}"),
+        Value::Bytes(b) => format!("<{} bytes>", b.len()),
+        Value::Date(d) => format!("date({d})"),
+        Value::Timestamp(t) => format!("timestamp({t}us)"),
+        Value::TimestampTz(t) => format!("timestamptz({t}us)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_text_round_trips() {
+        for (v, s, text) in [(-1250, 2, "-12.50"), (5, 3, "0.005"), (0, 2, "0.00"), (42, 0, "42")] {
+            assert_eq!(decimal_text(v, s), text);
+            assert_eq!(parse_decimal(text, s), Some(v));
+        }
+        assert_eq!(parse_decimal("1.234", 2), None);
+        assert_eq!(parse_decimal("1.230", 2), Some(123));
+        assert_eq!(parse_decimal("abc", 2), None);
+    }
+
+    #[test]
+    fn uuid_round_trips() {
+        let text = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
+        assert_eq!(uuid_text(&parse_uuid(text).unwrap()), text);
+    }
+
+    #[test]
+    fn state_values_round_trip_through_json() {
+        for v in [Value::Null, Value::Int(-3), Value::Text("x\u{1}é".into()), Value::TimestampTz(17)] {
+            assert_eq!(value_from_json(&value_to_json(&v)).unwrap(), v);
+        }
+    }
+}
+
+/// Calendar text for dates and timestamps, for dialects that keep them as text (SQLite)
+/// or take them as text parameters (PostgreSQL's COPY reader).
+pub mod time {
+    const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+    /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+    pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        (yoe + era * 400 + i64::from(m <= 2), m, d)
+    }
+
+    /// (year, month, day) to days since 1970-01-01.
+    pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y.rem_euclid(400);
+        let mp = i64::from((m + 9) % 12);
+        let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146_097 + doe - 719_468
+    }
+
+    /// `YYYY-MM-DD`.
+    pub fn format_date(days: i32) -> String {
+        let (y, m, d) = civil_from_days(days.into());
+        format!("{y:04}-{m:02}-{d:02}")
+    }
+
+    /// `YYYY-MM-DD HH:MM:SS.ffffff` (no zone).
+    pub fn format_timestamp(micros: i64) -> String {
+        let days = micros.div_euclid(MICROS_PER_DAY);
+        let rest = micros.rem_euclid(MICROS_PER_DAY);
+        let (y, m, d) = civil_from_days(days);
+        let secs = rest / 1_000_000;
+        format!(
+            "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:06}",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60,
+            rest % 1_000_000
+        )
+    }
+
+    /// Parses `YYYY-MM-DD`.
+    pub fn parse_date(text: &str) -> Option<i32> {
+        let mut it = text.trim().splitn(3, '-');
+        let y: i64 = it.next()?.parse().ok()?;
+        let m: u32 = it.next()?.parse().ok()?;
+        let d: u32 = it.next()?.parse().ok()?;
+        if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+            return None;
+        }
+        i32::try_from(days_from_civil(y, m, d)).ok()
+    }
+
+    /// Parses `YYYY-MM-DD[ T]HH:MM[:SS[.ffffff]][Z|+HH[:MM]|-HH[:MM]]` (or a bare date) to
+    /// microseconds since the epoch; an offset is applied so the result is UTC.
+    pub fn parse_timestamp(text: &str) -> Option<i64> {
+        let text = text.trim();
+        if text.len() == 10 {
+            return Some(i64::from(parse_date(text)?) * MICROS_PER_DAY);
+        }
+        let (date, time) = text.split_at_checked(10)?;
+        let days = i64::from(parse_date(date)?);
+        let time = time.strip_prefix(['T', ' '])?;
+        let zone_at = time.find(['Z', 'z', '+', '-']).unwrap_or(time.len());
+        let (clock, zone) = time.split_at(zone_at);
+        let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
+        let mut parts = hms.split(':');
+        let h: i64 = parts.next()?.parse().ok()?;
+        let mi: i64 = parts.next()?.parse().ok()?;
+        let s: i64 = parts.next().map_or(Some(0), |p| p.parse().ok())?;
+        if frac.len() > 9 || !frac.chars().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        let micros: i64 = format!("{frac:0<6}")[..6].parse().ok()?;
+        let offset_secs = match zone {
+            "" | "Z" | "z" => 0,
+            _ => {
+                let sign = if zone.starts_with('-') { -1 } else { 1 };
+                let digits = zone[1..].replace(':', "");
+                let (oh, om) = digits.split_at_checked(2)?;
+                let om: i64 = if om.is_empty() { 0 } else { om.parse().ok()? };
+                sign * (oh.parse::<i64>().ok()? * 3600 + om * 60)
+            }
+        };
+        Some(days * MICROS_PER_DAY + ((h * 60 + mi) * 60 + s - offset_secs) * 1_000_000 + micros)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn dates_and_timestamps_round_trip() {
+            for days in [-719_468, -1, 0, 1, 19_000, 2_932_896] {
+                assert_eq!(parse_date(&format_date(days)), Some(days));
+            }
+            for micros in [-1, 0, 1_700_000_000_123_456, -62_135_596_800_000_000] {
+                assert_eq!(parse_timestamp(&format_timestamp(micros)), Some(micros));
+            }
+            assert_eq!(parse_timestamp("1970-01-01T01:00:00+01:00"), Some(0));
+            assert_eq!(parse_timestamp("1970-01-01 00:00:00.5Z"), Some(500_000));
+            assert_eq!(parse_timestamp("2024-13-01 00:00"), None);
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The wasmtime engine, the compiled-component cache and the sandbox limits.
+//!
+//! One [`Runtime`] per process. Components are compiled once per content hash and cached
+//! as serialized artifacts under the cache root (a `cap-std` directory handle), so a run
+//! loads native code instead of recompiling.
+
+use std::hash::{Hash, Hasher};
+use std::time::Instant;
+
+use cap_std::fs::Dir;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, ResourceLimiter};
+
+use super::bindings::{Strategy, StrategyPre};
+use super::host::RunState;
+use crate::error::{Error, Kind, Result};
+
+/// Default guest fuel per run: about two seconds of pure guest compute here, far more than
+/// a built-in strategy needs (they spend their time waiting on the host).
+pub const DEFAULT_FUEL: u64 = 20_000_000_000;
+
+/// Default cap on a strategy's linear memory.
+pub const DEFAULT_MEMORY_MB: u64 = 64;
+
+/// How often (in fuel units) a running guest yields to the async executor, so a busy
+/// guest never starves the host's I/O or Ctrl-C handling.
+const FUEL_YIELD_INTERVAL: u64 = 10_000_000;
+
+/// Sandbox limits of one run (the manifest's `limits` section).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub fuel: u64,
+    pub memory_mb: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { fuel: DEFAULT_FUEL, memory_mb: DEFAULT_MEMORY_MB }
+    }
+}
+
+/// Caps guest memory and table growth; a denied growth traps with a message that names
+/// the manifest limit, which [`classify_trap`] surfaces.
+#[derive(Debug)]
+pub struct GuestLimiter {
+    memory_bytes: usize,
+    pub exceeded: Option<String>,
+}
+
+impl GuestLimiter {
+    pub fn new(limits: &Limits) -> Self {
+        let memory_bytes = usize::try_from(limits.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        GuestLimiter { memory_bytes, exceeded: None }
+    }
+}
+
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+impl ResourceLimiter for GuestLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            let msg = format!(
+                "the strategy tried to grow its memory from {} MiB to {} MiB, past limits.memory_mb = {}",
+                current >> 20,
+                desired.div_ceil(1 << 20),
+                self.memory_bytes >> 20
+            );
+            self.exceeded = Some(msg.clone());
+            return Err(wasmtime::Error::msg(msg));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// A loaded strategy component, ready to instantiate.
+pub struct LoadedStrategy {
+    pub pre: StrategyPre<RunState>,
+    /// Hex SHA-256 of the component bytes: the run history records it.
+    pub hash: String,
+    /// Time spent loading (cache hit) or compiling (miss), for the run report.
+    pub load_seconds: f64,
+    pub cache_hit: bool,
+}
+
+impl std::fmt::Debug for LoadedStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedStrategy").field("hash", &self.hash).finish_non_exhaustive()
+    }
+}
+
+/// The process-wide engine, linker and component cache.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<RunState>,
+    cache: Option<Dir>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// `cache` is the component cache directory, or `None` to always compile.
+    pub fn new(cache: Option<Dir>) -> Result<Self> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.consume_fuel(true);
+        let engine = Engine::new(&config).map_err(|e| Error::internal(format!("wasmtime engine: {e}")))?;
+        let mut linker = Linker::new(&engine);
+        super::host::add_to_linker(&mut linker)?;
+        Ok(Runtime { engine, linker, cache })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Loads a component from its bytes: from the cache when compiled before, otherwise
+    /// compiled and cached. Refuses, with a config error naming `field`, a file that is
+    /// not a component, imports something the sandbox does not provide, or does not
+    /// export the `dpone:strategy/strategy` world.
+    pub fn load(&self, bytes: &[u8], origin: &str, field: &str) -> Result<LoadedStrategy> {
+        let started = Instant::now();
+        let hash = hex(&Sha256::digest(bytes));
+        let mut engine_hash = std::hash::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut engine_hash);
+        let key = format!("{hash}-{:016x}.cwasm", engine_hash.finish());
+        let (component, cache_hit) = match self.cached(&key) {
+            Some(c) => (c, true),
+            None => {
+                let c = Component::new(&self.engine, bytes).map_err(|e| {
+                    Error::config(field, format!("{origin} is not a WebAssembly component: {}", root_cause(&e)))
+                })?;
+                self.store_cached(&key, &c);
+                (c, false)
+            }
+        };
+        refuse_ambient_imports(&self.engine, &component, origin)?;
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            Error::new(
+                Kind::Sandbox,
+                format!("{origin} needs an import the dpone sandbox does not provide: {}", root_cause(&e)),
+            )
+        })?;
+        let pre = StrategyPre::new(instance_pre).map_err(|e| {
+            Error::config(field, format!("{origin} does not implement the dpone:strategy/strategy world: {}", root_cause(&e)))
+        })?;
+        Ok(LoadedStrategy { pre, hash, load_seconds: started.elapsed().as_secs_f64(), cache_hit })
+    }
+
+    fn cached(&self, key: &str) -> Option<Component> {
+        let bytes = self.cache.as_ref()?.read(key).ok()?;
+        // SAFETY: the cache directory is the host's own (opened from its configured root);
+        // entries are written only by `store_cached` from components this engine compiled,
+        // and are keyed by the component's content hash and the engine's compatibility
+        // hash, so a stale or foreign entry is never picked. Anyone able to write there
+        // could replace the host binary just as well.
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(&self.engine, bytes) };
+        component.ok()
+    }
+
+    fn store_cached(&self, key: &str, component: &Component) {
+        let Some(dir) = &self.cache else { return };
+        let Ok(bytes) = component.serialize() else { return };
+        // Write then rename, so a concurrent reader never sees a partial artifact.
+        let tmp = format!("{key}.{}.tmp", std::process::id());
+        let written = dir.write(&tmp, &bytes).and_then(|()| dir.rename(&tmp, dir, key));
+        if let Err(e) = written {
+            tracing::warn!("could not cache the compiled component: {e}");
+        }
+    }
+
+    /// Instantiates a fresh, sandboxed instance for one run. A trapped instance cannot be
+    /// re-entered, so every call site that may trap gets its own store.
+    pub async fn instantiate(
+        &self,
+        loaded: &LoadedStrategy,
+        state: RunState,
+        limits: &Limits,
+    ) -> Result<(wasmtime::Store<RunState>, Strategy)> {
+        let mut store = wasmtime::Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter as &mut dyn ResourceLimiter);
+        store.set_fuel(limits.fuel).map_err(|e| Error::internal(e.to_string()))?;
+        store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)).map_err(|e| Error::internal(e.to_string()))?;
+        let instance = loaded.pre.instantiate_async(&mut store).await.map_err(|e| classify_trap(&e, store.data(), limits))?;
+        Ok((store, instance))
+    }
+}
+
+/// Import namespaces a strategy may use. Rust's std for wasm32-wasip2 always imports
+/// `wasi:cli` and `wasi:io` (served empty, see [`super::sandbox`]); files, sockets and
+/// clocks are refused outright, so a component that asks for them never runs.
+const ALLOWED_IMPORTS: [&str; 4] = ["dpone:strategy/", "wasi:io/", "wasi:cli/", "wasi:random/"];
+
+fn refuse_ambient_imports(engine: &Engine, component: &Component, origin: &str) -> Result<()> {
+    let refused: Vec<String> = component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .filter(|name| !ALLOWED_IMPORTS.iter().any(|p| name.starts_with(p)))
+        .collect();
+    if refused.is_empty() {
+        return Ok(());
+    }
+    Err(Error::new(
+        Kind::Sandbox,
+        format!(
+            "{origin} imports {} which the dpone sandbox does not provide (strategies get no files, sockets or ambient clock)",
+            refused.join(", ")
+        ),
+    ))
+}
+
+/// Turns a failed guest call into a host error: fuel and memory limits name their
+/// manifest field; a host error raised inside an import keeps its kind; other traps are
+/// strategy bugs (sandbox kind).
+pub fn classify_trap(err: &wasmtime::Error, state: &RunState, limits: &Limits) -> Error {
+    if let Some(msg) = &state.limiter.exceeded {
+        return Error { kind: Kind::Sandbox, field: Some("limits.memory_mb".into()), message: msg.clone() };
+    }
+    if let Some(host) = err.downcast_ref::<Error>() {
+        return Error { kind: host.kind, field: host.field.clone(), message: host.message.clone() };
+    }
+    if err.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel) {
+        return Error {
+            kind: Kind::Sandbox,
+            field: Some("limits.fuel".into()),
+            message: format!("the strategy used all of its fuel (limits.fuel = {}) and was stopped", limits.fuel),
+        };
+    }
+    Error::new(Kind::Sandbox, format!("the strategy trapped: {}", root_cause(err)))
+}
+
+fn root_cause(e: &wasmtime::Error) -> String {
+    format!("{e:#}")
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

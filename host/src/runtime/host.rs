@@ -1,0 +1,471 @@
+//! Capability implementations: the generated `Host` traits over one run's connectors.
+//!
+//! Each guest handle (scan, staging) lives in the store's `ResourceTable`, bounded by
+//! [`MAX_HANDLES`]; a guest can only reach the source, sink and state of the pipeline that
+//! instantiated it.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::dpone::strategy::{clock, log, sink, source, state, types};
+use super::engine::GuestLimiter;
+use super::report::Progress;
+use crate::connectors::sink::{SqlSink, StagingKind};
+use crate::connectors::source::SqlSource;
+use crate::connectors::{Statement, TableName};
+use crate::error::{Error, Kind, Result};
+use crate::model::{self, ScanBounds, ScanStats, Schema, Value};
+use crate::state::StateStore;
+
+/// Live scan and staging handles a guest may hold at once.
+pub const MAX_HANDLES: usize = 256;
+
+/// A scan the guest opened; the host runs it when the guest loads it into staging.
+#[derive(Debug)]
+pub struct ScanHandle {
+    bounds: ScanBounds,
+    stats: ScanStats,
+    loaded: bool,
+}
+
+/// A staging table this run created.
+#[derive(Debug)]
+pub struct StagingHandle {
+    table: TableName,
+    schema: Schema,
+}
+
+/// The connectors and bookkeeping of one pipeline run.
+pub struct Pipeline {
+    pub name: String,
+    pub source: SqlSource,
+    pub sink: SqlSink,
+    pub state: StateStore,
+    /// State commits inside the sink's transaction.
+    pub state_colocated: bool,
+    /// The run's logical time (`clock.now`), microseconds since the epoch.
+    pub now_micros: i64,
+    /// `state.put` entries not yet durable.
+    pending_state: BTreeMap<String, Value>,
+    pub progress: Progress,
+    /// Wall time spent inside host imports, to report the guest's share.
+    pub host_seconds: f64,
+    pub rows_read: u64,
+    pub rows_written: u64,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    pub fn new(
+        name: String,
+        source: SqlSource,
+        sink: SqlSink,
+        state: StateStore,
+        state_colocated: bool,
+        now_micros: i64,
+        progress: Progress,
+    ) -> Self {
+        Pipeline {
+            name,
+            source,
+            sink,
+            state,
+            state_colocated,
+            now_micros,
+            pending_state: BTreeMap::new(),
+            progress,
+            host_seconds: 0.0,
+            rows_read: 0,
+            rows_written: 0,
+        }
+    }
+
+    fn now_text(&self) -> String {
+        model::time::format_timestamp(self.now_micros)
+    }
+}
+
+/// The store data of one instance.
+pub struct RunState {
+    pub limiter: GuestLimiter,
+    table: ResourceTable,
+    handles: usize,
+    wasi: WasiCtx,
+    /// `None` for describe-only instances (validate, inspect): every capability refuses.
+    pub pipeline: Option<Pipeline>,
+}
+
+impl std::fmt::Debug for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunState").field("pipeline", &self.pipeline).finish_non_exhaustive()
+    }
+}
+
+impl WasiView for RunState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Links the dpone world and the locked-down WASI (see [`super::sandbox`]).
+pub fn add_to_linker(linker: &mut Linker<RunState>) -> Result<()> {
+    super::bindings::Strategy::add_to_linker::<RunState, HasSelf<RunState>>(linker, |s| s)
+        .map_err(|e| Error::internal(format!("linking the dpone world: {e}")))?;
+    wasmtime_wasi::p2::add_to_linker_async(linker).map_err(|e| Error::internal(format!("linking WASI: {e}")))
+}
+
+impl RunState {
+    /// `clock_micros` freezes the guest's WASI clocks at the run's logical time.
+    pub fn new(limiter: GuestLimiter, pipeline: Option<Pipeline>, clock_micros: i64) -> Self {
+        RunState {
+            limiter,
+            table: ResourceTable::new(),
+            handles: 0,
+            wasi: super::sandbox::wasi_ctx(clock_micros),
+            pipeline,
+        }
+    }
+
+    fn pipeline(&mut self) -> Result<&mut Pipeline> {
+        self.pipeline
+            .as_mut()
+            .ok_or_else(|| Error::new(Kind::Unsupported, "capabilities are not available while describing a strategy"))
+    }
+
+    fn push<T: Send + 'static>(&mut self, value: T) -> Result<Resource<T>> {
+        if self.handles >= MAX_HANDLES {
+            return Err(Error::new(Kind::InvalidHandle, format!("the strategy holds more than {MAX_HANDLES} live handles")));
+        }
+        let r = self.table.push(value).map_err(|e| Error::new(Kind::InvalidHandle, e.to_string()))?;
+        self.handles += 1;
+        Ok(r)
+    }
+
+    fn get<T: 'static>(&self, r: &Resource<T>) -> Result<&T> {
+        self.table.get(r).map_err(|e| Error::new(Kind::InvalidHandle, e.to_string()))
+    }
+
+    fn get_mut<T: 'static>(&mut self, r: &Resource<T>) -> Result<&mut T> {
+        self.table.get_mut(r).map_err(|e| Error::new(Kind::InvalidHandle, e.to_string()))
+    }
+
+    fn delete<T: 'static>(&mut self, r: Resource<T>) -> Result<T> {
+        let v = self.table.delete(r).map_err(|e| Error::new(Kind::InvalidHandle, e.to_string()))?;
+        self.handles -= 1;
+        Ok(v)
+    }
+
+    /// Times a host import, so the report can tell guest time from host time.
+    async fn timed<T>(&mut self, f: impl AsyncFnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let started = Instant::now();
+        let out = f(self).await;
+        if let Some(p) = self.pipeline.as_mut() {
+            p.host_seconds += started.elapsed().as_secs_f64();
+        }
+        out
+    }
+
+    async fn staging(&mut self, r: &Resource<StagingHandle>) -> Result<(TableName, Schema)> {
+        let s = self.get(r)?;
+        Ok((s.table.clone(), s.schema.clone()))
+    }
+}
+
+impl types::Host for RunState {
+    fn convert_dpone_error(&mut self, err: Error) -> wasmtime::Result<types::DponeError> {
+        use types::DponeError as E;
+        Ok(match err.kind {
+            Kind::Config => E::InvalidConfig(types::FieldError {
+                field: err.field.unwrap_or_else(|| "sink.strategy".into()),
+                message: err.message,
+            }),
+            Kind::Source => E::Source(err.message),
+            Kind::Sink => E::Sink(err.message),
+            Kind::State => E::State(err.message),
+            Kind::KeyViolation => E::KeyViolation(err.message),
+            Kind::Unsupported => E::Unsupported(err.message),
+            Kind::InvalidHandle => E::InvalidHandle(err.message),
+            // Host bugs and sandbox breaches trap: the guest must not carry on.
+            Kind::Sandbox | Kind::Internal => return Err(wasmtime::Error::new(err)),
+        })
+    }
+}
+
+impl source::HostScan for RunState {
+    async fn stats(&mut self, scan: Resource<ScanHandle>) -> wasmtime::Result<ScanStats> {
+        Ok(self.get(&scan)?.stats.clone())
+    }
+
+    async fn drop(&mut self, scan: Resource<ScanHandle>) -> wasmtime::Result<()> {
+        self.delete(scan)?;
+        Ok(())
+    }
+}
+
+impl source::Host for RunState {
+    async fn describe(&mut self) -> Result<source::SourceDescription> {
+        self.timed(async |s| {
+            let p = s.pipeline()?;
+            let schema = p.source.schema().await?;
+            Ok(source::SourceDescription {
+                name: p.source.table().to_string(),
+                schema,
+                capabilities: source::SourceCapabilities { cursor_scan: true, bounded_predicate: true, xmin: false, cdc: false },
+            })
+        })
+        .await
+    }
+
+    async fn open_scan(&mut self, bounds: ScanBounds) -> Result<Resource<ScanHandle>> {
+        let schema = self.pipeline()?.source.schema().await?;
+        crate::connectors::render::check_bound_columns(&schema, &bounds)?;
+        let stats = ScanStats { rows: 0, bytes: 0, max_cursor: None };
+        self.push(ScanHandle { bounds, stats, loaded: false })
+    }
+
+    async fn max_value(&mut self, column: String, bounds: ScanBounds) -> Result<Value> {
+        self.timed(async |s| s.pipeline()?.source.max_value(&column, &bounds).await).await
+    }
+
+    async fn row_count(&mut self, bounds: ScanBounds) -> Result<u64> {
+        self.timed(async |s| s.pipeline()?.source.row_count(&bounds).await).await
+    }
+}
+
+impl sink::HostStaging for RunState {
+    async fn name(&mut self, staging: Resource<StagingHandle>) -> wasmtime::Result<String> {
+        Ok(self.get(&staging)?.table.to_string())
+    }
+
+    async fn row_count(&mut self, staging: Resource<StagingHandle>) -> Result<u64> {
+        let (table, _) = self.staging(&staging).await?;
+        self.timed(async |s| s.pipeline()?.sink.staging_row_count(&table).await).await
+    }
+
+    async fn distinct_values(&mut self, staging: Resource<StagingHandle>, column: String, limit: u32) -> Result<Vec<Value>> {
+        let (table, schema) = self.staging(&staging).await?;
+        let t = schema.require(&column, "sink.strategy")?.data_type.clone();
+        self.timed(async |s| s.pipeline()?.sink.distinct_values(&table, &column, &t, limit).await).await
+    }
+
+    async fn check_keys(&mut self, staging: Resource<StagingHandle>, key: Vec<String>) -> Result<sink::KeyCheck> {
+        let (table, schema) = self.staging(&staging).await?;
+        self.timed(async |s| s.pipeline()?.sink.check_keys(&table, &schema, &key).await).await
+    }
+
+    async fn drop(&mut self, staging: Resource<StagingHandle>) -> wasmtime::Result<()> {
+        // The table itself stays until drop-staging or the end-of-run cleanup.
+        self.delete(staging)?;
+        Ok(())
+    }
+}
+
+impl sink::Host for RunState {
+    async fn capabilities(&mut self) -> wasmtime::Result<sink::SinkCapabilities> {
+        Ok(self.pipeline()?.sink.capabilities())
+    }
+
+    async fn describe(&mut self) -> Result<sink::TargetDescription> {
+        self.timed(async |s| {
+            let p = s.pipeline()?;
+            let schema = p.sink.describe().await?;
+            Ok(sink::TargetDescription { table: p.sink.target().to_string(), exists: schema.is_some(), schema })
+        })
+        .await
+    }
+
+    async fn ensure_target(&mut self, schema: Schema, key: Vec<String>) -> Result<()> {
+        self.timed(async |s| s.pipeline()?.sink.ensure_target(&schema, &key).await).await
+    }
+
+    async fn create_staging(&mut self, schema: Schema, kind: sink::StagingKind) -> Result<Resource<StagingHandle>> {
+        let kind = match kind {
+            sink::StagingKind::Scratch => StagingKind::Scratch,
+            sink::StagingKind::Publishable => StagingKind::Publishable,
+        };
+        let table = self.timed(async |s| s.pipeline()?.sink.create_staging(&schema, kind).await).await?;
+        self.push(StagingHandle { table, schema })
+    }
+
+    async fn load(&mut self, staging: Resource<StagingHandle>, scan: Resource<ScanHandle>) -> Result<ScanStats> {
+        let (table, schema) = self.staging(&staging).await?;
+        let handle = self.get_mut(&scan)?;
+        if handle.loaded {
+            return Err(Error::new(Kind::InvalidHandle, "this scan was already loaded; open a new one"));
+        }
+        handle.loaded = true;
+        let bounds = handle.bounds.clone();
+        let stats = self.timed(async |s| load(s.pipeline()?, &table, &schema, &bounds).await).await?;
+        self.get_mut(&scan)?.stats = stats.clone();
+        let p = self.pipeline()?;
+        p.rows_read += stats.rows;
+        Ok(stats)
+    }
+
+    async fn begin(&mut self) -> Result<()> {
+        self.timed(async |s| s.pipeline()?.sink.begin().await).await
+    }
+
+    async fn commit(&mut self) -> Result<()> {
+        self.timed(async |s| {
+            let p = s.pipeline()?;
+            let also = if p.state_colocated {
+                let pending = std::mem::take(&mut p.pending_state);
+                p.state.entry_writes(&p.name, &pending, &p.now_text())
+            } else {
+                Vec::<Statement>::new()
+            };
+            p.sink.commit(also).await
+        })
+        .await
+    }
+
+    async fn rollback(&mut self) -> Result<()> {
+        self.timed(async |s| s.pipeline()?.sink.rollback().await).await
+    }
+
+    async fn insert_from_staging(&mut self, staging: Resource<StagingHandle>) -> Result<u64> {
+        let (table, schema) = self.staging(&staging).await?;
+        let n = self.timed(async |s| s.pipeline()?.sink.insert_from_staging(&table, &schema.names()).await).await?;
+        self.pipeline()?.rows_written += n;
+        Ok(n)
+    }
+
+    async fn delete_matching_keys(&mut self, staging: Resource<StagingHandle>, key: Vec<String>) -> Result<u64> {
+        let (table, schema) = self.staging(&staging).await?;
+        for k in &key {
+            schema.require(k, "sink.strategy.unique_key")?;
+        }
+        self.timed(async |s| s.pipeline()?.sink.delete_matching_keys(&table, &key).await).await
+    }
+
+    async fn delete_where(&mut self, filter: Vec<types::Term>) -> Result<u64> {
+        self.timed(async |s| s.pipeline()?.sink.delete_where(&filter).await).await
+    }
+
+    async fn swap(&mut self, staging: Resource<StagingHandle>) -> Result<()> {
+        let handle = self.delete(staging)?;
+        let n = self.timed(async |s| {
+            let p = s.pipeline()?;
+            p.sink.swap(&handle.table).await?;
+            p.sink.target_row_count().await
+        })
+        .await?;
+        self.pipeline()?.rows_written += n;
+        Ok(())
+    }
+
+    async fn truncate_and_insert(&mut self, staging: Resource<StagingHandle>) -> Result<u64> {
+        let (table, schema) = self.staging(&staging).await?;
+        let n = self.timed(async |s| s.pipeline()?.sink.truncate_and_insert(&table, &schema.names()).await).await?;
+        self.pipeline()?.rows_written += n;
+        Ok(n)
+    }
+
+    async fn drop_staging(&mut self, staging: Resource<StagingHandle>) -> Result<()> {
+        let handle = self.delete(staging)?;
+        self.timed(async |s| s.pipeline()?.sink.drop_staging(&handle.table).await).await
+    }
+}
+
+/// Streams a scan from the source into a staging table: the source reader, a counter and
+/// the sink's bulk writer run concurrently over bounded channels (back-pressure), so memory
+/// stays at a few batches whatever the table size.
+async fn load(p: &mut Pipeline, staging: &TableName, schema: &Schema, bounds: &ScanBounds) -> Result<ScanStats> {
+    let (to_counter, mut from_source) = mpsc::channel(model::CHANNEL_BATCHES);
+    let (to_sink, from_counter) = mpsc::channel(model::CHANNEL_BATCHES);
+    let cursor = bounds.cursor.as_ref().and_then(|c| {
+        let i = schema.columns.iter().position(|col| col.name == c.column)?;
+        Some((i, schema.columns[i].data_type.clone()))
+    });
+    let mut stats = ScanStats { rows: 0, bytes: 0, max_cursor: None };
+    let progress = &mut p.progress;
+    let count = async {
+        while let Some(batch) = from_source.recv().await {
+            let batch: arrow_array::RecordBatch = batch;
+            stats.rows += batch.num_rows() as u64;
+            stats.bytes += batch.get_array_memory_size() as u64;
+            if let Some((i, t)) = &cursor
+                && let Some(m) = model::column_max(&batch, *i, t)
+                && stats.max_cursor.as_ref().is_none_or(|cur| model::compare_values(&m, cur) == Some(std::cmp::Ordering::Greater))
+            {
+                stats.max_cursor = Some(m);
+            }
+            progress.rows("load", stats.rows);
+            if to_sink.send(batch).await.is_err() {
+                break;
+            }
+        }
+        drop(to_sink);
+        Ok::<(), Error>(())
+    };
+    let read = p.source.read(schema, bounds, to_counter);
+    let write = p.sink.load(staging, schema, from_counter);
+    let ((), (), written) = tokio::try_join!(read, count, write)?;
+    p.progress.done("load", stats.rows);
+    if written != stats.rows && written != 0 {
+        return Err(Error::sink(format!("staging received {written} rows but the source sent {}", stats.rows)));
+    }
+    Ok(stats)
+}
+
+impl state::Host for RunState {
+    async fn get(&mut self, key: String) -> Result<Option<Value>> {
+        let p = self.pipeline()?;
+        if let Some(v) = p.pending_state.get(&key) {
+            return Ok(Some(v.clone()));
+        }
+        let name = p.name.clone();
+        Ok(p.state.entries(&name).await?.remove(&key))
+    }
+
+    async fn put(&mut self, key: String, value: Value) -> wasmtime::Result<()> {
+        self.pipeline()?.pending_state.insert(key, value);
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> Result<()> {
+        let p = self.pipeline()?;
+        if p.sink.in_transaction() {
+            return Err(Error::new(Kind::Unsupported, "state.commit while the sink transaction is open: commit the sink first"));
+        }
+        let pending = std::mem::take(&mut p.pending_state);
+        let writes = p.state.entry_writes(&p.name, &pending, &p.now_text());
+        p.state.apply(&writes).await
+    }
+}
+
+impl log::Host for RunState {
+    async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        let message: String = message.chars().take(4096).collect();
+        match level {
+            log::Level::Debug => tracing::debug!(target: "strategy", "{message}"),
+            log::Level::Info => tracing::info!(target: "strategy", "{message}"),
+            log::Level::Warn => tracing::warn!(target: "strategy", "{message}"),
+            log::Level::Error => tracing::error!(target: "strategy", "{message}"),
+        }
+        Ok(())
+    }
+
+    async fn progress(&mut self, phase: String, done: u64, total: Option<u64>) -> wasmtime::Result<()> {
+        if let Some(p) = self.pipeline.as_mut() {
+            p.progress.phase(&phase, done, total);
+        }
+        Ok(())
+    }
+}
+
+impl clock::Host for RunState {
+    async fn now(&mut self) -> wasmtime::Result<i64> {
+        Ok(self.pipeline.as_ref().map_or(0, |p| p.now_micros))
+    }
+}

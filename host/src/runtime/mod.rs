@@ -1,0 +1,7 @@
+//! The strategy runtime: wasmtime engine, sandbox limits, capability implementations.
+
+pub mod bindings;
+pub mod engine;
+pub mod host;
+pub mod report;
+pub mod sandbox;

@@ -1,0 +1,206 @@
+//! The state store: per-pipeline state entries and the run history.
+//!
+//! SQLite (a file under `.dpone/`) is the embedded default, PostgreSQL the shared store.
+//! Both keep the same two tables (`dpone_state_entries`, `dpone_runs`; in schema `dpone`
+//! on PostgreSQL). Contract: entries change only through [`StateStore::entry_writes`],
+//! whose statements either run in the sink's own transaction (when the store is the sink's
+//! database) or in [`StateStore::apply`] right after the sink committed.
+
+use std::collections::BTreeMap;
+
+use crate::connectors::{Dialect, SqlSession, Statement, TableName, render};
+use crate::error::{Error, Result};
+use crate::model::{DataType, Value, value_from_json, value_to_json};
+
+/// One run, as the history keeps it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub pipeline: String,
+    pub strategy_name: String,
+    pub strategy_version: String,
+    pub strategy_hash: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub rows_read: i64,
+    pub rows_written: i64,
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+/// A state store on its own connection.
+pub struct StateStore {
+    session: Box<dyn SqlSession>,
+    entries: TableName,
+    runs: TableName,
+}
+
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateStore").field("entries", &self.entries).finish_non_exhaustive()
+    }
+}
+
+fn tables(dialect: Dialect) -> (TableName, TableName) {
+    let schema = match dialect {
+        #[cfg(feature = "postgres")]
+        Dialect::Postgres => Some("dpone".to_string()),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    };
+    let prefix = if schema.is_some() { "" } else { "dpone_" };
+    (
+        TableName { schema: schema.clone(), name: format!("{prefix}state_entries") },
+        TableName { schema, name: format!("{prefix}runs") },
+    )
+}
+
+impl StateStore {
+    /// Opens the store and creates its tables when missing.
+    pub async fn open(mut session: Box<dyn SqlSession>) -> Result<Self> {
+        let (entries, runs) = tables(session.dialect());
+        let mut ddl = Vec::new();
+        if let Some(schema) = &entries.schema {
+            ddl.push(format!("CREATE SCHEMA IF NOT EXISTS {}", render::quote_ident(schema)));
+        }
+        ddl.push(format!(
+            "CREATE TABLE IF NOT EXISTS {} (pipeline TEXT NOT NULL, entry_key TEXT NOT NULL, \
+             entry_value TEXT NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (pipeline, entry_key))",
+            render::table_ref(&entries)
+        ));
+        ddl.push(format!(
+            "CREATE TABLE IF NOT EXISTS {} (run_id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, \
+             strategy_name TEXT NOT NULL, strategy_version TEXT NOT NULL, strategy_hash TEXT NOT NULL, \
+             started_at TEXT NOT NULL, finished_at TEXT, rows_read BIGINT NOT NULL, \
+             rows_written BIGINT NOT NULL, outcome TEXT NOT NULL, error TEXT)",
+            render::table_ref(&runs)
+        ));
+        for sql in ddl {
+            session.execute(&Statement::new(sql)).await.map_err(|e| Error::state(e.message))?;
+        }
+        Ok(StateStore { session, entries, runs })
+    }
+
+    /// The committed entries of a pipeline.
+    pub async fn entries(&mut self, pipeline: &str) -> Result<BTreeMap<String, Value>> {
+        let stmt = Statement {
+            sql: format!(
+                "SELECT entry_key, entry_value FROM {} WHERE pipeline = $1 ORDER BY entry_key",
+                render::table_ref(&self.entries)
+            ),
+            params: vec![Value::Text(pipeline.into())],
+        };
+        let rows = self.session.query(&stmt, &[DataType::Text, DataType::Text]).await.map_err(|e| Error::state(e.message))?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            if let [Value::Text(k), Value::Text(v)] = row.as_slice() {
+                let json: serde_json::Value = serde_json::from_str(v).map_err(Error::state)?;
+                out.insert(k.clone(), value_from_json(&json)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The statements that upsert `entries`; run them in the sink's transaction when the
+    /// store is colocated, otherwise through [`Self::apply`].
+    pub fn entry_writes(&self, pipeline: &str, entries: &BTreeMap<String, Value>, now: &str) -> Vec<Statement> {
+        entries
+            .iter()
+            .map(|(k, v)| Statement {
+                sql: format!(
+                    "INSERT INTO {} (pipeline, entry_key, entry_value, updated_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (pipeline, entry_key) DO UPDATE SET entry_value = excluded.entry_value, \
+                     updated_at = excluded.updated_at",
+                    render::table_ref(&self.entries)
+                ),
+                params: vec![
+                    Value::Text(pipeline.into()),
+                    Value::Text(k.clone()),
+                    Value::Text(value_to_json(v).to_string()),
+                    Value::Text(now.into()),
+                ],
+            })
+            .collect()
+    }
+
+    /// Runs `statements` in one transaction of the store.
+    pub async fn apply(&mut self, statements: &[Statement]) -> Result<()> {
+        if statements.is_empty() {
+            return Ok(());
+        }
+        let s = &mut self.session;
+        s.begin().await.map_err(|e| Error::state(e.message))?;
+        for stmt in statements {
+            if let Err(e) = s.execute(stmt).await {
+                let _ = s.rollback().await;
+                return Err(Error::state(e.message));
+            }
+        }
+        s.commit().await.map_err(|e| Error::state(e.message))
+    }
+
+    /// Inserts or updates a run in the history.
+    pub async fn record_run(&mut self, r: &RunRecord) -> Result<()> {
+        let opt = |v: &Option<String>| v.clone().map_or(Value::Null, Value::Text);
+        let stmt = Statement {
+            sql: format!(
+                "INSERT INTO {} (run_id, pipeline, strategy_name, strategy_version, strategy_hash, started_at, \
+                 finished_at, rows_read, rows_written, outcome, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                 ON CONFLICT (run_id) DO UPDATE SET finished_at = excluded.finished_at, rows_read = excluded.rows_read, \
+                 rows_written = excluded.rows_written, outcome = excluded.outcome, error = excluded.error",
+                render::table_ref(&self.runs)
+            ),
+            params: vec![
+                Value::Text(r.run_id.clone()),
+                Value::Text(r.pipeline.clone()),
+                Value::Text(r.strategy_name.clone()),
+                Value::Text(r.strategy_version.clone()),
+                Value::Text(r.strategy_hash.clone()),
+                Value::Text(r.started_at.clone()),
+                opt(&r.finished_at),
+                Value::Int(r.rows_read),
+                Value::Int(r.rows_written),
+                Value::Text(r.outcome.clone()),
+                opt(&r.error),
+            ],
+        };
+        self.session.execute(&stmt).await.map_err(|e| Error::state(e.message))?;
+        Ok(())
+    }
+
+    /// The last `limit` runs of a pipeline, newest first.
+    pub async fn runs(&mut self, pipeline: &str, limit: u32) -> Result<Vec<RunRecord>> {
+        let stmt = Statement {
+            sql: format!(
+                "SELECT run_id, pipeline, strategy_name, strategy_version, strategy_hash, started_at, finished_at, \
+                 rows_read, rows_written, outcome, error FROM {} WHERE pipeline = $1 ORDER BY started_at DESC LIMIT {limit}",
+                render::table_ref(&self.runs)
+            ),
+            params: vec![Value::Text(pipeline.into())],
+        };
+        let t = DataType::Text;
+        let types = [t.clone(), t.clone(), t.clone(), t.clone(), t.clone(), t.clone(), t.clone(), DataType::Int64, DataType::Int64, t.clone(), t];
+        let rows = self.session.query(&stmt, &types).await.map_err(|e| Error::state(e.message))?;
+        let text = |v: &Value| match v {
+            Value::Text(s) => Some(s.clone()),
+            _ => None,
+        };
+        let int = |v: &Value| if let Value::Int(i) = v { *i } else { 0 };
+        Ok(rows
+            .iter()
+            .map(|r| RunRecord {
+                run_id: text(&r[0]).unwrap_or_default(),
+                pipeline: text(&r[1]).unwrap_or_default(),
+                strategy_name: text(&r[2]).unwrap_or_default(),
+                strategy_version: text(&r[3]).unwrap_or_default(),
+                strategy_hash: text(&r[4]).unwrap_or_default(),
+                started_at: text(&r[5]).unwrap_or_default(),
+                finished_at: text(&r[6]),
+                rows_read: int(&r[7]),
+                rows_written: int(&r[8]),
+                outcome: text(&r[9]).unwrap_or_default(),
+                error: text(&r[10]),
+            })
+            .collect())
+    }
+}

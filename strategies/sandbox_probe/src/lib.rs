@@ -1,0 +1,103 @@
+//! `sandbox_probe`: a hostile component for the host's sandbox tests. Never use it in a
+//! pipeline.
+//!
+//! Its `run` attempts what option `attack` names, against option `target` where one is
+//! needed:
+//! - `loop`: spins forever (fuel or epoch deadlines must stop it);
+//! - `alloc`: allocates and touches 1 GiB in 1 MiB chunks (the memory cap must stop it);
+//! - `env`: reads the environment variable `target` and counts all variables.
+//!
+//! A successful `env` attack returns `ok` with a message saying what leaked (`LEAKED ...`);
+//! a blocked one returns `unsupported("blocked: <error>")`. It touches no source, sink or
+//! state. Its sibling `sandbox_escape` tries files, sockets and the clock: those need WASI
+//! imports the host refuses to link, so they live in a component of their own.
+
+use std::hint::black_box;
+
+use dpone_strategy_sdk::{
+    CapabilityNeeds, DponeError, Guest, OptionKind, Options, RunContext, RunSummary, StrategyInfo,
+    invalid_config, optional, required,
+};
+
+const ATTACK: &str = "attack";
+const TARGET: &str = "target";
+const MIB: usize = 1 << 20;
+
+struct SandboxProbe;
+
+impl Guest for SandboxProbe {
+    fn describe() -> StrategyInfo {
+        StrategyInfo {
+            name: "sandbox_probe".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Test-only hostile component that attempts to escape the sandbox.".into(),
+            options: vec![
+                required(
+                    ATTACK,
+                    OptionKind::Text,
+                    "One of loop, alloc, env.",
+                ),
+                optional(
+                    TARGET,
+                    OptionKind::Text,
+                    "The environment variable the env attack reads.",
+                ),
+            ],
+            needs: CapabilityNeeds {
+                transactions: false,
+                rename_swap: false,
+                mutable_target: false,
+            },
+        }
+    }
+
+    fn run(ctx: RunContext) -> Result<RunSummary, DponeError> {
+        let options = Options::new(ctx.options);
+        let message = match options.required_text(ATTACK)?.as_str() {
+            "loop" => spin(),
+            "alloc" => alloc_gib(),
+            "env" => read_env(&options.required_text(TARGET)?),
+            other => Err(invalid_config(ATTACK, &format!("unknown attack {other:?}"))),
+        }?;
+        Ok(RunSummary {
+            rows_read: 0,
+            rows_written: 0,
+            rows_deleted: 0,
+            message,
+        })
+    }
+}
+
+fn spin() -> ! {
+    let mut turns = 0_u64;
+    loop {
+        // black_box keeps the optimizer from proving the loop has no effect.
+        turns = black_box(turns.wrapping_add(1));
+    }
+}
+
+fn alloc_gib() -> Result<String, DponeError> {
+    let chunks: Vec<Vec<u8>> = (0..1024)
+        // A non-zero fill writes every page, so the memory is really committed.
+        .map(|_| black_box(vec![1_u8; MIB]))
+        .collect();
+    let total: usize = black_box(&chunks).iter().map(Vec::len).sum();
+    Ok(format!("allocated {} MiB", total / MIB))
+}
+
+fn read_env(name: &str) -> Result<String, DponeError> {
+    let count = std::env::vars().count();
+    match std::env::var(name) {
+        Ok(value) => Ok(format!(
+            "LEAKED env: {name}={value} ({count} variables visible)"
+        )),
+        Err(_) if count > 0 => Ok(format!("LEAKED env: {count} variables visible")),
+        Err(err) => Err(blocked_by(format!("{name}: {err}; no variables visible"))),
+    }
+}
+
+fn blocked_by(err: impl std::fmt::Display) -> DponeError {
+    DponeError::Unsupported(format!("blocked: {err}"))
+}
+
+dpone_strategy_sdk::export_strategy!(SandboxProbe);

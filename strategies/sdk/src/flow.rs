@@ -1,0 +1,177 @@
+use crate::sink::{self, Staging, StagingKind};
+use crate::source::{self, CursorBound, ScanBounds, ScanStats};
+use crate::{DponeError, RunSummary, Schema, Value, info, log, state, warn};
+
+/// State key of the largest cursor value already loaded.
+const CURSOR_STATE_KEY: &str = "cursor";
+
+/// A source scan loaded into a staging table of this run.
+#[derive(Debug)]
+pub struct Staged {
+    /// The source schema: staging was created with it, and a missing target gets it too.
+    pub schema: Schema,
+    pub staging: Staging,
+    pub stats: ScanStats,
+    /// The cursor position to store once this run finalizes; `None` when the scan had no
+    /// cursor bound or staged nothing.
+    next_cursor: Option<Value>,
+}
+
+impl Staged {
+    pub fn is_empty(&self) -> bool {
+        self.stats.rows == 0
+    }
+
+    /// Stages the new cursor position, so it becomes durable with the finalize transaction.
+    pub fn put_cursor(&self) {
+        if let Some(cursor) = &self.next_cursor {
+            state::put(CURSOR_STATE_KEY, cursor);
+        }
+    }
+
+    /// Ends a run that staged no rows: the target and the state stay as they are.
+    pub fn finish_empty(self) -> RunSummary {
+        info("no new rows: target and state unchanged");
+        drop_staging(self.staging);
+        RunSummary {
+            rows_read: 0,
+            rows_written: 0,
+            rows_deleted: 0,
+            message: "no new rows".into(),
+        }
+    }
+}
+
+/// Creates a staging table of `kind` with the source schema and loads the source rows within
+/// `bounds`.
+pub fn stage(bounds: &ScanBounds, kind: StagingKind) -> Result<Staged, DponeError> {
+    log::progress("stage", 0, None);
+    let description = source::describe()?;
+    let staging = sink::create_staging(&description.schema, kind)?;
+    info(&format!(
+        "stage: loading {} into {}",
+        description.name,
+        staging.name()
+    ));
+    let scan = source::open_scan(bounds)?;
+    let stats = sink::load(&staging, &scan)?;
+    log::progress("stage", stats.rows, Some(stats.rows));
+    Ok(Staged {
+        schema: description.schema,
+        staging,
+        stats,
+        next_cursor: None,
+    })
+}
+
+/// Stages the source rows past the cursor the last finalized run stored for `cursor_column`,
+/// or the whole source when there is no cursor column.
+pub fn stage_incremental(cursor_column: Option<&str>) -> Result<Staged, DponeError> {
+    let cursor = match cursor_column {
+        Some(column) => Some(CursorBound {
+            column: column.into(),
+            after: state::get(CURSOR_STATE_KEY)?,
+            up_to: None,
+        }),
+        None => None,
+    };
+    let bounds = ScanBounds {
+        cursor,
+        filter: Vec::new(),
+        limit: None,
+    };
+    let mut staged = stage(&bounds, StagingKind::Scratch)?;
+    if let Some(column) = cursor_column
+        && !staged.is_empty()
+    {
+        // Without the new position the next run would read these rows again, and an append
+        // would duplicate them: fail now, before the target is touched.
+        let max = staged.stats.max_cursor.clone().ok_or_else(|| {
+            DponeError::Source(format!(
+                "the scan returned {} rows but no largest value of cursor column {column}",
+                staged.stats.rows
+            ))
+        })?;
+        staged.next_cursor = Some(max);
+    }
+    Ok(staged)
+}
+
+/// Fails with `key-violation` when staging has rows with a NULL key component or duplicate
+/// keys, so such rows never reach the target. Does nothing when `key` is empty.
+pub fn check_keys(staging: &Staging, key: &[String]) -> Result<(), DponeError> {
+    if key.is_empty() {
+        return Ok(());
+    }
+    let check = staging.check_keys(key)?;
+    log::progress("check", check.rows, Some(check.rows));
+    if check.null_key_rows == 0 && check.duplicate_groups == 0 {
+        info(&format!("check: key ({}) is unique", key.join(", ")));
+        return Ok(());
+    }
+    let sample: Vec<String> = check
+        .sample
+        .iter()
+        .map(|values| {
+            let parts: Vec<String> = values.iter().map(display).collect();
+            format!("({})", parts.join(", "))
+        })
+        .collect();
+    let mut message = format!(
+        "key ({}) in staging: {} rows with a NULL key component, {} duplicated keys",
+        key.join(", "),
+        check.null_key_rows,
+        check.duplicate_groups
+    );
+    if !sample.is_empty() {
+        message.push_str(&format!("; e.g. {}", sample.join(", ")));
+    }
+    Err(DponeError::KeyViolation(message))
+}
+
+/// Runs `steps` in one sink transaction, then makes the staged state entries durable.
+///
+/// On any error the transaction is rolled back and the error returned, leaving target and
+/// state as they were. State is committed only after the sink, so it never runs ahead of it.
+pub fn finalize<T>(steps: impl FnOnce() -> Result<T, DponeError>) -> Result<T, DponeError> {
+    log::progress("finalize", 0, Some(1));
+    sink::begin()?;
+    match steps().and_then(|out| sink::commit().map(|()| out)) {
+        Ok(out) => {
+            state::commit()?;
+            log::progress("finalize", 1, Some(1));
+            Ok(out)
+        }
+        Err(err) => {
+            // The original error is the one worth reporting; the host rolls back anything
+            // still open anyway.
+            if let Err(rollback) = sink::rollback() {
+                warn(&format!("finalize: rollback failed: {rollback}"));
+            }
+            Err(err)
+        }
+    }
+}
+
+/// Drops a staging table after the run finalized. A failure only warns: target and state
+/// are final by then, and the host drops the staging tables a run leaves behind.
+pub fn drop_staging(staging: Staging) {
+    let name = staging.name();
+    if let Err(err) = sink::drop_staging(staging) {
+        warn(&format!("could not drop staging table {name}: {err}"));
+    }
+}
+
+fn display(value: &Value) -> String {
+    match value {
+        Value::Null => "NULL".into(),
+        Value::Boolean(b) => b.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Decimal(s) | Value::Uuid(s) => s.clone(),
+        Value::Text(s) | Value::Json(s) => format!("{s:?}"),
+        Value::Bytes(b) => format!("<{} bytes>", b.len()),
+        Value::Date(days) => format!("{days} days after 1970-01-01"),
+        Value::Timestamp(us) | Value::TimestampTz(us) => format!("{us} us after 1970-01-01"),
+    }
+}

@@ -1,0 +1,7 @@
+//! Component tests: every test loads the real strategy components built by
+//! `cargo xtask build` and runs them through the real host. PostgreSQL cases need
+//! `DPONE_TEST_POSTGRES_URL` (set by `cargo xtask test`, which starts a private server).
+
+mod sandbox;
+mod strategies;
+mod support;

@@ -1,0 +1,118 @@
+//! Shared test plumbing: where the built components are, scratch databases, and running a
+//! pipeline through the real host with the real `.wasm` files.
+
+use std::path::{Path, PathBuf};
+
+use dpone_host::manifest::Manifest;
+use dpone_host::runner::{self, RunOptions};
+use dpone_host::runtime::report::RunReport;
+use dpone_host::{Error, Kind};
+use sqlx::{Connection, Executor, Row};
+
+/// The built components (`cargo xtask build` puts them in `target/strategies`).
+pub fn components_dir() -> PathBuf {
+    let dir = std::env::var_os("DPONE_COMPONENTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/strategies"));
+    assert!(
+        dir.join("full_refresh.wasm").exists(),
+        "no built components in {}: run `cargo xtask build` (or `cargo xtask test`)",
+        dir.display()
+    );
+    dir
+}
+
+pub fn component(name: &str) -> PathBuf {
+    components_dir().join(format!("{name}.wasm"))
+}
+
+/// A fresh scratch directory under the target dir, removed at the start of the next use.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-scratch").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs a manifest (YAML text) through the host; `strategy` overrides `sink.strategy.mode`.
+pub async fn run(yaml: &str, strategy: Option<&Path>) -> Result<RunReport, Error> {
+    let manifest = Manifest::parse(yaml, &|k| std::env::var(k).ok())?;
+    let opts = RunOptions { strategy, components_dir: components_dir(), dry_run: false, progress: false };
+    runner::run(&manifest, &opts).await.map_err(|(e, _)| e)
+}
+
+/// Like [`run`], asserting the run failed with `kind`.
+pub async fn run_fails(yaml: &str, strategy: Option<&Path>, kind: Kind) -> Error {
+    match run(yaml, strategy).await {
+        Ok(r) => panic!("expected a {kind:?} failure, the run succeeded: {r:?}"),
+        Err(e) => {
+            assert_eq!(e.kind, kind, "unexpected error: {e}");
+            e
+        }
+    }
+}
+
+/// A database the tests read and write directly, to seed sources and check targets.
+pub enum Db {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl Db {
+    pub async fn sqlite(path: &Path) -> Db {
+        let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(path).create_if_missing(true);
+        Db::Sqlite(sqlx::SqliteConnection::connect_with(&opts).await.unwrap())
+    }
+
+    pub async fn postgres(url: &str) -> Db {
+        Db::Postgres(sqlx::PgConnection::connect(url).await.unwrap())
+    }
+
+    pub async fn exec(&mut self, sql: &str) {
+        let result = match self {
+            Db::Sqlite(c) => c.execute(sqlx::raw_sql(sql)).await.map(|_| ()),
+            Db::Postgres(c) => c.execute(sqlx::raw_sql(sql)).await.map(|_| ()),
+        };
+        result.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Every row of `sql` with each column cast to text (NULL as `None`), in query order.
+    pub async fn rows(&mut self, sql: &str) -> Vec<Vec<Option<String>>> {
+        macro_rules! fetch {
+            ($c:expr) => {{
+                let rows = $c.fetch_all(sqlx::raw_sql(sql)).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+                rows.iter().map(|r| (0..r.len()).map(|i| r.try_get::<Option<String>, _>(i).unwrap()).collect()).collect()
+            }};
+        }
+        match self {
+            Db::Sqlite(c) => fetch!(c),
+            Db::Postgres(c) => fetch!(c),
+        }
+    }
+
+    pub async fn count(&mut self, table: &str) -> i64 {
+        let rows = self.rows(&format!("SELECT CAST(COUNT(*) AS TEXT) FROM {table}")).await;
+        rows[0][0].as_deref().unwrap().parse().unwrap()
+    }
+}
+
+/// The PostgreSQL server the tests may use (`cargo xtask test` starts a private one and
+/// sets this). Without it, PostgreSQL tests say so and pass vacuously: the README's test
+/// command always sets it.
+pub fn postgres_url() -> Option<String> {
+    let url = std::env::var("DPONE_TEST_POSTGRES_URL").ok();
+    if url.is_none() {
+        eprintln!("SKIPPED: DPONE_TEST_POSTGRES_URL is not set (run the tests with `cargo xtask test`)");
+    }
+    url
+}
+
+/// A fresh database on the test server; returns its URL.
+pub async fn fresh_postgres_database(server_url: &str, name: &str) -> String {
+    let mut admin = sqlx::PgConnection::connect(server_url).await.unwrap();
+    let db = format!("dpone_test_{name}");
+    admin.execute(sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))).await.unwrap();
+    admin.execute(sqlx::raw_sql(&format!("CREATE DATABASE {db}"))).await.unwrap();
+    let base = server_url.rsplit_once('/').map_or(server_url, |(b, _)| b);
+    format!("{base}/{db}")
+}

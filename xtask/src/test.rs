@@ -1,0 +1,40 @@
+//! `cargo xtask test`: the project's test command (the one `.ci/run` calls).
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::build::{self, Profile};
+use crate::services::{Postgres, StopOnDrop};
+use crate::{cargo, run_cmd};
+
+/// Build the components and the host, start the private PostgreSQL, run the workspace tests
+/// against both, and stop PostgreSQL again whatever happened.
+pub fn run(root: &Path, cargo_test_args: &[String]) -> Result<()> {
+    build::build_all(root, Profile::Debug)?;
+
+    let pg = Postgres::new(root)?;
+    let url = pg.url();
+    // Armed before the start, so a server that started but never became ready is stopped too.
+    let _stop = StopOnDrop(pg.clone());
+    pg.start()?;
+
+    let mut cmd = cargo();
+    cmd.arg("test");
+    // `--workspace` would silently override a `-p <crate>` the caller passes.
+    let selects_packages = cargo_test_args
+        .iter()
+        .take_while(|arg| *arg != "--")
+        .any(|arg| arg.starts_with("-p") || arg.starts_with("--package"));
+    if !selects_packages {
+        cmd.arg("--workspace");
+    }
+    run_cmd(
+        cmd.args(cargo_test_args)
+            .current_dir(root)
+            .env("CARGO_TARGET_DIR", build::target_dir(root))
+            .env("DPONE_TEST_POSTGRES_URL", &url)
+            .env("DPONE_COMPONENTS_DIR", build::components_dir(root)),
+    )
+    .context("tests failed")
+}
