@@ -332,8 +332,17 @@ async fn execute(
         (None, Ok(Err(guest))) => Err(guest_error(guest)),
         (None, Err(_)) => unreachable!("a failed call is classified above"),
     };
-    // Leftovers exist only after failures or careless strategies; never leave them.
-    pipeline.sink.drop_leftovers().await;
+    // Leftovers exist only after failures or careless strategies; never leave them, even
+    // when the failure was the sink connection itself.
+    if !pipeline.sink.drop_leftovers().await && !opts.dry_run {
+        match connectors::connect(&manifest.sink, Kind::Sink, false).await {
+            Ok(session) => {
+                pipeline.sink.reconnected(session);
+                pipeline.sink.drop_leftovers().await;
+            }
+            Err(e) => tracing::warn!("could not reconnect to drop staging tables: {e}"),
+        }
+    }
     report.sink_statements = std::mem::take(&mut pipeline.sink.statements);
     report.outcome = match (&result, opts.dry_run) {
         (Ok(()), true) => "planned".into(),

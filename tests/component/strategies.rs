@@ -24,7 +24,8 @@ struct Pair {
     state_yaml: String,
 }
 
-const COLUMNS: &str = "CAST(id AS TEXT), name, CAST(amount AS TEXT), CAST(updated_at AS TEXT)";
+// Aliased so `ORDER BY id` sorts by the numeric column, not its text.
+const COLUMNS: &str = "CAST(id AS TEXT) AS id_text, name, CAST(amount AS TEXT) AS amount_text, CAST(updated_at AS TEXT) AS updated_text";
 
 impl Pair {
     async fn sqlite(name: &str) -> Pair {
@@ -85,7 +86,7 @@ impl Pair {
                 8 => "''".to_string(),
                 _ => format!("'client ''{id}'' – žluť\t{}'", id % 7),
             };
-            values.push(format!("({id}, {name}, '{}.{:02}0', '2024-01-01 00:{:02}:{:02}.000000')", id * 3, id % 100, id / 60, id % 60));
+            values.push(format!("({id}, {name}, '{}.{:02}', '2024-01-01 00:{:02}:{:02}.000000')", id * 3, id % 100, id / 60, id % 60));
         }
         self.source.exec(&format!("INSERT INTO {t} VALUES {}", values.join(", "))).await;
     }
@@ -93,7 +94,9 @@ impl Pair {
     /// Generation 1: 30 rows changed (later cursor), 20 rows inserted.
     async fn change(&mut self) {
         let t = self.source_table;
-        self.source.exec(&format!("UPDATE {t} SET amount = amount + 1, name = 'changed', updated_at = '2024-02-01 00:00:00.000000' WHERE id % 10 = 0")).await;
+        // SQLite arithmetic yields a REAL; keep the column's two-decimal text form.
+        let bumped = if self.is_postgres() { "amount + 1" } else { "printf('%.2f', amount + 1)" };
+        self.source.exec(&format!("UPDATE {t} SET amount = {bumped}, name = 'changed', updated_at = '2024-02-01 00:00:00.000000' WHERE id % 10 = 0")).await;
         let values: Vec<String> = (301..=320).map(|id| format!("({id}, 'new {id}', '1.10', '2024-02-02 00:00:00.000000')")).collect();
         self.source.exec(&format!("INSERT INTO {t} VALUES {}", values.join(", "))).await;
     }

@@ -267,16 +267,27 @@ impl SqlSink {
     }
 
     /// After a failed run: rolls back and drops the staging tables the run left. Errors are
-    /// logged, not returned, so the run's own error is what the user sees.
-    pub async fn drop_leftovers(&mut self) {
+    /// logged, not returned, so the run's own error is what the user sees. Returns whether
+    /// every leftover is gone.
+    pub async fn drop_leftovers(&mut self) -> bool {
         if let Err(e) = self.rollback().await {
             tracing::warn!("rollback after failure: {e}");
         }
-        for staging in std::mem::take(&mut self.live_staging) {
+        let mut clean = true;
+        for staging in self.live_staging.clone() {
             if let Err(e) = self.drop_staging(&staging).await {
                 tracing::warn!("could not drop staging table {staging}: {e}");
+                clean = false;
             }
         }
+        clean
+    }
+
+    /// Replaces a connection that died mid-run (the server rolled its transaction back),
+    /// so [`Self::drop_leftovers`] can still remove this run's staging tables.
+    pub fn reconnected(&mut self, session: Box<dyn SqlSession>) {
+        self.session = session;
+        self.in_transaction = false;
     }
 }
 

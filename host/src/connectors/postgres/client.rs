@@ -395,3 +395,573 @@ impl SqlSession for PostgresSession {
         self.simple("ROLLBACK").await.map(drop)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Against a real server: set `DPONE_TEST_POSTGRES_URL` (the xtask starts a private
+    //! cluster and sets it); without it every test here is skipped.
+
+    use super::*;
+    use crate::model::{BATCH_ROWS, DecimalSpec, value_at};
+
+    async fn session() -> Option<PostgresSession> {
+        let Ok(url) = std::env::var("DPONE_TEST_POSTGRES_URL") else {
+            eprintln!("skipping: DPONE_TEST_POSTGRES_URL is not set");
+            return None;
+        };
+        Some(PostgresSession::connect(&url, Kind::Sink).await.expect("connect"))
+    }
+
+    /// A fresh schema for one test; dropped by [`drop_schema`] at the end.
+    async fn new_schema(s: &mut PostgresSession, test: &str) -> String {
+        let name = format!("dpone_test_{test}_{}", uuid::Uuid::new_v4().simple());
+        s.execute(&Statement::new(format!("CREATE SCHEMA {}", quote_ident(&name)))).await.unwrap();
+        name
+    }
+
+    async fn drop_schema(s: &mut PostgresSession, name: &str) {
+        s.execute(&Statement::new(format!("DROP SCHEMA {} CASCADE", quote_ident(name)))).await.unwrap();
+    }
+
+    fn stmt(sql: impl Into<String>, params: Vec<Value>) -> Statement {
+        Statement { sql: sql.into(), params }
+    }
+
+    fn table(schema: &str, name: &str) -> TableName {
+        TableName { schema: Some(schema.into()), name: name.into() }
+    }
+
+    fn dec(precision: u8, scale: i8) -> DataType {
+        DataType::Decimal(Some(DecimalSpec { precision, scale }))
+    }
+
+    /// Every mapped type; `j` is `json`, `jb` is `jsonb`.
+    const ALL_TYPES: &str = "id bigint NOT NULL, i2 smallint, i4 integer NOT NULL, \
+        f4 real, f8 double precision, n12 numeric(12,3), n38 numeric(38,0), n40 numeric(40,2), \
+        nn numeric, t text, vc varchar(10), ch char(3), nm name, b bytea, bo boolean, d date, \
+        ts timestamp, tz timestamptz, u uuid, j json, jb jsonb";
+
+    fn all_types_schema() -> Vec<(&'static str, DataType, bool)> {
+        vec![
+            ("id", DataType::Int64, false),
+            ("i2", DataType::Int16, true),
+            ("i4", DataType::Int32, false),
+            ("f4", DataType::Float32, true),
+            ("f8", DataType::Float64, true),
+            ("n12", dec(12, 3), true),
+            ("n38", dec(38, 0), true),
+            ("n40", DataType::Decimal(None), true),
+            ("nn", DataType::Decimal(None), true),
+            ("t", DataType::Text, true),
+            ("vc", DataType::Text, true),
+            ("ch", DataType::Text, true),
+            ("nm", DataType::Text, true),
+            ("b", DataType::Bytes, true),
+            ("bo", DataType::Boolean, true),
+            ("d", DataType::Date, true),
+            ("ts", DataType::Timestamp, true),
+            ("tz", DataType::TimestampTz, true),
+            ("u", DataType::Uuid, true),
+            ("j", DataType::Json, true),
+            ("jb", DataType::Json, true),
+        ]
+    }
+
+    /// Edge rows for `ALL_TYPES`, in column order. PostgreSQL text cannot hold NUL.
+    fn edge_rows() -> Vec<Vec<Value>> {
+        let text = |s: &str| Value::Text(s.into());
+        let decimal = |s: &str| Value::Decimal(s.into());
+        let big = "99999999999999999999999999999999999999";
+        vec![
+            vec![
+                Value::Int(1),
+                Value::Int(i16::MIN.into()),
+                Value::Int(i32::MIN.into()),
+                Value::Float(-1.5),
+                Value::Float(f64::MIN_POSITIVE),
+                decimal("-12.500"),
+                decimal(big),
+                decimal("-12345678901234567890123456789012345678.99"),
+                decimal("0.0001"),
+                text("héllo ✓ \u{1F600}"),
+                text("ten chars!"),
+                text("ab "),
+                text("a_name"),
+                Value::Bytes(vec![0, 1, 2, 255]),
+                Value::Boolean(true),
+                Value::Date(-719_162),
+                Value::Timestamp(-1),
+                Value::TimestampTz(1_700_000_000_123_456),
+                Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()),
+                Value::Json(r#"{"a": [1, "x"]}"#.into()),
+                Value::Json(r#"{"a": [1, "x"]}"#.into()),
+            ],
+            vec![
+                Value::Int(2),
+                Value::Int(i16::MAX.into()),
+                Value::Int(i32::MAX.into()),
+                Value::Float(f64::from(f32::MAX)),
+                Value::Float(f64::INFINITY),
+                decimal("0.000"),
+                decimal(&format!("-{big}")),
+                decimal("0.00"),
+                decimal("123456789012345678901234567890123456789012345.000100"),
+                text(""),
+                text(""),
+                text("   "),
+                text(""),
+                Value::Bytes(vec![]),
+                Value::Boolean(false),
+                Value::Date(-1),
+                Value::Timestamp(-946_684_800_000_001),
+                Value::TimestampTz(0),
+                Value::Uuid("00000000-0000-0000-0000-000000000000".into()),
+                Value::Json("null".into()),
+                Value::Json("null".into()),
+            ],
+            {
+                let mut nulls = vec![Value::Null; 21];
+                nulls[0] = Value::Int(3);
+                nulls[2] = Value::Int(0);
+                nulls
+            },
+            vec![
+                Value::Int(4),
+                Value::Int(0),
+                Value::Int(-1),
+                Value::Float(0.0),
+                Value::Float(-0.0),
+                decimal("0.005"),
+                decimal("0"),
+                decimal("1.10"),
+                decimal("NaN"),
+                text("tab\tnl\ncr\r\u{1}\\ \"q\" 'q'"),
+                text("\u{7f}é"),
+                text("x"),
+                text("n"),
+                Value::Bytes(b"\\x00".to_vec()),
+                Value::Boolean(true),
+                Value::Date(10_957),
+                Value::Timestamp(253_402_300_799_999_999),
+                Value::TimestampTz(-62_135_596_800_000_000),
+                Value::Uuid("ffffffff-ffff-ffff-ffff-ffffffffffff".into()),
+                Value::Json("\"\\u0001 ✓\"".into()),
+                Value::Json("\"\\u0001 ✓\"".into()),
+            ],
+        ]
+    }
+
+    /// What each edge value reads back as: `char(3)` pads, `jsonb` normalizes.
+    fn read_back(rows: &[Vec<Value>]) -> Vec<Vec<Value>> {
+        let names: Vec<&str> = all_types_schema().iter().map(|c| c.0).collect();
+        rows.iter()
+            .map(|row| {
+                row.iter()
+                    .zip(&names)
+                    .map(|(v, name)| match (*name, v) {
+                        ("ch", Value::Text(s)) => Value::Text(format!("{s:<3}")),
+                        ("jb", Value::Json(s)) if s.starts_with('{') => Value::Json(r#"{"a": [1, "x"]}"#.into()),
+                        _ => v.clone(),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    async fn create_all_types(s: &mut PostgresSession, t: &TableName) {
+        s.execute(&Statement::new(format!("CREATE TABLE {} ({ALL_TYPES}, PRIMARY KEY (i4, id))", quote_table(t))))
+            .await
+            .unwrap();
+        let names: Vec<&str> = all_types_schema().iter().map(|c| c.0).collect();
+        let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
+        let insert = format!(
+            "INSERT INTO {} ({}) VALUES ({})",
+            quote_table(t),
+            names.join(", "),
+            placeholders.join(", ")
+        );
+        for row in edge_rows() {
+            assert_eq!(s.execute(&stmt(insert.clone(), row)).await.unwrap(), 1);
+        }
+    }
+
+    fn types_of(schema: &Schema) -> Vec<DataType> {
+        schema.columns.iter().map(|c| c.data_type).collect()
+    }
+
+    async fn read_all(s: &mut PostgresSession, st: &Statement, schema: &Schema) -> Result<Vec<RecordBatch>> {
+        let (tx, mut rx) = mpsc::channel(crate::model::CHANNEL_BATCHES);
+        let collect = async move {
+            let mut out = Vec::new();
+            while let Some(b) = rx.recv().await {
+                out.push(b);
+            }
+            out
+        };
+        let (result, batches) = tokio::join!(s.read(st, schema, tx), collect);
+        result.map(|()| batches)
+    }
+
+    fn rows_of(batches: &[RecordBatch], schema: &Schema) -> Vec<Vec<Value>> {
+        let mut rows = Vec::new();
+        for b in batches {
+            for r in 0..b.num_rows() {
+                rows.push(
+                    schema.columns.iter().enumerate().map(|(i, c)| value_at(b.column(i), &c.data_type, r)).collect(),
+                );
+            }
+        }
+        rows
+    }
+
+    async fn insert_batches(s: &mut PostgresSession, t: &TableName, schema: &Schema, batches: Vec<RecordBatch>) -> Result<u64> {
+        let (tx, rx) = mpsc::channel(batches.len() + 1);
+        for b in batches {
+            tx.send(b).await.unwrap();
+        }
+        drop(tx);
+        s.bulk_insert(t, schema, rx).await
+    }
+
+    #[tokio::test]
+    async fn connect_errors_do_not_reveal_the_url() {
+        let url = "postgres://someone:s3cr3t-pw@127.0.0.1:1/db";
+        let e = PostgresSession::connect(url, Kind::Source).await.unwrap_err();
+        assert_eq!(e.kind, Kind::Source);
+        assert!(!e.message.contains("s3cr3t") && !e.message.contains(url), "{e}");
+        let e = PostgresSession::connect("postgres://u:s3cr3t@host:notaport/db", Kind::Sink).await.unwrap_err();
+        assert!(!e.message.contains("s3cr3t"), "{e}");
+        assert_eq!(redact("x postgres://u:pw@h/d y pw", "postgres://u:pw@h/d"), "x <url> y ***");
+    }
+
+    #[tokio::test]
+    async fn table_schema_maps_types_and_primary_key() {
+        let Some(mut s) = session().await else { return };
+        let ns = new_schema(&mut s, "schema").await;
+        let t = table(&ns, "all types");
+        create_all_types(&mut s, &t).await;
+        let got = s.table_schema(&t).await.unwrap().unwrap();
+        let want: Vec<Column> = all_types_schema()
+            .into_iter()
+            .map(|(name, data_type, nullable)| Column { name: name.into(), data_type, nullable })
+            .collect();
+        assert_eq!(got.columns, want);
+        assert_eq!(got.primary_key, ["i4", "id"]);
+
+        // Dropped columns are skipped, domains map as their base type, quotes are quoted.
+        let q = quote_ident(&ns);
+        let setup = format!(
+            "CREATE DOMAIN {q}.positive AS integer CHECK (VALUE > 0); \
+             CREATE TABLE {q}.\"we\"\"ird\" (a int, gone text, p {q}.positive, n numeric(5,-2)); \
+             ALTER TABLE {q}.\"we\"\"ird\" DROP COLUMN gone"
+        );
+        s.execute(&Statement::new(setup)).await.unwrap();
+        let got = s.table_schema(&table(&ns, "we\"ird")).await.unwrap().unwrap();
+        let cols: Vec<(&str, DataType)> = got.columns.iter().map(|c| (c.name.as_str(), c.data_type)).collect();
+        assert_eq!(cols, [("a", DataType::Int32), ("p", DataType::Int32), ("n", DataType::Decimal(None))]);
+        assert!(got.primary_key.is_empty());
+
+        // Unqualified names go through search_path.
+        s.execute(&Statement::new(format!("SET search_path TO {q}"))).await.unwrap();
+        let unqualified = TableName { schema: None, name: "all types".into() };
+        assert_eq!(s.table_schema(&unqualified).await.unwrap().unwrap().columns.len(), 21);
+        s.execute(&Statement::new("RESET search_path")).await.unwrap();
+
+        assert_eq!(s.table_schema(&table(&ns, "missing")).await.unwrap(), None);
+        assert_eq!(s.table_schema(&table("no_such_schema_dpone", "x")).await.unwrap(), None);
+
+        s.execute(&Statement::new(format!("CREATE TABLE {q}.odd (id int, span interval)"))).await.unwrap();
+        let e = s.table_schema(&table(&ns, "odd")).await.unwrap_err();
+        assert!(e.message.contains("`span`") && e.message.contains("interval"), "{e}");
+        drop_schema(&mut s, &ns).await;
+    }
+
+    #[tokio::test]
+    async fn parameters_bind_with_their_natural_types() {
+        let Some(mut s) = session().await else { return };
+        let ns = new_schema(&mut s, "params").await;
+        let t = table(&ns, "all");
+        create_all_types(&mut s, &t).await;
+        let schema = s.table_schema(&t).await.unwrap().unwrap();
+        let q = quote_table(&t);
+
+        // What came back through query() is exactly what went in through execute().
+        let names = schema.names().join(", ");
+        let rows = s.query(&Statement::new(format!("SELECT {names} FROM {q} ORDER BY id")), &types_of(&schema)).await.unwrap();
+        assert_eq!(rows, read_back(&edge_rows()));
+
+        // Each typed parameter compares against its column without casts in the SQL.
+        let count = async |s: &mut PostgresSession, filter: &str, v: Value| -> i64 {
+            let st = stmt(format!("SELECT count(*) FROM {q} WHERE {filter}"), vec![v]);
+            match s.query(&st, &[DataType::Int64]).await.unwrap()[0][0] {
+                Value::Int(n) => n,
+                ref other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(count(&mut s, "id > $1", Value::Int(1)).await, 3);
+        assert_eq!(count(&mut s, "i2 > $1", Value::Int(-5)).await, 2);
+        assert_eq!(count(&mut s, "i4 >= $1", Value::Int(0)).await, 2);
+        assert_eq!(count(&mut s, "f8 < $1", Value::Float(0.5)).await, 2);
+        assert_eq!(count(&mut s, "f4 < $1", Value::Float(0.5)).await, 2);
+        assert_eq!(count(&mut s, "n12 < $1", Value::Decimal("0.001".into())).await, 2);
+        assert_eq!(count(&mut s, "i4 < $1", Value::Decimal("0.5".into())).await, 3);
+        assert_eq!(count(&mut s, "t = $1", Value::Text("".into())).await, 1);
+        assert_eq!(count(&mut s, "vc = $1", Value::Text("ten chars!".into())).await, 1);
+        assert_eq!(count(&mut s, "b = $1", Value::Bytes(vec![0, 1, 2, 255])).await, 1);
+        assert_eq!(count(&mut s, "bo = $1", Value::Boolean(false)).await, 1);
+        assert_eq!(count(&mut s, "d < $1", Value::Date(0)).await, 2);
+        assert_eq!(count(&mut s, "ts > $1", Value::Timestamp(-2)).await, 2);
+        assert_eq!(count(&mut s, "tz >= $1", Value::TimestampTz(0)).await, 2);
+        assert_eq!(count(&mut s, "u = $1", Value::Uuid("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11".into())).await, 1);
+        assert_eq!(count(&mut s, "jb @> $1", Value::Json(r#"{"a": [1]}"#.into())).await, 1);
+        assert_eq!(count(&mut s, "coalesce(t, 'none') = coalesce($1, 'none')", Value::Null).await, 1);
+
+        // NULL binds into a column of any type.
+        s.execute(&stmt(format!("UPDATE {q} SET n12 = $1, u = $2, jb = $3 WHERE id = 1"), vec![Value::Null; 3]))
+            .await
+            .unwrap();
+        let got = s.query(&stmt(format!("SELECT n12, u, jb FROM {q} WHERE id = $1"), vec![Value::Int(1)]), &[dec(12, 3), DataType::Uuid, DataType::Json]).await.unwrap();
+        assert_eq!(got, [[Value::Null, Value::Null, Value::Null]]);
+
+        // A statement text seen before with other parameter types still binds correctly.
+        let again = format!("SELECT count(*) FROM {q} WHERE $1::text IS NULL OR i4 > $1::int");
+        for v in [Value::Null, Value::Int(0), Value::Text("0".into())] {
+            s.query(&stmt(again.clone(), vec![v]), &[DataType::Int64]).await.unwrap();
+        }
+
+        // Results convert to the asked type when exact, and say why when not.
+        let st = Statement::new(format!("SELECT i4, i4, n38, tz, ts, u FROM {q} WHERE id = 2"));
+        let got = s
+            .query(&st, &[DataType::Int64, DataType::Decimal(None), DataType::Decimal(None), DataType::Timestamp, DataType::Text, DataType::Text])
+            .await
+            .unwrap();
+        assert_eq!(
+            got[0],
+            [
+                Value::Int(i32::MAX.into()),
+                Value::Decimal(i32::MAX.to_string()),
+                Value::Decimal("-99999999999999999999999999999999999999".into()),
+                Value::Timestamp(0),
+                Value::Text(types::param_text(&Value::Timestamp(-946_684_800_000_001)).unwrap()),
+                Value::Text("00000000-0000-0000-0000-000000000000".into()),
+            ]
+        );
+        let e = s.query(&Statement::new(format!("SELECT bo FROM {q}")), &[DataType::Date]).await.unwrap_err();
+        assert!(e.message.contains("`bo`"), "{e}");
+        let e = s.query(&Statement::new("SELECT 1"), &[DataType::Int64, DataType::Int64]).await.unwrap_err();
+        assert_eq!(e.kind, Kind::Sink);
+
+        // Statements without parameters may be scripts.
+        s.execute(&Statement::new(format!("CREATE TABLE {}.x (a int); INSERT INTO {}.x VALUES (1), (2)", quote_ident(&ns), quote_ident(&ns))))
+            .await
+            .unwrap();
+        drop_schema(&mut s, &ns).await;
+    }
+
+    #[tokio::test]
+    async fn read_streams_every_type_with_bound_placeholders() {
+        let Some(mut s) = session().await else { return };
+        let ns = new_schema(&mut s, "read").await;
+        let t = table(&ns, "all");
+        create_all_types(&mut s, &t).await;
+        let schema = s.table_schema(&t).await.unwrap().unwrap();
+        let names = schema.names().join(", ");
+
+        let all = read_all(&mut s, &Statement::new(format!("SELECT {names} FROM {} ORDER BY id", quote_table(&t))), &schema)
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].schema(), schema.to_arrow());
+        assert_eq!(rows_of(&all, &schema), read_back(&edge_rows()));
+
+        // Placeholders of every kind; a NULL one needs no setting.
+        let params = vec![
+            Value::Int(1),
+            Value::Timestamp(-946_684_800_000_001),
+            Value::Decimal("0.001".into()),
+            Value::Text("".into()),
+            Value::Uuid("00000000-0000-0000-0000-000000000000".into()),
+            Value::Date(-1),
+            Value::TimestampTz(0),
+            Value::Bytes(vec![]),
+            Value::Null,
+            Value::Float(1e300),
+            Value::Boolean(false),
+            Value::Json("null".into()),
+        ];
+        let ph: Vec<String> = params.iter().enumerate().map(|(i, v)| s.read_placeholder(i + 1, v)).collect();
+        assert_eq!(ph[0], "current_setting('dpone.p1')::bigint");
+        assert_eq!(ph[8], "NULL");
+        let sql = format!(
+            "SELECT {names} FROM {} WHERE id > {} AND ts = {} AND n12 < {} AND t = {} AND u = {} \
+             AND d = {} AND tz = {} AND b = {} AND {} IS NULL AND f8 > {} AND bo = {} AND jb = {} ORDER BY id",
+            quote_table(&t),
+            ph[0], ph[1], ph[2], ph[3], ph[4], ph[5], ph[6], ph[7], ph[8], ph[9], ph[10], ph[11]
+        );
+        let st = stmt(sql, params);
+        let got = read_all(&mut s, &st, &schema).await.unwrap();
+        assert_eq!(rows_of(&got, &schema), read_back(&edge_rows()[1..2]));
+
+        // A failing query is an error of the session's role, and the session stays usable.
+        let e = read_all(&mut s, &Statement::new(format!("SELECT 1 / (id - 3) FROM {}", quote_table(&t))), &Schema {
+            columns: vec![Column { name: "x".into(), data_type: DataType::Int32, nullable: true }],
+            primary_key: vec![],
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(e.kind, Kind::Sink);
+        assert!(e.message.contains("division by zero"), "{e}");
+        // So does a value that does not fit the schema.
+        let narrow = Schema { columns: vec![Column { name: "i4".into(), data_type: DataType::Int16, nullable: true }], primary_key: vec![] };
+        let e = read_all(&mut s, &Statement::new(format!("SELECT i4 FROM {} ORDER BY id", quote_table(&t))), &narrow).await.unwrap_err();
+        assert!(e.message.contains("`i4`") && e.message.contains("out of range"), "{e}");
+        assert_eq!(s.query(&Statement::new("SELECT 1"), &[DataType::Int64]).await.unwrap(), [[Value::Int(1)]]);
+        drop_schema(&mut s, &ns).await;
+    }
+
+    #[tokio::test]
+    async fn bulk_insert_round_trips_every_value() {
+        let Some(mut s) = session().await else { return };
+        let ns = new_schema(&mut s, "bulk").await;
+        let src = table(&ns, "src");
+        create_all_types(&mut s, &src).await;
+        let schema = s.table_schema(&src).await.unwrap().unwrap();
+        let names = schema.names().join(", ");
+        let select = |t: &TableName| Statement::new(format!("SELECT {names} FROM {} ORDER BY id", quote_table(t)));
+        let batches = read_all(&mut s, &select(&src), &schema).await.unwrap();
+        let expected = s.query(&select(&src), &types_of(&schema)).await.unwrap();
+
+        // Same native types as the source (`j` stays json).
+        let same = table(&ns, "same");
+        s.execute(&Statement::new(format!("CREATE TABLE {} ({ALL_TYPES})", quote_table(&same)))).await.unwrap();
+        assert_eq!(insert_batches(&mut s, &same, &schema, batches.clone()).await.unwrap(), 4);
+        assert_eq!(s.query(&select(&same), &types_of(&schema)).await.unwrap(), expected);
+
+        // Created from the portable schema (every json column becomes jsonb).
+        let created = table(&ns, "created");
+        let ddl: Vec<String> = schema
+            .columns
+            .iter()
+            .map(|c| format!("{} {}", quote_ident(&c.name), types::native_type(&c.data_type)))
+            .collect();
+        s.execute(&Statement::new(format!("CREATE TABLE {} ({})", quote_table(&created), ddl.join(", ")))).await.unwrap();
+        assert_eq!(insert_batches(&mut s, &created, &schema, batches.clone()).await.unwrap(), 4);
+        let mut want = expected.clone();
+        want[0][19] = Value::Json(r#"{"a": [1, "x"]}"#.into());
+        let got = s.query(&select(&created), &types_of(&schema)).await.unwrap();
+        // char(3) -> text keeps the padding it was read with.
+        assert_eq!(got, want);
+        assert_eq!(s.table_schema(&created).await.unwrap().unwrap().columns.len(), schema.columns.len());
+
+        // Narrower native types take values that fit.
+        let narrow = table(&ns, "narrow");
+        s.execute(&Statement::new(format!("CREATE TABLE {} (id integer, f8 real, n38 numeric, j text)", quote_table(&narrow)))).await.unwrap();
+        let part = Schema {
+            columns: ["id", "f4", "n38", "j"].iter().map(|n| schema.column(n).unwrap().clone()).collect(),
+            primary_key: vec![],
+        };
+        let cols: Vec<usize> = ["id", "f4", "n38", "j"].iter().map(|n| schema.columns.iter().position(|c| c.name == *n).unwrap()).collect();
+        let projected: Vec<RecordBatch> = batches.iter().map(|b| b.project(&cols).unwrap()).collect();
+        let mut renamed = part.clone();
+        renamed.columns[1].name = "f8".into();
+        let projected: Vec<RecordBatch> = projected
+            .into_iter()
+            .map(|b| RecordBatch::try_new(renamed.to_arrow(), b.columns().to_vec()).unwrap())
+            .collect();
+        assert_eq!(insert_batches(&mut s, &narrow, &renamed, projected).await.unwrap(), 4);
+        let got = s
+            .query(&Statement::new(format!("SELECT id, f8, n38, j FROM {} ORDER BY id", quote_table(&narrow))), &[DataType::Int64, DataType::Float32, DataType::Decimal(None), DataType::Text])
+            .await
+            .unwrap();
+        assert_eq!(got[0], [Value::Int(1), Value::Float(-1.5), Value::Decimal("99999999999999999999999999999999999999".into()), Value::Text(r#"{"a": [1, "x"]}"#.into())]);
+
+        // A value the target cannot hold aborts the COPY: nothing is written and the
+        // session stays usable.
+        let tiny = table(&ns, "tiny");
+        s.execute(&Statement::new(format!("CREATE TABLE {} (id bigint, i2 smallint)", quote_table(&tiny)))).await.unwrap();
+        let two = Schema { columns: vec![schema.column("id").unwrap().clone(), schema.column("i4").unwrap().clone()], primary_key: vec![] };
+        let mut two_renamed = two.clone();
+        two_renamed.columns[1].name = "i2".into();
+        let b = batches[0].project(&[0, 2]).unwrap();
+        let b = RecordBatch::try_new(two_renamed.to_arrow(), b.columns().to_vec()).unwrap();
+        let e = insert_batches(&mut s, &tiny, &two_renamed, vec![b.clone(), b]).await.unwrap_err();
+        assert_eq!(e.kind, Kind::Sink);
+        assert!(e.message.contains("`i2`") && e.message.contains("out of range"), "{e}");
+        let count = Statement::new(format!("SELECT count(*) FROM {}", quote_table(&tiny)));
+        assert_eq!(s.query(&count, &[DataType::Int64]).await.unwrap(), [[Value::Int(0)]]);
+
+        // A constraint the server checks fails the COPY at the end, also cleanly.
+        s.execute(&Statement::new(format!("ALTER TABLE {} ADD PRIMARY KEY (id)", quote_table(&same)))).await.unwrap();
+        let e = insert_batches(&mut s, &same, &schema, batches.clone()).await.unwrap_err();
+        assert!(e.message.contains("duplicate key"), "{e}");
+        assert_eq!(s.query(&Statement::new("SELECT 1"), &[DataType::Int64]).await.unwrap(), [[Value::Int(1)]]);
+
+        let e = insert_batches(&mut s, &table(&ns, "missing"), &schema, vec![]).await.unwrap_err();
+        assert!(e.message.contains("does not exist"), "{e}");
+        drop_schema(&mut s, &ns).await;
+    }
+
+    #[tokio::test]
+    async fn many_rows_cross_batch_boundaries() {
+        let Some(mut s) = session().await else { return };
+        let ns = new_schema(&mut s, "many").await;
+        let src = table(&ns, "src");
+        let q = quote_table(&src);
+        s.execute(&Statement::new(format!(
+            "CREATE TABLE {q} (id bigint PRIMARY KEY, v text, n numeric(18,4), ts timestamptz, j jsonb); \
+             INSERT INTO {q} SELECT g, 'row ' || g, g / 7.0, timestamptz '2024-01-01' + g * interval '1 second', \
+             jsonb_build_object('g', g) FROM generate_series(1, 20000) g"
+        )))
+        .await
+        .unwrap();
+        let schema = s.table_schema(&src).await.unwrap().unwrap();
+        let select = |t: &TableName| Statement::new(format!("SELECT id, v, n, ts, j FROM {} ORDER BY id", quote_table(t)));
+        let batches = read_all(&mut s, &select(&src), &schema).await.unwrap();
+        let sizes: Vec<usize> = batches.iter().map(RecordBatch::num_rows).collect();
+        assert_eq!(sizes, [BATCH_ROWS, BATCH_ROWS, 20_000 - 2 * BATCH_ROWS]);
+
+        let dst = table(&ns, "dst");
+        s.execute(&Statement::new(format!("CREATE TABLE {} (LIKE {q})", quote_table(&dst)))).await.unwrap();
+        assert_eq!(insert_batches(&mut s, &dst, &schema, batches).await.unwrap(), 20_000);
+        let diff = Statement::new(format!(
+            "SELECT count(*) FROM ((TABLE {q} EXCEPT TABLE {d}) UNION ALL (TABLE {d} EXCEPT TABLE {q})) x",
+            d = quote_table(&dst)
+        ));
+        assert_eq!(s.query(&diff, &[DataType::Int64]).await.unwrap(), [[Value::Int(0)]]);
+
+        // A consumer that stops early ends the read without error; the session goes on.
+        let (tx, mut rx) = mpsc::channel::<RecordBatch>(1);
+        let first = async move { rx.recv().await.map(|b| b.num_rows()) };
+        let all = select(&src);
+        let (result, first) = tokio::join!(s.read(&all, &schema, tx), first);
+        result.unwrap();
+        assert_eq!(first, Some(BATCH_ROWS));
+        assert_eq!(s.query(&Statement::new("SELECT 1"), &[DataType::Int64]).await.unwrap(), [[Value::Int(1)]]);
+        drop_schema(&mut s, &ns).await;
+    }
+
+    #[tokio::test]
+    async fn rollback_discards_and_commit_keeps() {
+        let Some(mut s) = session().await else { return };
+        let ns = new_schema(&mut s, "tx").await;
+        let t = table(&ns, "t");
+        let q = quote_table(&t);
+        s.execute(&Statement::new(format!("CREATE TABLE {q} (id bigint)"))).await.unwrap();
+        let schema = s.table_schema(&t).await.unwrap().unwrap();
+        let count = Statement::new(format!("SELECT count(*) FROM {q}"));
+        let batch = RecordBatch::try_new(schema.to_arrow(), vec![std::sync::Arc::new(arrow_array::Int64Array::from(vec![1, 2, 3]))]).unwrap();
+
+        s.begin().await.unwrap();
+        s.execute(&stmt(format!("INSERT INTO {q} VALUES ($1)"), vec![Value::Int(9)])).await.unwrap();
+        assert_eq!(insert_batches(&mut s, &t, &schema, vec![batch.clone()]).await.unwrap(), 3);
+        assert_eq!(s.query(&count, &[DataType::Int64]).await.unwrap(), [[Value::Int(4)]]);
+        s.rollback().await.unwrap();
+        assert_eq!(s.query(&count, &[DataType::Int64]).await.unwrap(), [[Value::Int(0)]]);
+
+        s.begin().await.unwrap();
+        assert_eq!(insert_batches(&mut s, &t, &schema, vec![batch]).await.unwrap(), 3);
+        s.commit().await.unwrap();
+        assert_eq!(s.query(&count, &[DataType::Int64]).await.unwrap(), [[Value::Int(3)]]);
+        drop_schema(&mut s, &ns).await;
+    }
+}

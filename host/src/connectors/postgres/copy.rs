@@ -267,9 +267,16 @@ pub fn numeric_to_text(b: &[u8], out: &mut String) -> CResult<()> {
     Ok(())
 }
 
-fn pow10(e: u32) -> Option<i128> {
-    10i128.checked_pow(e)
-}
+/// 10^0 ..= 10^38, every power of ten an i128 holds.
+const POW10: [i128; 39] = {
+    let mut t = [1i128; 39];
+    let mut i = 1;
+    while i < 39 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
 
 /// A binary numeric as an i128 scaled by `scale`; an error when it is NaN or infinite,
 /// does not fit, or has non-zero digits past `scale`.
@@ -283,25 +290,24 @@ pub fn numeric_to_i128(b: &[u8], scale: i8) -> CResult<i128> {
     }
     let too_big = || CodecError("numeric value does not fit a 128-bit decimal".into());
     let mut acc: i128 = 0;
-    for d in n.digits.chunks_exact(2) {
-        acc = acc.checked_mul(10_000).and_then(|a| a.checked_add(be_u16(d).into())).ok_or_else(too_big)?;
-    }
-    // acc is |value| * 10000^(ndigits - 1 - weight); rescale it to 10^scale.
-    let e = i64::from(scale) - 4 * (n.ndigits() as i64 - 1 - i64::from(n.weight));
-    if e >= 0 {
-        let f = u32::try_from(e).ok().and_then(pow10).ok_or_else(too_big)?;
-        acc = acc.checked_mul(f).ok_or_else(too_big)?;
-    } else {
-        let mut k = e.unsigned_abs();
-        while k > 0 {
-            let step = k.min(38);
-            let f = pow10(step as u32).expect("10^38 fits i128");
-            if acc % f != 0 {
+    for (g, d) in n.digits.chunks_exact(2).enumerate() {
+        let d = i128::from(be_u16(d));
+        if d == 0 {
+            continue;
+        }
+        // The power of ten of this digit's last decimal place in the scaled integer.
+        let e = 4 * (i64::from(n.weight) - g as i64) + i64::from(scale);
+        let term = if e >= 0 {
+            let f = usize::try_from(e).ok().and_then(|e| POW10.get(e)).ok_or_else(too_big)?;
+            d.checked_mul(*f).ok_or_else(too_big)?
+        } else {
+            let f = POW10[e.unsigned_abs().min(4) as usize];
+            if d % f != 0 {
                 return err(format!("numeric value has more than {scale} fractional digits"));
             }
-            acc /= f;
-            k -= step;
-        }
+            d / f
+        };
+        acc = acc.checked_add(term).ok_or_else(too_big)?;
     }
     Ok(if n.sign == NUMERIC_NEG { -acc } else { acc })
 }
@@ -487,7 +493,7 @@ impl Builder {
             DataType::Decimal(Some(d)) => Builder::Decimal {
                 b: Decimal128Builder::with_capacity(n).with_data_type(arrow_type(t)),
                 scale: d.scale,
-                bound: pow10(d.precision.into()).unwrap_or(i128::MAX),
+                bound: POW10.get(usize::from(d.precision)).copied().unwrap_or(i128::MAX),
             },
             DataType::Decimal(None) => Builder::DecimalText(StringBuilder::with_capacity(n, n * 8)),
             DataType::Text => Builder::Text(StringBuilder::with_capacity(n, n * 16)),

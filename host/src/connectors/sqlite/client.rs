@@ -15,9 +15,9 @@ use arrow_array::builder::{
     TimestampMicrosecondBuilder,
 };
 use arrow_array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array,
-    FixedSizeBinaryArray, Float32Array, Float64Array, Int16Array, Int32Array, Int64Array,
-    RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, FixedSizeBinaryArray,
+    Float32Array, Float64Array, Int16Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
 };
 use arrow_buffer::NullBuffer;
 use arrow_schema::SchemaRef;
@@ -27,9 +27,7 @@ use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteConnection, Sqli
 use sqlx::{Arguments, Column as _, ConnectOptions, Executor, Row};
 use tokio::sync::mpsc;
 
-use super::types::{
-    self, Stored, bind_all, stored_date, stored_timestamp, stored_timestamp_tz,
-};
+use super::types::{self, Stored, bind_all, stored_date, stored_timestamp, stored_timestamp_tz};
 use crate::connectors::render::{column_list, quote_ident};
 use crate::connectors::{Dialect, SqlSession, Statement, TableName};
 use crate::error::{Error, Kind, Result};
@@ -92,7 +90,11 @@ impl SqliteSession {
             .connect()
             .await
             .map_err(fail(role, format!("cannot open SQLite database `{path}`")))?;
-        Ok(SqliteSession { conn, role, in_transaction: false })
+        Ok(SqliteSession {
+            conn,
+            role,
+            in_transaction: false,
+        })
     }
 
     /// The error kind this session's failures carry.
@@ -125,7 +127,9 @@ impl SqliteSession {
     async fn run_plain(&mut self, sql: &'static str) -> Result<()> {
         let role = self.role;
         // A `&str` query is not prepared for reuse and binds nothing.
-        self.conn.execute(sql).await.map_err(fail(role, sql))?;
+        Executor::execute(&mut self.conn, sql)
+            .await
+            .map_err(fail(role, sql))?;
         Ok(())
     }
 
@@ -142,7 +146,10 @@ impl SqliteSession {
         if width == 0 {
             return Err(self.error(format!("cannot insert into `{table}`: no columns")));
         }
-        let prefix = format!("INSERT INTO {target} ({}) VALUES ", column_list(&schema.names()));
+        let prefix = format!(
+            "INSERT INTO {target} ({}) VALUES ",
+            column_list(&schema.names())
+        );
         let per_statement = (MAX_PARAMS / width).clamp(1, MAX_ROWS_PER_INSERT);
         let full_sql = insert_sql(&prefix, width, per_statement);
         let mut written = 0u64;
@@ -180,7 +187,7 @@ impl SqliteSession {
                 let done = sqlx::query_with(&sql, args)
                     .execute(&mut self.conn)
                     .await
-                    .map_err(fail(role, format!("inserting into `{table}`")))?;
+                    .map_err(|e| fail(role, format!("inserting into `{table}`"))(e))?;
                 written += done.rows_affected();
                 start += count;
             }
@@ -264,11 +271,19 @@ impl<'a> ColumnView<'a> {
                 ),
             )
         })?;
-        Ok(ColumnView { name: &column.name, nulls: array.nulls(), values })
+        Ok(ColumnView {
+            name: &column.name,
+            nulls: array.nulls(),
+            values,
+        })
     }
 
     /// Appends the value at `row` to `args` in its stored form.
-    fn bind(&self, row: usize, args: &mut SqliteArguments<'a>) -> Result<(), sqlx::error::BoxDynError> {
+    fn bind(
+        &self,
+        row: usize,
+        args: &mut SqliteArguments<'a>,
+    ) -> Result<(), sqlx::error::BoxDynError> {
         if self.nulls.is_some_and(|n| n.is_null(row)) {
             return args.add(None::<i64>);
         }
@@ -391,7 +406,11 @@ impl ColumnBuilder {
 }
 
 /// The batch of everything appended to `builders` since the last one.
-fn finish_batch(role: Kind, schema: &SchemaRef, builders: &mut [ColumnBuilder]) -> Result<RecordBatch> {
+fn finish_batch(
+    role: Kind,
+    schema: &SchemaRef,
+    builders: &mut [ColumnBuilder],
+) -> Result<RecordBatch> {
     let arrays = builders.iter_mut().map(ColumnBuilder::finish).collect();
     RecordBatch::try_new(schema.clone(), arrays)
         .map_err(|e| Error::new(role, format!("building a batch: {e}")))
@@ -409,7 +428,10 @@ impl SqlSession for SqliteSession {
         let done = sqlx::query_with(&stmt.sql, args)
             .execute(&mut self.conn)
             .await
-            .map_err(fail(role, format!("statement failed ({})", excerpt(&stmt.sql))))?;
+            .map_err(fail(
+                role,
+                format!("statement failed ({})", excerpt(&stmt.sql)),
+            ))?;
         Ok(done.rows_affected())
     }
 
@@ -464,30 +486,39 @@ impl SqlSession for SqliteSession {
         let mut columns = Vec::with_capacity(rows.len());
         let mut key: Vec<(i64, String)> = Vec::new();
         let mut declared_types = Vec::with_capacity(rows.len());
+        let bad = |e| fail(role, format!("reading the columns of `{table}`"))(e);
         for row in &rows {
-            let get = fail(role, format!("reading the columns of `{table}`"));
-            let name: String = row.try_get(0).map_err(get)?;
-            let declared: String = row.try_get::<Option<String>, _>(1).ok().flatten().unwrap_or_default();
-            let not_null: i64 = row.try_get(2).unwrap_or(0);
-            let pk: i64 = row.try_get(3).unwrap_or(0);
+            let name: String = row.try_get(0).map_err(bad)?;
+            let declared: Option<String> = row.try_get(1).map_err(bad)?;
+            let declared = declared.unwrap_or_default();
+            let not_null: i64 = row.try_get(2).map_err(bad)?;
+            let pk: i64 = row.try_get(3).map_err(bad)?;
             let data_type = types::portable_type(&declared, &name)
                 .map_err(|e| e.context(format!("table `{table}`")))?;
             if pk > 0 {
                 key.push((pk, name.clone()));
             }
             declared_types.push(declared);
-            columns.push(Column { name, data_type, nullable: not_null == 0 });
+            columns.push(Column {
+                name,
+                data_type,
+                nullable: not_null == 0,
+            });
         }
         key.sort();
         // A lone `INTEGER PRIMARY KEY` column is the rowid: never NULL.
         if let [(_, only)] = key.as_slice() {
             let i = columns.iter().position(|c| &c.name == only);
-            if let Some(i) = i.filter(|i| declared_types[*i].trim().eq_ignore_ascii_case("INTEGER")) {
+            if let Some(i) = i.filter(|i| declared_types[*i].trim().eq_ignore_ascii_case("INTEGER"))
+            {
                 columns[i].nullable = false;
             }
         }
         let primary_key = key.into_iter().map(|(_, name)| name).collect();
-        Ok(Some(Schema { columns, primary_key }))
+        Ok(Some(Schema {
+            columns,
+            primary_key,
+        }))
     }
 
     async fn read(
@@ -501,14 +532,17 @@ impl SqlSession for SqliteSession {
             return Ok(());
         }
         let arrow_schema = schema.to_arrow();
-        let mut builders: Vec<ColumnBuilder> =
-            schema.columns.iter().map(|c| ColumnBuilder::new(&c.data_type)).collect();
+        let mut builders: Vec<ColumnBuilder> = schema
+            .columns
+            .iter()
+            .map(|c| ColumnBuilder::new(&c.data_type))
+            .collect();
         let args = bind_all(&stmt.params).map_err(|e| Error::new(role, e))?;
         let what = || format!("reading ({})", excerpt(&stmt.sql));
         let mut stream = sqlx::query_with(&stmt.sql, args).fetch(&mut self.conn);
         let mut pending = 0usize;
         let mut row_number = 0u64;
-        while let Some(row) = stream.try_next().await.map_err(fail(role, what()))? {
+        while let Some(row) = stream.try_next().await.map_err(|e| fail(role, what())(e))? {
             row_number += 1;
             if row.len() != builders.len() {
                 return Err(Error::new(
@@ -527,7 +561,10 @@ impl SqlSession for SqliteSession {
                     .and_then(Stored::read)
                     .and_then(|v| builder.append(v))
                     .map_err(|e| {
-                        Error::new(role, format!("column `{}`, row {row_number}: {e}", column.name))
+                        Error::new(
+                            role,
+                            format!("column `{}`, row {row_number}: {e}", column.name),
+                        )
                     })?;
             }
             pending += 1;
@@ -610,8 +647,6 @@ mod tests {
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use arrow_array::builder::FixedSizeBinaryBuilder;
-
     use super::*;
     use crate::connectors::sqlite::types::native_type;
     use crate::model::{CHANNEL_BATCHES, value_at};
@@ -646,10 +681,17 @@ mod tests {
     }
 
     fn col(name: &str, data_type: DataType, nullable: bool) -> Column {
-        Column { name: name.into(), data_type, nullable }
+        Column {
+            name: name.into(),
+            data_type,
+            nullable,
+        }
     }
 
-    const PRICE: DecimalSpec = DecimalSpec { precision: 18, scale: 4 };
+    const PRICE: DecimalSpec = DecimalSpec {
+        precision: 18,
+        scale: 4,
+    };
 
     fn all_types_schema() -> Schema {
         Schema {
@@ -683,10 +725,17 @@ mod tests {
             .iter()
             .map(|c| {
                 let null = if c.nullable { "" } else { " NOT NULL" };
-                format!("{} {}{null}", quote_ident(&c.name), native_type(&c.data_type))
+                format!(
+                    "{} {}{null}",
+                    quote_ident(&c.name),
+                    native_type(&c.data_type)
+                )
             })
             .collect();
-        parts.push(format!("PRIMARY KEY ({})", column_list(&schema.primary_key)));
+        parts.push(format!(
+            "PRIMARY KEY ({})",
+            column_list(&schema.primary_key)
+        ));
         format!("CREATE TABLE {} ({})", quote_ident(table), parts.join(", "))
     }
 
@@ -726,13 +775,13 @@ mod tests {
             _ => Value::Bytes((0..=255u8).cycle().skip(i % 256).take(i % 40 + 1).collect()),
         };
         let day = match i {
-            0 => -719_162,   // 0001-01-01
-            1 => 2_932_896,  // 9999-12-31
+            0 => -719_162,  // 0001-01-01
+            1 => 2_932_896, // 9999-12-31
             _ => n as i32 * 3 - 30_000,
         };
         let at = match i {
-            0 => -62_135_596_800_000_000,  // 0001-01-01 00:00:00
-            1 => 253_402_300_799_999_999,  // 9999-12-31 23:59:59.999999
+            0 => -62_135_596_800_000_000, // 0001-01-01 00:00:00
+            1 => 253_402_300_799_999_999, // 9999-12-31 23:59:59.999999
             _ => (n - 10_000) * 86_400_123_457,
         };
         let uuid = (u128::from(i as u64) * 0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835).to_be_bytes();
@@ -740,11 +789,14 @@ mod tests {
             Value::Int(n),
             Value::Text(format!("g{}", i % 7)),
             null_if(i % 3 == 0, Value::Boolean(i % 2 == 0)),
-            null_if(i % 11 == 5, Value::Int(match i {
-                0 => i16::MIN.into(),
-                1 => i16::MAX.into(),
-                _ => n % 30_000 - 15_000,
-            })),
+            null_if(
+                i % 11 == 5,
+                Value::Int(match i {
+                    0 => i16::MIN.into(),
+                    1 => i16::MAX.into(),
+                    _ => n % 30_000 - 15_000,
+                }),
+            ),
             Value::Int(match i {
                 0 => i32::MIN.into(),
                 1 => i32::MAX.into(),
@@ -786,20 +838,55 @@ mod tests {
         };
         match t {
             DataType::Boolean => Arc::new(BooleanArray::from(
-                values.iter().map(|v| if let Value::Boolean(b) = v { Some(*b) } else { None }).collect::<Vec<_>>(),
+                values
+                    .iter()
+                    .map(|v| {
+                        if let Value::Boolean(b) = v {
+                            Some(*b)
+                        } else {
+                            None
+                        }
+                    })
+                    .collect::<Vec<_>>(),
             )),
             DataType::Int16 => Arc::new(Int16Array::from(
-                values.iter().map(|v| int(v).map(|i| i16::try_from(i).unwrap())).collect::<Vec<_>>(),
+                values
+                    .iter()
+                    .map(|v| int(v).map(|i| i16::try_from(i).unwrap()))
+                    .collect::<Vec<_>>(),
             )),
             DataType::Int32 => Arc::new(Int32Array::from(
-                values.iter().map(|v| int(v).map(|i| i32::try_from(i).unwrap())).collect::<Vec<_>>(),
+                values
+                    .iter()
+                    .map(|v| int(v).map(|i| i32::try_from(i).unwrap()))
+                    .collect::<Vec<_>>(),
             )),
-            DataType::Int64 => Arc::new(Int64Array::from(values.iter().map(int).collect::<Vec<_>>())),
+            DataType::Int64 => {
+                Arc::new(Int64Array::from(values.iter().map(int).collect::<Vec<_>>()))
+            }
             DataType::Float32 => Arc::new(Float32Array::from(
-                values.iter().map(|v| if let Value::Float(f) = v { Some(*f as f32) } else { None }).collect::<Vec<_>>(),
+                values
+                    .iter()
+                    .map(|v| {
+                        if let Value::Float(f) = v {
+                            Some(*f as f32)
+                        } else {
+                            None
+                        }
+                    })
+                    .collect::<Vec<_>>(),
             )),
             DataType::Float64 => Arc::new(Float64Array::from(
-                values.iter().map(|v| if let Value::Float(f) = v { Some(*f) } else { None }).collect::<Vec<_>>(),
+                values
+                    .iter()
+                    .map(|v| {
+                        if let Value::Float(f) = v {
+                            Some(*f)
+                        } else {
+                            None
+                        }
+                    })
+                    .collect::<Vec<_>>(),
             )),
             DataType::Decimal(Some(d)) => Arc::new(
                 Decimal128Array::from(
@@ -811,18 +898,36 @@ mod tests {
                 .with_precision_and_scale(d.precision, d.scale)
                 .unwrap(),
             ),
-            DataType::Decimal(None) | DataType::Text | DataType::Json => {
-                Arc::new(StringArray::from(values.iter().map(text).collect::<Vec<_>>()))
-            }
+            DataType::Decimal(None) | DataType::Text | DataType::Json => Arc::new(
+                StringArray::from(values.iter().map(text).collect::<Vec<_>>()),
+            ),
             DataType::Bytes => Arc::new(BinaryArray::from_opt_vec(
-                values.iter().map(|v| if let Value::Bytes(b) = v { Some(b.as_slice()) } else { None }).collect(),
+                values
+                    .iter()
+                    .map(|v| {
+                        if let Value::Bytes(b) = v {
+                            Some(b.as_slice())
+                        } else {
+                            None
+                        }
+                    })
+                    .collect(),
             )),
             DataType::Date => Arc::new(Date32Array::from(
-                values.iter().map(|v| if let Value::Date(d) = v { Some(*d) } else { None }).collect::<Vec<_>>(),
+                values
+                    .iter()
+                    .map(|v| {
+                        if let Value::Date(d) = v {
+                            Some(*d)
+                        } else {
+                            None
+                        }
+                    })
+                    .collect::<Vec<_>>(),
             )),
-            DataType::Timestamp => {
-                Arc::new(TimestampMicrosecondArray::from(values.iter().map(micros).collect::<Vec<_>>()))
-            }
+            DataType::Timestamp => Arc::new(TimestampMicrosecondArray::from(
+                values.iter().map(micros).collect::<Vec<_>>(),
+            )),
             DataType::TimestampTz => Arc::new(
                 TimestampMicrosecondArray::from(values.iter().map(micros).collect::<Vec<_>>())
                     .with_timezone("UTC"),
@@ -845,7 +950,12 @@ mod tests {
             .columns
             .iter()
             .enumerate()
-            .map(|(i, c)| array_of(&c.data_type, &rows.iter().map(|r| &r[i]).collect::<Vec<_>>()))
+            .map(|(i, c)| {
+                array_of(
+                    &c.data_type,
+                    &rows.iter().map(|r| &r[i]).collect::<Vec<_>>(),
+                )
+            })
             .collect();
         RecordBatch::try_new(schema.to_arrow(), arrays).unwrap()
     }
@@ -891,7 +1001,11 @@ mod tests {
 
     async fn count(session: &mut SqliteSession, table: &str) -> i64 {
         let sql = format!("SELECT count(*) FROM {}", quote_ident(table));
-        match session.query(&Statement::new(sql), &[DataType::Int64]).await.unwrap()[0][0] {
+        match session
+            .query(&Statement::new(sql), &[DataType::Int64])
+            .await
+            .unwrap()[0][0]
+        {
             Value::Int(n) => n,
             ref other => panic!("{other:?}"),
         }
@@ -900,21 +1014,43 @@ mod tests {
     #[tokio::test]
     async fn every_type_round_trips_through_bulk_insert_and_read() {
         let dir = TempDir::new("round-trip");
-        let mut s = SqliteSession::connect(&dir.db(), true, Kind::Sink).await.unwrap();
+        let mut s = SqliteSession::connect(&dir.db(), true, Kind::Sink)
+            .await
+            .unwrap();
         assert_eq!(s.dialect(), Dialect::Sqlite);
         let schema = all_types_schema();
         let table_name = "all \"types\"";
-        let table = TableName { schema: None, name: table_name.into() };
-        s.execute(&Statement::new(create_sql(table_name, &schema))).await.unwrap();
+        let table = TableName {
+            schema: None,
+            name: table_name.into(),
+        };
+        s.execute(&Statement::new(create_sql(table_name, &schema)))
+            .await
+            .unwrap();
 
         // The declared types map back to the portable schema, key in key order.
         assert_eq!(s.table_schema(&table).await.unwrap(), Some(schema.clone()));
-        let in_main = TableName { schema: Some("main".into()), name: table_name.into() };
-        assert_eq!(s.table_schema(&in_main).await.unwrap(), Some(schema.clone()));
-        let missing = TableName { schema: None, name: "nope".into() };
+        let in_main = TableName {
+            schema: Some("main".into()),
+            name: table_name.into(),
+        };
+        assert_eq!(
+            s.table_schema(&in_main).await.unwrap(),
+            Some(schema.clone())
+        );
+        let missing = TableName {
+            schema: None,
+            name: "nope".into(),
+        };
         assert_eq!(s.table_schema(&missing).await.unwrap(), None);
-        let elsewhere = TableName { schema: Some("other".into()), name: table_name.into() };
-        assert_eq!(s.table_schema(&elsewhere).await.unwrap_err().kind, Kind::Sink);
+        let elsewhere = TableName {
+            schema: Some("other".into()),
+            name: table_name.into(),
+        };
+        assert_eq!(
+            s.table_schema(&elsewhere).await.unwrap_err().kind,
+            Kind::Sink
+        );
 
         // 20k rows in batches that do not line up with statement or read batch sizes.
         let rows: Vec<Vec<Value>> = (0..20_000).map(row).collect();
@@ -925,7 +1061,10 @@ mod tests {
             start += size;
         }
         assert_eq!(start, rows.len());
-        let written = s.bulk_insert(&table, &schema, channel_of(batches)).await.unwrap();
+        let written = s
+            .bulk_insert(&table, &schema, channel_of(batches))
+            .await
+            .unwrap();
         assert_eq!(written, 20_000);
         assert!(!s.in_transaction());
 
@@ -934,7 +1073,9 @@ mod tests {
             column_list(&schema.names()),
             quote_ident(table_name)
         );
-        let batches = read_all(&mut s, &Statement::new(select), &schema).await.unwrap();
+        let batches = read_all(&mut s, &Statement::new(select), &schema)
+            .await
+            .unwrap();
         let sizes: Vec<usize> = batches.iter().map(RecordBatch::num_rows).collect();
         assert_eq!(sizes, vec![BATCH_ROWS, BATCH_ROWS, 20_000 - 2 * BATCH_ROWS]);
         let mut back = Vec::new();
@@ -958,7 +1099,7 @@ mod tests {
                     ),
                     params: vec![Value::Int(10)],
                 },
-                &[DataType::Text; 9],
+                &vec![DataType::Text; 9],
             )
             .await
             .unwrap();
@@ -968,11 +1109,11 @@ mod tests {
             vec![vec![
                 text("integer"),
                 text("1"),
-                text("-9866.5500"),
-                text("10.0100"),
-                text("1888-02-17"),
-                text("1944-06-19 15:39:16.659590"),
-                text("1944-06-19 15:39:16.659597Z"),
+                text("-9986.6550"),
+                text("0.000"),
+                text("1887-12-12"),
+                text("1942-08-25 23:39:26.664570"),
+                text("1942-08-25 23:39:26.664577Z"),
                 text("text"),
                 text("blob"),
             ]]
@@ -994,23 +1135,35 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(some, vec![rows[0].clone(), rows[1].clone(), rows[19_999].clone()]);
+        assert_eq!(
+            some,
+            vec![rows[0].clone(), rows[1].clone(), rows[19_999].clone()]
+        );
     }
 
     #[tokio::test]
     async fn read_binds_filter_parameters() {
         let dir = TempDir::new("filter");
-        let mut s = SqliteSession::connect(&dir.db(), true, Kind::Source).await.unwrap();
+        let mut s = SqliteSession::connect(&dir.db(), true, Kind::Source)
+            .await
+            .unwrap();
         let schema = all_types_schema();
-        let table = TableName { schema: None, name: "t".into() };
-        s.execute(&Statement::new(create_sql("t", &schema))).await.unwrap();
+        let table = TableName {
+            schema: None,
+            name: "t".into(),
+        };
+        s.execute(&Statement::new(create_sql("t", &schema)))
+            .await
+            .unwrap();
         let rows: Vec<Vec<Value>> = (0..3_000).map(row).collect();
-        s.bulk_insert(&table, &schema, channel_of(vec![batch_of(&schema, &rows)])).await.unwrap();
+        s.bulk_insert(&table, &schema, channel_of(vec![batch_of(&schema, &rows)]))
+            .await
+            .unwrap();
 
-        let cutoff_at = 5_000 * 86_400_123_457 - 10_000 * 86_400_123_457 + 3; // id 5000-ish
-        let cutoff_at = cutoff_at / 4; // somewhere in the middle, before 1970
-        let cutoff_day = -27_000;
-        let cutoff_tz = -2_000 * 86_400_123_457;
+        // Rows 1500..=2000 (all before 1970) pass the three range filters.
+        let cutoff_at = (1_000 - 10_000) * 86_400_123_457;
+        let cutoff_day = 2_000 * 3 - 30_000;
+        let cutoff_tz = (1_500 - 10_000) * 86_400_123_457;
         let p = |n: usize, v: &Value| s.read_placeholder(n, v);
         let params = vec![
             Value::Timestamp(cutoff_at),
@@ -1027,9 +1180,18 @@ mod tests {
             p(4, &params[3])
         );
         assert!(sql.contains("$1") && sql.contains("$4"));
-        let id_schema = Schema { columns: vec![col("id", DataType::Int64, false)], primary_key: vec![] };
-        let batches = read_all(&mut s, &Statement { sql, params }, &id_schema).await.unwrap();
-        let got: Vec<Value> = batches.iter().flat_map(|b| rows_of(&id_schema, b)).flatten().collect();
+        let id_schema = Schema {
+            columns: vec![col("id", DataType::Int64, false)],
+            primary_key: vec![],
+        };
+        let batches = read_all(&mut s, &Statement { sql, params }, &id_schema)
+            .await
+            .unwrap();
+        let got: Vec<Value> = batches
+            .iter()
+            .flat_map(|b| rows_of(&id_schema, b))
+            .flatten()
+            .collect();
         let want: Vec<Value> = rows
             .iter()
             .filter(|r| {
@@ -1040,7 +1202,11 @@ mod tests {
             })
             .map(|r| r[0].clone())
             .collect();
-        assert!(want.len() > 10, "the filter should select some rows, got {}", want.len());
+        assert!(
+            want.len() > 10,
+            "the filter should select some rows, got {}",
+            want.len()
+        );
         assert!(want.len() < 400);
         assert_eq!(got, want);
 
@@ -1050,7 +1216,10 @@ mod tests {
         let all = Statement::new("SELECT \"id\" FROM \"t\"");
         s.read(&all, &id_schema, tx).await.unwrap();
         let (tx, mut rx) = mpsc::channel(1);
-        let all_ids = Statement::new(format!("SELECT \"id\" FROM \"t\", (SELECT 1 UNION SELECT 2 UNION SELECT 3 UNION SELECT 4)"));
+        let all_ids = Statement::new(
+            "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 10) \
+             SELECT \"id\" FROM \"t\", n",
+        );
         let reader = s.read(&all_ids, &id_schema, tx);
         let first = async move { rx.recv().await.map(|b| b.num_rows()) };
         let (result, first) = tokio::join!(reader, first);
@@ -1063,21 +1232,39 @@ mod tests {
     #[tokio::test]
     async fn transactions_bracket_bulk_inserts() {
         let dir = TempDir::new("tx");
-        let mut s = SqliteSession::connect(&dir.db(), true, Kind::Sink).await.unwrap();
+        let mut s = SqliteSession::connect(&dir.db(), true, Kind::Sink)
+            .await
+            .unwrap();
         let schema = Schema {
-            columns: vec![col("id", DataType::Int64, false), col("v", DataType::Text, true)],
+            columns: vec![
+                col("id", DataType::Int64, false),
+                col("v", DataType::Text, true),
+            ],
             primary_key: vec!["id".into()],
         };
-        let table = TableName { schema: Some("main".into()), name: "t".into() };
-        s.execute(&Statement::new(create_sql("t", &schema))).await.unwrap();
+        let table = TableName {
+            schema: Some("main".into()),
+            name: "t".into(),
+        };
+        s.execute(&Statement::new(create_sql("t", &schema)))
+            .await
+            .unwrap();
         let rows = |ids: std::ops::Range<i64>| -> Vec<Vec<Value>> {
-            ids.map(|i| vec![Value::Int(i), Value::Text(format!("v{i}"))]).collect()
+            ids.map(|i| vec![Value::Int(i), Value::Text(format!("v{i}"))])
+                .collect()
         };
 
         // Inside the caller's transaction: rollback discards it.
         s.begin().await.unwrap();
         assert!(s.begin().await.is_err());
-        let n = s.bulk_insert(&table, &schema, channel_of(vec![batch_of(&schema, &rows(0..100))])).await.unwrap();
+        let n = s
+            .bulk_insert(
+                &table,
+                &schema,
+                channel_of(vec![batch_of(&schema, &rows(0..100))]),
+            )
+            .await
+            .unwrap();
         assert_eq!(n, 100);
         assert!(s.in_transaction());
         assert_eq!(count(&mut s, "t").await, 100);
@@ -1089,23 +1276,44 @@ mod tests {
 
         // Commit keeps it.
         s.begin().await.unwrap();
-        s.bulk_insert(&table, &schema, channel_of(vec![batch_of(&schema, &rows(0..50))])).await.unwrap();
+        s.bulk_insert(
+            &table,
+            &schema,
+            channel_of(vec![batch_of(&schema, &rows(0..50))]),
+        )
+        .await
+        .unwrap();
         s.commit().await.unwrap();
         assert_eq!(count(&mut s, "t").await, 50);
 
         // Without a transaction, bulk_insert runs in its own: all or nothing.
-        let batches = vec![batch_of(&schema, &rows(50..1_050)), batch_of(&schema, &rows(1_049..1_051))];
-        let e = s.bulk_insert(&table, &schema, channel_of(batches)).await.unwrap_err();
+        let batches = vec![
+            batch_of(&schema, &rows(50..1_050)),
+            batch_of(&schema, &rows(1_049..1_051)),
+        ];
+        let e = s
+            .bulk_insert(&table, &schema, channel_of(batches))
+            .await
+            .unwrap_err();
         assert_eq!(e.kind, Kind::Sink);
         assert!(e.message.contains("UNIQUE"), "{e}");
         assert!(!s.in_transaction());
         assert_eq!(count(&mut s, "t").await, 50);
-        let n = s.bulk_insert(&table, &schema, channel_of(vec![batch_of(&schema, &rows(50..1_050))])).await.unwrap();
+        let n = s
+            .bulk_insert(
+                &table,
+                &schema,
+                channel_of(vec![batch_of(&schema, &rows(50..1_050))]),
+            )
+            .await
+            .unwrap();
         assert_eq!(n, 1_000);
         assert_eq!(count(&mut s, "t").await, 1_050);
 
         // A second connection sees only committed rows (WAL).
-        let mut other = SqliteSession::connect(&dir.db(), false, Kind::Source).await.unwrap();
+        let mut other = SqliteSession::connect(&dir.db(), false, Kind::Source)
+            .await
+            .unwrap();
         assert_eq!(count(&mut other, "t").await, 1_050);
 
         // A batch that does not match the schema is refused.
@@ -1120,7 +1328,10 @@ mod tests {
             ],
         )
         .unwrap();
-        let e = s.bulk_insert(&table, &schema, channel_of(vec![wrong])).await.unwrap_err();
+        let e = s
+            .bulk_insert(&table, &schema, channel_of(vec![wrong]))
+            .await
+            .unwrap_err();
         assert!(e.message.contains("column `id`"), "{e}");
         assert_eq!(count(&mut s, "t").await, 1_050);
     }
@@ -1128,7 +1339,9 @@ mod tests {
     #[tokio::test]
     async fn user_tables_read_leniently() {
         let dir = TempDir::new("lenient");
-        let mut s = SqliteSession::connect(&dir.db(), true, Kind::Source).await.unwrap();
+        let mut s = SqliteSession::connect(&dir.db(), true, Kind::Source)
+            .await
+            .unwrap();
         s.execute(&Statement::new(
             "CREATE TABLE u (a INTEGER PRIMARY KEY, b NUMERIC, c DATETIME, d VARCHAR(10), e, f BOOL)",
         ))
@@ -1144,7 +1357,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(inserted, 2);
-        let table = TableName { schema: None, name: "u".into() };
+        let table = TableName {
+            schema: None,
+            name: "u".into(),
+        };
         let schema = s.table_schema(&table).await.unwrap().unwrap();
         assert_eq!(
             schema,
@@ -1160,7 +1376,13 @@ mod tests {
                 primary_key: vec!["a".into()],
             }
         );
-        let batches = read_all(&mut s, &Statement::new("SELECT * FROM u ORDER BY a"), &schema).await.unwrap();
+        let batches = read_all(
+            &mut s,
+            &Statement::new("SELECT * FROM u ORDER BY a"),
+            &schema,
+        )
+        .await
+        .unwrap();
         let rows = rows_of(&schema, &batches[0]);
         assert_eq!(
             rows,
@@ -1185,30 +1407,68 @@ mod tests {
         );
 
         // An undecodable value names the column, the row and the storage class.
-        s.execute(&Statement::new("INSERT INTO u (a, c) VALUES (3, 'soon')")).await.unwrap();
-        let e = read_all(&mut s, &Statement::new("SELECT * FROM u ORDER BY a"), &schema).await.unwrap_err();
+        s.execute(&Statement::new("INSERT INTO u (a, c) VALUES (3, 'soon')"))
+            .await
+            .unwrap();
+        let e = read_all(
+            &mut s,
+            &Statement::new("SELECT * FROM u ORDER BY a"),
+            &schema,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(e.kind, Kind::Source);
-        assert!(e.message.contains("column `c`, row 3") && e.message.contains("TEXT"), "{e}");
-        let e = s.query(&Statement::new("SELECT c FROM u WHERE a = 3"), &[DataType::Timestamp]).await.unwrap_err();
-        assert!(e.message.contains("column `c`") && e.message.contains("\"soon\""), "{e}");
+        assert!(
+            e.message.contains("column `c`, row 3") && e.message.contains("TEXT"),
+            "{e}"
+        );
+        let e = s
+            .query(
+                &Statement::new("SELECT c FROM u WHERE a = 3"),
+                &[DataType::Timestamp],
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            e.message.contains("column `c`") && e.message.contains("\"soon\""),
+            "{e}"
+        );
 
         // A failing statement says which one.
-        let e = s.execute(&Statement::new("SELECT * FROM missing")).await.unwrap_err();
+        let e = s
+            .execute(&Statement::new("SELECT * FROM missing"))
+            .await
+            .unwrap_err();
         assert_eq!(e.kind, Kind::Source);
-        assert!(e.message.contains("no such table") && e.message.contains("missing"), "{e}");
+        assert!(
+            e.message.contains("no such table") && e.message.contains("missing"),
+            "{e}"
+        );
     }
 
     #[tokio::test]
     async fn connect_without_create_needs_the_file() {
         let dir = TempDir::new("connect");
-        let e = SqliteSession::connect(&dir.db(), false, Kind::State).await.unwrap_err();
+        let e = SqliteSession::connect(&dir.db(), false, Kind::State)
+            .await
+            .unwrap_err();
         assert_eq!(e.kind, Kind::State);
         assert!(e.message.contains("test.db"), "{e}");
-        SqliteSession::connect(&dir.db(), true, Kind::State).await.unwrap();
-        let mut s = SqliteSession::connect(&dir.db(), false, Kind::State).await.unwrap();
-        let mode = s.query(&Statement::new("PRAGMA journal_mode"), &[DataType::Text]).await.unwrap();
+        SqliteSession::connect(&dir.db(), true, Kind::State)
+            .await
+            .unwrap();
+        let mut s = SqliteSession::connect(&dir.db(), false, Kind::State)
+            .await
+            .unwrap();
+        let mode = s
+            .query(&Statement::new("PRAGMA journal_mode"), &[DataType::Text])
+            .await
+            .unwrap();
         assert_eq!(mode, vec![vec![Value::Text("wal".into())]]);
-        let fk = s.query(&Statement::new("PRAGMA foreign_keys"), &[DataType::Boolean]).await.unwrap();
+        let fk = s
+            .query(&Statement::new("PRAGMA foreign_keys"), &[DataType::Boolean])
+            .await
+            .unwrap();
         assert_eq!(fk, vec![vec![Value::Boolean(true)]]);
     }
 }

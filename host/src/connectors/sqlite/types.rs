@@ -164,7 +164,10 @@ fn decimal_args(args: Option<&str>) -> std::result::Result<Option<DecimalSpec>, 
     if scale < 0 || scale > precision as i32 {
         return Err(format!("scale {scale} is not within 0..={precision}"));
     }
-    Ok(Some(DecimalSpec { precision: precision as u8, scale: scale as i8 }))
+    Ok(Some(DecimalSpec {
+        precision: precision as u8,
+        scale: scale as i8,
+    }))
 }
 
 /// A short name of a portable type for messages: `int64`, `decimal(10,2)`.
@@ -313,7 +316,10 @@ impl<'r> Stored<'r> {
             }
             Stored::Blob(b) => format!("<{} bytes>", b.len()),
         };
-        format!("SQLite {} value {preview} is not a valid {what}", self.class())
+        format!(
+            "SQLite {} value {preview} is not a valid {what}",
+            self.class()
+        )
     }
 
     pub fn as_bool(&self) -> Conv<bool> {
@@ -334,13 +340,18 @@ impl<'r> Stored<'r> {
         let wide = match *self {
             Stored::Integer(i) => Some(i),
             // -2^63 and 2^63 are exact in f64; the cast saturates, so check the range.
-            Stored::Real(f) if f.fract() == 0.0 && f >= -9.223_372_036_854_776e18 && f < 9.223_372_036_854_776e18 => {
+            Stored::Real(f)
+                if f.fract() == 0.0
+                    && f >= -9.223_372_036_854_776e18
+                    && f < 9.223_372_036_854_776e18 =>
+            {
                 Some(f as i64)
             }
             Stored::Text(s) => s.trim().parse().ok(),
             _ => None,
         };
-        wide.and_then(|i| T::try_from(i).ok()).ok_or_else(|| self.mismatch(what))
+        wide.and_then(|i| T::try_from(i).ok())
+            .ok_or_else(|| self.mismatch(what))
     }
 
     pub fn as_f64(&self) -> Conv<f64> {
@@ -381,7 +392,9 @@ impl<'r> Stored<'r> {
     pub fn as_text(&self) -> Conv<Cow<'r, str>> {
         match *self {
             Stored::Text(s) => Ok(Cow::Borrowed(s)),
-            Stored::Blob(b) => std::str::from_utf8(b).map(Cow::Borrowed).map_err(|_| self.mismatch("UTF-8 text")),
+            Stored::Blob(b) => std::str::from_utf8(b)
+                .map(Cow::Borrowed)
+                .map_err(|_| self.mismatch("UTF-8 text")),
             Stored::Integer(i) => Ok(Cow::Owned(i.to_string())),
             Stored::Real(f) => Ok(Cow::Owned(f.to_string())),
             Stored::Null => Err(self.mismatch("text")),
@@ -408,7 +421,8 @@ impl<'r> Stored<'r> {
             Stored::Integer(secs) => Some(secs.div_euclid(SECONDS_PER_DAY)),
             _ => None,
         };
-        days.and_then(|d| i32::try_from(d).ok()).ok_or_else(|| self.mismatch("date"))
+        days.and_then(|d| i32::try_from(d).ok())
+            .ok_or_else(|| self.mismatch("date"))
     }
 
     /// Microseconds since the epoch, from timestamp text (an offset, if any, is applied)
@@ -456,9 +470,10 @@ pub fn decode(stored: Stored<'_>, t: &DataType) -> Conv<Value> {
         DataType::Int64 => Value::Int(stored.as_int::<i64>("int64")?),
         DataType::Float32 => Value::Float(f64::from(stored.as_f64()? as f32)),
         DataType::Float64 => Value::Float(stored.as_f64()?),
-        DataType::Decimal(Some(spec)) => {
-            Value::Decimal(model::decimal_text(stored.decimal_scaled(spec)?, spec.scale))
-        }
+        DataType::Decimal(Some(spec)) => Value::Decimal(model::decimal_text(
+            stored.decimal_scaled(spec)?,
+            spec.scale,
+        )),
         DataType::Decimal(None) => Value::Decimal(stored.decimal_text()?.into_owned()),
         DataType::Text => Value::Text(stored.as_text()?.into_owned()),
         DataType::Json => Value::Json(stored.as_text()?.into_owned()),
@@ -482,8 +497,14 @@ mod tests {
             DataType::Int64,
             DataType::Float32,
             DataType::Float64,
-            DataType::Decimal(Some(DecimalSpec { precision: 18, scale: 4 })),
-            DataType::Decimal(Some(DecimalSpec { precision: 38, scale: 0 })),
+            DataType::Decimal(Some(DecimalSpec {
+                precision: 18,
+                scale: 4,
+            })),
+            DataType::Decimal(Some(DecimalSpec {
+                precision: 38,
+                scale: 0,
+            })),
             DataType::Decimal(None),
             DataType::Text,
             DataType::Bytes,
@@ -498,7 +519,12 @@ mod tests {
     #[test]
     fn native_types_map_back_to_themselves() {
         for t in every_type() {
-            assert_eq!(portable_type(&native_type(&t), "c").unwrap(), t, "{}", native_type(&t));
+            assert_eq!(
+                portable_type(&native_type(&t), "c").unwrap(),
+                t,
+                "{}",
+                native_type(&t)
+            );
             let lower = native_type(&t).to_ascii_lowercase();
             assert_eq!(portable_type(&lower, "c").unwrap(), t);
         }
@@ -527,9 +553,10 @@ mod tests {
                 DataType::Float32 | DataType::Float64 => "REAL",
                 DataType::Decimal(_) | DataType::Text | DataType::Uuid | DataType::Json => "TEXT",
                 DataType::Bytes => "BLOB",
-                DataType::Boolean | DataType::Date | DataType::Timestamp | DataType::TimestampTz => {
-                    "NUMERIC"
-                }
+                DataType::Boolean
+                | DataType::Date
+                | DataType::Timestamp
+                | DataType::TimestampTz => "NUMERIC",
             };
             assert_eq!(affinity(&native_type(&t)), expected, "{t:?}");
         }
@@ -537,7 +564,12 @@ mod tests {
 
     #[test]
     fn common_declared_types() {
-        let dec = |p, s| DataType::Decimal(Some(DecimalSpec { precision: p, scale: s }));
+        let dec = |p, s| {
+            DataType::Decimal(Some(DecimalSpec {
+                precision: p,
+                scale: s,
+            }))
+        };
         for (declared, t) in [
             ("", DataType::Text),
             ("  ", DataType::Text),
@@ -574,7 +606,14 @@ mod tests {
         ] {
             assert_eq!(portable_type(declared, "c").unwrap(), t, "{declared}");
         }
-        for bad in ["MONEY", "decimal(x)", "numeric(5,7)", "decimal(0)", "decimal(10,2", "GEOMETRY"] {
+        for bad in [
+            "MONEY",
+            "decimal(x)",
+            "numeric(5,7)",
+            "decimal(0)",
+            "decimal(10,2",
+            "GEOMETRY",
+        ] {
             let e = portable_type(bad, "price").unwrap_err();
             assert_eq!(e.kind, Kind::Unsupported, "{bad}");
             assert!(e.message.contains("`price`"), "{}", e.message);
@@ -590,15 +629,29 @@ mod tests {
         assert_eq!(to_sqlite(&Value::Int(i64::MIN)), SqliteParam::Int(i64::MIN));
         assert_eq!(to_sqlite(&Value::Float(0.5)), SqliteParam::Float(0.5));
         assert_eq!(to_sqlite(&Value::Decimal("-12.50".into())), text("-12.50"));
-        assert_eq!(to_sqlite(&Value::Bytes(vec![0, 255])), SqliteParam::Blob(Cow::Owned(vec![0, 255])));
+        assert_eq!(
+            to_sqlite(&Value::Bytes(vec![0, 255])),
+            SqliteParam::Blob(Cow::Owned(vec![0, 255]))
+        );
         assert_eq!(to_sqlite(&Value::Date(-1)), text("1969-12-31"));
-        assert_eq!(to_sqlite(&Value::Timestamp(-1)), text("1969-12-31 23:59:59.999999"));
+        assert_eq!(
+            to_sqlite(&Value::Timestamp(-1)),
+            text("1969-12-31 23:59:59.999999")
+        );
         assert_eq!(
             to_sqlite(&Value::TimestampTz(1_700_000_000_123_456)),
             text("2023-11-14 22:13:20.123456Z")
         );
         // Fixed-width text: lexicographic order is chronological.
-        let mut stamps = [-86_400_000_001i64, -1, 0, 1, 999_999, 1_000_000, 1_700_000_000_123_456];
+        let mut stamps = [
+            -86_400_000_001i64,
+            -1,
+            0,
+            1,
+            999_999,
+            1_000_000,
+            1_700_000_000_123_456,
+        ];
         stamps.sort();
         let texts: Vec<String> = stamps.iter().map(|t| stored_timestamp(*t)).collect();
         assert!(texts.windows(2).all(|w| w[0] < w[1]), "{texts:?}");
@@ -606,44 +659,115 @@ mod tests {
 
     #[test]
     fn decoding_is_lenient_but_exact() {
-        let dec = |p, s| DataType::Decimal(Some(DecimalSpec { precision: p, scale: s }));
+        let dec = |p, s| {
+            DataType::Decimal(Some(DecimalSpec {
+                precision: p,
+                scale: s,
+            }))
+        };
         let ok = |s: Stored<'_>, t: DataType| decode(s, &t).unwrap();
         assert_eq!(ok(Stored::Null, DataType::Int64), Value::Null);
-        assert_eq!(ok(Stored::Integer(1), DataType::Boolean), Value::Boolean(true));
-        assert_eq!(ok(Stored::Integer(0), DataType::Boolean), Value::Boolean(false));
-        assert_eq!(ok(Stored::Integer(-32768), DataType::Int16), Value::Int(-32768));
+        assert_eq!(
+            ok(Stored::Integer(1), DataType::Boolean),
+            Value::Boolean(true)
+        );
+        assert_eq!(
+            ok(Stored::Integer(0), DataType::Boolean),
+            Value::Boolean(false)
+        );
+        assert_eq!(
+            ok(Stored::Integer(-32768), DataType::Int16),
+            Value::Int(-32768)
+        );
         assert_eq!(ok(Stored::Real(3.0), DataType::Int64), Value::Int(3));
         assert_eq!(ok(Stored::Text(" 42 "), DataType::Int32), Value::Int(42));
         assert_eq!(ok(Stored::Integer(2), DataType::Float64), Value::Float(2.0));
-        assert_eq!(ok(Stored::Real(0.1), DataType::Float32), Value::Float(f64::from(0.1f32)));
+        assert_eq!(
+            ok(Stored::Real(0.1), DataType::Float32),
+            Value::Float(f64::from(0.1f32))
+        );
         // Decimals keep exact digits from TEXT and read INTEGER / REAL exactly.
-        assert_eq!(ok(Stored::Text("12.50"), DataType::Decimal(None)), Value::Decimal("12.50".into()));
-        assert_eq!(ok(Stored::Integer(-7), DataType::Decimal(None)), Value::Decimal("-7".into()));
-        assert_eq!(ok(Stored::Real(12.5), DataType::Decimal(None)), Value::Decimal("12.5".into()));
-        assert_eq!(ok(Stored::Real(0.1), DataType::Decimal(None)), Value::Decimal("0.1".into()));
-        assert_eq!(ok(Stored::Real(12.5), dec(10, 2)), Value::Decimal("12.50".into()));
-        assert_eq!(ok(Stored::Integer(3), dec(10, 2)), Value::Decimal("3.00".into()));
-        assert_eq!(ok(Stored::Text("1.5000"), dec(5, 1)), Value::Decimal("1.5".into()));
+        assert_eq!(
+            ok(Stored::Text("12.50"), DataType::Decimal(None)),
+            Value::Decimal("12.50".into())
+        );
+        assert_eq!(
+            ok(Stored::Integer(-7), DataType::Decimal(None)),
+            Value::Decimal("-7".into())
+        );
+        assert_eq!(
+            ok(Stored::Real(12.5), DataType::Decimal(None)),
+            Value::Decimal("12.5".into())
+        );
+        assert_eq!(
+            ok(Stored::Real(0.1), DataType::Decimal(None)),
+            Value::Decimal("0.1".into())
+        );
+        assert_eq!(
+            ok(Stored::Real(12.5), dec(10, 2)),
+            Value::Decimal("12.50".into())
+        );
+        assert_eq!(
+            ok(Stored::Integer(3), dec(10, 2)),
+            Value::Decimal("3.00".into())
+        );
+        assert_eq!(
+            ok(Stored::Text("1.5000"), dec(5, 1)),
+            Value::Decimal("1.5".into())
+        );
         // Dates and timestamps from text or Unix seconds.
-        assert_eq!(ok(Stored::Text("1900-01-01"), DataType::Date), Value::Date(-25_567));
-        assert_eq!(ok(Stored::Text("1970-01-02 00:00:00"), DataType::Date), Value::Date(1));
+        assert_eq!(
+            ok(Stored::Text("1900-01-01"), DataType::Date),
+            Value::Date(-25_567)
+        );
+        assert_eq!(
+            ok(Stored::Text("1970-01-02 00:00:00"), DataType::Date),
+            Value::Date(1)
+        );
         assert_eq!(ok(Stored::Integer(86_399), DataType::Date), Value::Date(0));
         assert_eq!(ok(Stored::Integer(-1), DataType::Date), Value::Date(-1));
         assert_eq!(
-            ok(Stored::Text("1969-12-31 23:59:59.999999"), DataType::Timestamp),
+            ok(
+                Stored::Text("1969-12-31 23:59:59.999999"),
+                DataType::Timestamp
+            ),
             Value::Timestamp(-1)
         );
-        assert_eq!(ok(Stored::Text("1970-01-01T01:00:00+01:00"), DataType::TimestampTz), Value::TimestampTz(0));
-        assert_eq!(ok(Stored::Integer(2), DataType::Timestamp), Value::Timestamp(2_000_000));
-        let uuid = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
-        assert_eq!(ok(Stored::Text(&uuid.to_ascii_uppercase()), DataType::Uuid), Value::Uuid(uuid.into()));
         assert_eq!(
-            ok(Stored::Blob(&model::parse_uuid(uuid).unwrap()), DataType::Uuid),
+            ok(
+                Stored::Text("1970-01-01T01:00:00+01:00"),
+                DataType::TimestampTz
+            ),
+            Value::TimestampTz(0)
+        );
+        assert_eq!(
+            ok(Stored::Integer(2), DataType::Timestamp),
+            Value::Timestamp(2_000_000)
+        );
+        let uuid = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
+        assert_eq!(
+            ok(Stored::Text(&uuid.to_ascii_uppercase()), DataType::Uuid),
             Value::Uuid(uuid.into())
         );
-        assert_eq!(ok(Stored::Integer(5), DataType::Text), Value::Text("5".into()));
-        assert_eq!(ok(Stored::Text(""), DataType::Text), Value::Text(String::new()));
-        assert_eq!(ok(Stored::Blob(b""), DataType::Bytes), Value::Bytes(Vec::new()));
+        assert_eq!(
+            ok(
+                Stored::Blob(&model::parse_uuid(uuid).unwrap()),
+                DataType::Uuid
+            ),
+            Value::Uuid(uuid.into())
+        );
+        assert_eq!(
+            ok(Stored::Integer(5), DataType::Text),
+            Value::Text("5".into())
+        );
+        assert_eq!(
+            ok(Stored::Text(""), DataType::Text),
+            Value::Text(String::new())
+        );
+        assert_eq!(
+            ok(Stored::Blob(b""), DataType::Bytes),
+            Value::Bytes(Vec::new())
+        );
 
         for (stored, t) in [
             (Stored::Integer(40_000), DataType::Int16),
