@@ -354,9 +354,9 @@ sink:
             (GOOD.replace("mode: incremental_merge", "mode: ../evil"), "sink.strategy.mode"),
             (format!("{GOOD}limits: {{ memory_mb: 0 }}\n"), "limits.memory_mb"),
             (format!("{GOOD}limits: {{ fuel: lots }}\n"), "limits.fuel"),
-            (format!("{GOOD}limits: {{ cpu: 1 }}\n"), "limits"),
+            (format!("{GOOD}limits: {{ cpu: 1 }}\n"), "limits.cpu"),
             (format!("{GOOD}state: {{ kind: sqlite, path: s.db, table: t }}\n"), "state.table"),
-            (format!("{GOOD}state: {{ kind: oracle }}\n"), "state"),
+            (format!("{GOOD}state: {{ kind: oracle }}\n"), "state.kind"),
             (GOOD.replace("pipeline: orders", "pipeline: 'a b'"), "pipeline"),
         ];
         for (text, field) in cases {

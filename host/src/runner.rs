@@ -10,7 +10,7 @@ use serde_yaml_ng::Value as Yaml;
 
 use crate::connectors::sink::SqlSink;
 use crate::connectors::source::SqlSource;
-use crate::connectors;
+use crate::connectors::{self, Open};
 use crate::error::{Error, Kind, Result};
 use crate::manifest::{Manifest, StrategySection};
 use crate::model::{self, CompareTerm, Comparison, DataType, InTerm, RangeTerm, Schema, Term, Value};
@@ -284,15 +284,16 @@ async fn execute(
     now: i64,
     report: &mut RunReport,
 ) -> Result<()> {
-    let source_session = connectors::connect(&manifest.source, Kind::Source, false).await?;
+    let source_session = connectors::connect(&manifest.source, Kind::Source, Open::Existing).await?;
     let mut source = SqlSource::new(source_session, manifest.source_table(), manifest.strategy.predicate_sql.clone());
     let schema = source.schema().await?;
     let options = strategy_options(info, &manifest.strategy, Some(&schema))?;
-    let sink_session = connectors::connect(&manifest.sink, Kind::Sink, !opts.dry_run).await?;
+    let open = if opts.dry_run { Open::Plan } else { Open::Create };
+    let sink_session = connectors::connect(&manifest.sink, Kind::Sink, open).await?;
     let sink = SqlSink::new(sink_session, manifest.sink_table(), run_id, manifest.strategy.predicate_sql.clone(), opts.dry_run);
     check_needs(info, &sink)?;
-    let state_session = connectors::connect(&manifest.state, Kind::State, true).await?;
-    let mut state = StateStore::open(state_session).await?;
+    let state_session = connectors::connect(&manifest.state, Kind::State, open).await?;
+    let mut state = StateStore::open(state_session, !opts.dry_run).await?;
     let mut record = RunRecord {
         run_id: run_id.into(),
         pipeline: manifest.pipeline.clone(),
@@ -335,7 +336,7 @@ async fn execute(
     // Leftovers exist only after failures or careless strategies; never leave them, even
     // when the failure was the sink connection itself.
     if !pipeline.sink.drop_leftovers().await && !opts.dry_run {
-        match connectors::connect(&manifest.sink, Kind::Sink, false).await {
+        match connectors::connect(&manifest.sink, Kind::Sink, Open::Existing).await {
             Ok(session) => {
                 pipeline.sink.reconnected(session);
                 pipeline.sink.drop_leftovers().await;
@@ -391,5 +392,5 @@ fn guest_error(e: crate::runtime::bindings::dpone::strategy::types::DponeError) 
 
 /// Opens the state store of a manifest (for `state show`).
 pub async fn open_state(manifest: &Manifest) -> Result<StateStore> {
-    StateStore::open(connectors::connect(&manifest.state, Kind::State, false).await?).await
+    StateStore::open(connectors::connect(&manifest.state, Kind::State, Open::Plan).await?, false).await
 }

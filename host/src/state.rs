@@ -33,6 +33,9 @@ pub struct StateStore {
     session: Box<dyn SqlSession>,
     entries: TableName,
     runs: TableName,
+    /// The tables do not exist and may not be created (dry runs, `state show`): the
+    /// store reads as empty.
+    absent: bool,
 }
 
 impl std::fmt::Debug for StateStore {
@@ -56,9 +59,14 @@ fn tables(dialect: Dialect) -> (TableName, TableName) {
 }
 
 impl StateStore {
-    /// Opens the store and creates its tables when missing.
-    pub async fn open(mut session: Box<dyn SqlSession>) -> Result<Self> {
+    /// Opens the store; creates its tables when missing if `create`, otherwise a store
+    /// without tables reads as empty and refuses writes.
+    pub async fn open(mut session: Box<dyn SqlSession>, create: bool) -> Result<Self> {
         let (entries, runs) = tables(session.dialect());
+        if !create {
+            let absent = session.table_schema(&entries).await.map_err(|e| Error::state(e.message))?.is_none();
+            return Ok(StateStore { session, entries, runs, absent });
+        }
         let mut ddl = Vec::new();
         if let Some(schema) = &entries.schema {
             ddl.push(format!("CREATE SCHEMA IF NOT EXISTS {}", render::quote_ident(schema)));
@@ -78,11 +86,14 @@ impl StateStore {
         for sql in ddl {
             session.execute(&Statement::new(sql)).await.map_err(|e| Error::state(e.message))?;
         }
-        Ok(StateStore { session, entries, runs })
+        Ok(StateStore { session, entries, runs, absent: false })
     }
 
     /// The committed entries of a pipeline.
     pub async fn entries(&mut self, pipeline: &str) -> Result<BTreeMap<String, Value>> {
+        if self.absent {
+            return Ok(BTreeMap::new());
+        }
         let stmt = Statement {
             sql: format!(
                 "SELECT entry_key, entry_value FROM {} WHERE pipeline = $1 ORDER BY entry_key",
@@ -170,6 +181,9 @@ impl StateStore {
 
     /// The last `limit` runs of a pipeline, newest first.
     pub async fn runs(&mut self, pipeline: &str, limit: u32) -> Result<Vec<RunRecord>> {
+        if self.absent {
+            return Ok(Vec::new());
+        }
         let stmt = Statement {
             sql: format!(
                 "SELECT run_id, pipeline, strategy_name, strategy_version, strategy_hash, started_at, finished_at, \

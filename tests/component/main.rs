@@ -2,6 +2,7 @@
 //! `cargo xtask build` and runs them through the real host. PostgreSQL cases need
 //! `DPONE_TEST_POSTGRES_URL` (set by `cargo xtask test`, which starts a private server).
 
+mod cli;
 mod sandbox;
 mod strategies;
 mod support;

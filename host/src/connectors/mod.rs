@@ -130,17 +130,44 @@ pub trait SqlSession: Send {
     async fn rollback(&mut self) -> Result<()>;
 }
 
-/// Opens one connection for a manifest section. `create` lets an embedded database file
-/// be created when missing (sinks and state stores; never sources).
-pub async fn connect(conn: &crate::manifest::Connection, role: crate::Kind, create: bool) -> Result<Box<dyn SqlSession>> {
+/// A driver error as a host error of the session's `role`. A unique-key violation is a
+/// [`crate::Kind::KeyViolation`] whatever the role: the database itself refused duplicate
+/// keys (for example while loading staging shaped like a keyed target).
+pub fn driver_error(role: crate::Kind, what: impl std::fmt::Display, e: &sqlx::Error) -> Error {
+    let unique = e.as_database_error().is_some_and(|d| d.is_unique_violation());
+    let kind = if unique { crate::Kind::KeyViolation } else { role };
+    let detail = match e {
+        sqlx::Error::Database(d) => d.message().to_string(),
+        other => other.to_string(),
+    };
+    Error::new(kind, format!("{what}: {detail}"))
+}
+
+/// How [`connect`] may treat a database that does not exist yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Open {
+    /// It must exist (sources).
+    Existing,
+    /// Create an embedded database file when missing (sinks, state stores).
+    Create,
+    /// A dry run: never create anything; a missing embedded database reads as empty.
+    Plan,
+}
+
+/// Opens one connection for a manifest section.
+pub async fn connect(conn: &crate::manifest::Connection, role: crate::Kind, open: Open) -> Result<Box<dyn SqlSession>> {
     use crate::manifest::Connection;
     match conn {
         #[cfg(feature = "sqlite")]
         Connection::Sqlite(c) => {
-            if create && let Some(dir) = std::path::Path::new(&c.path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            let missing = !std::path::Path::new(&c.path).exists();
+            if open == Open::Plan && missing {
+                return Ok(Box::new(sqlite::SqliteSession::connect(":memory:", true, role).await?));
+            }
+            if open == Open::Create && missing && let Some(dir) = std::path::Path::new(&c.path).parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| Error::new(role, format!("cannot create {}: {e}", dir.display())))?;
             }
-            Ok(Box::new(sqlite::SqliteSession::connect(&c.path, create, role).await?))
+            Ok(Box::new(sqlite::SqliteSession::connect(&c.path, open == Open::Create, role).await?))
         }
         #[cfg(feature = "postgres")]
         Connection::Postgres(c) => Ok(Box::new(postgres::PostgresSession::connect(c.url.expose(), role).await?)),

@@ -215,6 +215,15 @@ impl SqlSink {
         self.session.rollback().await
     }
 
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    /// Notes a step the plan shows without a statement of the sink's own.
+    pub fn note(&mut self, step: String) {
+        self.statements.push(format!("-- {step}"));
+    }
+
     pub fn in_transaction(&self) -> bool {
         self.in_transaction
     }

@@ -439,6 +439,12 @@ impl state::Host for RunState {
             return Err(Error::new(Kind::Unsupported, "state.commit while the sink transaction is open: commit the sink first"));
         }
         let pending = std::mem::take(&mut p.pending_state);
+        if p.sink.is_dry_run() {
+            for (k, v) in &pending {
+                p.sink.note(format!("state: {k} = {}", model::value_display(v)));
+            }
+            return Ok(());
+        }
         let writes = p.state.entry_writes(&p.name, &pending, &p.now_text());
         p.state.apply(&writes).await
     }

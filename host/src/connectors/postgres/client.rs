@@ -820,6 +820,94 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn placeholders_round_trip_every_value() {
+        let Some(mut s) = session().await else { return };
+        let cases = [
+            (Value::Int(i64::MIN), DataType::Int64),
+            (Value::Float(f64::NAN), DataType::Float64),
+            (Value::Float(-0.1), DataType::Float64),
+            (Value::Float(1e-300), DataType::Float64),
+            (Value::Decimal("-0.000100".into()), DataType::Decimal(None)),
+            (Value::Text("it's \\ \"q\" ✓".into()), DataType::Text),
+            (Value::Bytes(vec![0, 0x5c, 0xff]), DataType::Bytes),
+            (Value::Date(-719_530), DataType::Date),
+            (Value::Date(2_932_896), DataType::Date),
+            (Value::Timestamp(-62_167_219_200_000_001), DataType::Timestamp),
+            (Value::Timestamp(1_700_000_000_000_001), DataType::Timestamp),
+            (Value::TimestampTz(-62_167_219_200_000_001), DataType::TimestampTz),
+            (Value::TimestampTz(1_700_000_000_000_001), DataType::TimestampTz),
+            (Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()), DataType::Uuid),
+            (Value::Json(r#"{"k": "v"}"#.into()), DataType::Json),
+            (Value::Boolean(true), DataType::Boolean),
+        ];
+        // An odd TimeZone and DateStyle must not change what the texts mean.
+        s.execute(&Statement::new("SET TimeZone = 'Asia/Kolkata'; SET DateStyle = 'SQL, DMY'")).await.unwrap();
+        let columns: Vec<String> =
+            cases.iter().enumerate().map(|(i, (v, _))| s.read_placeholder(i + 1, v)).collect();
+        let schema = Schema {
+            columns: cases
+                .iter()
+                .enumerate()
+                .map(|(i, (_, t))| Column { name: format!("c{i}"), data_type: *t, nullable: true })
+                .collect(),
+            primary_key: vec![],
+        };
+        let st = stmt(format!("SELECT {}", columns.join(", ")), cases.iter().map(|c| c.0.clone()).collect());
+        let got = rows_of(&read_all(&mut s, &st, &schema).await.unwrap(), &schema);
+        let want: Vec<Value> = cases.iter().map(|c| c.0.clone()).collect();
+        assert_eq!(got.len(), 1);
+        for (g, w) in got[0].iter().zip(&want) {
+            match (g, w) {
+                (Value::Float(a), Value::Float(b)) if b.is_nan() => assert!(a.is_nan()),
+                _ => assert_eq!(g, w),
+            }
+        }
+        // The same values bound as statement parameters come back the same.
+        let st = stmt(format!("SELECT {}", (1..=cases.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")), want.clone());
+        let types: Vec<DataType> = cases.iter().map(|c| c.1).collect();
+        let got = s.query(&st, &types).await.unwrap();
+        for (g, w) in got[0].iter().zip(&want) {
+            match (g, w) {
+                (Value::Float(a), Value::Float(b)) if b.is_nan() => assert!(a.is_nan()),
+                _ => assert_eq!(g, w),
+            }
+        }
+    }
+
+    /// End-to-end throughput: `cargo test --release -p dpone-host --lib -- --ignored
+    /// throughput --nocapture` with `DPONE_TEST_POSTGRES_URL` set.
+    #[tokio::test]
+    #[ignore = "measures throughput; run explicitly"]
+    async fn throughput_one_million_rows_twenty_columns() {
+        let Some(mut s) = session().await else { return };
+        let Some(mut w) = session().await else { return };
+        let ns = new_schema(&mut s, "perf").await;
+        let src = table(&ns, "src");
+        let q = quote_table(&src);
+        let cols = "id bigint, a int, b int, c bigint, d double precision, e double precision,             f numeric(18,4), g numeric(12,2), h text, i text, j text, k varchar(40), l boolean,             m date, n timestamp, o timestamptz, p timestamptz, r uuid, s jsonb, t bigint";
+        s.execute(&Statement::new(format!(
+            "CREATE TABLE {q} ({cols}); \
+             INSERT INTO {q} SELECT g, g % 1000, g % 77, g * 3, g / 3.0, g * 1.5, g / 7.0, g % 100000 / 100.0, \
+             'text value ' || g, md5(g::text), 'x', 'varchar ' || g, g % 2 = 0, date '2020-01-01' + g % 1000, \
+             timestamp '2020-01-01' + g * interval '1 second', now() - g * interval '1 minute', now(), \
+             md5(g::text)::uuid, jsonb_build_object('g', g), g FROM generate_series(1, 1000000) g"
+        )))
+        .await
+        .unwrap();
+        let dst = table(&ns, "dst");
+        s.execute(&Statement::new(format!("CREATE TABLE {} ({cols})", quote_table(&dst)))).await.unwrap();
+        let schema = s.table_schema(&src).await.unwrap().unwrap();
+        let started = std::time::Instant::now();
+        let (tx, rx) = mpsc::channel(crate::model::CHANNEL_BATCHES);
+        let select = Statement::new(format!("SELECT * FROM {q}"));
+        let (read, written) = tokio::join!(s.read(&select, &schema, tx), w.bulk_insert(&dst, &schema, rx));
+        read.unwrap();
+        assert_eq!(written.unwrap(), 1_000_000);
+        eprintln!("1M rows x 20 columns, read + bulk insert: {:?}", started.elapsed());
+        drop_schema(&mut s, &ns).await;
+    }
+
+    #[tokio::test]
     async fn bulk_insert_round_trips_every_value() {
         let Some(mut s) = session().await else { return };
         let ns = new_schema(&mut s, "bulk").await;

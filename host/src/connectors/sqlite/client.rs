@@ -52,17 +52,9 @@ pub struct SqliteSession {
     in_transaction: bool,
 }
 
-/// The driver's message for a sqlx error (the database's own text when it has one).
-fn describe(e: &sqlx::Error) -> String {
-    match e {
-        sqlx::Error::Database(db) => db.message().to_owned(),
-        other => other.to_string(),
-    }
-}
-
 /// Maps a sqlx error to a `role` error about `what`.
 fn fail(role: Kind, what: impl Display) -> impl FnOnce(sqlx::Error) -> Error {
-    move |e| Error::new(role, format!("{what}: {}", describe(&e)))
+    move |e| super::super::driver_error(role, what, &e)
 }
 
 /// The first line of a statement, shortened, for error messages.
@@ -236,7 +228,7 @@ enum Values<'a> {
 
 impl<'a> ColumnView<'a> {
     fn new(array: &'a ArrayRef, column: &'a Column, role: Kind) -> Result<Self> {
-        fn cast<'b, T: 'static>(array: &'b ArrayRef) -> Option<&'b T> {
+        fn cast<T: 'static>(array: &ArrayRef) -> Option<&T> {
             array.as_any().downcast_ref::<T>()
         }
         let values = match &column.data_type {
@@ -784,11 +776,13 @@ mod tests {
             1 => 253_402_300_799_999_999, // 9999-12-31 23:59:59.999999
             _ => (n - 10_000) * 86_400_123_457,
         };
-        let uuid = (u128::from(i as u64) * 0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835).to_be_bytes();
+        let uuid = u128::from(i as u64)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)
+            .to_be_bytes();
         vec![
             Value::Int(n),
             Value::Text(format!("g{}", i % 7)),
-            null_if(i % 3 == 0, Value::Boolean(i % 2 == 0)),
+            null_if(i.is_multiple_of(3), Value::Boolean(i.is_multiple_of(2))),
             null_if(
                 i % 11 == 5,
                 Value::Int(match i {
@@ -808,15 +802,15 @@ mod tests {
                 _ => n * 1_000_000_007 - 5_000_000_000_000,
             }),
             Value::Float(f64::from(f32_value)),
-            null_if(i % 13 == 0, Value::Float(f64_value)),
+            null_if(i.is_multiple_of(13), Value::Float(f64_value)),
             Value::Decimal(model::decimal_text(unscaled, PRICE.scale)),
-            null_if(i % 9 == 0, Value::Decimal(exact)),
+            null_if(i.is_multiple_of(9), Value::Decimal(exact)),
             note,
             Value::Text(n.to_string()),
             blob,
             Value::Date(day),
             Value::Timestamp(at),
-            null_if(i % 10 == 3, Value::TimestampTz(at + 7)),
+            null_if(i % 10 == 3, Value::TimestampTz(at - 7)),
             Value::Uuid(model::uuid_text(&uuid)),
             Value::Json(format!(r#"{{"i": {i}, "s": "x\"y", "u": "é"}}"#)),
         ]
@@ -1099,7 +1093,7 @@ mod tests {
                     ),
                     params: vec![Value::Int(10)],
                 },
-                &vec![DataType::Text; 9],
+                &[DataType::Text; 9],
             )
             .await
             .unwrap();
@@ -1113,14 +1107,14 @@ mod tests {
                 text("0.000"),
                 text("1887-12-12"),
                 text("1942-08-25 23:39:26.664570"),
-                text("1942-08-25 23:39:26.664577Z"),
+                text("1942-08-25 23:39:26.664563Z"),
                 text("text"),
                 text("blob"),
             ]]
         );
 
         // query() decodes per requested type, like read().
-        let types: Vec<DataType> = schema.columns.iter().map(|c| c.data_type.clone()).collect();
+        let types: Vec<DataType> = schema.columns.iter().map(|c| c.data_type).collect();
         let some = s
             .query(
                 &Statement {
@@ -1343,7 +1337,8 @@ mod tests {
             .await
             .unwrap();
         s.execute(&Statement::new(
-            "CREATE TABLE u (a INTEGER PRIMARY KEY, b NUMERIC, c DATETIME, d VARCHAR(10), e, f BOOL)",
+            "CREATE TABLE u (a INTEGER PRIMARY KEY, b NUMERIC, c DATETIME, d VARCHAR(10), e, \
+             f BOOL)",
         ))
         .await
         .unwrap();
@@ -1431,6 +1426,21 @@ mod tests {
             .unwrap_err();
         assert!(
             e.message.contains("column `c`") && e.message.contains("\"soon\""),
+            "{e}"
+        );
+
+        // A declared type without a portable type is reported with its column.
+        s.execute(&Statement::new("CREATE TABLE m (x MONEY)"))
+            .await
+            .unwrap();
+        let m = TableName {
+            schema: None,
+            name: "m".into(),
+        };
+        let e = s.table_schema(&m).await.unwrap_err();
+        assert_eq!(e.kind, Kind::Unsupported);
+        assert!(
+            e.message.contains("`x`") && e.message.contains("MONEY"),
             "{e}"
         );
 

@@ -5,23 +5,23 @@
 //! type. The DDL names dpone writes are chosen so that the affinity keeps every value
 //! exactly as it was stored:
 //!
-//! | portable type      | DDL written (`native_type`) | affinity | stored as                          |
-//! |--------------------|-----------------------------|----------|------------------------------------|
-//! | `boolean`          | `BOOLEAN`                   | NUMERIC  | INTEGER `0` / `1`                  |
-//! | `int16`            | `SMALLINT`                  | INTEGER  | INTEGER                            |
-//! | `int32`            | `INT4`                      | INTEGER  | INTEGER                            |
-//! | `int64`            | `BIGINT`                    | INTEGER  | INTEGER                            |
-//! | `float32`          | `FLOAT4`                    | REAL     | REAL (the `f32` widened exactly)   |
-//! | `float64`          | `DOUBLE`                    | REAL     | REAL                               |
-//! | `decimal(p,s)`     | `DECIMAL_TEXT(p,s)`         | TEXT     | TEXT, exact digits (`-12.50`)      |
-//! | `decimal` (none)   | `DECIMAL_TEXT`              | TEXT     | TEXT, exact digits                 |
-//! | `text`             | `TEXT`                      | TEXT     | TEXT                               |
-//! | `bytes`            | `BLOB`                      | BLOB     | BLOB                               |
-//! | `date`             | `DATE`                      | NUMERIC  | TEXT `YYYY-MM-DD`                  |
-//! | `timestamp`        | `TIMESTAMP`                 | NUMERIC  | TEXT `YYYY-MM-DD HH:MM:SS.ffffff`  |
-//! | `timestamp-tz`     | `TIMESTAMPTZ`               | NUMERIC  | TEXT `YYYY-MM-DD HH:MM:SS.ffffffZ` |
-//! | `uuid`             | `UUID_TEXT`                 | TEXT     | TEXT, canonical lowercase          |
-//! | `json`             | `JSON_TEXT`                 | TEXT     | TEXT                               |
+//! | portable type    | DDL (`native_type`)  | affinity | stored as                          |
+//! |------------------|----------------------|----------|------------------------------------|
+//! | `boolean`        | `BOOLEAN`            | NUMERIC  | INTEGER `0` / `1`                  |
+//! | `int16`          | `SMALLINT`           | INTEGER  | INTEGER                            |
+//! | `int32`          | `INT4`               | INTEGER  | INTEGER                            |
+//! | `int64`          | `BIGINT`             | INTEGER  | INTEGER                            |
+//! | `float32`        | `FLOAT4`             | REAL     | REAL (the `f32` widened exactly)   |
+//! | `float64`        | `DOUBLE`             | REAL     | REAL                               |
+//! | `decimal(p,s)`   | `DECIMAL_TEXT(p,s)`  | TEXT     | TEXT, exact digits (`-12.50`)      |
+//! | `decimal` (none) | `DECIMAL_TEXT`       | TEXT     | TEXT, exact digits                 |
+//! | `text`           | `TEXT`               | TEXT     | TEXT                               |
+//! | `bytes`          | `BLOB`               | BLOB     | BLOB                               |
+//! | `date`           | `DATE`               | NUMERIC  | TEXT `YYYY-MM-DD`                  |
+//! | `timestamp`      | `TIMESTAMP`          | NUMERIC  | TEXT `YYYY-MM-DD HH:MM:SS.ffffff`  |
+//! | `timestamp-tz`   | `TIMESTAMPTZ`        | NUMERIC  | TEXT `YYYY-MM-DD HH:MM:SS.ffffffZ` |
+//! | `uuid`           | `UUID_TEXT`          | TEXT     | TEXT, canonical lowercase          |
+//! | `json`           | `JSON_TEXT`          | TEXT     | TEXT                               |
 //!
 //! `DECIMAL_TEXT` contains `TEXT`, so SQLite keeps decimal digits verbatim (a plain
 //! `DECIMAL` column has NUMERIC affinity and would turn `12.50` into the REAL `12.5`).
@@ -48,9 +48,10 @@
 //! | `UUID`, `UUID_TEXT`                                         | `uuid`                 |
 //! | `JSON`, `JSON_TEXT`                                         | `json`                 |
 //! | empty (no declared type)                                    | `text`                 |
-//! | anything else: SQLite's affinity rules (`INT` -> `int64`, `CHAR`/`CLOB`/`TEXT` -> `text`, `BLOB` -> `bytes`, `REAL`/`FLOA`/`DOUB` -> `float64`) | |
 //!
-//! Any other declared type (NUMERIC affinity, e.g. `MONEY`) is unsupported.
+//! Other names follow SQLite's affinity rules: containing `INT` -> `int64`; `CHAR`, `CLOB`
+//! or `TEXT` -> `text`; `BLOB` -> `bytes`; `REAL`, `FLOA` or `DOUB` -> `float64`. Anything
+//! else (NUMERIC affinity, e.g. `MONEY`) is unsupported.
 //!
 //! Comparisons: dates and timestamps are fixed-width text of one format, so `col > $1`
 //! with a bound value from [`to_sqlite`] compares chronologically (lexicographic order is
@@ -342,8 +343,7 @@ impl<'r> Stored<'r> {
             // -2^63 and 2^63 are exact in f64; the cast saturates, so check the range.
             Stored::Real(f)
                 if f.fract() == 0.0
-                    && f >= -9.223_372_036_854_776e18
-                    && f < 9.223_372_036_854_776e18 =>
+                    && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f) =>
             {
                 Some(f as i64)
             }
@@ -532,7 +532,8 @@ mod tests {
 
     #[test]
     fn native_types_have_the_affinity_that_keeps_values() {
-        // SQLite's affinity rules (https://sqlite.org/datatype3.html#determination_of_column_affinity).
+        // SQLite's affinity rules:
+        // https://sqlite.org/datatype3.html#determination_of_column_affinity
         fn affinity(declared: &str) -> &'static str {
             let d = declared.to_ascii_uppercase();
             if d.contains("INT") {
