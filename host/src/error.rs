@@ -67,12 +67,20 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(kind: Kind, message: impl Into<String>) -> Self {
-        Error { kind, field: None, message: message.into() }
+        Error {
+            kind,
+            field: None,
+            message: message.into(),
+        }
     }
 
     /// A config error about the manifest field at `field` (a dotted path).
     pub fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Error { kind: Kind::Config, field: Some(field.into()), message: message.into() }
+        Error {
+            kind: Kind::Config,
+            field: Some(field.into()),
+            message: message.into(),
+        }
     }
 
     pub fn source(message: impl fmt::Display) -> Self {
@@ -100,7 +108,7 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.field {
+        match self.field.as_deref().filter(|f| !f.is_empty()) {
             Some(field) => write!(f, "{}: {field}: {}", self.kind.label(), self.message),
             None => write!(f, "{}: {}", self.kind.label(), self.message),
         }

@@ -15,7 +15,11 @@ use dpone_host::runtime::engine::{Limits, Runtime};
 use dpone_host::runtime::report::RunReport;
 
 #[derive(Parser, Debug)]
-#[command(name = "dpone-host", version, about = "Moves tables from a source to a sink with a load strategy component.")]
+#[command(
+    name = "dpone-host",
+    version,
+    about = "Moves tables from a source to a sink with a load strategy component."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -83,9 +87,15 @@ enum StateCommand {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(&Error::internal(format!("tokio runtime: {e}"))),
     };
@@ -101,14 +111,24 @@ fn fail(e: &Error) -> ExitCode {
 }
 
 fn components_dir(t: &Target) -> PathBuf {
-    t.components_dir.clone().unwrap_or_else(runner::default_components_dir)
+    t.components_dir
+        .clone()
+        .unwrap_or_else(runner::default_components_dir)
 }
 
 async fn dispatch(command: Command) -> Result<()> {
     match command {
-        Command::Run { target, report_json } => {
+        Command::Run {
+            target,
+            report_json,
+        } => {
             let manifest = Manifest::load(&target.manifest)?;
-            let opts = RunOptions { strategy: target.strategy.as_deref(), components_dir: components_dir(&target), dry_run: false, progress: true };
+            let opts = RunOptions {
+                strategy: target.strategy.as_deref(),
+                components_dir: components_dir(&target),
+                dry_run: false,
+                progress: true,
+            };
             let (result, report) = match runner::run(&manifest, &opts).await {
                 Ok(report) => (Ok(()), Some(report)),
                 Err((e, report)) => (Err(e), report),
@@ -117,16 +137,32 @@ async fn dispatch(command: Command) -> Result<()> {
                 summarize(report);
                 if let Some(path) = &report_json {
                     let json = serde_json::to_vec_pretty(report).map_err(Error::internal)?;
-                    std::fs::write(path, json).map_err(|e| Error::config("--report-json", e.to_string()))?;
+                    let written = runner::write_artifact(path, &json)
+                        .map_err(|e| Error::config("--report-json", e.to_string()));
+                    // The run's own failure matters more than a report that could not be written.
+                    if let (Err(e), Ok(())) = (written, &result) {
+                        return Err(e);
+                    }
                 }
             }
             result
         }
         Command::Plan { target } => {
             let manifest = Manifest::load(&target.manifest)?;
-            let opts = RunOptions { strategy: target.strategy.as_deref(), components_dir: components_dir(&target), dry_run: true, progress: false };
+            let opts = RunOptions {
+                strategy: target.strategy.as_deref(),
+                components_dir: components_dir(&target),
+                dry_run: true,
+                progress: false,
+            };
             let report = runner::run(&manifest, &opts).await.map_err(|(e, _)| e)?;
-            println!("plan for pipeline {} with {} {} ({}):", report.pipeline, report.strategy_name, report.strategy_version, short(&report.strategy_hash));
+            println!(
+                "plan for pipeline {} with {} {} ({}):",
+                report.pipeline,
+                report.strategy_name,
+                report.strategy_version,
+                short(&report.strategy_hash)
+            );
             for (i, sql) in report.sink_statements.iter().enumerate() {
                 println!("{:>3}. {sql}", i + 1);
             }
@@ -136,28 +172,53 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Validate { target } => {
             let manifest = Manifest::load(&target.manifest)?;
             let runtime = Runtime::new(runner::open_cache(&runner::open_work_dir()?))?;
-            let (bytes, origin, field) = runner::read_component(Some(&manifest), target.strategy.as_deref(), &components_dir(&target))?;
+            let (bytes, origin, field) = runner::read_component(
+                Some(&manifest),
+                target.strategy.as_deref(),
+                &components_dir(&target),
+            )?;
             let loaded = runtime.load(&bytes, &origin, field)?;
             let info = runner::describe(&runtime, &loaded, &manifest.limits).await?;
             runner::strategy_options(&info, &manifest.strategy, None)?;
-            println!("{}: valid ({} {}, {} -> {})", target.manifest.display(), info.name, info.version, manifest.source.kind(), manifest.sink.kind());
+            println!(
+                "{}: valid ({} {}, {} -> {})",
+                target.manifest.display(),
+                info.name,
+                info.version,
+                manifest.source.kind(),
+                manifest.sink.kind()
+            );
             Ok(())
         }
-        Command::Strategy { command: StrategyCommand::Inspect { component } } => {
+        Command::Strategy {
+            command: StrategyCommand::Inspect { component },
+        } => {
             let runtime = Runtime::new(runner::open_cache(&runner::open_work_dir()?))?;
-            let (bytes, origin, field) = runner::read_component(None, Some(&component), &PathBuf::new())?;
+            let (bytes, origin, field) =
+                runner::read_component(None, Some(&component), &PathBuf::new())?;
             let loaded = runtime.load(&bytes, &origin, field)?;
             let info = runner::describe(&runtime, &loaded, &Limits::default()).await?;
             println!("{} {} (sha256 {})", info.name, info.version, loaded.hash);
             println!("  {}", info.description);
-            println!("  needs: transactions={} rename_swap={} mutable_target={}", info.needs.transactions, info.needs.rename_swap, info.needs.mutable_target);
+            println!(
+                "  needs: transactions={} rename_swap={} mutable_target={}",
+                info.needs.transactions, info.needs.rename_swap, info.needs.mutable_target
+            );
             println!("  options:");
             for o in &info.options {
-                println!("    {:<16} {:<10} {:<9} {}", o.name, format!("{:?}", o.kind).to_lowercase(), if o.required { "required" } else { "optional" }, o.description);
+                println!(
+                    "    {:<16} {:<10} {:<9} {}",
+                    o.name,
+                    kind_name(o.kind),
+                    if o.required { "required" } else { "optional" },
+                    o.description
+                );
             }
             Ok(())
         }
-        Command::State { command: StateCommand::Show { manifest } } => {
+        Command::State {
+            command: StateCommand::Show { manifest },
+        } => {
             let manifest = Manifest::load(&manifest)?;
             let mut state = runner::open_state(&manifest).await?;
             println!("pipeline {}", manifest.pipeline);
@@ -184,6 +245,17 @@ async fn dispatch(command: Command) -> Result<()> {
     }
 }
 
+fn kind_name(kind: dpone_host::runtime::bindings::OptionKind) -> &'static str {
+    use dpone_host::runtime::bindings::OptionKind as K;
+    match kind {
+        K::Text => "text",
+        K::TextList => "text-list",
+        K::Integer => "integer",
+        K::Boolean => "boolean",
+        K::Filter => "filter",
+    }
+}
+
 fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
 }
@@ -200,6 +272,10 @@ fn summarize(r: &RunReport) {
         r.rows_deleted,
         r.wall_seconds,
         r.wasm_share * 100.0,
-        if r.message.is_empty() { String::new() } else { format!(" - {}", r.message) }
+        if r.message.is_empty() {
+            String::new()
+        } else {
+            format!(" - {}", r.message)
+        }
     );
 }

@@ -149,12 +149,16 @@ pub const DEFAULT_STATE_PATH: &str = ".dpone/state.db";
 impl Manifest {
     /// Parses manifest text, reading `${VAR}` from `env`. Pure apart from `env`.
     pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Manifest> {
-        let mut doc: Yaml = serde_yaml_ng::from_str(text).map_err(|e| Error::config(location(&e), e.to_string()))?;
+        let mut doc: Yaml = serde_yaml_ng::from_str(text)
+            .map_err(|e| Error::config(location(&e), e.to_string()))?;
         interpolate(&mut doc, "", env)?;
         let strategy = take_strategy(&mut doc)?;
         let raw: RawManifest = serde_path_to_error::deserialize(doc).map_err(|e| {
             let path = e.path().to_string();
-            Error::config(if path == "." { String::new() } else { path }, e.inner().to_string())
+            Error::config(
+                if path == "." { String::new() } else { path },
+                e.inner().to_string(),
+            )
         })?;
         let limits = Limits {
             fuel: raw.limits.fuel.unwrap_or(DEFAULT_FUEL),
@@ -168,52 +172,89 @@ impl Manifest {
                 table: None,
             }),
             #[cfg(not(feature = "sqlite"))]
-            None => return Err(Error::config("state", "required: this build has no embedded SQLite store")),
+            None => {
+                return Err(Error::config(
+                    "state",
+                    "required: this build has no embedded SQLite store",
+                ));
+            }
         };
-        let manifest = Manifest { pipeline: raw.pipeline, source: raw.source, sink: raw.sink, strategy, state, limits };
+        let manifest = Manifest {
+            pipeline: raw.pipeline,
+            source: raw.source,
+            sink: raw.sink,
+            strategy,
+            state,
+            limits,
+        };
         manifest.validate()?;
         Ok(manifest)
     }
 
     /// Reads and parses a manifest file with the process environment.
     pub fn load(path: &std::path::Path) -> Result<Manifest> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::config("", format!("cannot read manifest {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::config("", format!("cannot read manifest {}: {e}", path.display()))
+        })?;
         Manifest::parse(&text, &|k| std::env::var(k).ok())
     }
 
     /// Pure checks of everything that does not need the strategy component.
     pub fn validate(&self) -> Result<()> {
         let name_ok = !self.pipeline.is_empty()
-            && self.pipeline.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            && self
+                .pipeline
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
         if !name_ok {
-            return Err(Error::config("pipeline", "use letters, digits, `_`, `-` or `.`"));
+            return Err(Error::config(
+                "pipeline",
+                "use letters, digits, `_`, `-` or `.`",
+            ));
         }
         for (at, conn) in [("source", &self.source), ("sink", &self.sink)] {
             conn.validate(at)?;
-            let table = conn.table().ok_or_else(|| Error::config(format!("{at}.table"), "required"))?;
+            let table = conn
+                .table()
+                .ok_or_else(|| Error::config(format!("{at}.table"), "required"))?;
             TableName::parse(table, &format!("{at}.table"))?;
+        }
+        if self.source.same_database(&self.sink) && self.source.table() == self.sink.table() {
+            return Err(Error::config(
+                "sink.table",
+                "is the source table itself: a pipeline cannot load a table into itself",
+            ));
         }
         self.state.validate("state")?;
         if self.state.table().is_some() {
-            return Err(Error::config("state.table", "the state store keeps its own tables; remove this key"));
+            return Err(Error::config(
+                "state.table",
+                "the state store keeps its own tables; remove this key",
+            ));
         }
         if self.limits.fuel == 0 {
             return Err(Error::config("limits.fuel", "must be greater than 0"));
         }
         if !(1..=4096).contains(&self.limits.memory_mb) {
-            return Err(Error::config("limits.memory_mb", "must be between 1 and 4096"));
+            return Err(Error::config(
+                "limits.memory_mb",
+                "must be between 1 and 4096",
+            ));
         }
         if let Some(mode) = &self.strategy.mode
             && (mode.is_empty() || !mode.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
         {
-            return Err(Error::config("sink.strategy.mode", format!("`{mode}` is not a strategy name")));
+            return Err(Error::config(
+                "sink.strategy.mode",
+                format!("`{mode}` is not a strategy name"),
+            ));
         }
         Ok(())
     }
 
     pub fn source_table(&self) -> TableName {
-        TableName::parse(self.source.table().unwrap_or_default(), "source.table").expect("validated")
+        TableName::parse(self.source.table().unwrap_or_default(), "source.table")
+            .expect("validated")
     }
 
     pub fn sink_table(&self) -> TableName {
@@ -227,7 +268,9 @@ impl Manifest {
 }
 
 fn location(e: &serde_yaml_ng::Error) -> String {
-    e.location().map(|l| format!("line {} column {}", l.line(), l.column())).unwrap_or_default()
+    e.location()
+        .map(|l| format!("line {} column {}", l.line(), l.column()))
+        .unwrap_or_default()
 }
 
 /// Replaces `${VAR}` in every string value; a missing variable is an error at its field.
@@ -245,10 +288,13 @@ fn interpolate(node: &mut Yaml, path: &str, env: &dyn Fn(&str) -> Option<String>
                     continue;
                 }
                 out.push_str(&rest[..i]);
-                let end = rest[i..].find('}').ok_or_else(|| Error::config(path, "unclosed `${`"))?;
+                let end = rest[i..]
+                    .find('}')
+                    .ok_or_else(|| Error::config(path, "unclosed `${`"))?;
                 let name = &rest[i + 2..i + end];
-                let value = env(name)
-                    .ok_or_else(|| Error::config(path, format!("environment variable `{name}` is not set")))?;
+                let value = env(name).ok_or_else(|| {
+                    Error::config(path, format!("environment variable `{name}` is not set"))
+                })?;
                 out.push_str(&value);
                 rest = &rest[i + end + 1..];
             }
@@ -272,7 +318,11 @@ fn interpolate(node: &mut Yaml, path: &str, env: &dyn Fn(&str) -> Option<String>
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 /// Takes `sink.strategy` out of the document: its keys belong to the strategy component.
@@ -283,14 +333,27 @@ fn take_strategy(doc: &mut Yaml) -> Result<StrategySection> {
         .and_then(|sink| sink.remove("strategy"))
         .ok_or_else(|| Error::config("sink.strategy", "required"))?;
     let Yaml::Mapping(map) = section else {
-        return Err(Error::config("sink.strategy", "must be a mapping with at least `mode`"));
+        return Err(Error::config(
+            "sink.strategy",
+            "must be a mapping with at least `mode`",
+        ));
     };
-    let mut out = StrategySection { mode: None, predicate_sql: None, options: BTreeMap::new() };
+    let mut out = StrategySection {
+        mode: None,
+        predicate_sql: None,
+        options: BTreeMap::new(),
+    };
     for (k, v) in map {
-        let key = k.as_str().ok_or_else(|| Error::config("sink.strategy", "keys must be strings"))?.to_string();
+        let key = k
+            .as_str()
+            .ok_or_else(|| Error::config("sink.strategy", "keys must be strings"))?
+            .to_string();
         let text = |v: Yaml| match v {
             Yaml::String(s) => Ok(s),
-            _ => Err(Error::config(format!("sink.strategy.{key}"), "must be a string")),
+            _ => Err(Error::config(
+                format!("sink.strategy.{key}"),
+                "must be a string",
+            )),
         };
         match key.as_str() {
             "mode" => out.mode = Some(text(v)?),

@@ -13,11 +13,10 @@ use arrow_array::{
 };
 use arrow_schema::{DataType as ArrowType, Field, Schema as ArrowSchema, SchemaRef, TimeUnit};
 
-pub use crate::runtime::bindings::dpone::strategy::source::{CursorBound, ScanBounds, ScanStats};
 pub use crate::runtime::bindings::dpone::strategy::sink::{KeyCheck, SinkCapabilities};
+pub use crate::runtime::bindings::dpone::strategy::source::{CursorBound, ScanBounds, ScanStats};
 pub use crate::runtime::bindings::dpone::strategy::types::{
-    Column, Comparison, CompareTerm, DataType, DecimalSpec, InTerm, RangeTerm, Schema, Term,
-    Value,
+    Column, CompareTerm, Comparison, DataType, DecimalSpec, InTerm, RangeTerm, Schema, Term, Value,
 };
 
 use crate::error::{Error, Result};
@@ -38,7 +37,10 @@ impl Schema {
     pub fn require(&self, name: &str, field: &str) -> Result<&Column> {
         self.column(name).ok_or_else(|| {
             let known: Vec<&str> = self.columns.iter().map(|c| c.name.as_str()).collect();
-            Error::config(field, format!("no column `{name}` (columns: {})", known.join(", ")))
+            Error::config(
+                field,
+                format!("no column `{name}` (columns: {})", known.join(", ")),
+            )
         })
     }
 
@@ -84,7 +86,11 @@ pub fn value_at(array: &ArrayRef, t: &DataType, row: usize) -> Value {
     }
     macro_rules! get {
         ($ty:ty) => {
-            array.as_any().downcast_ref::<$ty>().expect("array type follows the schema").value(row)
+            array
+                .as_any()
+                .downcast_ref::<$ty>()
+                .expect("array type follows the schema")
+                .value(row)
         };
     }
     match t {
@@ -110,7 +116,11 @@ pub fn value_at(array: &ArrayRef, t: &DataType, row: usize) -> Value {
 pub fn decimal_text(unscaled: i128, scale: i8) -> String {
     if scale <= 0 {
         let zeros = "0".repeat(scale.unsigned_abs() as usize);
-        return if unscaled == 0 { "0".into() } else { format!("{unscaled}{zeros}") };
+        return if unscaled == 0 {
+            "0".into()
+        } else {
+            format!("{unscaled}{zeros}")
+        };
     }
     let scale = scale as usize;
     let digits = unscaled.unsigned_abs().to_string();
@@ -148,7 +158,14 @@ pub fn parse_decimal(text: &str, scale: i8) -> Option<i128> {
 /// Canonical hyphenated lowercase text of 16 uuid bytes.
 pub fn uuid_text(b: &[u8]) -> String {
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 /// The 16 bytes of uuid text (hyphens optional).
@@ -195,7 +212,10 @@ pub fn column_max(batch: &arrow_array::RecordBatch, index: usize, t: &DataType) 
         if v == Value::Null {
             continue;
         }
-        if best.as_ref().is_none_or(|b| compare_values(&v, b) == Some(std::cmp::Ordering::Greater)) {
+        if best
+            .as_ref()
+            .is_none_or(|b| compare_values(&v, b) == Some(std::cmp::Ordering::Greater))
+        {
             best = Some(v);
         }
     }
@@ -227,7 +247,10 @@ pub fn value_from_json(j: &serde_json::Value) -> Result<Value> {
     if j.is_null() {
         return Ok(Value::Null);
     }
-    let (tag, v) = j.as_object().and_then(|o| o.iter().next()).ok_or_else(bad)?;
+    let (tag, v) = j
+        .as_object()
+        .and_then(|o| o.iter().next())
+        .ok_or_else(bad)?;
     let text = || v.as_str().map(str::to_owned).ok_or_else(bad);
     let int = || v.as_i64().ok_or_else(bad);
     Ok(match tag.as_str() {
@@ -267,7 +290,12 @@ mod tests {
 
     #[test]
     fn decimal_text_round_trips() {
-        for (v, s, text) in [(-1250, 2, "-12.50"), (5, 3, "0.005"), (0, 2, "0.00"), (42, 0, "42")] {
+        for (v, s, text) in [
+            (-1250, 2, "-12.50"),
+            (5, 3, "0.005"),
+            (0, 2, "0.00"),
+            (42, 0, "42"),
+        ] {
             assert_eq!(decimal_text(v, s), text);
             assert_eq!(parse_decimal(text, s), Some(v));
         }
@@ -284,7 +312,12 @@ mod tests {
 
     #[test]
     fn state_values_round_trip_through_json() {
-        for v in [Value::Null, Value::Int(-3), Value::Text("x\u{1}é".into()), Value::TimestampTz(17)] {
+        for v in [
+            Value::Null,
+            Value::Int(-3),
+            Value::Text("x\u{1}é".into()),
+            Value::TimestampTz(17),
+        ] {
             assert_eq!(value_from_json(&value_to_json(&v)).unwrap(), v);
         }
     }

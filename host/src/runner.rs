@@ -13,7 +13,9 @@ use crate::connectors::source::SqlSource;
 use crate::connectors::{self, Open};
 use crate::error::{Error, Kind, Result};
 use crate::manifest::{Manifest, StrategySection};
-use crate::model::{self, CompareTerm, Comparison, DataType, InTerm, RangeTerm, Schema, Term, Value};
+use crate::model::{
+    self, CompareTerm, Comparison, DataType, InTerm, RangeTerm, Schema, Term, Value,
+};
 use crate::runtime::bindings::{OptionKind, OptionValue, RunContext, StrategyInfo};
 use crate::runtime::engine::{GuestLimiter, Limits, LoadedStrategy, Runtime, classify_trap};
 use crate::runtime::host::{Pipeline, RunState};
@@ -27,30 +29,73 @@ pub fn default_components_dir() -> PathBuf {
         return dir.into();
     }
     let exe = std::env::current_exe().unwrap_or_default();
-    exe.parent().and_then(Path::parent).map(|p| p.join("strategies")).unwrap_or_else(|| "strategies".into())
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|p| p.join("strategies"))
+        .unwrap_or_else(|| "strategies".into())
 }
 
 /// The component a run uses: `--strategy` when given, else `sink.strategy.mode` from the
 /// components directory. Returns the bytes, a display name and the manifest field to blame.
-pub fn read_component(manifest: Option<&Manifest>, strategy: Option<&Path>, components_dir: &Path) -> Result<(Vec<u8>, String, &'static str)> {
+pub fn read_component(
+    manifest: Option<&Manifest>,
+    strategy: Option<&Path>,
+    components_dir: &Path,
+) -> Result<(Vec<u8>, String, &'static str)> {
     let (path, field) = match (strategy, manifest.and_then(|m| m.strategy.mode.as_deref())) {
         (Some(p), _) => (p.to_path_buf(), "--strategy"),
-        (None, Some(mode)) => (components_dir.join(format!("{mode}.wasm")), "sink.strategy.mode"),
-        (None, None) => return Err(Error::config("sink.strategy.mode", "required (or pass --strategy path.wasm)")),
+        (None, Some(mode)) => (
+            components_dir.join(format!("{mode}.wasm")),
+            "sink.strategy.mode",
+        ),
+        (None, None) => {
+            return Err(Error::config(
+                "sink.strategy.mode",
+                "required (or pass --strategy path.wasm)",
+            ));
+        }
     };
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| Error::config(field, format!("{} is not a file", path.display())))?;
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::config(field, format!("{} is not a file", path.display())))?;
     let bytes = Dir::open_ambient_dir(parent, ambient_authority())
         .and_then(|d| d.read(name))
-        .map_err(|e| Error::config(field, format!("cannot read strategy component {}: {e}", path.display())))?;
+        .map_err(|e| {
+            Error::config(
+                field,
+                format!("cannot read strategy component {}: {e}", path.display()),
+            )
+        })?;
     Ok((bytes, path.display().to_string(), field))
 }
 
 /// The host's working directory for state, cache and artifacts, opened once.
 pub fn open_work_dir() -> Result<Dir> {
     let root = std::env::var("DPONE_HOME").unwrap_or_else(|_| ".dpone".into());
-    std::fs::create_dir_all(&root).map_err(|e| Error::config("", format!("cannot create {root}: {e}")))?;
-    Dir::open_ambient_dir(&root, ambient_authority()).map_err(|e| Error::config("", format!("cannot open {root}: {e}")))
+    std::fs::create_dir_all(&root)
+        .map_err(|e| Error::config("", format!("cannot create {root}: {e}")))?;
+    Dir::open_ambient_dir(&root, ambient_authority())
+        .map_err(|e| Error::config("", format!("cannot open {root}: {e}")))
+}
+
+/// Writes an artifact (a report) through a directory handle on its parent, replacing it
+/// atomically so a reader never sees half a file.
+pub fn write_artifact(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other(format!("{} is not a file path", path.display())))?;
+    let dir = Dir::open_ambient_dir(parent, ambient_authority())?;
+    let tmp = format!(".{}.tmp", name.to_string_lossy());
+    dir.write(&tmp, bytes)?;
+    dir.rename(&tmp, &dir, name)
 }
 
 /// The component cache directory inside the work dir.
@@ -60,22 +105,41 @@ pub fn open_cache(work: &Dir) -> Option<Dir> {
 }
 
 /// Calls `describe` on a fresh describe-only instance.
-pub async fn describe(runtime: &Runtime, loaded: &LoadedStrategy, limits: &Limits) -> Result<StrategyInfo> {
-    let state = RunState::new(GuestLimiter::new(limits), None, 0);
-    let (mut store, instance) = runtime.instantiate(loaded, state, limits).await?;
-    instance.call_describe(&mut store).await.map_err(|e| classify_trap(&e, store.data(), limits))
+pub async fn describe(
+    runtime: &Runtime,
+    loaded: &LoadedStrategy,
+    limits: &Limits,
+) -> Result<StrategyInfo> {
+    let state = RunState::new(GuestLimiter::new(limits), None);
+    let (mut store, instance) = runtime
+        .instantiate(loaded, state, limits)
+        .await
+        .map_err(|(e, _)| e)?;
+    instance
+        .call_describe(&mut store)
+        .await
+        .map_err(|e| classify_trap(&e, store.data(), limits))
 }
 
 /// Checks the manifest's strategy options against the component's declaration and
 /// converts them. With `schema`, filter values are typed by the source column; without
 /// it (validate), they are checked for shape only. Pure.
-pub fn strategy_options(info: &StrategyInfo, section: &StrategySection, schema: Option<&Schema>) -> Result<Vec<(String, OptionValue)>> {
+pub fn strategy_options(
+    info: &StrategyInfo,
+    section: &StrategySection,
+    schema: Option<&Schema>,
+) -> Result<Vec<(String, OptionValue)>> {
     let declared: Vec<&str> = info.options.iter().map(|o| o.name.as_str()).collect();
     for name in section.options.keys() {
         if !declared.contains(&name.as_str()) {
             return Err(Error::config(
                 format!("sink.strategy.{name}"),
-                format!("not an option of {} {} (options: mode, predicate_sql, {})", info.name, info.version, declared.join(", ")),
+                format!(
+                    "not an option of {} {} (options: mode, predicate_sql, {})",
+                    info.name,
+                    info.version,
+                    declared.join(", ")
+                ),
             ));
         }
     }
@@ -84,28 +148,49 @@ pub fn strategy_options(info: &StrategyInfo, section: &StrategySection, schema: 
         let field = format!("sink.strategy.{}", spec.name);
         let Some(raw) = section.options.get(&spec.name) else {
             if spec.required {
-                return Err(Error::config(field, format!("required by {}: {}", info.name, spec.description)));
+                return Err(Error::config(
+                    field,
+                    format!("required by {}: {}", info.name, spec.description),
+                ));
             }
             continue;
         };
-        out.push((spec.name.clone(), option_value(spec.kind, raw, &field, schema)?));
+        out.push((
+            spec.name.clone(),
+            option_value(spec.kind, raw, &field, schema)?,
+        ));
     }
     Ok(out)
 }
 
-fn option_value(kind: OptionKind, raw: &Yaml, field: &str, schema: Option<&Schema>) -> Result<OptionValue> {
+fn option_value(
+    kind: OptionKind,
+    raw: &Yaml,
+    field: &str,
+    schema: Option<&Schema>,
+) -> Result<OptionValue> {
     let wrong = |what: &str| Error::config(field, format!("must be {what}"));
     Ok(match kind {
-        OptionKind::Text => OptionValue::Text(raw.as_str().ok_or_else(|| wrong("a string"))?.to_string()),
+        OptionKind::Text => {
+            OptionValue::Text(raw.as_str().ok_or_else(|| wrong("a string"))?.to_string())
+        }
         OptionKind::TextList => match raw {
             Yaml::String(s) => OptionValue::TextList(vec![s.clone()]),
             Yaml::Sequence(items) if !items.is_empty() => OptionValue::TextList(
-                items.iter().map(|i| i.as_str().map(str::to_string)).collect::<Option<_>>().ok_or_else(|| wrong("a list of strings"))?,
+                items
+                    .iter()
+                    .map(|i| i.as_str().map(str::to_string))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| wrong("a list of strings"))?,
             ),
             _ => return Err(wrong("a string or a non-empty list of strings")),
         },
-        OptionKind::Integer => OptionValue::Integer(raw.as_i64().ok_or_else(|| wrong("an integer"))?),
-        OptionKind::Boolean => OptionValue::Boolean(raw.as_bool().ok_or_else(|| wrong("true or false"))?),
+        OptionKind::Integer => {
+            OptionValue::Integer(raw.as_i64().ok_or_else(|| wrong("an integer"))?)
+        }
+        OptionKind::Boolean => {
+            OptionValue::Boolean(raw.as_bool().ok_or_else(|| wrong("true or false"))?)
+        }
         OptionKind::Filter => OptionValue::Filter(filter(raw, field, schema)?),
     })
 }
@@ -115,23 +200,38 @@ fn option_value(kind: OptionKind, raw: &Yaml, field: &str, schema: Option<&Schem
 /// `to_inclusive: true` for `<=`), `{column, in: [..]}`, `{column, is_null: true|false}`,
 /// or `{sql: true}` (the manifest's `predicate_sql`).
 fn filter(raw: &Yaml, field: &str, schema: Option<&Schema>) -> Result<Vec<Term>> {
-    let items = raw.as_sequence().filter(|s| !s.is_empty()).ok_or_else(|| Error::config(field, "must be a non-empty list of terms"))?;
-    items.iter().enumerate().map(|(i, item)| term(item, &format!("{field}[{i}]"), schema)).collect()
+    let items = raw
+        .as_sequence()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| Error::config(field, "must be a non-empty list of terms"))?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| term(item, &format!("{field}[{i}]"), schema))
+        .collect()
 }
 
 fn term(item: &Yaml, at: &str, schema: Option<&Schema>) -> Result<Term> {
-    let map = item.as_mapping().ok_or_else(|| Error::config(at, "must be a mapping"))?;
+    let map = item
+        .as_mapping()
+        .ok_or_else(|| Error::config(at, "must be a mapping"))?;
     let keys: Vec<&str> = map.keys().filter_map(Yaml::as_str).collect();
     let get = |k: &str| item.get(k);
     if keys == ["sql"] {
         return match get("sql").and_then(Yaml::as_bool) {
             Some(true) => Ok(Term::ManifestPredicate),
-            _ => Err(Error::config(format!("{at}.sql"), "must be true (refers to sink.strategy.predicate_sql)")),
+            _ => Err(Error::config(
+                format!("{at}.sql"),
+                "must be true (refers to sink.strategy.predicate_sql)",
+            )),
         };
     }
-    let column = get("column").and_then(Yaml::as_str).ok_or_else(|| Error::config(format!("{at}.column"), "required"))?.to_string();
+    let column = get("column")
+        .and_then(Yaml::as_str)
+        .ok_or_else(|| Error::config(format!("{at}.column"), "required"))?
+        .to_string();
     let data_type = match schema {
-        Some(s) => Some(s.require(&column, &format!("{at}.column"))?.data_type.clone()),
+        Some(s) => Some(s.require(&column, &format!("{at}.column"))?.data_type),
         None => None,
     };
     let value = |k: &str| -> Result<Value> {
@@ -149,19 +249,37 @@ fn term(item: &Yaml, at: &str, schema: Option<&Schema>) -> Result<Term> {
                 Some("le") => Comparison::Le,
                 Some("gt") => Comparison::Gt,
                 Some("ge") => Comparison::Ge,
-                _ => return Err(Error::config(format!("{at}.op"), "must be one of eq, ne, lt, le, gt, ge")),
+                _ => {
+                    return Err(Error::config(
+                        format!("{at}.op"),
+                        "must be one of eq, ne, lt, le, gt, ge",
+                    ));
+                }
             };
-            Ok(Term::Compare(CompareTerm { column, op, value: value("value")? }))
+            Ok(Term::Compare(CompareTerm {
+                column,
+                op,
+                value: value("value")?,
+            }))
         }
         ["from", "to"] | ["from", "to", "to_inclusive"] => {
             let high_inclusive = match get("to_inclusive") {
                 None => false,
-                Some(v) => v.as_bool().ok_or_else(|| Error::config(format!("{at}.to_inclusive"), "must be true or false"))?,
+                Some(v) => v.as_bool().ok_or_else(|| {
+                    Error::config(format!("{at}.to_inclusive"), "must be true or false")
+                })?,
             };
-            Ok(Term::Range(RangeTerm { column, low: value("from")?, high: value("to")?, high_inclusive }))
+            Ok(Term::Range(RangeTerm {
+                column,
+                low: value("from")?,
+                high: value("to")?,
+                high_inclusive,
+            }))
         }
         ["in"] => {
-            let list = get("in").and_then(Yaml::as_sequence).ok_or_else(|| Error::config(format!("{at}.in"), "must be a list"))?;
+            let list = get("in")
+                .and_then(Yaml::as_sequence)
+                .ok_or_else(|| Error::config(format!("{at}.in"), "must be a list"))?;
             let values = list
                 .iter()
                 .enumerate()
@@ -172,16 +290,27 @@ fn term(item: &Yaml, at: &str, schema: Option<&Schema>) -> Result<Term> {
         ["is_null"] => match get("is_null").and_then(Yaml::as_bool) {
             Some(true) => Ok(Term::IsNull(column)),
             Some(false) => Ok(Term::IsNotNull(column)),
-            None => Err(Error::config(format!("{at}.is_null"), "must be true or false")),
+            None => Err(Error::config(
+                format!("{at}.is_null"),
+                "must be true or false",
+            )),
         },
-        _ => Err(Error::config(at, "expected {column, op, value}, {column, from, to}, {column, in}, {column, is_null} or {sql: true}")),
+        _ => Err(Error::config(
+            at,
+            "expected {column, op, value}, {column, from, to}, {column, in}, {column, is_null} or {sql: true}",
+        )),
     }
 }
 
 /// A YAML scalar as a value of the column's portable type (loosely typed without one).
 fn typed_value(raw: &Yaml, t: Option<&DataType>, at: &str) -> Result<Value> {
     let bad = |what: &str| Error::config(at, format!("must be {what}"));
-    let text = || raw.as_str().map(str::to_string).or_else(|| raw.as_i64().map(|i| i.to_string())).or_else(|| raw.as_f64().map(|f| f.to_string()));
+    let text = || {
+        raw.as_str()
+            .map(str::to_string)
+            .or_else(|| raw.as_i64().map(|i| i.to_string()))
+            .or_else(|| raw.as_f64().map(|f| f.to_string()))
+    };
     let Some(t) = t else {
         return Ok(match raw {
             Yaml::Bool(b) => Value::Boolean(*b),
@@ -193,8 +322,12 @@ fn typed_value(raw: &Yaml, t: Option<&DataType>, at: &str) -> Result<Value> {
     };
     Ok(match t {
         DataType::Boolean => Value::Boolean(raw.as_bool().ok_or_else(|| bad("true or false"))?),
-        DataType::Int16 | DataType::Int32 | DataType::Int64 => Value::Int(raw.as_i64().ok_or_else(|| bad("an integer"))?),
-        DataType::Float32 | DataType::Float64 => Value::Float(raw.as_f64().ok_or_else(|| bad("a number"))?),
+        DataType::Int16 | DataType::Int32 | DataType::Int64 => {
+            Value::Int(raw.as_i64().ok_or_else(|| bad("an integer"))?)
+        }
+        DataType::Float32 | DataType::Float64 => {
+            Value::Float(raw.as_f64().ok_or_else(|| bad("a number"))?)
+        }
         DataType::Decimal(_) => {
             let s = text().ok_or_else(|| bad("a decimal"))?;
             model::parse_decimal(&s, 38).ok_or_else(|| bad("a decimal"))?;
@@ -204,12 +337,30 @@ fn typed_value(raw: &Yaml, t: Option<&DataType>, at: &str) -> Result<Value> {
         DataType::Json => Value::Json(text().ok_or_else(|| bad("a string"))?),
         DataType::Uuid => {
             let s = raw.as_str().ok_or_else(|| bad("a uuid"))?;
-            Value::Uuid(model::uuid_text(&model::parse_uuid(s).ok_or_else(|| bad("a uuid"))?))
+            Value::Uuid(model::uuid_text(
+                &model::parse_uuid(s).ok_or_else(|| bad("a uuid"))?,
+            ))
         }
-        DataType::Date => Value::Date(raw.as_str().and_then(model::time::parse_date).ok_or_else(|| bad("a date YYYY-MM-DD"))?),
-        DataType::Timestamp => Value::Timestamp(raw.as_str().and_then(model::time::parse_timestamp).ok_or_else(|| bad("a timestamp"))?),
-        DataType::TimestampTz => Value::TimestampTz(raw.as_str().and_then(model::time::parse_timestamp).ok_or_else(|| bad("a timestamp"))?),
-        DataType::Bytes => return Err(bad("a column that is not bytes (bytes columns cannot be filtered)")),
+        DataType::Date => Value::Date(
+            raw.as_str()
+                .and_then(model::time::parse_date)
+                .ok_or_else(|| bad("a date YYYY-MM-DD"))?,
+        ),
+        DataType::Timestamp => Value::Timestamp(
+            raw.as_str()
+                .and_then(model::time::parse_timestamp)
+                .ok_or_else(|| bad("a timestamp"))?,
+        ),
+        DataType::TimestampTz => Value::TimestampTz(
+            raw.as_str()
+                .and_then(model::time::parse_timestamp)
+                .ok_or_else(|| bad("a timestamp"))?,
+        ),
+        DataType::Bytes => {
+            return Err(bad(
+                "a column that is not bytes (bytes columns cannot be filtered)",
+            ));
+        }
     })
 }
 
@@ -224,18 +375,29 @@ pub struct RunOptions<'a> {
 }
 
 fn now_micros() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
 }
 
 /// Runs (or plans) a pipeline. Returns the report; a failed run is an `Err` carrying the
 /// error, with the report (outcome `failed`) alongside.
-pub async fn run(manifest: &Manifest, opts: &RunOptions<'_>) -> std::result::Result<RunReport, (Error, Option<RunReport>)> {
+pub async fn run(
+    manifest: &Manifest,
+    opts: &RunOptions<'_>,
+) -> std::result::Result<RunReport, (Error, Option<RunReport>)> {
     let started = Instant::now();
     let work = open_work_dir().map_err(|e| (e, None))?;
     let runtime = Runtime::new(open_cache(&work)).map_err(|e| (e, None))?;
-    let (bytes, origin, field) = read_component(Some(manifest), opts.strategy, &opts.components_dir).map_err(|e| (e, None))?;
-    let loaded = runtime.load(&bytes, &origin, field).map_err(|e| (e, None))?;
-    let info = describe(&runtime, &loaded, &manifest.limits).await.map_err(|e| (e, None))?;
+    let (bytes, origin, field) =
+        read_component(Some(manifest), opts.strategy, &opts.components_dir)
+            .map_err(|e| (e, None))?;
+    let loaded = runtime
+        .load(&bytes, &origin, field)
+        .map_err(|e| (e, None))?;
+    let info = describe(&runtime, &loaded, &manifest.limits)
+        .await
+        .map_err(|e| (e, None))?;
     // Shape check before any connection: a bad option never opens a socket.
     strategy_options(&info, &manifest.strategy, None).map_err(|e| (e, None))?;
 
@@ -261,13 +423,29 @@ pub async fn run(manifest: &Manifest, opts: &RunOptions<'_>) -> std::result::Res
         wasm_share: 0.0,
         sink_statements: Vec::new(),
     };
-    let result = execute(manifest, opts, &runtime, &loaded, &info, &run_id, now, &mut report).await;
+    let result = execute(
+        manifest,
+        opts,
+        &runtime,
+        &loaded,
+        &info,
+        &run_id,
+        now,
+        &mut report,
+    )
+    .await;
     report.wall_seconds = started.elapsed().as_secs_f64();
-    report.wasm_share = (report.wasm_load_seconds + report.wasm_guest_seconds) / report.wall_seconds.max(1e-9);
+    report.wasm_share =
+        (report.wasm_load_seconds + report.wasm_guest_seconds) / report.wall_seconds.max(1e-9);
     match result {
         Ok(()) => Ok(report),
         Err(e) => {
-            report.error = Some(ReportError { kind: format!("{:?}", e.kind), field: e.field.clone(), message: e.message.clone(), exit_code: e.kind.exit_code() });
+            report.error = Some(ReportError {
+                kind: format!("{:?}", e.kind),
+                field: e.field.clone(),
+                message: e.message.clone(),
+                exit_code: e.kind.exit_code(),
+            });
             Err((e, Some(report)))
         }
     }
@@ -284,16 +462,17 @@ async fn execute(
     now: i64,
     report: &mut RunReport,
 ) -> Result<()> {
-    let source_session = connectors::connect(&manifest.source, Kind::Source, Open::Existing).await?;
-    let mut source = SqlSource::new(source_session, manifest.source_table(), manifest.strategy.predicate_sql.clone());
-    let schema = source.schema().await?;
-    let options = strategy_options(info, &manifest.strategy, Some(&schema))?;
-    let open = if opts.dry_run { Open::Plan } else { Open::Create };
-    let sink_session = connectors::connect(&manifest.sink, Kind::Sink, open).await?;
-    let sink = SqlSink::new(sink_session, manifest.sink_table(), run_id, manifest.strategy.predicate_sql.clone(), opts.dry_run);
-    check_needs(info, &sink)?;
-    let state_session = connectors::connect(&manifest.state, Kind::State, open).await?;
-    let mut state = StateStore::open(state_session, !opts.dry_run).await?;
+    // The history records every run that reached the state store, whatever fails next.
+    let open = if opts.dry_run {
+        Open::Plan
+    } else {
+        Open::Create
+    };
+    let mut state = StateStore::open(
+        connectors::connect(&manifest.state, Kind::State, open).await?,
+        !opts.dry_run,
+    )
+    .await?;
     let mut record = RunRecord {
         run_id: run_id.into(),
         pipeline: manifest.pipeline.clone(),
@@ -310,20 +489,120 @@ async fn execute(
     if !opts.dry_run {
         state.record_run(&record).await?;
     }
-    let pipeline = Pipeline::new(manifest.pipeline.clone(), source, sink, state, manifest.state_colocated() && !opts.dry_run, now, Progress::new(opts.progress));
+    let (result, mut state) = run_strategy(
+        manifest, opts, runtime, loaded, info, run_id, now, report, state,
+    )
+    .await;
+    report.outcome = match (&result, opts.dry_run) {
+        (Ok(()), true) => "planned".into(),
+        (Ok(()), false) => "succeeded".into(),
+        (Err(_), _) => "failed".into(),
+    };
+    if !opts.dry_run {
+        record.finished_at = Some(model::time::format_timestamp(now_micros()));
+        record.rows_read = report.rows_read as i64;
+        record.rows_written = report.rows_written as i64;
+        record.outcome = report.outcome.clone();
+        record.error = result.as_ref().err().map(ToString::to_string);
+        if let Err(e) = state.record_run(&record).await {
+            tracing::warn!("could not record the run in the history: {e}");
+        }
+    }
+    result
+}
+
+/// Connects source and sink, runs the component, cleans up. Always hands the state store
+/// back so the run can be recorded.
+#[allow(clippy::too_many_arguments)]
+async fn run_strategy(
+    manifest: &Manifest,
+    opts: &RunOptions<'_>,
+    runtime: &Runtime,
+    loaded: &LoadedStrategy,
+    info: &StrategyInfo,
+    run_id: &str,
+    now: i64,
+    report: &mut RunReport,
+    state: StateStore,
+) -> (Result<()>, StateStore) {
+    let prepared = async {
+        let source_session =
+            connectors::connect(&manifest.source, Kind::Source, Open::Existing).await?;
+        let mut source = SqlSource::new(
+            source_session,
+            manifest.source_table(),
+            manifest.strategy.predicate_sql.clone(),
+        );
+        let schema = source.schema().await?;
+        let options = strategy_options(info, &manifest.strategy, Some(&schema))?;
+        let open = if opts.dry_run {
+            Open::Plan
+        } else {
+            Open::Create
+        };
+        let sink_session = connectors::connect(&manifest.sink, Kind::Sink, open).await?;
+        let sink = SqlSink::new(
+            sink_session,
+            manifest.sink_table(),
+            run_id,
+            manifest.strategy.predicate_sql.clone(),
+            opts.dry_run,
+        );
+        check_needs(info, &sink, opts.strategy.is_some())?;
+        Ok::<_, Error>((source, sink, options))
+    };
+    let (source, sink, options) = match prepared.await {
+        Ok(parts) => parts,
+        Err(e) => return (Err(e), state),
+    };
+    let colocated = manifest.state_colocated() && !opts.dry_run;
+    let pipeline = Pipeline::new(
+        manifest.pipeline.clone(),
+        source,
+        sink,
+        state,
+        colocated,
+        now,
+        Progress::new(opts.progress),
+    );
     let instantiated = Instant::now();
-    let (mut store, instance) = runtime.instantiate(loaded, RunState::new(GuestLimiter::new(&manifest.limits), Some(pipeline), now), &manifest.limits).await?;
+    let run_state = RunState::new(GuestLimiter::new(&manifest.limits), Some(pipeline));
+    let (mut store, instance) = match runtime
+        .instantiate(loaded, run_state, &manifest.limits)
+        .await
+    {
+        Ok(pair) => pair,
+        Err((e, run_state)) => {
+            return (
+                Err(e),
+                run_state
+                    .pipeline
+                    .expect("run instances carry a pipeline")
+                    .state,
+            );
+        }
+    };
     report.wasm_load_seconds += instantiated.elapsed().as_secs_f64();
-    let ctx = RunContext { pipeline: manifest.pipeline.clone(), run_id: run_id.into(), options };
+    let ctx = RunContext {
+        pipeline: manifest.pipeline.clone(),
+        run_id: run_id.into(),
+        options,
+    };
     let called = Instant::now();
     let outcome = instance.call_run(&mut store, &ctx).await;
     let call_seconds = called.elapsed().as_secs_f64();
-    let trapped = outcome.as_ref().err().map(|e| classify_trap(e, store.data(), &manifest.limits));
-    let mut pipeline = store.into_data().pipeline.expect("run instances carry a pipeline");
+    let trapped = outcome
+        .as_ref()
+        .err()
+        .map(|e| classify_trap(e, store.data(), &manifest.limits));
+    let mut pipeline = store
+        .into_data()
+        .pipeline
+        .expect("run instances carry a pipeline");
     report.wasm_guest_seconds = (call_seconds - pipeline.host_seconds).max(0.0);
     report.rows_read = pipeline.rows_read;
     report.rows_written = pipeline.rows_written;
-    let result = match (trapped, outcome) {
+    let mut result = match (trapped, outcome) {
         (Some(e), _) => Err(e),
         (None, Ok(Ok(summary))) => {
             report.rows_deleted = summary.rows_deleted;
@@ -333,6 +612,15 @@ async fn execute(
         (None, Ok(Err(guest))) => Err(guest_error(guest)),
         (None, Err(_)) => unreachable!("a failed call is classified above"),
     };
+    if result.is_ok() && pipeline.sink.in_transaction() {
+        result = Err(Error::new(
+            Kind::Sandbox,
+            format!(
+                "{} returned without committing or rolling back its transaction; it was rolled back",
+                info.name
+            ),
+        ));
+    }
     // Leftovers exist only after failures or careless strategies; never leave them, even
     // when the failure was the sink connection itself.
     if !pipeline.sink.drop_leftovers().await && !opts.dry_run {
@@ -345,34 +633,36 @@ async fn execute(
         }
     }
     report.sink_statements = std::mem::take(&mut pipeline.sink.statements);
-    report.outcome = match (&result, opts.dry_run) {
-        (Ok(()), true) => "planned".into(),
-        (Ok(()), false) => "succeeded".into(),
-        (Err(_), _) => "failed".into(),
-    };
-    if !opts.dry_run {
-        record.finished_at = Some(model::time::format_timestamp(now_micros()));
-        record.rows_read = report.rows_read as i64;
-        record.rows_written = report.rows_written as i64;
-        record.outcome = report.outcome.clone();
-        record.error = result.as_ref().err().map(ToString::to_string);
-        if let Err(e) = pipeline.state.record_run(&record).await {
-            tracing::warn!("could not record the run in the history: {e}");
-        }
-    }
-    result
+    (result, pipeline.state)
 }
 
 /// Refuses a strategy whose needs the sink cannot meet, before anything runs.
-fn check_needs(info: &StrategyInfo, sink: &SqlSink) -> Result<()> {
+fn check_needs(info: &StrategyInfo, sink: &SqlSink, overridden: bool) -> Result<()> {
     let caps = sink.capabilities();
     let missing = [
-        (info.needs.transactions && !caps.transactions, "transactions"),
+        (
+            info.needs.transactions && !caps.transactions,
+            "transactions",
+        ),
         (info.needs.rename_swap && !caps.rename_swap, "rename-swap"),
-        (info.needs.mutable_target && caps.append_only_log, "a mutable target (the sink is an append-only log)"),
+        (
+            info.needs.mutable_target && caps.append_only_log,
+            "a mutable target (the sink is an append-only log)",
+        ),
     ];
     match missing.iter().find(|(m, _)| *m) {
-        Some((_, what)) => Err(Error::config("sink.strategy.mode", format!("{} needs {what}, which sink `{}` does not offer", info.name, sink.target()))),
+        Some((_, what)) => Err(Error::config(
+            if overridden {
+                "--strategy"
+            } else {
+                "sink.strategy.mode"
+            },
+            format!(
+                "{} needs {what}, which sink `{}` does not offer",
+                info.name,
+                sink.target()
+            ),
+        )),
         None => Ok(()),
     }
 }
@@ -392,5 +682,9 @@ fn guest_error(e: crate::runtime::bindings::dpone::strategy::types::DponeError) 
 
 /// Opens the state store of a manifest (for `state show`).
 pub async fn open_state(manifest: &Manifest) -> Result<StateStore> {
-    StateStore::open(connectors::connect(&manifest.state, Kind::State, Open::Plan).await?, false).await
+    StateStore::open(
+        connectors::connect(&manifest.state, Kind::State, Open::Plan).await?,
+        false,
+    )
+    .await
 }

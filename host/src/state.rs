@@ -40,7 +40,9 @@ pub struct StateStore {
 
 impl std::fmt::Debug for StateStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StateStore").field("entries", &self.entries).finish_non_exhaustive()
+        f.debug_struct("StateStore")
+            .field("entries", &self.entries)
+            .finish_non_exhaustive()
     }
 }
 
@@ -53,8 +55,14 @@ fn tables(dialect: Dialect) -> (TableName, TableName) {
     };
     let prefix = if schema.is_some() { "" } else { "dpone_" };
     (
-        TableName { schema: schema.clone(), name: format!("{prefix}state_entries") },
-        TableName { schema, name: format!("{prefix}runs") },
+        TableName {
+            schema: schema.clone(),
+            name: format!("{prefix}state_entries"),
+        },
+        TableName {
+            schema,
+            name: format!("{prefix}runs"),
+        },
     )
 }
 
@@ -64,12 +72,24 @@ impl StateStore {
     pub async fn open(mut session: Box<dyn SqlSession>, create: bool) -> Result<Self> {
         let (entries, runs) = tables(session.dialect());
         if !create {
-            let absent = session.table_schema(&entries).await.map_err(|e| Error::state(e.message))?.is_none();
-            return Ok(StateStore { session, entries, runs, absent });
+            let absent = session
+                .table_schema(&entries)
+                .await
+                .map_err(|e| Error::state(e.message))?
+                .is_none();
+            return Ok(StateStore {
+                session,
+                entries,
+                runs,
+                absent,
+            });
         }
         let mut ddl = Vec::new();
         if let Some(schema) = &entries.schema {
-            ddl.push(format!("CREATE SCHEMA IF NOT EXISTS {}", render::quote_ident(schema)));
+            ddl.push(format!(
+                "CREATE SCHEMA IF NOT EXISTS {}",
+                render::quote_ident(schema)
+            ));
         }
         ddl.push(format!(
             "CREATE TABLE IF NOT EXISTS {} (pipeline TEXT NOT NULL, entry_key TEXT NOT NULL, \
@@ -84,9 +104,17 @@ impl StateStore {
             render::table_ref(&runs)
         ));
         for sql in ddl {
-            session.execute(&Statement::new(sql)).await.map_err(|e| Error::state(e.message))?;
+            session
+                .execute(&Statement::new(sql))
+                .await
+                .map_err(|e| Error::state(e.message))?;
         }
-        Ok(StateStore { session, entries, runs, absent: false })
+        Ok(StateStore {
+            session,
+            entries,
+            runs,
+            absent: false,
+        })
     }
 
     /// The committed entries of a pipeline.
@@ -101,7 +129,11 @@ impl StateStore {
             ),
             params: vec![Value::Text(pipeline.into())],
         };
-        let rows = self.session.query(&stmt, &[DataType::Text, DataType::Text]).await.map_err(|e| Error::state(e.message))?;
+        let rows = self
+            .session
+            .query(&stmt, &[DataType::Text, DataType::Text])
+            .await
+            .map_err(|e| Error::state(e.message))?;
         let mut out = BTreeMap::new();
         for row in rows {
             if let [Value::Text(k), Value::Text(v)] = row.as_slice() {
@@ -114,7 +146,12 @@ impl StateStore {
 
     /// The statements that upsert `entries`; run them in the sink's transaction when the
     /// store is colocated, otherwise through [`Self::apply`].
-    pub fn entry_writes(&self, pipeline: &str, entries: &BTreeMap<String, Value>, now: &str) -> Vec<Statement> {
+    pub fn entry_writes(
+        &self,
+        pipeline: &str,
+        entries: &BTreeMap<String, Value>,
+        now: &str,
+    ) -> Vec<Statement> {
         entries
             .iter()
             .map(|(k, v)| Statement {
@@ -175,7 +212,10 @@ impl StateStore {
                 opt(&r.error),
             ],
         };
-        self.session.execute(&stmt).await.map_err(|e| Error::state(e.message))?;
+        self.session
+            .execute(&stmt)
+            .await
+            .map_err(|e| Error::state(e.message))?;
         Ok(())
     }
 
@@ -193,8 +233,12 @@ impl StateStore {
             params: vec![Value::Text(pipeline.into())],
         };
         let t = DataType::Text;
-        let types = [t.clone(), t.clone(), t.clone(), t.clone(), t.clone(), t.clone(), t.clone(), DataType::Int64, DataType::Int64, t.clone(), t];
-        let rows = self.session.query(&stmt, &types).await.map_err(|e| Error::state(e.message))?;
+        let types = [t, t, t, t, t, t, t, DataType::Int64, DataType::Int64, t, t];
+        let rows = self
+            .session
+            .query(&stmt, &types)
+            .await
+            .map_err(|e| Error::state(e.message))?;
         let text = |v: &Value| match v {
             Value::Text(s) => Some(s.clone()),
             _ => None,

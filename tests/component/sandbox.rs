@@ -52,14 +52,24 @@ async fn files_sockets_and_clocks_are_refused_before_the_component_runs() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
-    for attack in ["file, target: /etc/passwd", &format!("socket, target: \"{addr}\""), "clock"] {
+    for attack in [
+        "file, target: /etc/passwd",
+        &format!("socket, target: \"{addr}\""),
+        "clock",
+    ] {
         let yaml = probe_manifest("escape", &format!("attack: {attack}"), "").await;
         let err = run_fails(&yaml, Some(&component("sandbox_escape")), Kind::Sandbox).await;
         for refused in ["wasi:filesystem", "wasi:sockets", "wasi:clocks"] {
-            assert!(err.message.contains(refused), "{refused} not named in: {err}");
+            assert!(
+                err.message.contains(refused),
+                "{refused} not named in: {err}"
+            );
         }
     }
-    assert!(listener.accept().is_err(), "the escape component reached the socket");
+    assert!(
+        listener.accept().is_err(),
+        "the escape component reached the socket"
+    );
 }
 
 #[tokio::test]
@@ -67,7 +77,11 @@ async fn a_component_of_another_world_is_refused() {
     let yaml = probe_manifest("other_world", "mode: full_refresh", "").await;
     let err = run_fails(&yaml, Some(&component("not_a_strategy")), Kind::Config).await;
     assert_eq!(err.field.as_deref(), Some("--strategy"));
-    assert!(err.message.contains("does not implement the dpone:strategy/strategy world"), "{err}");
+    assert!(
+        err.message
+            .contains("does not implement the dpone:strategy/strategy world"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -76,7 +90,10 @@ async fn a_file_that_is_not_a_component_is_refused() {
     std::fs::write(dir.join("x.wasm"), b"\0asm garbage").unwrap();
     let yaml = probe_manifest("not_wasm_run", "mode: full_refresh", "").await;
     let err = run_fails(&yaml, Some(&dir.join("x.wasm")), Kind::Config).await;
-    assert!(err.message.contains("is not a WebAssembly component"), "{err}");
+    assert!(
+        err.message.contains("is not a WebAssembly component"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use dpone_host::Kind;
 use dpone_host::manifest::Manifest;
 use dpone_host::runner;
 
-use crate::support::{Db, component, fresh_postgres_database, postgres_url, run, run_fails, scratch};
+use crate::support::{Db, component, fresh_postgres_database, run, run_fails, scratch};
 
 type Rows = Vec<Vec<Option<String>>>;
 
@@ -75,7 +75,11 @@ impl Pair {
     /// Generation 0: 300 orders. Amounts keep trailing zeros, names carry unicode,
     /// quotes and control characters, and one name is an empty string, one NULL.
     async fn seed(&mut self, primary_key: bool) {
-        let (amount, ts) = if self.is_postgres() { ("numeric(12,2)", "timestamp") } else { ("DECIMAL_TEXT(12,2)", "TIMESTAMP") };
+        let (amount, ts) = if self.is_postgres() {
+            ("numeric(12,2)", "timestamp")
+        } else {
+            ("DECIMAL_TEXT(12,2)", "TIMESTAMP")
+        };
         let pk = if primary_key { " PRIMARY KEY" } else { "" };
         let t = self.source_table;
         self.source.exec(&format!("CREATE TABLE {t} (id BIGINT NOT NULL{pk}, name TEXT, amount {amount}, updated_at {ts} NOT NULL)")).await;
@@ -86,28 +90,50 @@ impl Pair {
                 8 => "''".to_string(),
                 _ => format!("'client ''{id}'' – žluť\t{}'", id % 7),
             };
-            values.push(format!("({id}, {name}, '{}.{:02}', '2024-01-01 00:{:02}:{:02}.000000')", id * 3, id % 100, id / 60, id % 60));
+            values.push(format!(
+                "({id}, {name}, '{}.{:02}', '2024-01-01 00:{:02}:{:02}.000000')",
+                id * 3,
+                id % 100,
+                id / 60,
+                id % 60
+            ));
         }
-        self.source.exec(&format!("INSERT INTO {t} VALUES {}", values.join(", "))).await;
+        self.source
+            .exec(&format!("INSERT INTO {t} VALUES {}", values.join(", ")))
+            .await;
     }
 
     /// Generation 1: 30 rows changed (later cursor), 20 rows inserted.
     async fn change(&mut self) {
         let t = self.source_table;
         // SQLite arithmetic yields a REAL; keep the column's two-decimal text form.
-        let bumped = if self.is_postgres() { "amount + 1" } else { "printf('%.2f', amount + 1)" };
+        let bumped = if self.is_postgres() {
+            "amount + 1"
+        } else {
+            "printf('%.2f', amount + 1)"
+        };
         self.source.exec(&format!("UPDATE {t} SET amount = {bumped}, name = 'changed', updated_at = '2024-02-01 00:00:00.000000' WHERE id % 10 = 0")).await;
-        let values: Vec<String> = (301..=320).map(|id| format!("({id}, 'new {id}', '1.10', '2024-02-02 00:00:00.000000')")).collect();
-        self.source.exec(&format!("INSERT INTO {t} VALUES {}", values.join(", "))).await;
+        let values: Vec<String> = (301..=320)
+            .map(|id| format!("({id}, 'new {id}', '1.10', '2024-02-02 00:00:00.000000')"))
+            .collect();
+        self.source
+            .exec(&format!("INSERT INTO {t} VALUES {}", values.join(", ")))
+            .await;
     }
 
     async fn source_rows(&mut self, filter: &str) -> Rows {
-        let sql = format!("SELECT {COLUMNS} FROM {} {filter} ORDER BY id", self.source_table);
+        let sql = format!(
+            "SELECT {COLUMNS} FROM {} {filter} ORDER BY id",
+            self.source_table
+        );
         self.source.rows(&sql).await
     }
 
     async fn target_rows(&mut self) -> Rows {
-        let sql = format!("SELECT {COLUMNS} FROM {} ORDER BY id, updated_at", self.sink_table);
+        let sql = format!(
+            "SELECT {COLUMNS} FROM {} ORDER BY id, updated_at",
+            self.sink_table
+        );
         self.sink.rows(&sql).await
     }
 
@@ -119,7 +145,9 @@ impl Pair {
 }
 
 fn assert_rows(actual: &Rows, expected: &Rows, what: &str) {
-    if let Some(i) = (0..actual.len().max(expected.len())).find(|&i| actual.get(i) != expected.get(i)) {
+    if let Some(i) =
+        (0..actual.len().max(expected.len())).find(|&i| actual.get(i) != expected.get(i))
+    {
         panic!(
             "{what}: first difference at row {i}: target {:?} != expected {:?} ({} target rows, {} expected)",
             actual.get(i),
@@ -138,10 +166,16 @@ async fn full_refresh(mut p: Pair) {
     let expected = p.source_rows("").await;
     assert_rows(&p.target_rows().await, &expected, "full_refresh run 1");
     p.change().await;
-    p.source.exec(&format!("DELETE FROM {} WHERE id = 5", p.source_table)).await;
+    p.source
+        .exec(&format!("DELETE FROM {} WHERE id = 5", p.source_table))
+        .await;
     run(&yaml, None).await.unwrap();
     let expected = p.source_rows("").await;
-    assert_rows(&p.target_rows().await, &expected, "full_refresh run 2 (changes, inserts, a delete)");
+    assert_rows(
+        &p.target_rows().await,
+        &expected,
+        "full_refresh run 2 (changes, inserts, a delete)",
+    );
 }
 
 async fn incremental_append(mut p: Pair) {
@@ -152,7 +186,10 @@ async fn incremental_append(mut p: Pair) {
     assert_rows(&p.target_rows().await, &expected, "append run 1");
     p.change().await;
     let report = run(&yaml, None).await.unwrap();
-    assert_eq!(report.rows_written, 50, "30 changed + 20 new rows past the cursor");
+    assert_eq!(
+        report.rows_written, 50,
+        "30 changed + 20 new rows past the cursor"
+    );
     // History is kept: the changed rows are appended next to their old versions.
     expected.extend(p.source_rows("WHERE updated_at >= '2024-02-01'").await);
     expected.sort();
@@ -160,7 +197,10 @@ async fn incremental_append(mut p: Pair) {
     actual.sort();
     assert_rows(&actual, &expected, "append run 2");
     let again = run(&yaml, None).await.unwrap();
-    assert_eq!(again.rows_written, 0, "nothing past the cursor: nothing appended");
+    assert_eq!(
+        again.rows_written, 0,
+        "nothing past the cursor: nothing appended"
+    );
 }
 
 async fn incremental_merge(mut p: Pair) {
@@ -181,16 +221,27 @@ async fn incremental_merge(mut p: Pair) {
     p.source.exec(&format!("INSERT INTO {} VALUES (3, 'dup', '1.00', '2024-03-01 00:00:00.000000'), (3, 'dup', '2.00', '2024-03-01 00:00:00.000000')", p.source_table)).await;
     let err = run_fails(&yaml, None, Kind::KeyViolation).await;
     assert!(err.message.contains("duplicate"), "{err}");
-    assert_rows(&p.target_rows().await, &target_before, "target after a key violation");
+    assert_rows(
+        &p.target_rows().await,
+        &target_before,
+        "target after a key violation",
+    );
     assert_eq!(p.state().await, state_before, "state after a key violation");
 }
 
 async fn replace(mut p: Pair) {
     p.seed(true).await;
-    let yaml = p.manifest("mode: replace, unique_key: [id], predicate: [{ column: id, from: 100, to: 200 }]");
+    let yaml = p.manifest(
+        "mode: replace, unique_key: [id], predicate: [{ column: id, from: 100, to: 200 }]",
+    );
     // Rows outside the window that the target already holds must survive every run.
     run(&p.manifest("mode: full_refresh"), None).await.unwrap();
-    p.sink.exec(&format!("DELETE FROM {} WHERE id >= 100 AND id < 200", p.sink_table)).await;
+    p.sink
+        .exec(&format!(
+            "DELETE FROM {} WHERE id >= 100 AND id < 200",
+            p.sink_table
+        ))
+        .await;
     let outside = p.target_rows().await;
     run(&yaml, None).await.unwrap();
     let mut expected = outside.clone();
@@ -203,7 +254,11 @@ async fn replace(mut p: Pair) {
     let mut expected = outside;
     expected.extend(p.source_rows("WHERE id >= 100 AND id < 200").await);
     expected.sort_by_key(|r| r[0].as_deref().unwrap().parse::<i64>().unwrap());
-    assert_rows(&p.target_rows().await, &expected, "replace run 2: only the window changed");
+    assert_rows(
+        &p.target_rows().await,
+        &expected,
+        "replace run 2: only the window changed",
+    );
 }
 
 /// The sink connection dies (PostgreSQL) or the insert aborts (SQLite) after the target's
@@ -226,13 +281,24 @@ async fn failed_finalize_changes_nothing(mut p: Pair) {
         p.sink.exec(&format!("CREATE TRIGGER abort_me AFTER INSERT ON {t} BEGIN SELECT RAISE(ABORT, 'injected failure'); END")).await;
     }
     run_fails(&yaml, None, Kind::Sink).await;
-    assert_rows(&p.target_rows().await, &target_before, "target after a failed finalize");
-    assert_eq!(p.state().await, state_before, "state after a failed finalize");
-    let leftovers = p.sink.rows(if p.is_postgres() {
-        "SELECT tablename FROM pg_tables WHERE tablename LIKE '__dpone_stg%'"
-    } else {
-        "SELECT name FROM sqlite_master WHERE name LIKE '__dpone_stg%'"
-    }).await;
+    assert_rows(
+        &p.target_rows().await,
+        &target_before,
+        "target after a failed finalize",
+    );
+    assert_eq!(
+        p.state().await,
+        state_before,
+        "state after a failed finalize"
+    );
+    let leftovers = p
+        .sink
+        .rows(if p.is_postgres() {
+            "SELECT tablename FROM pg_tables WHERE tablename LIKE '__dpone_stg%'"
+        } else {
+            "SELECT name FROM sqlite_master WHERE name LIKE '__dpone_stg%'"
+        })
+        .await;
     assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
 }
 
@@ -242,13 +308,25 @@ async fn swapping_the_component_changes_behaviour(mut p: Pair) {
     p.seed(true).await;
     let yaml = p.manifest("mode: full_refresh, unique_key: [id]");
     run(&yaml, None).await.unwrap();
-    p.source.exec(&format!("DELETE FROM {} WHERE id = 42", p.source_table)).await;
+    p.source
+        .exec(&format!("DELETE FROM {} WHERE id = 42", p.source_table))
+        .await;
     p.change().await;
-    run(&yaml, Some(&component("incremental_merge"))).await.unwrap();
-    assert_eq!(p.sink.count(p.sink_table).await, 320, "merge keeps the deleted row 42");
+    run(&yaml, Some(&component("incremental_merge")))
+        .await
+        .unwrap();
+    assert_eq!(
+        p.sink.count(p.sink_table).await,
+        320,
+        "merge keeps the deleted row 42"
+    );
     run(&yaml, None).await.unwrap();
     let expected = p.source_rows("").await;
-    assert_rows(&p.target_rows().await, &expected, "full_refresh again: row 42 is gone");
+    assert_rows(
+        &p.target_rows().await,
+        &expected,
+        "full_refresh again: row 42 is gone",
+    );
 }
 
 macro_rules! both_pairs {

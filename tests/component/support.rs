@@ -28,7 +28,9 @@ pub fn component(name: &str) -> PathBuf {
 
 /// A fresh scratch directory under the target dir, removed at the start of the next use.
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-scratch").join(name);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/test-scratch")
+        .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -37,7 +39,12 @@ pub fn scratch(name: &str) -> PathBuf {
 /// Runs a manifest (YAML text) through the host; `strategy` overrides `sink.strategy.mode`.
 pub async fn run(yaml: &str, strategy: Option<&Path>) -> Result<RunReport, Error> {
     let manifest = Manifest::parse(yaml, &|k| std::env::var(k).ok())?;
-    let opts = RunOptions { strategy, components_dir: components_dir(), dry_run: false, progress: false };
+    let opts = RunOptions {
+        strategy,
+        components_dir: components_dir(),
+        dry_run: false,
+        progress: false,
+    };
     runner::run(&manifest, &opts).await.map_err(|(e, _)| e)
 }
 
@@ -60,7 +67,9 @@ pub enum Db {
 
 impl Db {
     pub async fn sqlite(path: &Path) -> Db {
-        let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(path).create_if_missing(true);
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true);
         Db::Sqlite(sqlx::SqliteConnection::connect_with(&opts).await.unwrap())
     }
 
@@ -80,8 +89,17 @@ impl Db {
     pub async fn rows(&mut self, sql: &str) -> Vec<Vec<Option<String>>> {
         macro_rules! fetch {
             ($c:expr) => {{
-                let rows = $c.fetch_all(sqlx::raw_sql(sql)).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-                rows.iter().map(|r| (0..r.len()).map(|i| r.try_get::<Option<String>, _>(i).unwrap()).collect()).collect()
+                let rows = $c
+                    .fetch_all(sqlx::raw_sql(sql))
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                rows.iter()
+                    .map(|r| {
+                        (0..r.len())
+                            .map(|i| r.try_get::<Option<String>, _>(i).unwrap())
+                            .collect()
+                    })
+                    .collect()
             }};
         }
         match self {
@@ -91,7 +109,9 @@ impl Db {
     }
 
     pub async fn count(&mut self, table: &str) -> i64 {
-        let rows = self.rows(&format!("SELECT CAST(COUNT(*) AS TEXT) FROM {table}")).await;
+        let rows = self
+            .rows(&format!("SELECT CAST(COUNT(*) AS TEXT) FROM {table}"))
+            .await;
         rows[0][0].as_deref().unwrap().parse().unwrap()
     }
 }
@@ -102,7 +122,9 @@ impl Db {
 pub fn postgres_url() -> Option<String> {
     let url = std::env::var("DPONE_TEST_POSTGRES_URL").ok();
     if url.is_none() {
-        eprintln!("SKIPPED: DPONE_TEST_POSTGRES_URL is not set (run the tests with `cargo xtask test`)");
+        eprintln!(
+            "SKIPPED: DPONE_TEST_POSTGRES_URL is not set (run the tests with `cargo xtask test`)"
+        );
     }
     url
 }
@@ -111,8 +133,16 @@ pub fn postgres_url() -> Option<String> {
 pub async fn fresh_postgres_database(server_url: &str, name: &str) -> String {
     let mut admin = sqlx::PgConnection::connect(server_url).await.unwrap();
     let db = format!("dpone_test_{name}");
-    admin.execute(sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))).await.unwrap();
-    admin.execute(sqlx::raw_sql(&format!("CREATE DATABASE {db}"))).await.unwrap();
+    admin
+        .execute(sqlx::raw_sql(&format!(
+            "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+        )))
+        .await
+        .unwrap();
+    admin
+        .execute(sqlx::raw_sql(&format!("CREATE DATABASE {db}")))
+        .await
+        .unwrap();
     let base = server_url.rsplit_once('/').map_or(server_url, |(b, _)| b);
     format!("{base}/{db}")
 }

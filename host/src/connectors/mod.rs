@@ -48,17 +48,27 @@ impl TableName {
         let parts: Vec<&str> = text.split('.').collect();
         let bad = |p: &&str| p.is_empty() || p.chars().any(char::is_control);
         match parts.as_slice() {
-            [name] if !bad(name) => Ok(TableName { schema: None, name: (*name).into() }),
-            [schema, name] if !bad(schema) && !bad(name) => {
-                Ok(TableName { schema: Some((*schema).into()), name: (*name).into() })
-            }
-            _ => Err(Error::config(field, format!("`{text}` is not `table` or `schema.table`"))),
+            [name] if !bad(name) => Ok(TableName {
+                schema: None,
+                name: (*name).into(),
+            }),
+            [schema, name] if !bad(schema) && !bad(name) => Ok(TableName {
+                schema: Some((*schema).into()),
+                name: (*name).into(),
+            }),
+            _ => Err(Error::config(
+                field,
+                format!("`{text}` is not `table` or `schema.table`"),
+            )),
         }
     }
 
     /// A sibling table in the same schema.
     pub fn sibling(&self, name: String) -> TableName {
-        TableName { schema: self.schema.clone(), name }
+        TableName {
+            schema: self.schema.clone(),
+            name,
+        }
     }
 }
 
@@ -80,7 +90,10 @@ pub struct Statement {
 
 impl Statement {
     pub fn new(sql: impl Into<String>) -> Self {
-        Statement { sql: sql.into(), params: Vec::new() }
+        Statement {
+            sql: sql.into(),
+            params: Vec::new(),
+        }
     }
 }
 
@@ -104,8 +117,11 @@ pub trait SqlSession: Send {
     async fn execute(&mut self, stmt: &Statement) -> Result<u64>;
 
     /// Runs a query and decodes each row as `types` (one value per column, in order).
-    async fn query(&mut self, stmt: &Statement, types: &[crate::model::DataType])
-    -> Result<Vec<Vec<Value>>>;
+    async fn query(
+        &mut self,
+        stmt: &Statement,
+        types: &[crate::model::DataType],
+    ) -> Result<Vec<Vec<Value>>>;
 
     /// The table's columns (in order) and primary key, or `None` when it does not exist.
     async fn table_schema(&mut self, table: &TableName) -> Result<Option<Schema>>;
@@ -113,8 +129,12 @@ pub trait SqlSession: Send {
     /// Streams the rows of a `SELECT` (rendered with [`Self::read_placeholder`]) as Arrow
     /// batches of `schema` into `tx`, at most [`crate::model::BATCH_ROWS`] rows each. Stops
     /// early without error when the receiver is gone.
-    async fn read(&mut self, stmt: &Statement, schema: &Schema, tx: mpsc::Sender<RecordBatch>)
-    -> Result<()>;
+    async fn read(
+        &mut self,
+        stmt: &Statement,
+        schema: &Schema,
+        tx: mpsc::Sender<RecordBatch>,
+    ) -> Result<()>;
 
     /// Appends every batch from `rx` to `table` (columns of `schema`, in order) through the
     /// driver's bulk path; returns rows written.
@@ -130,17 +150,17 @@ pub trait SqlSession: Send {
     async fn rollback(&mut self) -> Result<()>;
 }
 
-/// A driver error as a host error of the session's `role`. A unique-key violation is a
+/// The kind of a driver error in a session of `role`. A unique-key violation is a
 /// [`crate::Kind::KeyViolation`] whatever the role: the database itself refused duplicate
 /// keys (for example while loading staging shaped like a keyed target).
-pub fn driver_error(role: crate::Kind, what: impl std::fmt::Display, e: &sqlx::Error) -> Error {
-    let unique = e.as_database_error().is_some_and(|d| d.is_unique_violation());
-    let kind = if unique { crate::Kind::KeyViolation } else { role };
-    let detail = match e {
-        sqlx::Error::Database(d) => d.message().to_string(),
-        other => other.to_string(),
-    };
-    Error::new(kind, format!("{what}: {detail}"))
+pub fn driver_error_kind(role: crate::Kind, e: &sqlx::Error) -> crate::Kind {
+    if e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
+    {
+        crate::Kind::KeyViolation
+    } else {
+        role
+    }
 }
 
 /// How [`connect`] may treat a database that does not exist yet.
@@ -155,21 +175,38 @@ pub enum Open {
 }
 
 /// Opens one connection for a manifest section.
-pub async fn connect(conn: &crate::manifest::Connection, role: crate::Kind, open: Open) -> Result<Box<dyn SqlSession>> {
+pub async fn connect(
+    conn: &crate::manifest::Connection,
+    role: crate::Kind,
+    open: Open,
+) -> Result<Box<dyn SqlSession>> {
     use crate::manifest::Connection;
     match conn {
         #[cfg(feature = "sqlite")]
         Connection::Sqlite(c) => {
             let missing = !std::path::Path::new(&c.path).exists();
             if open == Open::Plan && missing {
-                return Ok(Box::new(sqlite::SqliteSession::connect(":memory:", true, role).await?));
+                return Ok(Box::new(
+                    sqlite::SqliteSession::connect(":memory:", true, role).await?,
+                ));
             }
-            if open == Open::Create && missing && let Some(dir) = std::path::Path::new(&c.path).parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| Error::new(role, format!("cannot create {}: {e}", dir.display())))?;
+            if open == Open::Create
+                && missing
+                && let Some(dir) = std::path::Path::new(&c.path)
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    Error::new(role, format!("cannot create {}: {e}", dir.display()))
+                })?;
             }
-            Ok(Box::new(sqlite::SqliteSession::connect(&c.path, open == Open::Create, role).await?))
+            Ok(Box::new(
+                sqlite::SqliteSession::connect(&c.path, open == Open::Create, role).await?,
+            ))
         }
         #[cfg(feature = "postgres")]
-        Connection::Postgres(c) => Ok(Box::new(postgres::PostgresSession::connect(c.url.expose(), role).await?)),
+        Connection::Postgres(c) => Ok(Box::new(
+            postgres::PostgresSession::connect(c.url.expose(), role).await?,
+        )),
     }
 }

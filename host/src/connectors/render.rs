@@ -23,7 +23,11 @@ pub fn table_ref(table: &TableName) -> String {
 
 /// `"a", "b", "c"`.
 pub fn column_list(columns: &[String]) -> String {
-    columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
+    columns
+        .iter()
+        .map(|c| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The dialect's DDL type for a portable type.
@@ -54,7 +58,11 @@ struct Where<'a> {
 
 impl<'a> Where<'a> {
     fn new(placeholder: Placeholder<'a>) -> Self {
-        Where { parts: Vec::new(), params: Vec::new(), placeholder }
+        Where {
+            parts: Vec::new(),
+            params: Vec::new(),
+            placeholder,
+        }
     }
 
     fn param(&mut self, v: &Value) -> String {
@@ -73,7 +81,10 @@ impl<'a> Where<'a> {
                 if c.value == Value::Null {
                     return Err(Error::config(
                         "sink.strategy",
-                        format!("comparison on `{}` with NULL never matches; use is-null", c.column),
+                        format!(
+                            "comparison on `{}` with NULL never matches; use is-null",
+                            c.column
+                        ),
                     ));
                 }
                 let op = match c.op {
@@ -88,12 +99,17 @@ impl<'a> Where<'a> {
             }
             Term::Range(r) => {
                 self.compare(&r.column, ">=", &r.low);
-                self.compare(&r.column, if r.high_inclusive { "<=" } else { "<" }, &r.high);
+                self.compare(
+                    &r.column,
+                    if r.high_inclusive { "<=" } else { "<" },
+                    &r.high,
+                );
             }
             Term::InList(i) if i.values.is_empty() => self.parts.push("1 = 0".into()),
             Term::InList(i) => {
                 let ps: Vec<String> = i.values.iter().map(|v| self.param(v)).collect();
-                self.parts.push(format!("{} IN ({})", quote_ident(&i.column), ps.join(", ")));
+                self.parts
+                    .push(format!("{} IN ({})", quote_ident(&i.column), ps.join(", ")));
             }
             Term::IsNull(c) => self.parts.push(format!("{} IS NULL", quote_ident(c))),
             Term::IsNotNull(c) => self.parts.push(format!("{} IS NOT NULL", quote_ident(c))),
@@ -126,7 +142,11 @@ impl<'a> Where<'a> {
     }
 
     fn sql(&self) -> String {
-        if self.parts.is_empty() { String::new() } else { format!(" WHERE {}", self.parts.join(" AND ")) }
+        if self.parts.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.parts.join(" AND "))
+        }
     }
 }
 
@@ -159,14 +179,22 @@ pub fn select(
 ) -> Result<Statement> {
     let mut w = Where::new(placeholder);
     w.bounds(bounds, manifest_predicate)?;
-    let mut sql = format!("SELECT {} FROM {}{}", column_list(&schema.names()), table_ref(table), w.sql());
+    let mut sql = format!(
+        "SELECT {} FROM {}{}",
+        column_list(&schema.names()),
+        table_ref(table),
+        w.sql()
+    );
     if let Some(limit) = bounds.limit {
         if let Some(c) = &bounds.cursor {
             sql.push_str(&format!(" ORDER BY {}", quote_ident(&c.column)));
         }
         sql.push_str(&format!(" LIMIT {limit}"));
     }
-    Ok(Statement { sql, params: w.params })
+    Ok(Statement {
+        sql,
+        params: w.params,
+    })
 }
 
 /// `SELECT <aggregate> FROM (<bounded select>) AS scan`, so limits apply before aggregating.
@@ -178,12 +206,21 @@ pub fn aggregate(
     aggregate: &str,
 ) -> Result<Statement> {
     let inner = select(table, schema, bounds, manifest_predicate, &dollar)?;
-    Ok(Statement { sql: format!("SELECT {aggregate} FROM ({}) AS scan", inner.sql), params: inner.params })
+    Ok(Statement {
+        sql: format!("SELECT {aggregate} FROM ({}) AS scan", inner.sql),
+        params: inner.params,
+    })
 }
 
 /// `CREATE TABLE` for a target (`key` becomes its primary key) or a staging table (no
 /// constraints, so key checks can see NULLs and duplicates; PostgreSQL: UNLOGGED).
-pub fn create_table(dialect: Dialect, table: &TableName, schema: &Schema, key: &[String], staging: bool) -> String {
+pub fn create_table(
+    dialect: Dialect,
+    table: &TableName,
+    schema: &Schema,
+    key: &[String],
+    staging: bool,
+) -> String {
     let mut cols: Vec<String> = schema
         .columns
         .iter()
@@ -200,18 +237,42 @@ pub fn create_table(dialect: Dialect, table: &TableName, schema: &Schema, key: &
     if !staging && !key.is_empty() {
         cols.push(format!("PRIMARY KEY ({})", column_list(key)));
     }
-    let unlogged = if staging && is_postgres(dialect) { "UNLOGGED " } else { "" };
+    let unlogged = if staging && is_postgres(dialect) {
+        "UNLOGGED "
+    } else {
+        ""
+    };
     let if_not_exists = if staging { "" } else { "IF NOT EXISTS " };
-    format!("CREATE {unlogged}TABLE {if_not_exists}{} ({})", table_ref(table), cols.join(", "))
+    format!(
+        "CREATE {unlogged}TABLE {if_not_exists}{} ({})",
+        table_ref(table),
+        cols.join(", ")
+    )
 }
 
 /// A staging table shaped like the target, to be swapped in. PostgreSQL copies the whole
 /// definition (defaults, constraints, indexes); elsewhere columns and primary key.
-pub fn create_like(dialect: Dialect, staging: &TableName, target: &TableName, target_schema: &Schema) -> String {
+pub fn create_like(
+    dialect: Dialect,
+    staging: &TableName,
+    target: &TableName,
+    target_schema: &Schema,
+) -> String {
     if is_postgres(dialect) {
-        return format!("CREATE TABLE {} (LIKE {} INCLUDING ALL)", table_ref(staging), table_ref(target));
+        return format!(
+            "CREATE TABLE {} (LIKE {} INCLUDING ALL)",
+            table_ref(staging),
+            table_ref(target)
+        );
     }
-    create_table(dialect, staging, target_schema, &target_schema.primary_key, false).replace("IF NOT EXISTS ", "")
+    create_table(
+        dialect,
+        staging,
+        target_schema,
+        &target_schema.primary_key,
+        false,
+    )
+    .replace("IF NOT EXISTS ", "")
 }
 
 fn is_postgres(dialect: Dialect) -> bool {
@@ -230,15 +291,26 @@ pub fn drop_table(table: &TableName) -> String {
 /// `INSERT INTO target (cols) SELECT cols FROM staging`.
 pub fn insert_from(target: &TableName, staging: &TableName, columns: &[String]) -> String {
     let cols = column_list(columns);
-    format!("INSERT INTO {} ({cols}) SELECT {cols} FROM {}", table_ref(target), table_ref(staging))
+    format!(
+        "INSERT INTO {} ({cols}) SELECT {cols} FROM {}",
+        table_ref(target),
+        table_ref(staging)
+    )
 }
 
 /// Deletes target rows whose key matches a staging row. Keys were checked to be non-NULL,
 /// so plain equality is exact.
-pub fn delete_matching_keys(dialect: Dialect, target: &TableName, staging: &TableName, key: &[String]) -> String {
+pub fn delete_matching_keys(
+    dialect: Dialect,
+    target: &TableName,
+    staging: &TableName,
+    key: &[String],
+) -> String {
     if is_postgres(dialect) {
-        let on: Vec<String> =
-            key.iter().map(|k| format!("t.{q} = s.{q}", q = quote_ident(k))).collect();
+        let on: Vec<String> = key
+            .iter()
+            .map(|k| format!("t.{q} = s.{q}", q = quote_ident(k)))
+            .collect();
         return format!(
             "DELETE FROM {} AS t USING {} AS s WHERE {}",
             table_ref(target),
@@ -247,21 +319,37 @@ pub fn delete_matching_keys(dialect: Dialect, target: &TableName, staging: &Tabl
         );
     }
     let (t, s) = (table_ref(target), table_ref(staging));
-    let on: Vec<String> = key.iter().map(|k| format!("{s}.{q} = {t}.{q}", q = quote_ident(k))).collect();
-    format!("DELETE FROM {t} WHERE EXISTS (SELECT 1 FROM {s} WHERE {})", on.join(" AND "))
+    let on: Vec<String> = key
+        .iter()
+        .map(|k| format!("{s}.{q} = {t}.{q}", q = quote_ident(k)))
+        .collect();
+    format!(
+        "DELETE FROM {t} WHERE EXISTS (SELECT 1 FROM {s} WHERE {})",
+        on.join(" AND ")
+    )
 }
 
 /// `DELETE FROM target WHERE <filter>`. An empty filter is refused: a strategy that wants
 /// every row gone says so with `truncate-and-insert`.
-pub fn delete_where(target: &TableName, filter: &[Term], manifest_predicate: Option<&str>) -> Result<Statement> {
+pub fn delete_where(
+    target: &TableName,
+    filter: &[Term],
+    manifest_predicate: Option<&str>,
+) -> Result<Statement> {
     if filter.is_empty() {
-        return Err(Error::new(crate::Kind::Unsupported, "delete-where with an empty filter would delete every row"));
+        return Err(Error::new(
+            crate::Kind::Unsupported,
+            "delete-where with an empty filter would delete every row",
+        ));
     }
     let mut w = Where::new(&dollar);
     for t in filter {
         w.term(t, manifest_predicate)?;
     }
-    Ok(Statement { sql: format!("DELETE FROM {}{}", table_ref(target), w.sql()), params: w.params })
+    Ok(Statement {
+        sql: format!("DELETE FROM {}{}", table_ref(target), w.sql()),
+        params: w.params,
+    })
 }
 
 /// Empties the target inside the current transaction.
@@ -275,12 +363,22 @@ pub fn truncate(dialect: Dialect, target: &TableName) -> String {
 
 /// Drops the target and renames staging into its place; run inside one transaction.
 pub fn swap(target: &TableName, staging: &TableName) -> [String; 2] {
-    [drop_table(target), format!("ALTER TABLE {} RENAME TO {}", table_ref(staging), quote_ident(&target.name))]
+    [
+        drop_table(target),
+        format!(
+            "ALTER TABLE {} RENAME TO {}",
+            table_ref(staging),
+            quote_ident(&target.name)
+        ),
+    ]
 }
 
 /// Rows, rows with a NULL key component, and key groups occurring more than once.
 pub fn key_check_counts(staging: &TableName, key: &[String]) -> String {
-    let any_null: Vec<String> = key.iter().map(|k| format!("{} IS NULL", quote_ident(k))).collect();
+    let any_null: Vec<String> = key
+        .iter()
+        .map(|k| format!("{} IS NULL", quote_ident(k)))
+        .collect();
     let cols = column_list(key);
     format!(
         "SELECT (SELECT COUNT(*) FROM {t}), \
@@ -294,13 +392,19 @@ pub fn key_check_counts(staging: &TableName, key: &[String]) -> String {
 /// Up to five duplicate key values, for the error message.
 pub fn duplicate_key_sample(staging: &TableName, key: &[String]) -> String {
     let cols = column_list(key);
-    format!("SELECT {cols} FROM {} GROUP BY {cols} HAVING COUNT(*) > 1 ORDER BY {cols} LIMIT 5", table_ref(staging))
+    format!(
+        "SELECT {cols} FROM {} GROUP BY {cols} HAVING COUNT(*) > 1 ORDER BY {cols} LIMIT 5",
+        table_ref(staging)
+    )
 }
 
 /// Up to `limit` distinct values of a column, sorted.
 pub fn distinct_values(table: &TableName, column: &str, limit: u32) -> String {
     let c = quote_ident(column);
-    format!("SELECT DISTINCT {c} FROM {} ORDER BY {c} LIMIT {limit}", table_ref(table))
+    format!(
+        "SELECT DISTINCT {c} FROM {} ORDER BY {c} LIMIT {limit}",
+        table_ref(table)
+    )
 }
 
 pub fn count(table: &TableName) -> String {
@@ -313,22 +417,46 @@ mod tests {
     use crate::model::{Column, CompareTerm, CursorBound, InTerm, RangeTerm};
 
     fn orders() -> (TableName, Schema) {
-        let col = |n: &str, t| Column { name: n.into(), data_type: t, nullable: true };
+        let col = |n: &str, t| Column {
+            name: n.into(),
+            data_type: t,
+            nullable: true,
+        };
         let schema = Schema {
-            columns: vec![col("id", DataType::Int64), col("up\"dated", DataType::TimestampTz)],
+            columns: vec![
+                col("id", DataType::Int64),
+                col("up\"dated", DataType::TimestampTz),
+            ],
             primary_key: vec!["id".into()],
         };
-        (TableName { schema: Some("public".into()), name: "orders".into() }, schema)
+        (
+            TableName {
+                schema: Some("public".into()),
+                name: "orders".into(),
+            },
+            schema,
+        )
     }
 
     #[test]
     fn identifiers_are_quoted_and_values_are_parameters() {
         let (t, s) = orders();
         let bounds = ScanBounds {
-            cursor: Some(CursorBound { column: "up\"dated".into(), after: Some(Value::TimestampTz(5)), up_to: None }),
+            cursor: Some(CursorBound {
+                column: "up\"dated".into(),
+                after: Some(Value::TimestampTz(5)),
+                up_to: None,
+            }),
             filter: vec![
-                Term::InList(InTerm { column: "id".into(), values: vec![Value::Int(1), Value::Int(2)] }),
-                Term::Compare(CompareTerm { column: "id".into(), op: Comparison::Ne, value: Value::Text("x'; DROP".into()) }),
+                Term::InList(InTerm {
+                    column: "id".into(),
+                    values: vec![Value::Int(1), Value::Int(2)],
+                }),
+                Term::Compare(CompareTerm {
+                    column: "id".into(),
+                    op: Comparison::Ne,
+                    value: Value::Text("x'; DROP".into()),
+                }),
             ],
             limit: Some(10),
         };
@@ -345,9 +473,22 @@ mod tests {
     #[test]
     fn ranges_are_half_open_unless_inclusive() {
         let (t, _) = orders();
-        let range = |inc| Term::Range(RangeTerm { column: "id".into(), low: Value::Int(1), high: Value::Int(9), high_inclusive: inc });
-        assert_eq!(delete_where(&t, &[range(false)], None).unwrap().sql, "DELETE FROM \"public\".\"orders\" WHERE \"id\" >= $1 AND \"id\" < $2");
-        assert_eq!(delete_where(&t, &[range(true)], None).unwrap().sql, "DELETE FROM \"public\".\"orders\" WHERE \"id\" >= $1 AND \"id\" <= $2");
+        let range = |inc| {
+            Term::Range(RangeTerm {
+                column: "id".into(),
+                low: Value::Int(1),
+                high: Value::Int(9),
+                high_inclusive: inc,
+            })
+        };
+        assert_eq!(
+            delete_where(&t, &[range(false)], None).unwrap().sql,
+            "DELETE FROM \"public\".\"orders\" WHERE \"id\" >= $1 AND \"id\" < $2"
+        );
+        assert_eq!(
+            delete_where(&t, &[range(true)], None).unwrap().sql,
+            "DELETE FROM \"public\".\"orders\" WHERE \"id\" >= $1 AND \"id\" <= $2"
+        );
         assert!(delete_where(&t, &[], None).is_err());
     }
 
@@ -355,7 +496,10 @@ mod tests {
     fn manifest_predicate_is_the_only_raw_sql() {
         let (t, _) = orders();
         let st = delete_where(&t, &[Term::ManifestPredicate], Some("region = 'eu'")).unwrap();
-        assert_eq!(st.sql, "DELETE FROM \"public\".\"orders\" WHERE (region = 'eu')");
+        assert_eq!(
+            st.sql,
+            "DELETE FROM \"public\".\"orders\" WHERE (region = 'eu')"
+        );
         let err = delete_where(&t, &[Term::ManifestPredicate], None).unwrap_err();
         assert_eq!(err.field.as_deref(), Some("sink.strategy.predicate_sql"));
     }
@@ -373,12 +517,21 @@ mod tests {
             insert_from(&t, &stg, &s.names()),
             "INSERT INTO \"public\".\"orders\" (\"id\", \"up\"\"dated\") SELECT \"id\", \"up\"\"dated\" FROM \"public\".\"__dpone_stg_r1\""
         );
-        assert_eq!(truncate(Dialect::Postgres, &t), "TRUNCATE TABLE \"public\".\"orders\"");
+        assert_eq!(
+            truncate(Dialect::Postgres, &t),
+            "TRUNCATE TABLE \"public\".\"orders\""
+        );
         assert_eq!(
             swap(&t, &stg),
-            ["DROP TABLE IF EXISTS \"public\".\"orders\"".to_string(), "ALTER TABLE \"public\".\"__dpone_stg_r1\" RENAME TO \"orders\"".to_string()]
+            [
+                "DROP TABLE IF EXISTS \"public\".\"orders\"".to_string(),
+                "ALTER TABLE \"public\".\"__dpone_stg_r1\" RENAME TO \"orders\"".to_string()
+            ]
         );
-        assert!(create_table(Dialect::Postgres, &stg, &s, &[], true).starts_with("CREATE UNLOGGED TABLE \"public\".\"__dpone_stg_r1\""));
+        assert!(
+            create_table(Dialect::Postgres, &stg, &s, &[], true)
+                .starts_with("CREATE UNLOGGED TABLE \"public\".\"__dpone_stg_r1\"")
+        );
         assert_eq!(
             create_like(Dialect::Postgres, &stg, &t, &s),
             "CREATE TABLE \"public\".\"__dpone_stg_r1\" (LIKE \"public\".\"orders\" INCLUDING ALL)"
@@ -393,7 +546,10 @@ mod tests {
     #[cfg(feature = "sqlite")]
     #[test]
     fn sqlite_deletes_by_correlated_exists() {
-        let t = TableName { schema: None, name: "orders".into() };
+        let t = TableName {
+            schema: None,
+            name: "orders".into(),
+        };
         let stg = t.sibling("stg".into());
         assert_eq!(
             delete_matching_keys(Dialect::Sqlite, &t, &stg, &["a".into(), "b".into()]),

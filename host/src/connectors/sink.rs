@@ -26,6 +26,9 @@ pub struct SqlSink {
     run_tag: String,
     staging_seq: u32,
     live_staging: Vec<TableName>,
+    /// Staging tables swapped or dropped inside the open transaction: gone only once it
+    /// commits, so a failed commit still cleans them up.
+    released_in_transaction: Vec<TableName>,
     in_transaction: bool,
     manifest_predicate: Option<String>,
     dry_run: bool,
@@ -35,7 +38,9 @@ pub struct SqlSink {
 
 impl std::fmt::Debug for SqlSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqlSink").field("target", &self.target).finish_non_exhaustive()
+        f.debug_struct("SqlSink")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
     }
 }
 
@@ -49,13 +54,18 @@ impl SqlSink {
         manifest_predicate: Option<String>,
         dry_run: bool,
     ) -> Self {
-        let run_tag: String = run_id.chars().filter(char::is_ascii_alphanumeric).take(12).collect();
+        let run_tag: String = run_id
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(12)
+            .collect();
         SqlSink {
             session,
             target,
             run_tag,
             staging_seq: 0,
             live_staging: Vec::new(),
+            released_in_transaction: Vec::new(),
             in_transaction: false,
             manifest_predicate,
             dry_run,
@@ -71,10 +81,23 @@ impl SqlSink {
         self.session.dialect()
     }
 
-    /// SQL sinks have transactions and transactional DDL, so they can swap; they have no
-    /// native partitions yet and are not logs.
+    /// SQL sinks have transactions and transactional DDL. PostgreSQL publishes by swap
+    /// (staging is created `LIKE` the target, so keys and indexes carry over); SQLite
+    /// cannot copy a table's full definition, so it reloads in place instead. No native
+    /// partitions yet; never a log.
     pub fn capabilities(&self) -> SinkCapabilities {
-        SinkCapabilities { transactions: true, rename_swap: true, native_partitions: false, append_only_log: false }
+        let rename_swap = match self.dialect() {
+            #[cfg(feature = "postgres")]
+            Dialect::Postgres => true,
+            #[cfg(feature = "sqlite")]
+            Dialect::Sqlite => false,
+        };
+        SinkCapabilities {
+            transactions: true,
+            rename_swap,
+            native_partitions: false,
+            append_only_log: false,
+        }
     }
 
     /// The target's schema, `None` when it does not exist.
@@ -107,27 +130,54 @@ impl SqlSink {
         if self.describe().await?.is_some() {
             return Ok(());
         }
-        #[cfg(feature = "postgres")]
-        if let (Dialect::Postgres, Some(s)) = (self.dialect(), &self.target.schema) {
-            self.execute(Statement::new(format!("CREATE SCHEMA IF NOT EXISTS {}", render::quote_ident(s)))).await?;
-        }
+        self.ensure_schema().await?;
         let ddl = render::create_table(self.dialect(), &self.target, schema, key, false);
         self.execute(Statement::new(ddl)).await?;
         Ok(())
     }
 
+    /// Creates the target's schema when missing, so staging can live next to the target
+    /// before the target exists.
+    async fn ensure_schema(&mut self) -> Result<()> {
+        #[cfg(feature = "postgres")]
+        if let (Dialect::Postgres, Some(s)) = (self.dialect(), &self.target.schema) {
+            let sql = format!("CREATE SCHEMA IF NOT EXISTS {}", render::quote_ident(s));
+            self.execute(Statement::new(sql)).await?;
+        }
+        Ok(())
+    }
+
     /// Creates an empty staging table for this run.
-    pub async fn create_staging(&mut self, schema: &Schema, kind: StagingKind) -> Result<TableName> {
+    pub async fn create_staging(
+        &mut self,
+        schema: &Schema,
+        kind: StagingKind,
+    ) -> Result<TableName> {
         self.staging_seq += 1;
-        let staging = self.target.sibling(format!("__dpone_stg_{}_{}", self.run_tag, self.staging_seq));
-        let ddl = match kind {
-            StagingKind::Scratch => render::create_table(self.dialect(), &staging, schema, &[], true),
-            StagingKind::Publishable => {
-                let target_schema = self.describe().await?.ok_or_else(|| {
-                    Error::new(Kind::Sink, format!("publishable staging needs the target `{}` to exist: call ensure-target first", self.target))
-                })?;
-                render::create_like(self.dialect(), &staging, &self.target, &target_schema)
-            }
+        let staging = self
+            .target
+            .sibling(format!("__dpone_stg_{}_{}", self.run_tag, self.staging_seq));
+        self.ensure_schema().await?;
+        let target_schema = match kind {
+            StagingKind::Scratch => None,
+            StagingKind::Publishable => match self.describe().await? {
+                Some(t) => Some(t),
+                // A dry run only recorded ensure-target: plan from the schema it would create.
+                None if self.dry_run => Some(schema.clone()),
+                None => {
+                    return Err(Error::new(
+                        Kind::Sink,
+                        format!(
+                            "publishable staging needs the target `{}` to exist: call ensure-target first",
+                            self.target
+                        ),
+                    ));
+                }
+            },
+        };
+        let ddl = match &target_schema {
+            None => render::create_table(self.dialect(), &staging, schema, &[], true),
+            Some(t) => render::create_like(self.dialect(), &staging, &self.target, t),
         };
         self.execute(Statement::new(ddl)).await?;
         self.live_staging.push(staging.clone());
@@ -135,48 +185,101 @@ impl SqlSink {
     }
 
     /// Bulk-loads every batch from `rx` into `staging`.
-    pub async fn load(&mut self, staging: &TableName, schema: &Schema, rx: mpsc::Receiver<RecordBatch>) -> Result<u64> {
-        self.statements.push(format!("-- bulk load into {}", render::table_ref(staging)));
-        if self.dry_run {
-            return Ok(0);
-        }
+    pub async fn load(
+        &mut self,
+        staging: &TableName,
+        schema: &Schema,
+        rx: mpsc::Receiver<RecordBatch>,
+    ) -> Result<u64> {
         self.session.bulk_insert(staging, schema, rx).await
     }
 
     pub async fn staging_row_count(&mut self, staging: &TableName) -> Result<u64> {
-        let rows = self.query(render::count(staging), &[DataType::Int64]).await?;
+        let rows = self
+            .query(render::count(staging), &[DataType::Int64])
+            .await?;
         Ok(first_count(&rows, 0))
     }
 
     /// Rows in the target (inside the open transaction, if any).
     pub async fn target_row_count(&mut self) -> Result<u64> {
-        let rows = self.query(render::count(&self.target), &[DataType::Int64]).await?;
+        let rows = self
+            .query(render::count(&self.target), &[DataType::Int64])
+            .await?;
         Ok(first_count(&rows, 0))
     }
 
-    pub async fn distinct_values(&mut self, staging: &TableName, column: &str, t: &DataType, limit: u32) -> Result<Vec<Value>> {
-        let rows = self.query(render::distinct_values(staging, column, limit), std::slice::from_ref(t)).await?;
-        Ok(rows.into_iter().filter_map(|r| r.into_iter().next()).collect())
+    pub async fn distinct_values(
+        &mut self,
+        staging: &TableName,
+        column: &str,
+        t: &DataType,
+        limit: u32,
+    ) -> Result<Vec<Value>> {
+        let rows = self
+            .query(
+                render::distinct_values(staging, column, limit),
+                std::slice::from_ref(t),
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| r.into_iter().next())
+            .collect())
     }
 
     /// NULL key components and duplicate key groups in staging.
-    pub async fn check_keys(&mut self, staging: &TableName, schema: &Schema, key: &[String]) -> Result<KeyCheck> {
+    pub async fn check_keys(
+        &mut self,
+        staging: &TableName,
+        schema: &Schema,
+        key: &[String],
+    ) -> Result<KeyCheck> {
         if key.is_empty() {
-            return Err(Error::config("sink.strategy.unique_key", "the key is empty"));
+            return Err(Error::config(
+                "sink.strategy.unique_key",
+                "the key is empty",
+            ));
         }
         let key_types: Vec<DataType> = key
             .iter()
-            .map(|k| schema.require(k, "sink.strategy.unique_key").map(|c| c.data_type.clone()))
+            .map(|k| {
+                schema
+                    .require(k, "sink.strategy.unique_key")
+                    .map(|c| c.data_type)
+            })
             .collect::<Result<_>>()?;
-        let counts = self.query(render::key_check_counts(staging, key), &[DataType::Int64; 3]).await?;
-        let (rows, null_key_rows, duplicate_groups) = (first_count(&counts, 0), first_count(&counts, 1), first_count(&counts, 2));
-        let sample = if duplicate_groups > 0 { self.query(render::duplicate_key_sample(staging, key), &key_types).await? } else { Vec::new() };
-        Ok(KeyCheck { rows, null_key_rows, duplicate_groups, sample })
+        let counts = self
+            .query(
+                render::key_check_counts(staging, key),
+                &[DataType::Int64; 3],
+            )
+            .await?;
+        let (rows, null_key_rows, duplicate_groups) = (
+            first_count(&counts, 0),
+            first_count(&counts, 1),
+            first_count(&counts, 2),
+        );
+        let sample = if duplicate_groups > 0 {
+            self.query(render::duplicate_key_sample(staging, key), &key_types)
+                .await?
+        } else {
+            Vec::new()
+        };
+        Ok(KeyCheck {
+            rows,
+            null_key_rows,
+            duplicate_groups,
+            sample,
+        })
     }
 
     pub async fn begin(&mut self) -> Result<()> {
         if self.in_transaction {
-            return Err(Error::new(Kind::Unsupported, "begin: a transaction is already open"));
+            return Err(Error::new(
+                Kind::Unsupported,
+                "begin: a transaction is already open",
+            ));
         }
         self.statements.push("BEGIN".into());
         if !self.dry_run {
@@ -190,7 +293,10 @@ impl SqlSink {
     /// transaction.
     pub async fn commit(&mut self, also: Vec<Statement>) -> Result<()> {
         if !self.in_transaction {
-            return Err(Error::new(Kind::Unsupported, "commit: no transaction is open"));
+            return Err(Error::new(
+                Kind::Unsupported,
+                "commit: no transaction is open",
+            ));
         }
         for stmt in also {
             self.execute(stmt).await?;
@@ -200,6 +306,8 @@ impl SqlSink {
             self.session.commit().await?;
         }
         self.in_transaction = false;
+        let released = std::mem::take(&mut self.released_in_transaction);
+        self.live_staging.retain(|t| !released.contains(t));
         Ok(())
     }
 
@@ -208,6 +316,7 @@ impl SqlSink {
             return Ok(());
         }
         self.in_transaction = false;
+        self.released_in_transaction.clear();
         self.statements.push("ROLLBACK".into());
         if self.dry_run {
             return Ok(());
@@ -232,16 +341,32 @@ impl SqlSink {
         if self.in_transaction {
             Ok(())
         } else {
-            Err(Error::new(Kind::Unsupported, format!("{what} must run between sink.begin and sink.commit")))
+            Err(Error::new(
+                Kind::Unsupported,
+                format!("{what} must run between sink.begin and sink.commit"),
+            ))
         }
     }
 
-    pub async fn insert_from_staging(&mut self, staging: &TableName, columns: &[String]) -> Result<u64> {
+    pub async fn insert_from_staging(
+        &mut self,
+        staging: &TableName,
+        columns: &[String],
+    ) -> Result<u64> {
         self.require_transaction("insert-from-staging")?;
-        self.execute(Statement::new(render::insert_from(&self.target, staging, columns))).await
+        self.execute(Statement::new(render::insert_from(
+            &self.target,
+            staging,
+            columns,
+        )))
+        .await
     }
 
-    pub async fn delete_matching_keys(&mut self, staging: &TableName, key: &[String]) -> Result<u64> {
+    pub async fn delete_matching_keys(
+        &mut self,
+        staging: &TableName,
+        key: &[String],
+    ) -> Result<u64> {
         self.require_transaction("delete-matching-keys")?;
         let sql = render::delete_matching_keys(self.dialect(), &self.target, staging, key);
         self.execute(Statement::new(sql)).await
@@ -253,9 +378,17 @@ impl SqlSink {
         self.execute(stmt).await
     }
 
-    pub async fn truncate_and_insert(&mut self, staging: &TableName, columns: &[String]) -> Result<u64> {
+    pub async fn truncate_and_insert(
+        &mut self,
+        staging: &TableName,
+        columns: &[String],
+    ) -> Result<u64> {
         self.require_transaction("truncate-and-insert")?;
-        self.execute(Statement::new(render::truncate(self.dialect(), &self.target))).await?;
+        self.execute(Statement::new(render::truncate(
+            self.dialect(),
+            &self.target,
+        )))
+        .await?;
         self.insert_from_staging(staging, columns).await
     }
 
@@ -265,14 +398,23 @@ impl SqlSink {
         for sql in render::swap(&self.target, staging) {
             self.execute(Statement::new(sql)).await?;
         }
-        self.live_staging.retain(|t| t != staging);
+        self.release(staging);
         Ok(())
     }
 
     pub async fn drop_staging(&mut self, staging: &TableName) -> Result<()> {
-        self.execute(Statement::new(render::drop_table(staging))).await?;
-        self.live_staging.retain(|t| t != staging);
+        self.execute(Statement::new(render::drop_table(staging)))
+            .await?;
+        self.release(staging);
         Ok(())
+    }
+
+    fn release(&mut self, staging: &TableName) {
+        if self.in_transaction {
+            self.released_in_transaction.push(staging.clone());
+        } else {
+            self.live_staging.retain(|t| t != staging);
+        }
     }
 
     /// After a failed run: rolls back and drops the staging tables the run left. Errors are
@@ -284,6 +426,10 @@ impl SqlSink {
         }
         let mut clean = true;
         for staging in self.live_staging.clone() {
+            // After a failed commit, a swapped staging table may already be the target.
+            if self.dry_run || staging == self.target {
+                continue;
+            }
             if let Err(e) = self.drop_staging(&staging).await {
                 tracing::warn!("could not drop staging table {staging}: {e}");
                 clean = false;

@@ -17,13 +17,24 @@ pub struct SqlSource {
 
 impl std::fmt::Debug for SqlSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqlSource").field("table", &self.table).finish_non_exhaustive()
+        f.debug_struct("SqlSource")
+            .field("table", &self.table)
+            .finish_non_exhaustive()
     }
 }
 
 impl SqlSource {
-    pub fn new(session: Box<dyn SqlSession>, table: TableName, manifest_predicate: Option<String>) -> Self {
-        SqlSource { session, table, schema: None, manifest_predicate }
+    pub fn new(
+        session: Box<dyn SqlSession>,
+        table: TableName,
+        manifest_predicate: Option<String>,
+    ) -> Self {
+        SqlSource {
+            session,
+            table,
+            schema: None,
+            manifest_predicate,
+        }
     }
 
     pub fn table(&self) -> &TableName {
@@ -34,12 +45,15 @@ impl SqlSource {
         self.session.dialect()
     }
 
-    /// The source table's schema; a source error when the table does not exist.
+    /// The source table's schema; a config error at `source.table` when it does not exist.
     pub async fn schema(&mut self) -> Result<Schema> {
         if self.schema.is_none() {
             let found = self.session.table_schema(&self.table).await?;
             let schema = found.ok_or_else(|| {
-                crate::Error::config("source.table", format!("table `{}` does not exist in the source", self.table))
+                crate::Error::config(
+                    "source.table",
+                    format!("table `{}` does not exist in the source", self.table),
+                )
             })?;
             self.schema = Some(schema);
         }
@@ -47,24 +61,63 @@ impl SqlSource {
     }
 
     /// Streams rows matching `bounds`, with the columns of `columns`, into `tx`.
-    pub async fn read(&mut self, columns: &Schema, bounds: &ScanBounds, tx: mpsc::Sender<RecordBatch>) -> Result<()> {
+    pub async fn read(
+        &mut self,
+        columns: &Schema,
+        bounds: &ScanBounds,
+        tx: mpsc::Sender<RecordBatch>,
+    ) -> Result<()> {
         let stmt = self.select(columns, bounds, true)?;
         self.session.read(&stmt, columns, tx).await
     }
 
+    /// Checks a scan's bounds before it runs: every column exists, and the cursor compares
+    /// correctly in this dialect.
+    pub fn check_bounds(&self, schema: &Schema, bounds: &ScanBounds) -> Result<()> {
+        render::check_bound_columns(schema, bounds)?;
+        #[cfg(feature = "sqlite")]
+        if self.dialect() == super::Dialect::Sqlite
+            && let Some(c) = &bounds.cursor
+            && matches!(
+                schema.column(&c.column).map(|c| c.data_type),
+                Some(DataType::Decimal(_))
+            )
+        {
+            return Err(crate::Error::config(
+                "sink.strategy.cursor_column",
+                format!(
+                    "`{}` is a decimal, which SQLite keeps as text and would compare as text; use an integer or timestamp cursor",
+                    c.column
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The statement a scan runs (rendered for the session's reader when `for_read`).
-    pub fn select(&self, columns: &Schema, bounds: &ScanBounds, for_read: bool) -> Result<super::Statement> {
-        render::check_bound_columns(columns, bounds)?;
+    pub fn select(
+        &self,
+        columns: &Schema,
+        bounds: &ScanBounds,
+        for_read: bool,
+    ) -> Result<super::Statement> {
+        self.check_bounds(columns, bounds)?;
         let session = &self.session;
         let reader = |n: usize, v: &Value| session.read_placeholder(n, v);
         let placeholder: render::Placeholder<'_> = if for_read { &reader } else { &render::dollar };
-        render::select(&self.table, columns, bounds, self.manifest_predicate.as_deref(), placeholder)
+        render::select(
+            &self.table,
+            columns,
+            bounds,
+            self.manifest_predicate.as_deref(),
+            placeholder,
+        )
     }
 
     /// Largest value of `column` among rows matching `bounds`; NULL when none match.
     pub async fn max_value(&mut self, column: &str, bounds: &ScanBounds) -> Result<Value> {
         let schema = self.schema().await?;
-        let t = schema.require(column, "sink.strategy")?.data_type.clone();
+        let t = schema.require(column, "sink.strategy")?.data_type;
         let stmt = render::aggregate(
             &self.table,
             &schema,
@@ -73,13 +126,23 @@ impl SqlSource {
             &format!("MAX({})", render::quote_ident(column)),
         )?;
         let rows = self.session.query(&stmt, &[t]).await?;
-        Ok(rows.into_iter().next().and_then(|r| r.into_iter().next()).unwrap_or(Value::Null))
+        Ok(rows
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .unwrap_or(Value::Null))
     }
 
     /// Rows matching `bounds`.
     pub async fn row_count(&mut self, bounds: &ScanBounds) -> Result<u64> {
         let schema = self.schema().await?;
-        let stmt = render::aggregate(&self.table, &schema, bounds, self.manifest_predicate.as_deref(), "COUNT(*)")?;
+        let stmt = render::aggregate(
+            &self.table,
+            &schema,
+            bounds,
+            self.manifest_predicate.as_deref(),
+            "COUNT(*)",
+        )?;
         let rows = self.session.query(&stmt, &[DataType::Int64]).await?;
         match rows.first().and_then(|r| r.first()) {
             Some(Value::Int(n)) => Ok((*n).max(0) as u64),

@@ -36,7 +36,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { fuel: DEFAULT_FUEL, memory_mb: DEFAULT_MEMORY_MB }
+        Limits {
+            fuel: DEFAULT_FUEL,
+            memory_mb: DEFAULT_MEMORY_MB,
+        }
     }
 }
 
@@ -50,15 +53,24 @@ pub struct GuestLimiter {
 
 impl GuestLimiter {
     pub fn new(limits: &Limits) -> Self {
-        let memory_bytes = usize::try_from(limits.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
-        GuestLimiter { memory_bytes, exceeded: None }
+        let memory_bytes =
+            usize::try_from(limits.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        GuestLimiter {
+            memory_bytes,
+            exceeded: None,
+        }
     }
 }
 
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 
 impl ResourceLimiter for GuestLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_bytes {
             let msg = format!(
                 "the strategy tried to grow its memory from {} MiB to {} MiB, past limits.memory_mb = {}",
@@ -72,7 +84,12 @@ impl ResourceLimiter for GuestLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
@@ -89,7 +106,9 @@ pub struct LoadedStrategy {
 
 impl std::fmt::Debug for LoadedStrategy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedStrategy").field("hash", &self.hash).finish_non_exhaustive()
+        f.debug_struct("LoadedStrategy")
+            .field("hash", &self.hash)
+            .finish_non_exhaustive()
     }
 }
 
@@ -112,10 +131,15 @@ impl Runtime {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.consume_fuel(true);
-        let engine = Engine::new(&config).map_err(|e| Error::internal(format!("wasmtime engine: {e}")))?;
+        let engine =
+            Engine::new(&config).map_err(|e| Error::internal(format!("wasmtime engine: {e}")))?;
         let mut linker = Linker::new(&engine);
         super::host::add_to_linker(&mut linker)?;
-        Ok(Runtime { engine, linker, cache })
+        Ok(Runtime {
+            engine,
+            linker,
+            cache,
+        })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -130,13 +154,21 @@ impl Runtime {
         let started = Instant::now();
         let hash = hex(&Sha256::digest(bytes));
         let mut engine_hash = std::hash::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut engine_hash);
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine_hash);
         let key = format!("{hash}-{:016x}.cwasm", engine_hash.finish());
         let (component, cache_hit) = match self.cached(&key) {
             Some(c) => (c, true),
             None => {
                 let c = Component::new(&self.engine, bytes).map_err(|e| {
-                    Error::config(field, format!("{origin} is not a WebAssembly component: {}", root_cause(&e)))
+                    Error::config(
+                        field,
+                        format!(
+                            "{origin} is not a WebAssembly component: {}",
+                            root_cause(&e)
+                        ),
+                    )
                 })?;
                 self.store_cached(&key, &c);
                 (c, false)
@@ -146,13 +178,27 @@ impl Runtime {
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             Error::new(
                 Kind::Sandbox,
-                format!("{origin} needs an import the dpone sandbox does not provide: {}", root_cause(&e)),
+                format!(
+                    "{origin} needs an import the dpone sandbox does not provide: {}",
+                    root_cause(&e)
+                ),
             )
         })?;
         let pre = StrategyPre::new(instance_pre).map_err(|e| {
-            Error::config(field, format!("{origin} does not implement the dpone:strategy/strategy world: {}", root_cause(&e)))
+            Error::config(
+                field,
+                format!(
+                    "{origin} does not implement the dpone:strategy/strategy world: {}",
+                    root_cause(&e)
+                ),
+            )
         })?;
-        Ok(LoadedStrategy { pre, hash, load_seconds: started.elapsed().as_secs_f64(), cache_hit })
+        Ok(LoadedStrategy {
+            pre,
+            hash,
+            load_seconds: started.elapsed().as_secs_f64(),
+            cache_hit,
+        })
     }
 
     fn cached(&self, key: &str) -> Option<Component> {
@@ -169,10 +215,14 @@ impl Runtime {
 
     fn store_cached(&self, key: &str, component: &Component) {
         let Some(dir) = &self.cache else { return };
-        let Ok(bytes) = component.serialize() else { return };
+        let Ok(bytes) = component.serialize() else {
+            return;
+        };
         // Write then rename, so a concurrent reader never sees a partial artifact.
         let tmp = format!("{key}.{}.tmp", std::process::id());
-        let written = dir.write(&tmp, &bytes).and_then(|()| dir.rename(&tmp, dir, key));
+        let written = dir
+            .write(&tmp, &bytes)
+            .and_then(|()| dir.rename(&tmp, dir, key));
         if let Err(e) = written {
             tracing::warn!("could not cache the compiled component: {e}");
         }
@@ -185,20 +235,34 @@ impl Runtime {
         loaded: &LoadedStrategy,
         state: RunState,
         limits: &Limits,
-    ) -> Result<(wasmtime::Store<RunState>, Strategy)> {
+    ) -> std::result::Result<(wasmtime::Store<RunState>, Strategy), (Error, RunState)> {
         let mut store = wasmtime::Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter as &mut dyn ResourceLimiter);
-        store.set_fuel(limits.fuel).map_err(|e| Error::internal(e.to_string()))?;
-        store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)).map_err(|e| Error::internal(e.to_string()))?;
-        let instance = loaded.pre.instantiate_async(&mut store).await.map_err(|e| classify_trap(&e, store.data(), limits))?;
-        Ok((store, instance))
+        let configured = store
+            .set_fuel(limits.fuel)
+            .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)))
+            .map_err(|e| Error::internal(e.to_string()));
+        let instance = match configured {
+            Ok(()) => loaded
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| classify_trap(&e, store.data(), limits)),
+            Err(e) => Err(e),
+        };
+        match instance {
+            Ok(instance) => Ok((store, instance)),
+            // The caller gets its connections back to clean up and record the failure.
+            Err(e) => Err((e, store.into_data())),
+        }
     }
 }
 
 /// Import namespaces a strategy may use. Rust's std for wasm32-wasip2 always imports
-/// `wasi:cli` and `wasi:io` (served empty, see [`super::sandbox`]); files, sockets and
-/// clocks are refused outright, so a component that asks for them never runs.
-const ALLOWED_IMPORTS: [&str; 4] = ["dpone:strategy/", "wasi:io/", "wasi:cli/", "wasi:random/"];
+/// `wasi:cli` and `wasi:io` (served empty, see [`super::sandbox`]); files, sockets, clocks
+/// and randomness are refused outright, so a component that asks for them never runs and
+/// a run's decisions depend only on what the host gives it.
+const ALLOWED_IMPORTS: [&str; 3] = ["dpone:strategy/", "wasi:io/", "wasi:cli/"];
 
 fn refuse_ambient_imports(engine: &Engine, component: &Component, origin: &str) -> Result<()> {
     let refused: Vec<String> = component
@@ -224,19 +288,33 @@ fn refuse_ambient_imports(engine: &Engine, component: &Component, origin: &str) 
 /// strategy bugs (sandbox kind).
 pub fn classify_trap(err: &wasmtime::Error, state: &RunState, limits: &Limits) -> Error {
     if let Some(msg) = &state.limiter.exceeded {
-        return Error { kind: Kind::Sandbox, field: Some("limits.memory_mb".into()), message: msg.clone() };
+        return Error {
+            kind: Kind::Sandbox,
+            field: Some("limits.memory_mb".into()),
+            message: msg.clone(),
+        };
     }
     if let Some(host) = err.downcast_ref::<Error>() {
-        return Error { kind: host.kind, field: host.field.clone(), message: host.message.clone() };
+        return Error {
+            kind: host.kind,
+            field: host.field.clone(),
+            message: host.message.clone(),
+        };
     }
     if err.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel) {
         return Error {
             kind: Kind::Sandbox,
             field: Some("limits.fuel".into()),
-            message: format!("the strategy used all of its fuel (limits.fuel = {}) and was stopped", limits.fuel),
+            message: format!(
+                "the strategy used all of its fuel (limits.fuel = {}) and was stopped",
+                limits.fuel
+            ),
         };
     }
-    Error::new(Kind::Sandbox, format!("the strategy trapped: {}", root_cause(err)))
+    Error::new(
+        Kind::Sandbox,
+        format!("the strategy trapped: {}", root_cause(err)),
+    )
 }
 
 fn root_cause(e: &wasmtime::Error) -> String {

@@ -60,7 +60,9 @@ pub struct Pipeline {
 
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pipeline").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Pipeline")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -106,13 +108,18 @@ pub struct RunState {
 
 impl std::fmt::Debug for RunState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunState").field("pipeline", &self.pipeline).finish_non_exhaustive()
+        f.debug_struct("RunState")
+            .field("pipeline", &self.pipeline)
+            .finish_non_exhaustive()
     }
 }
 
 impl WasiView for RunState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -120,46 +127,62 @@ impl WasiView for RunState {
 pub fn add_to_linker(linker: &mut Linker<RunState>) -> Result<()> {
     super::bindings::Strategy::add_to_linker::<RunState, HasSelf<RunState>>(linker, |s| s)
         .map_err(|e| Error::internal(format!("linking the dpone world: {e}")))?;
-    wasmtime_wasi::p2::add_to_linker_async(linker).map_err(|e| Error::internal(format!("linking WASI: {e}")))
+    wasmtime_wasi::p2::add_to_linker_async(linker)
+        .map_err(|e| Error::internal(format!("linking WASI: {e}")))
 }
 
 impl RunState {
-    /// `clock_micros` freezes the guest's WASI clocks at the run's logical time.
-    pub fn new(limiter: GuestLimiter, pipeline: Option<Pipeline>, clock_micros: i64) -> Self {
+    pub fn new(limiter: GuestLimiter, pipeline: Option<Pipeline>) -> Self {
         RunState {
             limiter,
             table: ResourceTable::new(),
             handles: 0,
-            wasi: super::sandbox::wasi_ctx(clock_micros),
+            wasi: super::sandbox::wasi_ctx(),
             pipeline,
         }
     }
 
     fn pipeline(&mut self) -> Result<&mut Pipeline> {
-        self.pipeline
-            .as_mut()
-            .ok_or_else(|| Error::new(Kind::Unsupported, "capabilities are not available while describing a strategy"))
+        self.pipeline.as_mut().ok_or_else(|| {
+            Error::new(
+                Kind::Unsupported,
+                "capabilities are not available while describing a strategy",
+            )
+        })
     }
 
     fn push<T: Send + 'static>(&mut self, value: T) -> Result<Resource<T>> {
         if self.handles >= MAX_HANDLES {
-            return Err(Error::new(Kind::InvalidHandle, format!("the strategy holds more than {MAX_HANDLES} live handles")));
+            return Err(Error::new(
+                Kind::InvalidHandle,
+                format!("the strategy holds more than {MAX_HANDLES} live handles"),
+            ));
         }
-        let r = self.table.push(value).map_err(|e| Error::new(Kind::InvalidHandle, e.to_string()))?;
+        let r = self
+            .table
+            .push(value)
+            .map_err(|e| Error::new(Kind::InvalidHandle, e.to_string()))?;
         self.handles += 1;
         Ok(r)
     }
 
     fn get<T: 'static>(&self, r: &Resource<T>) -> Result<&T> {
-        self.table.get(r).map_err(|e| Error::new(Kind::InvalidHandle, e.to_string()))
+        self.table
+            .get(r)
+            .map_err(|e| Error::new(Kind::InvalidHandle, e.to_string()))
     }
 
     fn get_mut<T: 'static>(&mut self, r: &Resource<T>) -> Result<&mut T> {
-        self.table.get_mut(r).map_err(|e| Error::new(Kind::InvalidHandle, e.to_string()))
+        self.table
+            .get_mut(r)
+            .map_err(|e| Error::new(Kind::InvalidHandle, e.to_string()))
     }
 
     fn delete<T: 'static>(&mut self, r: Resource<T>) -> Result<T> {
-        let v = self.table.delete(r).map_err(|e| Error::new(Kind::InvalidHandle, e.to_string()))?;
+        let v = self
+            .table
+            .delete(r)
+            .map_err(|e| Error::new(Kind::InvalidHandle, e.to_string()))?;
         self.handles -= 1;
         Ok(v)
     }
@@ -219,25 +242,41 @@ impl source::Host for RunState {
             Ok(source::SourceDescription {
                 name: p.source.table().to_string(),
                 schema,
-                capabilities: source::SourceCapabilities { cursor_scan: true, bounded_predicate: true, xmin: false, cdc: false },
+                capabilities: source::SourceCapabilities {
+                    cursor_scan: true,
+                    bounded_predicate: true,
+                    xmin: false,
+                    cdc: false,
+                },
             })
         })
         .await
     }
 
     async fn open_scan(&mut self, bounds: ScanBounds) -> Result<Resource<ScanHandle>> {
-        let schema = self.pipeline()?.source.schema().await?;
-        crate::connectors::render::check_bound_columns(&schema, &bounds)?;
-        let stats = ScanStats { rows: 0, bytes: 0, max_cursor: None };
-        self.push(ScanHandle { bounds, stats, loaded: false })
+        let source = &mut self.pipeline()?.source;
+        let schema = source.schema().await?;
+        source.check_bounds(&schema, &bounds)?;
+        let stats = ScanStats {
+            rows: 0,
+            bytes: 0,
+            max_cursor: None,
+        };
+        self.push(ScanHandle {
+            bounds,
+            stats,
+            loaded: false,
+        })
     }
 
     async fn max_value(&mut self, column: String, bounds: ScanBounds) -> Result<Value> {
-        self.timed(async |s| s.pipeline()?.source.max_value(&column, &bounds).await).await
+        self.timed(async |s| s.pipeline()?.source.max_value(&column, &bounds).await)
+            .await
     }
 
     async fn row_count(&mut self, bounds: ScanBounds) -> Result<u64> {
-        self.timed(async |s| s.pipeline()?.source.row_count(&bounds).await).await
+        self.timed(async |s| s.pipeline()?.source.row_count(&bounds).await)
+            .await
     }
 }
 
@@ -248,18 +287,35 @@ impl sink::HostStaging for RunState {
 
     async fn row_count(&mut self, staging: Resource<StagingHandle>) -> Result<u64> {
         let (table, _) = self.staging(&staging).await?;
-        self.timed(async |s| s.pipeline()?.sink.staging_row_count(&table).await).await
+        self.timed(async |s| s.pipeline()?.sink.staging_row_count(&table).await)
+            .await
     }
 
-    async fn distinct_values(&mut self, staging: Resource<StagingHandle>, column: String, limit: u32) -> Result<Vec<Value>> {
+    async fn distinct_values(
+        &mut self,
+        staging: Resource<StagingHandle>,
+        column: String,
+        limit: u32,
+    ) -> Result<Vec<Value>> {
         let (table, schema) = self.staging(&staging).await?;
-        let t = schema.require(&column, "sink.strategy")?.data_type.clone();
-        self.timed(async |s| s.pipeline()?.sink.distinct_values(&table, &column, &t, limit).await).await
+        let t = schema.require(&column, "sink.strategy")?.data_type;
+        self.timed(async |s| {
+            s.pipeline()?
+                .sink
+                .distinct_values(&table, &column, &t, limit)
+                .await
+        })
+        .await
     }
 
-    async fn check_keys(&mut self, staging: Resource<StagingHandle>, key: Vec<String>) -> Result<sink::KeyCheck> {
+    async fn check_keys(
+        &mut self,
+        staging: Resource<StagingHandle>,
+        key: Vec<String>,
+    ) -> Result<sink::KeyCheck> {
         let (table, schema) = self.staging(&staging).await?;
-        self.timed(async |s| s.pipeline()?.sink.check_keys(&table, &schema, &key).await).await
+        self.timed(async |s| s.pipeline()?.sink.check_keys(&table, &schema, &key).await)
+            .await
     }
 
     async fn drop(&mut self, staging: Resource<StagingHandle>) -> wasmtime::Result<()> {
@@ -278,33 +334,53 @@ impl sink::Host for RunState {
         self.timed(async |s| {
             let p = s.pipeline()?;
             let schema = p.sink.describe().await?;
-            Ok(sink::TargetDescription { table: p.sink.target().to_string(), exists: schema.is_some(), schema })
+            Ok(sink::TargetDescription {
+                table: p.sink.target().to_string(),
+                exists: schema.is_some(),
+                schema,
+            })
         })
         .await
     }
 
     async fn ensure_target(&mut self, schema: Schema, key: Vec<String>) -> Result<()> {
-        self.timed(async |s| s.pipeline()?.sink.ensure_target(&schema, &key).await).await
+        self.timed(async |s| s.pipeline()?.sink.ensure_target(&schema, &key).await)
+            .await
     }
 
-    async fn create_staging(&mut self, schema: Schema, kind: sink::StagingKind) -> Result<Resource<StagingHandle>> {
+    async fn create_staging(
+        &mut self,
+        schema: Schema,
+        kind: sink::StagingKind,
+    ) -> Result<Resource<StagingHandle>> {
         let kind = match kind {
             sink::StagingKind::Scratch => StagingKind::Scratch,
             sink::StagingKind::Publishable => StagingKind::Publishable,
         };
-        let table = self.timed(async |s| s.pipeline()?.sink.create_staging(&schema, kind).await).await?;
+        let table = self
+            .timed(async |s| s.pipeline()?.sink.create_staging(&schema, kind).await)
+            .await?;
         self.push(StagingHandle { table, schema })
     }
 
-    async fn load(&mut self, staging: Resource<StagingHandle>, scan: Resource<ScanHandle>) -> Result<ScanStats> {
+    async fn load(
+        &mut self,
+        staging: Resource<StagingHandle>,
+        scan: Resource<ScanHandle>,
+    ) -> Result<ScanStats> {
         let (table, schema) = self.staging(&staging).await?;
         let handle = self.get_mut(&scan)?;
         if handle.loaded {
-            return Err(Error::new(Kind::InvalidHandle, "this scan was already loaded; open a new one"));
+            return Err(Error::new(
+                Kind::InvalidHandle,
+                "this scan was already loaded; open a new one",
+            ));
         }
         handle.loaded = true;
         let bounds = handle.bounds.clone();
-        let stats = self.timed(async |s| load(s.pipeline()?, &table, &schema, &bounds).await).await?;
+        let stats = self
+            .timed(async |s| load(s.pipeline()?, &table, &schema, &bounds).await)
+            .await?;
         self.get_mut(&scan)?.stats = stats.clone();
         let p = self.pipeline()?;
         p.rows_read += stats.rows;
@@ -330,64 +406,99 @@ impl sink::Host for RunState {
     }
 
     async fn rollback(&mut self) -> Result<()> {
-        self.timed(async |s| s.pipeline()?.sink.rollback().await).await
+        self.timed(async |s| s.pipeline()?.sink.rollback().await)
+            .await
     }
 
     async fn insert_from_staging(&mut self, staging: Resource<StagingHandle>) -> Result<u64> {
         let (table, schema) = self.staging(&staging).await?;
-        let n = self.timed(async |s| s.pipeline()?.sink.insert_from_staging(&table, &schema.names()).await).await?;
+        let n = self
+            .timed(async |s| {
+                s.pipeline()?
+                    .sink
+                    .insert_from_staging(&table, &schema.names())
+                    .await
+            })
+            .await?;
         self.pipeline()?.rows_written += n;
         Ok(n)
     }
 
-    async fn delete_matching_keys(&mut self, staging: Resource<StagingHandle>, key: Vec<String>) -> Result<u64> {
+    async fn delete_matching_keys(
+        &mut self,
+        staging: Resource<StagingHandle>,
+        key: Vec<String>,
+    ) -> Result<u64> {
         let (table, schema) = self.staging(&staging).await?;
         for k in &key {
             schema.require(k, "sink.strategy.unique_key")?;
         }
-        self.timed(async |s| s.pipeline()?.sink.delete_matching_keys(&table, &key).await).await
+        self.timed(async |s| s.pipeline()?.sink.delete_matching_keys(&table, &key).await)
+            .await
     }
 
     async fn delete_where(&mut self, filter: Vec<types::Term>) -> Result<u64> {
-        self.timed(async |s| s.pipeline()?.sink.delete_where(&filter).await).await
+        self.timed(async |s| s.pipeline()?.sink.delete_where(&filter).await)
+            .await
     }
 
     async fn swap(&mut self, staging: Resource<StagingHandle>) -> Result<()> {
         let handle = self.delete(staging)?;
-        let n = self.timed(async |s| {
-            let p = s.pipeline()?;
-            p.sink.swap(&handle.table).await?;
-            p.sink.target_row_count().await
-        })
-        .await?;
+        let n = self
+            .timed(async |s| {
+                let p = s.pipeline()?;
+                p.sink.swap(&handle.table).await?;
+                p.sink.target_row_count().await
+            })
+            .await?;
         self.pipeline()?.rows_written += n;
         Ok(())
     }
 
     async fn truncate_and_insert(&mut self, staging: Resource<StagingHandle>) -> Result<u64> {
         let (table, schema) = self.staging(&staging).await?;
-        let n = self.timed(async |s| s.pipeline()?.sink.truncate_and_insert(&table, &schema.names()).await).await?;
+        let n = self
+            .timed(async |s| {
+                s.pipeline()?
+                    .sink
+                    .truncate_and_insert(&table, &schema.names())
+                    .await
+            })
+            .await?;
         self.pipeline()?.rows_written += n;
         Ok(n)
     }
 
     async fn drop_staging(&mut self, staging: Resource<StagingHandle>) -> Result<()> {
         let handle = self.delete(staging)?;
-        self.timed(async |s| s.pipeline()?.sink.drop_staging(&handle.table).await).await
+        self.timed(async |s| s.pipeline()?.sink.drop_staging(&handle.table).await)
+            .await
     }
 }
 
 /// Streams a scan from the source into a staging table: the source reader, a counter and
 /// the sink's bulk writer run concurrently over bounded channels (back-pressure), so memory
 /// stays at a few batches whatever the table size.
-async fn load(p: &mut Pipeline, staging: &TableName, schema: &Schema, bounds: &ScanBounds) -> Result<ScanStats> {
+async fn load(
+    p: &mut Pipeline,
+    staging: &TableName,
+    schema: &Schema,
+    bounds: &ScanBounds,
+) -> Result<ScanStats> {
+    if p.sink.is_dry_run() {
+        return plan_load(p, staging, schema, bounds).await;
+    }
     let (to_counter, mut from_source) = mpsc::channel(model::CHANNEL_BATCHES);
     let (to_sink, from_counter) = mpsc::channel(model::CHANNEL_BATCHES);
     let cursor = bounds.cursor.as_ref().and_then(|c| {
         let i = schema.columns.iter().position(|col| col.name == c.column)?;
-        Some((i, schema.columns[i].data_type.clone()))
+        Some((i, schema.columns[i].data_type))
     });
-    let mut stats = ScanStats { rows: 0, bytes: 0, max_cursor: None };
+    let mut stats = ScanStats {
+        rows: 0,
+        bytes: 0,
+        max_cursor: None,
+    };
     let progress = &mut p.progress;
     let count = async {
         while let Some(batch) = from_source.recv().await {
@@ -396,7 +507,9 @@ async fn load(p: &mut Pipeline, staging: &TableName, schema: &Schema, bounds: &S
             stats.bytes += batch.get_array_memory_size() as u64;
             if let Some((i, t)) = &cursor
                 && let Some(m) = model::column_max(&batch, *i, t)
-                && stats.max_cursor.as_ref().is_none_or(|cur| model::compare_values(&m, cur) == Some(std::cmp::Ordering::Greater))
+                && stats.max_cursor.as_ref().is_none_or(|cur| {
+                    model::compare_values(&m, cur) == Some(std::cmp::Ordering::Greater)
+                })
             {
                 stats.max_cursor = Some(m);
             }
@@ -412,10 +525,36 @@ async fn load(p: &mut Pipeline, staging: &TableName, schema: &Schema, bounds: &S
     let write = p.sink.load(staging, schema, from_counter);
     let ((), (), written) = tokio::try_join!(read, count, write)?;
     p.progress.done("load", stats.rows);
-    if written != stats.rows && written != 0 {
-        return Err(Error::sink(format!("staging received {written} rows but the source sent {}", stats.rows)));
+    if written != stats.rows {
+        return Err(Error::sink(format!(
+            "staging received {written} rows but the source sent {}",
+            stats.rows
+        )));
     }
     Ok(stats)
+}
+
+/// A dry run's load: no row moves. The plan shows the scan's query, and the counters come
+/// from aggregates so the strategy plans with the real row count and cursor.
+async fn plan_load(
+    p: &mut Pipeline,
+    staging: &TableName,
+    schema: &Schema,
+    bounds: &ScanBounds,
+) -> Result<ScanStats> {
+    let query = p.source.select(schema, bounds, false)?;
+    p.sink.note(format!("scan source: {}", query.sql));
+    p.sink.note(format!("bulk load into {staging}"));
+    let rows = p.source.row_count(bounds).await?;
+    let max_cursor = match &bounds.cursor {
+        Some(c) if rows > 0 => Some(p.source.max_value(&c.column, bounds).await?),
+        _ => None,
+    };
+    Ok(ScanStats {
+        rows,
+        bytes: 0,
+        max_cursor,
+    })
 }
 
 impl state::Host for RunState {
@@ -436,12 +575,16 @@ impl state::Host for RunState {
     async fn commit(&mut self) -> Result<()> {
         let p = self.pipeline()?;
         if p.sink.in_transaction() {
-            return Err(Error::new(Kind::Unsupported, "state.commit while the sink transaction is open: commit the sink first"));
+            return Err(Error::new(
+                Kind::Unsupported,
+                "state.commit while the sink transaction is open: commit the sink first",
+            ));
         }
         let pending = std::mem::take(&mut p.pending_state);
         if p.sink.is_dry_run() {
             for (k, v) in &pending {
-                p.sink.note(format!("state: {k} = {}", model::value_display(v)));
+                p.sink
+                    .note(format!("state: {k} = {}", model::value_display(v)));
             }
             return Ok(());
         }
@@ -462,7 +605,12 @@ impl log::Host for RunState {
         Ok(())
     }
 
-    async fn progress(&mut self, phase: String, done: u64, total: Option<u64>) -> wasmtime::Result<()> {
+    async fn progress(
+        &mut self,
+        phase: String,
+        done: u64,
+        total: Option<u64>,
+    ) -> wasmtime::Result<()> {
         if let Some(p) = self.pipeline.as_mut() {
             p.progress.phase(&phase, done, total);
         }

@@ -18,12 +18,20 @@ const LOG_EVERY_SECONDS: u64 = 5;
 
 impl Progress {
     pub fn new(enabled: bool) -> Self {
-        Progress { terminal: enabled && std::io::stderr().is_terminal(), last: Instant::now(), started: Instant::now() }
+        Progress {
+            terminal: enabled && std::io::stderr().is_terminal(),
+            last: Instant::now(),
+            started: Instant::now(),
+        }
     }
 
     /// Rows moved so far in a phase.
     pub fn rows(&mut self, phase: &str, rows: u64) {
-        let due: u128 = if self.terminal { 200 } else { u128::from(LOG_EVERY_SECONDS) * 1000 };
+        let due: u128 = if self.terminal {
+            200
+        } else {
+            u128::from(LOG_EVERY_SECONDS) * 1000
+        };
         if self.last.elapsed().as_millis() < due {
             return;
         }

@@ -1,23 +1,26 @@
 //! `full_refresh`: the target becomes exactly the source, published atomically.
 //!
 //! Stages the whole source and, when `unique_key` is given, fails on NULL or duplicate keys
-//! before the target's rows are touched. Publishes by swapping staging in for the target
-//! when the sink can rename-swap (the target is created first, empty, when missing, because
-//! publishable staging is modelled on it), otherwise by truncate + insert; either way in one
-//! transaction.
+//! before the target is touched. Publishes in one transaction, by one of two paths:
+//! - swap: when the target exists, the sink can rename-swap and `publish` is not `reload`,
+//!   staging is created like the target (keys, indexes) and swapped in for it;
+//! - reload: otherwise the target is created if missing, emptied and refilled from staging.
+//!   Keeps the table itself (grants, dependent views, triggers), at the cost of a second
+//!   write.
 //!
 //! State: `last_full_refresh_at` (timestamp-tz, the run's logical start), committed with
 //! the publish.
 
 use dpone_strategy_sdk::sink::StagingKind;
-use dpone_strategy_sdk::source::{self, ScanBounds};
+use dpone_strategy_sdk::source::ScanBounds;
 use dpone_strategy_sdk::{
     DponeError, Guest, OptionKind, Options, RunContext, RunSummary, StrategyInfo, UNIQUE_KEY,
-    Value, check_keys, clock, drop_staging, finalize, info, optional, sink, stage, state,
-    transactional_needs,
+    Value, check_keys, clock, drop_staging, finalize, info, invalid_config, optional, sink, stage,
+    state, transactional_needs,
 };
 
 const LAST_RUN_STATE_KEY: &str = "last_full_refresh_at";
+const PUBLISH: &str = "publish";
 
 struct FullRefresh;
 
@@ -27,17 +30,35 @@ impl Guest for FullRefresh {
             name: "full_refresh".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Replaces the whole target with the source, atomically.".into(),
-            options: vec![optional(
-                UNIQUE_KEY,
-                OptionKind::TextList,
-                "Key columns that must be non-NULL and unique in the source; the primary key of a created target.",
-            )],
+            options: vec![
+                optional(
+                    UNIQUE_KEY,
+                    OptionKind::TextList,
+                    "Key columns that must be non-NULL and unique in the source; the primary key of a created target.",
+                ),
+                optional(
+                    PUBLISH,
+                    OptionKind::Text,
+                    "swap (default where the sink can) or reload (keeps the table, its grants and dependent views).",
+                ),
+            ],
             needs: transactional_needs(true),
         }
     }
 
     fn run(ctx: RunContext) -> Result<RunSummary, DponeError> {
-        let key = Options::new(ctx.options).text_list(UNIQUE_KEY)?;
+        let options = Options::new(ctx.options);
+        let key = options.text_list(UNIQUE_KEY)?;
+        let reload_asked = match options.text(PUBLISH)?.as_deref() {
+            None | Some("swap") => false,
+            Some("reload") => true,
+            Some(other) => {
+                return Err(invalid_config(
+                    PUBLISH,
+                    &format!("`{other}` is not swap or reload"),
+                ));
+            }
+        };
         let capabilities = sink::capabilities();
         // Checked before staging so an unsuitable sink costs no load.
         if !capabilities.transactions {
@@ -46,10 +67,10 @@ impl Guest for FullRefresh {
                     .into(),
             ));
         }
-
-        let kind = if capabilities.rename_swap {
-            // Publishable staging is created like the target, so the target must exist first.
-            sink::ensure_target(&source::describe()?.schema, &key)?;
+        // Swap needs an existing target to model staging on; a first run reloads, creating
+        // the target inside the publish transaction, so a failed run leaves no table behind.
+        let swap = capabilities.rename_swap && !reload_asked && sink::describe()?.exists;
+        let kind = if swap {
             StagingKind::Publishable
         } else {
             StagingKind::Scratch
@@ -64,7 +85,7 @@ impl Guest for FullRefresh {
         let rows_read = staged.stats.rows;
         let refreshed_at = Value::TimestampTz(clock::now());
 
-        let (rows_written, how) = if capabilities.rename_swap {
+        let (rows_written, how) = if swap {
             info("finalize: swapping staging in for the target");
             finalize(|| {
                 sink::swap(staged.staging)?;
@@ -73,17 +94,15 @@ impl Guest for FullRefresh {
             })?;
             (rows_read, "swapped in")
         } else {
-            info("finalize: truncating the target and inserting staging");
-            // Outside the transaction so the first run has a target to truncate, and only
-            // now so a key violation leaves a missing target missing.
-            sink::ensure_target(&staged.schema, &key)?;
+            info("finalize: reloading the target from staging");
             let written = finalize(|| {
+                sink::ensure_target(&staged.schema, &key)?;
                 let written = sink::truncate_and_insert(&staged.staging)?;
                 state::put(LAST_RUN_STATE_KEY, &refreshed_at);
                 Ok(written)
             })?;
             drop_staging(staged.staging);
-            (written, "truncated and reloaded")
+            (written, "reloaded")
         };
 
         Ok(RunSummary {

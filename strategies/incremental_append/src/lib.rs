@@ -47,8 +47,9 @@ impl Guest for IncrementalAppend {
             return Ok(staged.finish_empty());
         }
         check_keys(&staged.staging, &key)?;
-        sink::ensure_target(&staged.schema, &key)?;
         let rows_written = finalize(|| {
+            // Inside the transaction: a failed first run leaves no target behind.
+            sink::ensure_target(&staged.schema, &key)?;
             let written = sink::insert_from_staging(&staged.staging)?;
             staged.put_cursor();
             Ok(written)

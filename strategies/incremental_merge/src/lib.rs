@@ -48,8 +48,9 @@ impl Guest for IncrementalMerge {
             return Ok(staged.finish_empty());
         }
         check_keys(&staged.staging, &key)?;
-        sink::ensure_target(&staged.schema, &key)?;
         let (rows_deleted, rows_written) = finalize(|| {
+            // Inside the transaction: a failed first run leaves no target behind.
+            sink::ensure_target(&staged.schema, &key)?;
             let deleted = sink::delete_matching_keys(&staged.staging, &key)?;
             let inserted = sink::insert_from_staging(&staged.staging)?;
             staged.put_cursor();

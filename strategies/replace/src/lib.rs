@@ -56,8 +56,9 @@ impl Guest for Replace {
         };
         let staged = stage(&window, StagingKind::Scratch)?;
         check_keys(&staged.staging, &key)?;
-        sink::ensure_target(&staged.schema, &key)?;
         let (rows_deleted, rows_written) = finalize(|| {
+            // Inside the transaction: a failed first run leaves no target behind.
+            sink::ensure_target(&staged.schema, &key)?;
             let deleted = sink::delete_where(&predicate)?;
             let inserted = sink::insert_from_staging(&staged.staging)?;
             let window_rows = i64::try_from(inserted).unwrap_or(i64::MAX);

@@ -32,11 +32,7 @@ impl Guest for SandboxEscape {
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Test-only hostile component that attempts to escape the sandbox.".into(),
             options: vec![
-                required(
-                    ATTACK,
-                    OptionKind::Text,
-                    "One of file, socket, clock.",
-                ),
+                required(ATTACK, OptionKind::Text, "One of file, socket, clock."),
                 optional(
                     TARGET,
                     OptionKind::Text,

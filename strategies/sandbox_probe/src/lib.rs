@@ -32,11 +32,7 @@ impl Guest for SandboxProbe {
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Test-only hostile component that attempts to escape the sandbox.".into(),
             options: vec![
-                required(
-                    ATTACK,
-                    OptionKind::Text,
-                    "One of loop, alloc, env.",
-                ),
+                required(ATTACK, OptionKind::Text, "One of loop, alloc, env."),
                 optional(
                     TARGET,
                     OptionKind::Text,

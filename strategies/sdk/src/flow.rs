@@ -2,8 +2,12 @@ use crate::sink::{self, Staging, StagingKind};
 use crate::source::{self, CursorBound, ScanBounds, ScanStats};
 use crate::{DponeError, RunSummary, Schema, Value, info, log, state, warn};
 
-/// State key of the largest cursor value already loaded.
-const CURSOR_STATE_KEY: &str = "cursor";
+/// State key of the largest value of `column` already loaded. Keyed by the column, so
+/// pointing `cursor_column` at another column starts from the beginning instead of
+/// comparing against a position of the old one.
+fn cursor_state_key(column: &str) -> String {
+    format!("cursor.{column}")
+}
 
 /// A source scan loaded into a staging table of this run.
 #[derive(Debug)]
@@ -12,9 +16,9 @@ pub struct Staged {
     pub schema: Schema,
     pub staging: Staging,
     pub stats: ScanStats,
-    /// The cursor position to store once this run finalizes; `None` when the scan had no
-    /// cursor bound or staged nothing.
-    next_cursor: Option<Value>,
+    /// The state key and cursor position to store once this run finalizes; `None` when the
+    /// scan had no cursor bound or staged nothing.
+    next_cursor: Option<(String, Value)>,
 }
 
 impl Staged {
@@ -24,8 +28,8 @@ impl Staged {
 
     /// Stages the new cursor position, so it becomes durable with the finalize transaction.
     pub fn put_cursor(&self) {
-        if let Some(cursor) = &self.next_cursor {
-            state::put(CURSOR_STATE_KEY, cursor);
+        if let Some((key, cursor)) = &self.next_cursor {
+            state::put(key, cursor);
         }
     }
 
@@ -70,7 +74,7 @@ pub fn stage_incremental(cursor_column: Option<&str>) -> Result<Staged, DponeErr
     let cursor = match cursor_column {
         Some(column) => Some(CursorBound {
             column: column.into(),
-            after: state::get(CURSOR_STATE_KEY)?,
+            after: state::get(&cursor_state_key(column))?,
             up_to: None,
         }),
         None => None,
@@ -92,7 +96,7 @@ pub fn stage_incremental(cursor_column: Option<&str>) -> Result<Staged, DponeErr
                 staged.stats.rows
             ))
         })?;
-        staged.next_cursor = Some(max);
+        staged.next_cursor = Some((cursor_state_key(column), max));
     }
     Ok(staged)
 }

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use super::copy::{CopyDecoder, CopyEncoder};
 use super::types::{self, Param, PgType};
+use crate::connectors::render::{quote_ident, table_ref};
 use crate::connectors::{Dialect, SqlSession, Statement, TableName};
 use crate::error::{Error, Kind, Result};
 use crate::model::{Column, DataType, Schema, Value};
@@ -34,25 +35,29 @@ pub struct PostgresSession {
 
 impl fmt::Debug for PostgresSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresSession").field("role", &self.role).finish_non_exhaustive()
+        f.debug_struct("PostgresSession")
+            .field("role", &self.role)
+            .finish_non_exhaustive()
     }
 }
 
-/// An error of kind `role` saying what failed; driver errors never carry parameter values.
-fn fail(role: Kind, what: &str, e: impl fmt::Display) -> Error {
-    Error::new(role, format!("PostgreSQL: {what}: {e}"))
-}
-
-/// `"name"`, with embedded quotes doubled.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// `"schema"."table"`, or `"table"` (resolved through `search_path`).
-pub fn quote_table(table: &TableName) -> String {
-    match &table.schema {
-        Some(s) => format!("{}.{}", quote_ident(s), quote_ident(&table.name)),
-        None => quote_ident(&table.name),
+/// An error of kind `role` saying what failed. A server error is given as its message
+/// and SQLSTATE, without sqlx's wrapping; parameter values are never added.
+fn fail(role: Kind, what: &str, e: impl fmt::Display + 'static) -> Error {
+    let sqlx_error = (&e as &dyn std::any::Any).downcast_ref::<sqlx::Error>();
+    match sqlx_error.and_then(sqlx::Error::as_database_error) {
+        Some(db) => Error::new(
+            super::super::driver_error_kind(
+                role,
+                sqlx_error.expect("a database error is a sqlx error"),
+            ),
+            format!(
+                "PostgreSQL: {what}: {} (SQLSTATE {})",
+                db.message(),
+                db.code().unwrap_or_default()
+            ),
+        ),
+        None => Error::new(role, format!("PostgreSQL: {what}: {e}")),
     }
 }
 
@@ -62,12 +67,11 @@ fn redact(message: &str, url: &str) -> String {
     let mut out = message.replace(url, "<url>");
     let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = authority.split(['/', '?']).next().unwrap_or_default();
-    if let Some((userinfo, _)) = authority.rsplit_once('@') {
-        if let Some((_, password)) = userinfo.split_once(':') {
-            if !password.is_empty() {
-                out = out.replace(password, "***");
-            }
-        }
+    if let Some((userinfo, _)) = authority.rsplit_once('@')
+        && let Some((_, password)) = userinfo.split_once(':')
+        && !password.is_empty()
+    {
+        out = out.replace(password, "***");
     }
     out
 }
@@ -85,7 +89,8 @@ struct CatalogColumn {
 fn arguments(params: &[Value], role: Kind) -> Result<PgArguments> {
     let mut args = PgArguments::default();
     for (i, v) in params.iter().enumerate() {
-        args.add(Param(v)).map_err(|e| fail(role, &format!("binding parameter ${}", i + 1), e))?;
+        args.add(Param(v))
+            .map_err(|e| fail(role, &format!("binding parameter ${}", i + 1), e))?;
     }
     Ok(args)
 }
@@ -94,11 +99,23 @@ impl PostgresSession {
     /// Opens one connection. Errors never contain the URL, which may hold a password.
     pub async fn connect(url: &str, role: Kind) -> Result<Self> {
         let options = PgConnectOptions::from_str(url)
-            .map_err(|e| Error::new(role, format!("invalid PostgreSQL URL: {}", redact(&e.to_string(), url))))?
-            // The host logs what it runs; sqlx would also warn about every long COPY.
+            .map_err(|e| {
+                Error::new(
+                    role,
+                    format!("invalid PostgreSQL URL: {}", redact(&e.to_string(), url)),
+                )
+            })?
+            // sqlx would log every statement and warn about slow ones (a long merge is
+            // expected); the host logs what it runs itself.
             .disable_statement_logging();
         let conn = PgConnection::connect_with(&options).await.map_err(|e| {
-            Error::new(role, format!("cannot connect to PostgreSQL: {}", redact(&e.to_string(), url)))
+            Error::new(
+                role,
+                format!(
+                    "cannot connect to PostgreSQL: {}",
+                    redact(&e.to_string(), url)
+                ),
+            )
         })?;
         Ok(PostgresSession { conn, role })
     }
@@ -106,7 +123,6 @@ impl PostgresSession {
     /// Runs a statement without parameters through the simple protocol (which also
     /// accepts several `;`-separated statements).
     async fn simple(&mut self, sql: &str) -> Result<u64> {
-        // A `&str` executes through the simple protocol.
         Executor::execute(&mut self.conn, sql)
             .await
             .map(|r| r.rows_affected())
@@ -118,7 +134,7 @@ impl PostgresSession {
     async fn catalog(&mut self, table: &TableName) -> Result<Option<(Oid, Vec<CatalogColumn>)>> {
         let role = self.role;
         let oid: Option<Oid> = sqlx::query_scalar("SELECT to_regclass($1)::oid")
-            .bind(quote_table(table))
+            .bind(table_ref(table))
             .fetch_one(&mut self.conn)
             .await
             .map_err(|e| fail(role, &format!("looking up table {table}"), e))?;
@@ -200,12 +216,18 @@ impl SqlSession for PostgresSession {
                 return Err(fail(
                     role,
                     "query failed",
-                    format!("it returned {} columns, {} were expected", row.len(), types.len()),
+                    format!(
+                        "it returned {} columns, {} were expected",
+                        row.len(),
+                        types.len()
+                    ),
                 ));
             }
             let mut values = Vec::with_capacity(types.len());
             for (i, want) in types.iter().enumerate() {
-                let raw = row.try_get_raw(i).map_err(|e| fail(role, "query failed", e))?;
+                let raw = row
+                    .try_get_raw(i)
+                    .map_err(|e| fail(role, "query failed", e))?;
                 let name = row.columns()[i].name();
                 let bad = |e: &dyn fmt::Display| {
                     fail(role, "query failed", format!("column `{name}`: {e}"))
@@ -230,12 +252,18 @@ impl SqlSession for PostgresSession {
 
     async fn table_schema(&mut self, table: &TableName) -> Result<Option<Schema>> {
         let role = self.role;
-        let Some((oid, catalog)) = self.catalog(table).await? else { return Ok(None) };
+        let Some((oid, catalog)) = self.catalog(table).await? else {
+            return Ok(None);
+        };
         let mut columns = Vec::with_capacity(catalog.len());
         for c in catalog {
             let data_type = types::portable_type(&c.type_name, c.typmod, &c.name)
                 .map_err(|e| e.context(format!("table {table}")))?;
-            columns.push(Column { name: c.name, data_type, nullable: !c.not_null });
+            columns.push(Column {
+                name: c.name,
+                data_type,
+                nullable: !c.not_null,
+            });
         }
         let primary_key: Vec<String> = sqlx::query_scalar(
             "SELECT a.attname::text \
@@ -249,7 +277,10 @@ impl SqlSession for PostgresSession {
         .fetch_all(&mut self.conn)
         .await
         .map_err(|e| fail(role, &format!("reading the primary key of {table}"), e))?;
-        Ok(Some(Schema { columns, primary_key }))
+        Ok(Some(Schema {
+            columns,
+            primary_key,
+        }))
     }
 
     /// Runs `COPY (stmt) TO STDOUT (FORMAT binary)`. Parameters are first stored as session
@@ -269,8 +300,13 @@ impl SqlSession for PostgresSession {
         let mut args = PgArguments::default();
         for (i, v) in stmt.params.iter().enumerate() {
             if let Some(text) = types::param_text(v) {
-                calls.push(format!("set_config('dpone.p{}', ${}, false)", i + 1, calls.len() + 1));
-                args.add(text).map_err(|e| fail(role, "binding parameters", e))?;
+                calls.push(format!(
+                    "set_config('dpone.p{}', ${}, false)",
+                    i + 1,
+                    calls.len() + 1
+                ));
+                args.add(text)
+                    .map_err(|e| fail(role, "binding parameters", e))?;
             }
         }
         if !calls.is_empty() {
@@ -286,8 +322,11 @@ impl SqlSession for PostgresSession {
         let mut ready = Vec::new();
         let mut failure: Option<Error> = None;
         let mut receiver_gone = false;
-        let mut stream =
-            self.conn.copy_out_raw(&sql).await.map_err(|e| fail(role, "read failed", e))?;
+        let mut stream = self
+            .conn
+            .copy_out_raw(&sql)
+            .await
+            .map_err(|e| fail(role, "read failed", e))?;
         while let Some(chunk) = stream.next().await {
             // sqlx has already resynchronized the connection when the stream fails.
             let chunk = chunk.map_err(|e| fail(role, "read failed", e))?;
@@ -330,49 +369,76 @@ impl SqlSession for PostgresSession {
     ) -> Result<u64> {
         let role = self.role;
         let Some((_, catalog)) = self.catalog(table).await? else {
-            return Err(fail(role, "bulk insert failed", format!("table {table} does not exist")));
+            return Err(fail(
+                role,
+                "bulk insert failed",
+                format!("table {table} does not exist"),
+            ));
         };
         let mut targets = Vec::with_capacity(schema.columns.len());
         for c in &schema.columns {
             let Some(t) = catalog.iter().find(|t| t.name == c.name) else {
-                return Err(fail(role, "bulk insert failed", format!("table {table} has no column `{}`", c.name)));
+                return Err(fail(
+                    role,
+                    "bulk insert failed",
+                    format!("table {table} has no column `{}`", c.name),
+                ));
             };
             let native = PgType::from_name(&t.type_name).ok_or_else(|| {
                 fail(
                     role,
                     "bulk insert failed",
-                    format!("column `{}` of {table} has unsupported type `{}`", c.name, t.type_name),
+                    format!(
+                        "column `{}` of {table} has unsupported type `{}`",
+                        c.name, t.type_name
+                    ),
                 )
             })?;
             targets.push(native);
         }
-        let mut encoder =
-            CopyEncoder::new(schema, &targets).map_err(|e| fail(role, &format!("bulk insert into {table}"), e))?;
-        let columns: Vec<String> = schema.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let mut encoder = CopyEncoder::new(schema, &targets)
+            .map_err(|e| fail(role, &format!("bulk insert into {table}"), e))?;
+        let columns: Vec<String> = schema
+            .columns
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect();
         let sql = format!(
             "COPY {} ({}) FROM STDIN (FORMAT binary)",
-            quote_table(table),
+            table_ref(table),
             columns.join(", ")
         );
 
-        let mut copy =
-            self.conn.copy_in_raw(&sql).await.map_err(|e| fail(role, &format!("bulk insert into {table}"), e))?;
+        let mut copy = self
+            .conn
+            .copy_in_raw(&sql)
+            .await
+            .map_err(|e| fail(role, &format!("bulk insert into {table}"), e))?;
         let mut buf = BytesMut::with_capacity(COPY_CHUNK + COPY_CHUNK / 4);
         let sent: Result<()> = async {
             while let Some(batch) = rx.recv().await {
-                encoder.encode(&batch, &mut buf).map_err(|e| fail(role, &format!("bulk insert into {table}"), e))?;
+                encoder
+                    .encode(&batch, &mut buf)
+                    .map_err(|e| fail(role, &format!("bulk insert into {table}"), e))?;
                 if buf.len() >= COPY_CHUNK {
-                    copy.send(&buf[..]).await.map_err(|e| fail(role, &format!("bulk insert into {table}"), e))?;
+                    copy.send(&buf[..])
+                        .await
+                        .map_err(|e| fail(role, &format!("bulk insert into {table}"), e))?;
                     buf.clear();
                 }
             }
             encoder.finish(&mut buf);
-            copy.send(&buf[..]).await.map_err(|e| fail(role, &format!("bulk insert into {table}"), e))?;
+            copy.send(&buf[..])
+                .await
+                .map_err(|e| fail(role, &format!("bulk insert into {table}"), e))?;
             Ok(())
         }
         .await;
         match sent {
-            Ok(()) => copy.finish().await.map_err(|e| fail(role, &format!("bulk insert into {table}"), e)),
+            Ok(()) => copy
+                .finish()
+                .await
+                .map_err(|e| fail(role, &format!("bulk insert into {table}"), e)),
             Err(e) => {
                 // The abort's own outcome matters less than the error that caused it.
                 if let Err(abort) = copy.abort("dpone: bulk insert failed").await {
@@ -409,26 +475,46 @@ mod tests {
             eprintln!("skipping: DPONE_TEST_POSTGRES_URL is not set");
             return None;
         };
-        Some(PostgresSession::connect(&url, Kind::Sink).await.expect("connect"))
+        Some(
+            PostgresSession::connect(&url, Kind::Sink)
+                .await
+                .expect("connect"),
+        )
     }
 
     /// A fresh schema for one test; dropped by [`drop_schema`] at the end.
     async fn new_schema(s: &mut PostgresSession, test: &str) -> String {
         let name = format!("dpone_test_{test}_{}", uuid::Uuid::new_v4().simple());
-        s.execute(&Statement::new(format!("CREATE SCHEMA {}", quote_ident(&name)))).await.unwrap();
+        s.execute(&Statement::new(format!(
+            "CREATE SCHEMA {}",
+            quote_ident(&name)
+        )))
+        .await
+        .unwrap();
         name
     }
 
     async fn drop_schema(s: &mut PostgresSession, name: &str) {
-        s.execute(&Statement::new(format!("DROP SCHEMA {} CASCADE", quote_ident(name)))).await.unwrap();
+        s.execute(&Statement::new(format!(
+            "DROP SCHEMA {} CASCADE",
+            quote_ident(name)
+        )))
+        .await
+        .unwrap();
     }
 
     fn stmt(sql: impl Into<String>, params: Vec<Value>) -> Statement {
-        Statement { sql: sql.into(), params }
+        Statement {
+            sql: sql.into(),
+            params,
+        }
     }
 
     fn table(schema: &str, name: &str) -> TableName {
-        TableName { schema: Some(schema.into()), name: name.into() }
+        TableName {
+            schema: Some(schema.into()),
+            name: name.into(),
+        }
     }
 
     fn dec(precision: u8, scale: i8) -> DataType {
@@ -560,7 +646,9 @@ mod tests {
                     .zip(&names)
                     .map(|(v, name)| match (*name, v) {
                         ("ch", Value::Text(s)) => Value::Text(format!("{s:<3}")),
-                        ("jb", Value::Json(s)) if s.starts_with('{') => Value::Json(r#"{"a": [1, "x"]}"#.into()),
+                        ("jb", Value::Json(s)) if s.starts_with('{') => {
+                            Value::Json(r#"{"a": [1, "x"]}"#.into())
+                        }
                         _ => v.clone(),
                     })
                     .collect()
@@ -569,14 +657,17 @@ mod tests {
     }
 
     async fn create_all_types(s: &mut PostgresSession, t: &TableName) {
-        s.execute(&Statement::new(format!("CREATE TABLE {} ({ALL_TYPES}, PRIMARY KEY (i4, id))", quote_table(t))))
-            .await
-            .unwrap();
+        s.execute(&Statement::new(format!(
+            "CREATE TABLE {} ({ALL_TYPES}, PRIMARY KEY (i4, id))",
+            table_ref(t)
+        )))
+        .await
+        .unwrap();
         let names: Vec<&str> = all_types_schema().iter().map(|c| c.0).collect();
         let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
         let insert = format!(
             "INSERT INTO {} ({}) VALUES ({})",
-            quote_table(t),
+            table_ref(t),
             names.join(", "),
             placeholders.join(", ")
         );
@@ -589,7 +680,11 @@ mod tests {
         schema.columns.iter().map(|c| c.data_type).collect()
     }
 
-    async fn read_all(s: &mut PostgresSession, st: &Statement, schema: &Schema) -> Result<Vec<RecordBatch>> {
+    async fn read_all(
+        s: &mut PostgresSession,
+        st: &Statement,
+        schema: &Schema,
+    ) -> Result<Vec<RecordBatch>> {
         let (tx, mut rx) = mpsc::channel(crate::model::CHANNEL_BATCHES);
         let collect = async move {
             let mut out = Vec::new();
@@ -607,14 +702,24 @@ mod tests {
         for b in batches {
             for r in 0..b.num_rows() {
                 rows.push(
-                    schema.columns.iter().enumerate().map(|(i, c)| value_at(b.column(i), &c.data_type, r)).collect(),
+                    schema
+                        .columns
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| value_at(b.column(i), &c.data_type, r))
+                        .collect(),
                 );
             }
         }
         rows
     }
 
-    async fn insert_batches(s: &mut PostgresSession, t: &TableName, schema: &Schema, batches: Vec<RecordBatch>) -> Result<u64> {
+    async fn insert_batches(
+        s: &mut PostgresSession,
+        t: &TableName,
+        schema: &Schema,
+        batches: Vec<RecordBatch>,
+    ) -> Result<u64> {
         let (tx, rx) = mpsc::channel(batches.len() + 1);
         for b in batches {
             tx.send(b).await.unwrap();
@@ -626,12 +731,22 @@ mod tests {
     #[tokio::test]
     async fn connect_errors_do_not_reveal_the_url() {
         let url = "postgres://someone:s3cr3t-pw@127.0.0.1:1/db";
-        let e = PostgresSession::connect(url, Kind::Source).await.unwrap_err();
+        let e = PostgresSession::connect(url, Kind::Source)
+            .await
+            .unwrap_err();
         assert_eq!(e.kind, Kind::Source);
-        assert!(!e.message.contains("s3cr3t") && !e.message.contains(url), "{e}");
-        let e = PostgresSession::connect("postgres://u:s3cr3t@host:notaport/db", Kind::Sink).await.unwrap_err();
+        assert!(
+            !e.message.contains("s3cr3t") && !e.message.contains(url),
+            "{e}"
+        );
+        let e = PostgresSession::connect("postgres://u:s3cr3t@host:notaport/db", Kind::Sink)
+            .await
+            .unwrap_err();
         assert!(!e.message.contains("s3cr3t"), "{e}");
-        assert_eq!(redact("x postgres://u:pw@h/d y pw", "postgres://u:pw@h/d"), "x <url> y ***");
+        assert_eq!(
+            redact("x postgres://u:pw@h/d y pw", "postgres://u:pw@h/d"),
+            "x <url> y ***"
+        );
     }
 
     #[tokio::test]
@@ -643,7 +758,11 @@ mod tests {
         let got = s.table_schema(&t).await.unwrap().unwrap();
         let want: Vec<Column> = all_types_schema()
             .into_iter()
-            .map(|(name, data_type, nullable)| Column { name: name.into(), data_type, nullable })
+            .map(|(name, data_type, nullable)| Column {
+                name: name.into(),
+                data_type,
+                nullable,
+            })
             .collect();
         assert_eq!(got.columns, want);
         assert_eq!(got.primary_key, ["i4", "id"]);
@@ -656,23 +775,65 @@ mod tests {
              ALTER TABLE {q}.\"we\"\"ird\" DROP COLUMN gone"
         );
         s.execute(&Statement::new(setup)).await.unwrap();
-        let got = s.table_schema(&table(&ns, "we\"ird")).await.unwrap().unwrap();
-        let cols: Vec<(&str, DataType)> = got.columns.iter().map(|c| (c.name.as_str(), c.data_type)).collect();
-        assert_eq!(cols, [("a", DataType::Int32), ("p", DataType::Int32), ("n", DataType::Decimal(None))]);
+        let got = s
+            .table_schema(&table(&ns, "we\"ird"))
+            .await
+            .unwrap()
+            .unwrap();
+        let cols: Vec<(&str, DataType)> = got
+            .columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.data_type))
+            .collect();
+        assert_eq!(
+            cols,
+            [
+                ("a", DataType::Int32),
+                ("p", DataType::Int32),
+                ("n", DataType::Decimal(None))
+            ]
+        );
         assert!(got.primary_key.is_empty());
 
         // Unqualified names go through search_path.
-        s.execute(&Statement::new(format!("SET search_path TO {q}"))).await.unwrap();
-        let unqualified = TableName { schema: None, name: "all types".into() };
-        assert_eq!(s.table_schema(&unqualified).await.unwrap().unwrap().columns.len(), 21);
-        s.execute(&Statement::new("RESET search_path")).await.unwrap();
+        s.execute(&Statement::new(format!("SET search_path TO {q}")))
+            .await
+            .unwrap();
+        let unqualified = TableName {
+            schema: None,
+            name: "all types".into(),
+        };
+        assert_eq!(
+            s.table_schema(&unqualified)
+                .await
+                .unwrap()
+                .unwrap()
+                .columns
+                .len(),
+            21
+        );
+        s.execute(&Statement::new("RESET search_path"))
+            .await
+            .unwrap();
 
         assert_eq!(s.table_schema(&table(&ns, "missing")).await.unwrap(), None);
-        assert_eq!(s.table_schema(&table("no_such_schema_dpone", "x")).await.unwrap(), None);
+        assert_eq!(
+            s.table_schema(&table("no_such_schema_dpone", "x"))
+                .await
+                .unwrap(),
+            None
+        );
 
-        s.execute(&Statement::new(format!("CREATE TABLE {q}.odd (id int, span interval)"))).await.unwrap();
+        s.execute(&Statement::new(format!(
+            "CREATE TABLE {q}.odd (id int, span interval)"
+        )))
+        .await
+        .unwrap();
         let e = s.table_schema(&table(&ns, "odd")).await.unwrap_err();
-        assert!(e.message.contains("`span`") && e.message.contains("interval"), "{e}");
+        assert!(
+            e.message.contains("`span`") && e.message.contains("interval"),
+            "{e}"
+        );
         drop_schema(&mut s, &ns).await;
     }
 
@@ -683,11 +844,17 @@ mod tests {
         let t = table(&ns, "all");
         create_all_types(&mut s, &t).await;
         let schema = s.table_schema(&t).await.unwrap().unwrap();
-        let q = quote_table(&t);
+        let q = table_ref(&t);
 
         // What came back through query() is exactly what went in through execute().
         let names = schema.names().join(", ");
-        let rows = s.query(&Statement::new(format!("SELECT {names} FROM {q} ORDER BY id")), &types_of(&schema)).await.unwrap();
+        let rows = s
+            .query(
+                &Statement::new(format!("SELECT {names} FROM {q} ORDER BY id")),
+                &types_of(&schema),
+            )
+            .await
+            .unwrap();
         assert_eq!(rows, read_back(&edge_rows()));
 
         // Each typed parameter compares against its column without casts in the SQL.
@@ -703,36 +870,93 @@ mod tests {
         assert_eq!(count(&mut s, "i4 >= $1", Value::Int(0)).await, 2);
         assert_eq!(count(&mut s, "f8 < $1", Value::Float(0.5)).await, 2);
         assert_eq!(count(&mut s, "f4 < $1", Value::Float(0.5)).await, 2);
-        assert_eq!(count(&mut s, "n12 < $1", Value::Decimal("0.001".into())).await, 2);
-        assert_eq!(count(&mut s, "i4 < $1", Value::Decimal("0.5".into())).await, 3);
+        assert_eq!(
+            count(&mut s, "n12 < $1", Value::Decimal("0.001".into())).await,
+            2
+        );
+        assert_eq!(
+            count(&mut s, "i4 < $1", Value::Decimal("0.5".into())).await,
+            3
+        );
         assert_eq!(count(&mut s, "t = $1", Value::Text("".into())).await, 1);
-        assert_eq!(count(&mut s, "vc = $1", Value::Text("ten chars!".into())).await, 1);
-        assert_eq!(count(&mut s, "b = $1", Value::Bytes(vec![0, 1, 2, 255])).await, 1);
+        assert_eq!(
+            count(&mut s, "vc = $1", Value::Text("ten chars!".into())).await,
+            1
+        );
+        assert_eq!(
+            count(&mut s, "b = $1", Value::Bytes(vec![0, 1, 2, 255])).await,
+            1
+        );
         assert_eq!(count(&mut s, "bo = $1", Value::Boolean(false)).await, 1);
         assert_eq!(count(&mut s, "d < $1", Value::Date(0)).await, 2);
         assert_eq!(count(&mut s, "ts > $1", Value::Timestamp(-2)).await, 2);
         assert_eq!(count(&mut s, "tz >= $1", Value::TimestampTz(0)).await, 2);
-        assert_eq!(count(&mut s, "u = $1", Value::Uuid("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11".into())).await, 1);
-        assert_eq!(count(&mut s, "jb @> $1", Value::Json(r#"{"a": [1]}"#.into())).await, 1);
-        assert_eq!(count(&mut s, "coalesce(t, 'none') = coalesce($1, 'none')", Value::Null).await, 1);
+        assert_eq!(
+            count(
+                &mut s,
+                "u = $1",
+                Value::Uuid("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11".into())
+            )
+            .await,
+            1
+        );
+        assert_eq!(
+            count(&mut s, "jb @> $1", Value::Json(r#"{"a": [1]}"#.into())).await,
+            1
+        );
+        assert_eq!(
+            count(
+                &mut s,
+                "coalesce(t, 'none') = coalesce($1, 'none')",
+                Value::Null
+            )
+            .await,
+            1
+        );
 
         // NULL binds into a column of any type.
-        s.execute(&stmt(format!("UPDATE {q} SET n12 = $1, u = $2, jb = $3 WHERE id = 1"), vec![Value::Null; 3]))
+        s.execute(&stmt(
+            format!("UPDATE {q} SET n12 = $1, u = $2, jb = $3 WHERE id = 1"),
+            vec![Value::Null; 3],
+        ))
+        .await
+        .unwrap();
+        let got = s
+            .query(
+                &stmt(
+                    format!("SELECT n12, u, jb FROM {q} WHERE id = $1"),
+                    vec![Value::Int(1)],
+                ),
+                &[dec(12, 3), DataType::Uuid, DataType::Json],
+            )
             .await
             .unwrap();
-        let got = s.query(&stmt(format!("SELECT n12, u, jb FROM {q} WHERE id = $1"), vec![Value::Int(1)]), &[dec(12, 3), DataType::Uuid, DataType::Json]).await.unwrap();
         assert_eq!(got, [[Value::Null, Value::Null, Value::Null]]);
 
         // A statement text seen before with other parameter types still binds correctly.
         let again = format!("SELECT count(*) FROM {q} WHERE $1::text IS NULL OR i4 > $1::int");
         for v in [Value::Null, Value::Int(0), Value::Text("0".into())] {
-            s.query(&stmt(again.clone(), vec![v]), &[DataType::Int64]).await.unwrap();
+            s.query(&stmt(again.clone(), vec![v]), &[DataType::Int64])
+                .await
+                .unwrap();
         }
 
         // Results convert to the asked type when exact, and say why when not.
-        let st = Statement::new(format!("SELECT i4, i4, n38, tz, ts, u FROM {q} WHERE id = 2"));
+        let st = Statement::new(format!(
+            "SELECT i4, i4, n38, tz, ts, u FROM {q} WHERE id = 2"
+        ));
         let got = s
-            .query(&st, &[DataType::Int64, DataType::Decimal(None), DataType::Decimal(None), DataType::Timestamp, DataType::Text, DataType::Text])
+            .query(
+                &st,
+                &[
+                    DataType::Int64,
+                    DataType::Decimal(None),
+                    DataType::Decimal(None),
+                    DataType::Timestamp,
+                    DataType::Text,
+                    DataType::Text,
+                ],
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -746,15 +970,31 @@ mod tests {
                 Value::Text("00000000-0000-0000-0000-000000000000".into()),
             ]
         );
-        let e = s.query(&Statement::new(format!("SELECT bo FROM {q}")), &[DataType::Date]).await.unwrap_err();
+        let e = s
+            .query(
+                &Statement::new(format!("SELECT bo FROM {q}")),
+                &[DataType::Date],
+            )
+            .await
+            .unwrap_err();
         assert!(e.message.contains("`bo`"), "{e}");
-        let e = s.query(&Statement::new("SELECT 1"), &[DataType::Int64, DataType::Int64]).await.unwrap_err();
+        let e = s
+            .query(
+                &Statement::new("SELECT 1"),
+                &[DataType::Int64, DataType::Int64],
+            )
+            .await
+            .unwrap_err();
         assert_eq!(e.kind, Kind::Sink);
 
         // Statements without parameters may be scripts.
-        s.execute(&Statement::new(format!("CREATE TABLE {}.x (a int); INSERT INTO {}.x VALUES (1), (2)", quote_ident(&ns), quote_ident(&ns))))
-            .await
-            .unwrap();
+        s.execute(&Statement::new(format!(
+            "CREATE TABLE {}.x (a int); INSERT INTO {}.x VALUES (1), (2)",
+            quote_ident(&ns),
+            quote_ident(&ns)
+        )))
+        .await
+        .unwrap();
         drop_schema(&mut s, &ns).await;
     }
 
@@ -767,9 +1007,13 @@ mod tests {
         let schema = s.table_schema(&t).await.unwrap().unwrap();
         let names = schema.names().join(", ");
 
-        let all = read_all(&mut s, &Statement::new(format!("SELECT {names} FROM {} ORDER BY id", quote_table(&t))), &schema)
-            .await
-            .unwrap();
+        let all = read_all(
+            &mut s,
+            &Statement::new(format!("SELECT {names} FROM {} ORDER BY id", table_ref(&t))),
+            &schema,
+        )
+        .await
+        .unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].schema(), schema.to_arrow());
         assert_eq!(rows_of(&all, &schema), read_back(&edge_rows()));
@@ -789,33 +1033,80 @@ mod tests {
             Value::Boolean(false),
             Value::Json("null".into()),
         ];
-        let ph: Vec<String> = params.iter().enumerate().map(|(i, v)| s.read_placeholder(i + 1, v)).collect();
+        let ph: Vec<String> = params
+            .iter()
+            .enumerate()
+            .map(|(i, v)| s.read_placeholder(i + 1, v))
+            .collect();
         assert_eq!(ph[0], "current_setting('dpone.p1')::bigint");
         assert_eq!(ph[8], "NULL");
         let sql = format!(
             "SELECT {names} FROM {} WHERE id > {} AND ts = {} AND n12 < {} AND t = {} AND u = {} \
              AND d = {} AND tz = {} AND b = {} AND {} IS NULL AND f8 > {} AND bo = {} AND jb = {} ORDER BY id",
-            quote_table(&t),
-            ph[0], ph[1], ph[2], ph[3], ph[4], ph[5], ph[6], ph[7], ph[8], ph[9], ph[10], ph[11]
+            table_ref(&t),
+            ph[0],
+            ph[1],
+            ph[2],
+            ph[3],
+            ph[4],
+            ph[5],
+            ph[6],
+            ph[7],
+            ph[8],
+            ph[9],
+            ph[10],
+            ph[11]
         );
         let st = stmt(sql, params);
         let got = read_all(&mut s, &st, &schema).await.unwrap();
         assert_eq!(rows_of(&got, &schema), read_back(&edge_rows()[1..2]));
 
         // A failing query is an error of the session's role, and the session stays usable.
-        let e = read_all(&mut s, &Statement::new(format!("SELECT 1 / (id - 3) FROM {}", quote_table(&t))), &Schema {
-            columns: vec![Column { name: "x".into(), data_type: DataType::Int32, nullable: true }],
-            primary_key: vec![],
-        })
+        let e = read_all(
+            &mut s,
+            &Statement::new(format!("SELECT 1 / (id - 3) FROM {}", table_ref(&t))),
+            &Schema {
+                columns: vec![Column {
+                    name: "x".into(),
+                    data_type: DataType::Int32,
+                    nullable: true,
+                }],
+                primary_key: vec![],
+            },
+        )
         .await
         .unwrap_err();
         assert_eq!(e.kind, Kind::Sink);
-        assert!(e.message.contains("division by zero"), "{e}");
+        assert!(
+            e.message.contains("division by zero (SQLSTATE 22012)"),
+            "{e}"
+        );
         // So does a value that does not fit the schema.
-        let narrow = Schema { columns: vec![Column { name: "i4".into(), data_type: DataType::Int16, nullable: true }], primary_key: vec![] };
-        let e = read_all(&mut s, &Statement::new(format!("SELECT i4 FROM {} ORDER BY id", quote_table(&t))), &narrow).await.unwrap_err();
-        assert!(e.message.contains("`i4`") && e.message.contains("out of range"), "{e}");
-        assert_eq!(s.query(&Statement::new("SELECT 1"), &[DataType::Int64]).await.unwrap(), [[Value::Int(1)]]);
+        let narrow = Schema {
+            columns: vec![Column {
+                name: "i4".into(),
+                data_type: DataType::Int16,
+                nullable: true,
+            }],
+            primary_key: vec![],
+        };
+        let e = read_all(
+            &mut s,
+            &Statement::new(format!("SELECT i4 FROM {} ORDER BY id", table_ref(&t))),
+            &narrow,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            e.message.contains("`i4`") && e.message.contains("out of range"),
+            "{e}"
+        );
+        assert_eq!(
+            s.query(&Statement::new("SELECT 1"), &[DataType::Int64])
+                .await
+                .unwrap(),
+            [[Value::Int(1)]]
+        );
         drop_schema(&mut s, &ns).await;
     }
 
@@ -832,27 +1123,53 @@ mod tests {
             (Value::Bytes(vec![0, 0x5c, 0xff]), DataType::Bytes),
             (Value::Date(-719_530), DataType::Date),
             (Value::Date(2_932_896), DataType::Date),
-            (Value::Timestamp(-62_167_219_200_000_001), DataType::Timestamp),
+            (
+                Value::Timestamp(-62_167_219_200_000_001),
+                DataType::Timestamp,
+            ),
             (Value::Timestamp(1_700_000_000_000_001), DataType::Timestamp),
-            (Value::TimestampTz(-62_167_219_200_000_001), DataType::TimestampTz),
-            (Value::TimestampTz(1_700_000_000_000_001), DataType::TimestampTz),
-            (Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()), DataType::Uuid),
+            (
+                Value::TimestampTz(-62_167_219_200_000_001),
+                DataType::TimestampTz,
+            ),
+            (
+                Value::TimestampTz(1_700_000_000_000_001),
+                DataType::TimestampTz,
+            ),
+            (
+                Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()),
+                DataType::Uuid,
+            ),
             (Value::Json(r#"{"k": "v"}"#.into()), DataType::Json),
             (Value::Boolean(true), DataType::Boolean),
         ];
         // An odd TimeZone and DateStyle must not change what the texts mean.
-        s.execute(&Statement::new("SET TimeZone = 'Asia/Kolkata'; SET DateStyle = 'SQL, DMY'")).await.unwrap();
-        let columns: Vec<String> =
-            cases.iter().enumerate().map(|(i, (v, _))| s.read_placeholder(i + 1, v)).collect();
+        s.execute(&Statement::new(
+            "SET TimeZone = 'Asia/Kolkata'; SET DateStyle = 'SQL, DMY'",
+        ))
+        .await
+        .unwrap();
+        let columns: Vec<String> = cases
+            .iter()
+            .enumerate()
+            .map(|(i, (v, _))| s.read_placeholder(i + 1, v))
+            .collect();
         let schema = Schema {
             columns: cases
                 .iter()
                 .enumerate()
-                .map(|(i, (_, t))| Column { name: format!("c{i}"), data_type: *t, nullable: true })
+                .map(|(i, (_, t))| Column {
+                    name: format!("c{i}"),
+                    data_type: *t,
+                    nullable: true,
+                })
                 .collect(),
             primary_key: vec![],
         };
-        let st = stmt(format!("SELECT {}", columns.join(", ")), cases.iter().map(|c| c.0.clone()).collect());
+        let st = stmt(
+            format!("SELECT {}", columns.join(", ")),
+            cases.iter().map(|c| c.0.clone()).collect(),
+        );
         let got = rows_of(&read_all(&mut s, &st, &schema).await.unwrap(), &schema);
         let want: Vec<Value> = cases.iter().map(|c| c.0.clone()).collect();
         assert_eq!(got.len(), 1);
@@ -863,7 +1180,16 @@ mod tests {
             }
         }
         // The same values bound as statement parameters come back the same.
-        let st = stmt(format!("SELECT {}", (1..=cases.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")), want.clone());
+        let st = stmt(
+            format!(
+                "SELECT {}",
+                (1..=cases.len())
+                    .map(|i| format!("${i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            want.clone(),
+        );
         let types: Vec<DataType> = cases.iter().map(|c| c.1).collect();
         let got = s.query(&st, &types).await.unwrap();
         for (g, w) in got[0].iter().zip(&want) {
@@ -883,7 +1209,7 @@ mod tests {
         let Some(mut w) = session().await else { return };
         let ns = new_schema(&mut s, "perf").await;
         let src = table(&ns, "src");
-        let q = quote_table(&src);
+        let q = table_ref(&src);
         let cols = "id bigint, a int, b int, c bigint, d double precision, e double precision,             f numeric(18,4), g numeric(12,2), h text, i text, j text, k varchar(40), l boolean,             m date, n timestamp, o timestamptz, p timestamptz, r uuid, s jsonb, t bigint";
         s.execute(&Statement::new(format!(
             "CREATE TABLE {q} ({cols}); \
@@ -895,15 +1221,26 @@ mod tests {
         .await
         .unwrap();
         let dst = table(&ns, "dst");
-        s.execute(&Statement::new(format!("CREATE TABLE {} ({cols})", quote_table(&dst)))).await.unwrap();
+        s.execute(&Statement::new(format!(
+            "CREATE TABLE {} ({cols})",
+            table_ref(&dst)
+        )))
+        .await
+        .unwrap();
         let schema = s.table_schema(&src).await.unwrap().unwrap();
         let started = std::time::Instant::now();
         let (tx, rx) = mpsc::channel(crate::model::CHANNEL_BATCHES);
         let select = Statement::new(format!("SELECT * FROM {q}"));
-        let (read, written) = tokio::join!(s.read(&select, &schema, tx), w.bulk_insert(&dst, &schema, rx));
+        let (read, written) = tokio::join!(
+            s.read(&select, &schema, tx),
+            w.bulk_insert(&dst, &schema, rx)
+        );
         read.unwrap();
         assert_eq!(written.unwrap(), 1_000_000);
-        eprintln!("1M rows x 20 columns, read + bulk insert: {:?}", started.elapsed());
+        eprintln!(
+            "1M rows x 20 columns, read + bulk insert: {:?}",
+            started.elapsed()
+        );
         drop_schema(&mut s, &ns).await;
     }
 
@@ -915,76 +1252,188 @@ mod tests {
         create_all_types(&mut s, &src).await;
         let schema = s.table_schema(&src).await.unwrap().unwrap();
         let names = schema.names().join(", ");
-        let select = |t: &TableName| Statement::new(format!("SELECT {names} FROM {} ORDER BY id", quote_table(t)));
+        let select = |t: &TableName| {
+            Statement::new(format!("SELECT {names} FROM {} ORDER BY id", table_ref(t)))
+        };
         let batches = read_all(&mut s, &select(&src), &schema).await.unwrap();
         let expected = s.query(&select(&src), &types_of(&schema)).await.unwrap();
 
         // Same native types as the source (`j` stays json).
         let same = table(&ns, "same");
-        s.execute(&Statement::new(format!("CREATE TABLE {} ({ALL_TYPES})", quote_table(&same)))).await.unwrap();
-        assert_eq!(insert_batches(&mut s, &same, &schema, batches.clone()).await.unwrap(), 4);
-        assert_eq!(s.query(&select(&same), &types_of(&schema)).await.unwrap(), expected);
+        s.execute(&Statement::new(format!(
+            "CREATE TABLE {} ({ALL_TYPES})",
+            table_ref(&same)
+        )))
+        .await
+        .unwrap();
+        assert_eq!(
+            insert_batches(&mut s, &same, &schema, batches.clone())
+                .await
+                .unwrap(),
+            4
+        );
+        assert_eq!(
+            s.query(&select(&same), &types_of(&schema)).await.unwrap(),
+            expected
+        );
 
         // Created from the portable schema (every json column becomes jsonb).
         let created = table(&ns, "created");
         let ddl: Vec<String> = schema
             .columns
             .iter()
-            .map(|c| format!("{} {}", quote_ident(&c.name), types::native_type(&c.data_type)))
+            .map(|c| {
+                format!(
+                    "{} {}",
+                    quote_ident(&c.name),
+                    types::native_type(&c.data_type)
+                )
+            })
             .collect();
-        s.execute(&Statement::new(format!("CREATE TABLE {} ({})", quote_table(&created), ddl.join(", ")))).await.unwrap();
-        assert_eq!(insert_batches(&mut s, &created, &schema, batches.clone()).await.unwrap(), 4);
+        s.execute(&Statement::new(format!(
+            "CREATE TABLE {} ({})",
+            table_ref(&created),
+            ddl.join(", ")
+        )))
+        .await
+        .unwrap();
+        assert_eq!(
+            insert_batches(&mut s, &created, &schema, batches.clone())
+                .await
+                .unwrap(),
+            4
+        );
         let mut want = expected.clone();
         want[0][19] = Value::Json(r#"{"a": [1, "x"]}"#.into());
-        let got = s.query(&select(&created), &types_of(&schema)).await.unwrap();
+        let got = s
+            .query(&select(&created), &types_of(&schema))
+            .await
+            .unwrap();
         // char(3) -> text keeps the padding it was read with.
         assert_eq!(got, want);
-        assert_eq!(s.table_schema(&created).await.unwrap().unwrap().columns.len(), schema.columns.len());
+        assert_eq!(
+            s.table_schema(&created)
+                .await
+                .unwrap()
+                .unwrap()
+                .columns
+                .len(),
+            schema.columns.len()
+        );
 
         // Narrower native types take values that fit.
         let narrow = table(&ns, "narrow");
-        s.execute(&Statement::new(format!("CREATE TABLE {} (id integer, f8 real, n38 numeric, j text)", quote_table(&narrow)))).await.unwrap();
+        s.execute(&Statement::new(format!(
+            "CREATE TABLE {} (id integer, f8 real, n38 numeric, j text)",
+            table_ref(&narrow)
+        )))
+        .await
+        .unwrap();
         let part = Schema {
-            columns: ["id", "f4", "n38", "j"].iter().map(|n| schema.column(n).unwrap().clone()).collect(),
+            columns: ["id", "f4", "n38", "j"]
+                .iter()
+                .map(|n| schema.column(n).unwrap().clone())
+                .collect(),
             primary_key: vec![],
         };
-        let cols: Vec<usize> = ["id", "f4", "n38", "j"].iter().map(|n| schema.columns.iter().position(|c| c.name == *n).unwrap()).collect();
-        let projected: Vec<RecordBatch> = batches.iter().map(|b| b.project(&cols).unwrap()).collect();
+        let cols: Vec<usize> = ["id", "f4", "n38", "j"]
+            .iter()
+            .map(|n| schema.columns.iter().position(|c| c.name == *n).unwrap())
+            .collect();
+        let projected: Vec<RecordBatch> =
+            batches.iter().map(|b| b.project(&cols).unwrap()).collect();
         let mut renamed = part.clone();
         renamed.columns[1].name = "f8".into();
         let projected: Vec<RecordBatch> = projected
             .into_iter()
             .map(|b| RecordBatch::try_new(renamed.to_arrow(), b.columns().to_vec()).unwrap())
             .collect();
-        assert_eq!(insert_batches(&mut s, &narrow, &renamed, projected).await.unwrap(), 4);
+        assert_eq!(
+            insert_batches(&mut s, &narrow, &renamed, projected)
+                .await
+                .unwrap(),
+            4
+        );
         let got = s
-            .query(&Statement::new(format!("SELECT id, f8, n38, j FROM {} ORDER BY id", quote_table(&narrow))), &[DataType::Int64, DataType::Float32, DataType::Decimal(None), DataType::Text])
+            .query(
+                &Statement::new(format!(
+                    "SELECT id, f8, n38, j FROM {} ORDER BY id",
+                    table_ref(&narrow)
+                )),
+                &[
+                    DataType::Int64,
+                    DataType::Float32,
+                    DataType::Decimal(None),
+                    DataType::Text,
+                ],
+            )
             .await
             .unwrap();
-        assert_eq!(got[0], [Value::Int(1), Value::Float(-1.5), Value::Decimal("99999999999999999999999999999999999999".into()), Value::Text(r#"{"a": [1, "x"]}"#.into())]);
+        assert_eq!(
+            got[0],
+            [
+                Value::Int(1),
+                Value::Float(-1.5),
+                Value::Decimal("99999999999999999999999999999999999999".into()),
+                Value::Text(r#"{"a": [1, "x"]}"#.into())
+            ]
+        );
 
         // A value the target cannot hold aborts the COPY: nothing is written and the
         // session stays usable.
         let tiny = table(&ns, "tiny");
-        s.execute(&Statement::new(format!("CREATE TABLE {} (id bigint, i2 smallint)", quote_table(&tiny)))).await.unwrap();
-        let two = Schema { columns: vec![schema.column("id").unwrap().clone(), schema.column("i4").unwrap().clone()], primary_key: vec![] };
+        s.execute(&Statement::new(format!(
+            "CREATE TABLE {} (id bigint, i2 smallint)",
+            table_ref(&tiny)
+        )))
+        .await
+        .unwrap();
+        let two = Schema {
+            columns: vec![
+                schema.column("id").unwrap().clone(),
+                schema.column("i4").unwrap().clone(),
+            ],
+            primary_key: vec![],
+        };
         let mut two_renamed = two.clone();
         two_renamed.columns[1].name = "i2".into();
         let b = batches[0].project(&[0, 2]).unwrap();
         let b = RecordBatch::try_new(two_renamed.to_arrow(), b.columns().to_vec()).unwrap();
-        let e = insert_batches(&mut s, &tiny, &two_renamed, vec![b.clone(), b]).await.unwrap_err();
+        let e = insert_batches(&mut s, &tiny, &two_renamed, vec![b.clone(), b])
+            .await
+            .unwrap_err();
         assert_eq!(e.kind, Kind::Sink);
-        assert!(e.message.contains("`i2`") && e.message.contains("out of range"), "{e}");
-        let count = Statement::new(format!("SELECT count(*) FROM {}", quote_table(&tiny)));
-        assert_eq!(s.query(&count, &[DataType::Int64]).await.unwrap(), [[Value::Int(0)]]);
+        assert!(
+            e.message.contains("`i2`") && e.message.contains("out of range"),
+            "{e}"
+        );
+        let count = Statement::new(format!("SELECT count(*) FROM {}", table_ref(&tiny)));
+        assert_eq!(
+            s.query(&count, &[DataType::Int64]).await.unwrap(),
+            [[Value::Int(0)]]
+        );
 
         // A constraint the server checks fails the COPY at the end, also cleanly.
-        s.execute(&Statement::new(format!("ALTER TABLE {} ADD PRIMARY KEY (id)", quote_table(&same)))).await.unwrap();
-        let e = insert_batches(&mut s, &same, &schema, batches.clone()).await.unwrap_err();
+        s.execute(&Statement::new(format!(
+            "ALTER TABLE {} ADD PRIMARY KEY (id)",
+            table_ref(&same)
+        )))
+        .await
+        .unwrap();
+        let e = insert_batches(&mut s, &same, &schema, batches.clone())
+            .await
+            .unwrap_err();
         assert!(e.message.contains("duplicate key"), "{e}");
-        assert_eq!(s.query(&Statement::new("SELECT 1"), &[DataType::Int64]).await.unwrap(), [[Value::Int(1)]]);
+        assert_eq!(
+            s.query(&Statement::new("SELECT 1"), &[DataType::Int64])
+                .await
+                .unwrap(),
+            [[Value::Int(1)]]
+        );
 
-        let e = insert_batches(&mut s, &table(&ns, "missing"), &schema, vec![]).await.unwrap_err();
+        let e = insert_batches(&mut s, &table(&ns, "missing"), &schema, vec![])
+            .await
+            .unwrap_err();
         assert!(e.message.contains("does not exist"), "{e}");
         drop_schema(&mut s, &ns).await;
     }
@@ -994,7 +1443,7 @@ mod tests {
         let Some(mut s) = session().await else { return };
         let ns = new_schema(&mut s, "many").await;
         let src = table(&ns, "src");
-        let q = quote_table(&src);
+        let q = table_ref(&src);
         s.execute(&Statement::new(format!(
             "CREATE TABLE {q} (id bigint PRIMARY KEY, v text, n numeric(18,4), ts timestamptz, j jsonb); \
              INSERT INTO {q} SELECT g, 'row ' || g, g / 7.0, timestamptz '2024-01-01' + g * interval '1 second', \
@@ -1003,19 +1452,37 @@ mod tests {
         .await
         .unwrap();
         let schema = s.table_schema(&src).await.unwrap().unwrap();
-        let select = |t: &TableName| Statement::new(format!("SELECT id, v, n, ts, j FROM {} ORDER BY id", quote_table(t)));
+        let select = |t: &TableName| {
+            Statement::new(format!(
+                "SELECT id, v, n, ts, j FROM {} ORDER BY id",
+                table_ref(t)
+            ))
+        };
         let batches = read_all(&mut s, &select(&src), &schema).await.unwrap();
         let sizes: Vec<usize> = batches.iter().map(RecordBatch::num_rows).collect();
         assert_eq!(sizes, [BATCH_ROWS, BATCH_ROWS, 20_000 - 2 * BATCH_ROWS]);
 
         let dst = table(&ns, "dst");
-        s.execute(&Statement::new(format!("CREATE TABLE {} (LIKE {q})", quote_table(&dst)))).await.unwrap();
-        assert_eq!(insert_batches(&mut s, &dst, &schema, batches).await.unwrap(), 20_000);
+        s.execute(&Statement::new(format!(
+            "CREATE TABLE {} (LIKE {q})",
+            table_ref(&dst)
+        )))
+        .await
+        .unwrap();
+        assert_eq!(
+            insert_batches(&mut s, &dst, &schema, batches)
+                .await
+                .unwrap(),
+            20_000
+        );
         let diff = Statement::new(format!(
             "SELECT count(*) FROM ((TABLE {q} EXCEPT TABLE {d}) UNION ALL (TABLE {d} EXCEPT TABLE {q})) x",
-            d = quote_table(&dst)
+            d = table_ref(&dst)
         ));
-        assert_eq!(s.query(&diff, &[DataType::Int64]).await.unwrap(), [[Value::Int(0)]]);
+        assert_eq!(
+            s.query(&diff, &[DataType::Int64]).await.unwrap(),
+            [[Value::Int(0)]]
+        );
 
         // A consumer that stops early ends the read without error; the session goes on.
         let (tx, mut rx) = mpsc::channel::<RecordBatch>(1);
@@ -1024,7 +1491,12 @@ mod tests {
         let (result, first) = tokio::join!(s.read(&all, &schema, tx), first);
         result.unwrap();
         assert_eq!(first, Some(BATCH_ROWS));
-        assert_eq!(s.query(&Statement::new("SELECT 1"), &[DataType::Int64]).await.unwrap(), [[Value::Int(1)]]);
+        assert_eq!(
+            s.query(&Statement::new("SELECT 1"), &[DataType::Int64])
+                .await
+                .unwrap(),
+            [[Value::Int(1)]]
+        );
         drop_schema(&mut s, &ns).await;
     }
 
@@ -1033,23 +1505,55 @@ mod tests {
         let Some(mut s) = session().await else { return };
         let ns = new_schema(&mut s, "tx").await;
         let t = table(&ns, "t");
-        let q = quote_table(&t);
-        s.execute(&Statement::new(format!("CREATE TABLE {q} (id bigint)"))).await.unwrap();
+        let q = table_ref(&t);
+        s.execute(&Statement::new(format!("CREATE TABLE {q} (id bigint)")))
+            .await
+            .unwrap();
         let schema = s.table_schema(&t).await.unwrap().unwrap();
         let count = Statement::new(format!("SELECT count(*) FROM {q}"));
-        let batch = RecordBatch::try_new(schema.to_arrow(), vec![std::sync::Arc::new(arrow_array::Int64Array::from(vec![1, 2, 3]))]).unwrap();
+        let batch = RecordBatch::try_new(
+            schema.to_arrow(),
+            vec![std::sync::Arc::new(arrow_array::Int64Array::from(vec![
+                1, 2, 3,
+            ]))],
+        )
+        .unwrap();
 
         s.begin().await.unwrap();
-        s.execute(&stmt(format!("INSERT INTO {q} VALUES ($1)"), vec![Value::Int(9)])).await.unwrap();
-        assert_eq!(insert_batches(&mut s, &t, &schema, vec![batch.clone()]).await.unwrap(), 3);
-        assert_eq!(s.query(&count, &[DataType::Int64]).await.unwrap(), [[Value::Int(4)]]);
+        s.execute(&stmt(
+            format!("INSERT INTO {q} VALUES ($1)"),
+            vec![Value::Int(9)],
+        ))
+        .await
+        .unwrap();
+        assert_eq!(
+            insert_batches(&mut s, &t, &schema, vec![batch.clone()])
+                .await
+                .unwrap(),
+            3
+        );
+        assert_eq!(
+            s.query(&count, &[DataType::Int64]).await.unwrap(),
+            [[Value::Int(4)]]
+        );
         s.rollback().await.unwrap();
-        assert_eq!(s.query(&count, &[DataType::Int64]).await.unwrap(), [[Value::Int(0)]]);
+        assert_eq!(
+            s.query(&count, &[DataType::Int64]).await.unwrap(),
+            [[Value::Int(0)]]
+        );
 
         s.begin().await.unwrap();
-        assert_eq!(insert_batches(&mut s, &t, &schema, vec![batch]).await.unwrap(), 3);
+        assert_eq!(
+            insert_batches(&mut s, &t, &schema, vec![batch])
+                .await
+                .unwrap(),
+            3
+        );
         s.commit().await.unwrap();
-        assert_eq!(s.query(&count, &[DataType::Int64]).await.unwrap(), [[Value::Int(3)]]);
+        assert_eq!(
+            s.query(&count, &[DataType::Int64]).await.unwrap(),
+            [[Value::Int(3)]]
+        );
         drop_schema(&mut s, &ns).await;
     }
 }

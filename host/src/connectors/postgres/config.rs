@@ -22,7 +22,10 @@ impl PostgresConfig {
     pub fn validate(&self, at: &str) -> Result<()> {
         let url = self.url.expose();
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(Error::config(format!("{at}.url"), "must start with postgres:// or postgresql://"));
+            return Err(Error::config(
+                format!("{at}.url"),
+                "must start with postgres:// or postgresql://",
+            ));
         }
         Ok(())
     }

@@ -16,9 +16,9 @@ use arrow_array::builder::{
     TimestampMicrosecondBuilder,
 };
 use arrow_array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array,
-    FixedSizeBinaryArray, Float32Array, Float64Array, Int16Array, Int32Array, Int64Array,
-    RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, FixedSizeBinaryArray,
+    Float32Array, Float64Array, Int16Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
 };
 use arrow_schema::SchemaRef;
 use bytes::{BufMut, BytesMut};
@@ -125,7 +125,11 @@ pub fn json_from_pg(b: &[u8]) -> CResult<&str> {
 }
 
 pub fn uuid_from_pg(b: &[u8]) -> CResult<&[u8]> {
-    if b.len() == 16 { Ok(b) } else { err(format!("{}-byte value is not a uuid", b.len())) }
+    if b.len() == 16 {
+        Ok(b)
+    } else {
+        err(format!("{}-byte value is not a uuid", b.len()))
+    }
 }
 
 /// Days since 1970-01-01.
@@ -135,7 +139,9 @@ pub fn date_from_pg(b: &[u8]) -> CResult<i32> {
     }
     match be_i32(b) {
         i32::MAX | i32::MIN => err("date `infinity` has no portable form"),
-        d => d.checked_add(PG_EPOCH_DAYS).ok_or_else(|| CodecError("date out of range".into())),
+        d => d
+            .checked_add(PG_EPOCH_DAYS)
+            .ok_or_else(|| CodecError("date out of range".into())),
     }
 }
 
@@ -153,7 +159,8 @@ pub fn timestamp_from_pg(b: &[u8]) -> CResult<i64> {
 }
 
 pub fn date_to_pg(days: i32) -> CResult<i32> {
-    days.checked_sub(PG_EPOCH_DAYS).ok_or_else(|| CodecError(format!("date {days} out of range")))
+    days.checked_sub(PG_EPOCH_DAYS)
+        .ok_or_else(|| CodecError(format!("date {days} out of range")))
 }
 
 pub fn timestamp_to_pg(micros: i64) -> CResult<i64> {
@@ -298,12 +305,17 @@ pub fn numeric_to_i128(b: &[u8], scale: i8) -> CResult<i128> {
         // The power of ten of this digit's last decimal place in the scaled integer.
         let e = 4 * (i64::from(n.weight) - g as i64) + i64::from(scale);
         let term = if e >= 0 {
-            let f = usize::try_from(e).ok().and_then(|e| POW10.get(e)).ok_or_else(too_big)?;
+            let f = usize::try_from(e)
+                .ok()
+                .and_then(|e| POW10.get(e))
+                .ok_or_else(too_big)?;
             d.checked_mul(*f).ok_or_else(too_big)?
         } else {
             let f = POW10[e.unsigned_abs().min(4) as usize];
             if d % f != 0 {
-                return err(format!("numeric value has more than {scale} fractional digits"));
+                return err(format!(
+                    "numeric value has more than {scale} fractional digits"
+                ));
             }
             d / f
         };
@@ -325,7 +337,9 @@ struct NumericParts {
 }
 
 fn ascii_value(digits: &[u8]) -> i16 {
-    digits.iter().fold(0i16, |v, d| v * 10 + i16::from(d - b'0'))
+    digits
+        .iter()
+        .fold(0i16, |v, d| v * 10 + i16::from(d - b'0'))
 }
 
 /// Base-10000 digits of `int.frac` (ASCII digits) into `groups`, normalized the way
@@ -367,12 +381,21 @@ fn parts_from_digits(
             groups.pop();
         }
     }
-    let weight = i16::try_from(weight).map_err(|_| CodecError("numeric value out of range".into()))?;
+    let weight =
+        i16::try_from(weight).map_err(|_| CodecError("numeric value out of range".into()))?;
     if groups.len() > i16::MAX as usize || dscale > NUMERIC_DSCALE_MAX {
         return err("numeric value out of range");
     }
-    let sign = if neg && !groups.is_empty() { NUMERIC_NEG } else { NUMERIC_POS };
-    Ok(NumericParts { weight, sign, dscale: dscale as u16 })
+    let sign = if neg && !groups.is_empty() {
+        NUMERIC_NEG
+    } else {
+        NUMERIC_POS
+    };
+    Ok(NumericParts {
+        weight,
+        sign,
+        dscale: dscale as u16,
+    })
 }
 
 /// Parses canonical decimal text (`-12.50`, `.5`, `7.`; `NaN`, `Infinity`, `-Infinity`).
@@ -380,7 +403,11 @@ fn parts_from_text(text: &str, groups: &mut Vec<i16>) -> CResult<NumericParts> {
     let t = text.trim();
     let mut special = |sign| {
         groups.clear();
-        Ok(NumericParts { weight: 0, sign, dscale: 0 })
+        Ok(NumericParts {
+            weight: 0,
+            sign,
+            dscale: 0,
+        })
     };
     if t.eq_ignore_ascii_case("nan") {
         return special(NUMERIC_NAN);
@@ -423,13 +450,25 @@ fn parts_from_i128(v: i128, scale: i8, groups: &mut Vec<i16>) -> NumericParts {
     }
     let result = if scale >= 0 {
         let frac_at = LEN - scale as usize;
-        parts_from_digits(v < 0, &buf[start.min(frac_at)..frac_at], &buf[frac_at..], scale as usize, groups)
+        parts_from_digits(
+            v < 0,
+            &buf[start.min(frac_at)..frac_at],
+            &buf[frac_at..],
+            scale as usize,
+            groups,
+        )
     } else {
         // Negative scale: the digits are followed by -scale zeros.
         let n = LEN - start;
         buf.copy_within(start.., 0);
         buf[n..].fill(b'0');
-        parts_from_digits(v < 0, &buf[..n + scale.unsigned_abs() as usize], &[], 0, groups)
+        parts_from_digits(
+            v < 0,
+            &buf[..n + scale.unsigned_abs() as usize],
+            &[],
+            0,
+            groups,
+        )
     };
     result.expect("an i128 decimal is within numeric's range")
 }
@@ -469,7 +508,11 @@ enum Builder {
     F32(Float32Builder),
     F64(Float64Builder),
     /// `bound` is 10^precision: every value's magnitude must stay below it.
-    Decimal { b: Decimal128Builder, scale: i8, bound: i128 },
+    Decimal {
+        b: Decimal128Builder,
+        scale: i8,
+        bound: i128,
+    },
     /// Unconstrained numerics keep their exact text.
     DecimalText(StringBuilder),
     Text(StringBuilder),
@@ -493,7 +536,10 @@ impl Builder {
             DataType::Decimal(Some(d)) => Builder::Decimal {
                 b: Decimal128Builder::with_capacity(n).with_data_type(arrow_type(t)),
                 scale: d.scale,
-                bound: POW10.get(usize::from(d.precision)).copied().unwrap_or(i128::MAX),
+                bound: POW10
+                    .get(usize::from(d.precision))
+                    .copied()
+                    .unwrap_or(i128::MAX),
             },
             DataType::Decimal(None) => Builder::DecimalText(StringBuilder::with_capacity(n, n * 8)),
             DataType::Text => Builder::Text(StringBuilder::with_capacity(n, n * 16)),
@@ -548,7 +594,9 @@ impl Builder {
                 if x.unsigned_abs() >= bound.unsigned_abs() {
                     scratch.clear();
                     numeric_to_text(v, scratch)?;
-                    return err(format!("{scratch} does not fit the column's decimal precision"));
+                    return err(format!(
+                        "{scratch} does not fit the column's decimal precision"
+                    ));
                 }
                 b.append_value(x);
             }
@@ -651,7 +699,11 @@ impl CopyDecoder {
         if self.state != State::Done || !self.pending.is_empty() {
             return err("COPY data ended in the middle of the stream");
         }
-        if self.rows == 0 { Ok(None) } else { self.flush().map(Some) }
+        if self.rows == 0 {
+            Ok(None)
+        } else {
+            self.flush().map(Some)
+        }
     }
 
     fn flush(&mut self) -> CResult<RecordBatch> {
@@ -759,14 +811,20 @@ fn writable(from: &DataType, to: PgType) -> bool {
     matches!(
         (from, to),
         (DataType::Boolean, P::Bool)
-            | (DataType::Int16 | DataType::Int32 | DataType::Int64, P::Int2 | P::Int4 | P::Int8 | P::Numeric)
+            | (
+                DataType::Int16 | DataType::Int32 | DataType::Int64,
+                P::Int2 | P::Int4 | P::Int8 | P::Numeric
+            )
             | (DataType::Float32 | DataType::Float64, P::Float4 | P::Float8)
             | (DataType::Decimal(_), P::Numeric)
             | (DataType::Text, P::Text | P::Json | P::Jsonb)
             | (DataType::Json, P::Json | P::Jsonb | P::Text)
             | (DataType::Bytes, P::Bytea)
             | (DataType::Date, P::Date)
-            | (DataType::Timestamp | DataType::TimestampTz, P::Timestamp | P::TimestampTz)
+            | (
+                DataType::Timestamp | DataType::TimestampTz,
+                P::Timestamp | P::TimestampTz
+            )
             | (DataType::Uuid, P::Uuid)
     )
 }
@@ -826,9 +884,17 @@ impl CopyEncoder {
                     target.name()
                 ));
             }
-            columns.push(EncodeColumn { name: c.name.clone(), portable: c.data_type, target });
+            columns.push(EncodeColumn {
+                name: c.name.clone(),
+                portable: c.data_type,
+                target,
+            });
         }
-        Ok(CopyEncoder { columns, header_written: false, groups: Vec::new() })
+        Ok(CopyEncoder {
+            columns,
+            header_written: false,
+            groups: Vec::new(),
+        })
     }
 
     fn header(&mut self, out: &mut BytesMut) {
@@ -854,7 +920,8 @@ impl CopyEncoder {
         let mut sources = Vec::with_capacity(self.columns.len());
         let mut estimate = rows * (2 + 4 * self.columns.len());
         for (c, array) in self.columns.iter().zip(batch.columns()) {
-            let (source, bytes) = downcast(c, array.as_ref(), rows).map_err(|e| e.in_column(&c.name))?;
+            let (source, bytes) =
+                downcast(c, array.as_ref(), rows).map_err(|e| e.in_column(&c.name))?;
             sources.push(source);
             estimate += bytes;
         }
@@ -863,7 +930,8 @@ impl CopyEncoder {
         for row in 0..rows {
             out.put_i16(sources.len() as i16);
             for (i, source) in sources.iter().enumerate() {
-                put_value(source, row, out, groups).map_err(|e| e.in_column(&self.columns[i].name))?;
+                put_value(source, row, out, groups)
+                    .map_err(|e| e.in_column(&self.columns[i].name))?;
             }
         }
         Ok(())
@@ -877,7 +945,11 @@ impl CopyEncoder {
 }
 
 /// The typed view of one batch column, and about how many bytes its values take.
-fn downcast<'a>(c: &EncodeColumn, array: &'a dyn Array, rows: usize) -> CResult<(Source<'a>, usize)> {
+fn downcast<'a>(
+    c: &EncodeColumn,
+    array: &'a dyn Array,
+    rows: usize,
+) -> CResult<(Source<'a>, usize)> {
     fn get<'a, T: 'static>(array: &'a dyn Array, c: &EncodeColumn) -> CResult<&'a T> {
         array.as_any().downcast_ref::<T>().ok_or_else(|| {
             CodecError(format!(
@@ -917,7 +989,9 @@ fn downcast<'a>(c: &EncodeColumn, array: &'a dyn Array, rows: usize) -> CResult<
             (Source::Bytes(a), (o[o.len() - 1] - o[0]) as usize)
         }
         DataType::Date => (Source::Date(get(array, c)?), rows * 4),
-        DataType::Timestamp | DataType::TimestampTz => (Source::Timestamp(get(array, c)?), rows * 8),
+        DataType::Timestamp | DataType::TimestampTz => {
+            (Source::Timestamp(get(array, c)?), rows * 8)
+        }
         DataType::Uuid => {
             let a: &FixedSizeBinaryArray = get(array, c)?;
             if a.value_length() != 16 {
@@ -967,7 +1041,12 @@ fn put_float(v: f64, target: PgType, out: &mut BytesMut) -> CResult<()> {
 }
 
 #[inline]
-fn put_value(source: &Source<'_>, row: usize, out: &mut BytesMut, groups: &mut Vec<i16>) -> CResult<()> {
+fn put_value(
+    source: &Source<'_>,
+    row: usize,
+    out: &mut BytesMut,
+    groups: &mut Vec<i16>,
+) -> CResult<()> {
     macro_rules! null_check {
         ($a:expr) => {
             if $a.is_null(row) {
@@ -1054,7 +1133,11 @@ mod tests {
     use crate::model::{Column, DecimalSpec, Value, value_at};
 
     fn col(name: &str, data_type: DataType) -> Column {
-        Column { name: name.into(), data_type, nullable: true }
+        Column {
+            name: name.into(),
+            data_type,
+            nullable: true,
+        }
     }
 
     fn numeric_bytes(text: &str) -> Vec<u8> {
@@ -1072,7 +1155,8 @@ mod tests {
     #[test]
     fn numeric_binary_matches_postgres_layout() {
         // (text, ndigits, weight, sign, dscale, digits) as `numeric_send` writes them.
-        let cases: [(&str, i16, i16, u16, u16, &[i16]); 8] = [
+        type Case = (&'static str, i16, i16, u16, u16, &'static [i16]);
+        let cases: [Case; 8] = [
             ("12.500", 2, 0, 0, 3, &[12, 5000]),
             ("0.005", 1, -1, 0, 3, &[50]),
             ("-0.00001", 1, -2, 0x4000, 5, &[1000]),
@@ -1087,7 +1171,11 @@ mod tests {
             let n = Numeric::parse(&b).unwrap();
             let got: Vec<i16> = n.digits.chunks_exact(2).map(be_i16).collect();
             assert_eq!(got.len() as i16, nd, "{text}");
-            assert_eq!((n.weight as i16, n.sign, n.dscale as u16), (weight, sign, dscale), "{text}");
+            assert_eq!(
+                (n.weight as i16, n.sign, n.dscale as u16),
+                (weight, sign, dscale),
+                "{text}"
+            );
             assert_eq!(got, digits, "{text}");
         }
     }
@@ -1095,9 +1183,24 @@ mod tests {
     #[test]
     fn numeric_text_round_trips() {
         for text in [
-            "0", "0.0", "12.500", "-12.500", "0.005", "0.0001", "-0.0001", "1", "10000", "9999",
-            "99999999999999999999999999999999999999", "-1234567890123456789.0123456789012345678",
-            "1.5", "123456789.000000001", "NaN", "Infinity", "-Infinity", "0.00000000000001",
+            "0",
+            "0.0",
+            "12.500",
+            "-12.500",
+            "0.005",
+            "0.0001",
+            "-0.0001",
+            "1",
+            "10000",
+            "9999",
+            "99999999999999999999999999999999999999",
+            "-1234567890123456789.0123456789012345678",
+            "1.5",
+            "123456789.000000001",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "0.00000000000001",
         ] {
             assert_eq!(numeric_text(&numeric_bytes(text)), text);
         }
@@ -1115,9 +1218,15 @@ mod tests {
         assert_eq!(numeric_to_i128(&numeric_bytes("-0.005"), 3), Ok(-5));
         assert_eq!(numeric_to_i128(&numeric_bytes("12.500"), 1), Ok(125));
         assert_eq!(numeric_to_i128(&numeric_bytes("0"), 38), Ok(0));
-        assert_eq!(numeric_to_i128(&numeric_bytes("100000000"), 0), Ok(100_000_000));
+        assert_eq!(
+            numeric_to_i128(&numeric_bytes("100000000"), 0),
+            Ok(100_000_000)
+        );
         let max = "99999999999999999999999999999999999999";
-        assert_eq!(numeric_to_i128(&numeric_bytes(max), 0), Ok(max.parse().unwrap()));
+        assert_eq!(
+            numeric_to_i128(&numeric_bytes(max), 0),
+            Ok(max.parse().unwrap())
+        );
         assert!(numeric_to_i128(&numeric_bytes("12.55"), 1).is_err());
         assert!(numeric_to_i128(&numeric_bytes("NaN"), 1).is_err());
         assert!(numeric_to_i128(&numeric_bytes("1000"), 37).is_err());
@@ -1266,7 +1375,9 @@ mod tests {
                     (Value::Int(i), _) => b.put_i64(*i),
                     (Value::Float(f), DataType::Float32) => b.put_f32(*f as f32),
                     (Value::Float(f), _) => b.put_f64(*f),
-                    (Value::Decimal(s), _) => numeric_from_text(s, &mut Vec::new(), &mut b).unwrap(),
+                    (Value::Decimal(s), _) => {
+                        numeric_from_text(s, &mut Vec::new(), &mut b).unwrap()
+                    }
                     (Value::Text(s), _) => b.put_slice(s.as_bytes()),
                     (Value::Json(s), _) => {
                         b.push(JSONB_VERSION);
@@ -1274,7 +1385,9 @@ mod tests {
                     }
                     (Value::Bytes(x), _) => b.put_slice(x),
                     (Value::Date(d), _) => b.put_i32(d - PG_EPOCH_DAYS),
-                    (Value::Timestamp(t) | Value::TimestampTz(t), _) => b.put_i64(t - PG_EPOCH_MICROS),
+                    (Value::Timestamp(t) | Value::TimestampTz(t), _) => {
+                        b.put_i64(t - PG_EPOCH_MICROS)
+                    }
                     (Value::Uuid(s), _) => b.put_slice(&crate::model::parse_uuid(s).unwrap()),
                 }
                 out.put_i32(b.len() as i32);
@@ -1319,9 +1432,12 @@ mod tests {
                 row.iter()
                     .zip(&schema.columns)
                     .map(|(v, c)| match (v, &c.data_type) {
-                        (Value::Decimal(s), DataType::Decimal(Some(d))) => Value::Decimal(
-                            crate::model::decimal_text(crate::model::parse_decimal(s, d.scale).unwrap(), d.scale),
-                        ),
+                        (Value::Decimal(s), DataType::Decimal(Some(d))) => {
+                            Value::Decimal(crate::model::decimal_text(
+                                crate::model::parse_decimal(s, d.scale).unwrap(),
+                                d.scale,
+                            ))
+                        }
                         (v, _) => v.clone(),
                     })
                     .collect()
@@ -1330,7 +1446,11 @@ mod tests {
     }
 
     fn targets(schema: &Schema) -> Vec<PgType> {
-        schema.columns.iter().map(|c| PgType::for_portable(&c.data_type)).collect()
+        schema
+            .columns
+            .iter()
+            .map(|c| PgType::for_portable(&c.data_type))
+            .collect()
     }
 
     fn encode_all(batches: &[RecordBatch], schema: &Schema, targets: &[PgType]) -> Vec<u8> {
@@ -1367,7 +1487,10 @@ mod tests {
         let batches = decode_all(&stream, &schema, 1);
         assert_eq!(rows_of(&batches, &schema), expected(&rows, &schema));
         for chunk in [2, 3, 7, 19, 20, 64] {
-            assert_eq!(rows_of(&decode_all(&stream, &schema, chunk), &schema), expected(&rows, &schema));
+            assert_eq!(
+                rows_of(&decode_all(&stream, &schema, chunk), &schema),
+                expected(&rows, &schema)
+            );
         }
     }
 
@@ -1378,8 +1501,9 @@ mod tests {
             primary_key: vec![],
         };
         let n = 2 * BATCH_ROWS + 5;
-        let rows: Vec<Vec<Value>> =
-            (0..n as i64).map(|i| vec![Value::Int(i), Value::Text(format!("r{i}"))]).collect();
+        let rows: Vec<Vec<Value>> = (0..n as i64)
+            .map(|i| vec![Value::Int(i), Value::Text(format!("r{i}"))])
+            .collect();
         let batches = decode_all(&stream_of(&rows, &schema), &schema, 4096);
         let sizes: Vec<usize> = batches.iter().map(RecordBatch::num_rows).collect();
         assert_eq!(sizes, [BATCH_ROWS, BATCH_ROWS, 5]);
@@ -1390,7 +1514,10 @@ mod tests {
 
     #[test]
     fn empty_stream_and_truncation() {
-        let schema = Schema { columns: vec![col("id", DataType::Int64)], primary_key: vec![] };
+        let schema = Schema {
+            columns: vec![col("id", DataType::Int64)],
+            primary_key: vec![],
+        };
         let stream = encode_all(&[], &schema, &[PgType::Int8]);
         assert_eq!(stream.len(), HEADER_LEN + 2);
         assert!(decode_all(&stream, &schema, 5).is_empty());
@@ -1399,7 +1526,10 @@ mod tests {
         d.feed(&stream[..HEADER_LEN + 1], &mut Vec::new()).unwrap();
         assert!(d.finish().is_err());
         let mut d = CopyDecoder::new(&schema);
-        assert!(d.feed(b"PGCOPY\nXXXXXXXXXXXXXXXXXXX", &mut Vec::new()).is_err());
+        assert!(
+            d.feed(b"PGCOPY\nXXXXXXXXXXXXXXXXXXX", &mut Vec::new())
+                .is_err()
+        );
         let mut junk = stream.clone();
         junk.push(0);
         let mut d = CopyDecoder::new(&schema);
@@ -1409,39 +1539,74 @@ mod tests {
     #[test]
     fn encoder_fits_values_to_the_target_columns() {
         let schema = Schema {
-            columns: vec![col("i", DataType::Int64), col("j", DataType::Json), col("f", DataType::Float64)],
+            columns: vec![
+                col("i", DataType::Int64),
+                col("j", DataType::Json),
+                col("f", DataType::Float64),
+            ],
             primary_key: vec![],
         };
-        let rows = vec![vec![Value::Int(7), Value::Json("[1]".into()), Value::Float(0.5)]];
+        let rows = vec![vec![
+            Value::Int(7),
+            Value::Json("[1]".into()),
+            Value::Float(0.5),
+        ]];
         let batches = decode_all(&stream_of(&rows, &schema), &schema, 64);
-        let out = encode_all(&batches, &schema, &[PgType::Int4, PgType::Json, PgType::Float4]);
+        let out = encode_all(
+            &batches,
+            &schema,
+            &[PgType::Int4, PgType::Json, PgType::Float4],
+        );
         let row = &out[HEADER_LEN..];
         assert_eq!(&row[..2], &[0, 3]);
         assert_eq!(&row[2..10], &[0, 0, 0, 4, 0, 0, 0, 7]);
         assert_eq!(&row[10..17], b"\0\0\0\x03[1]");
         assert_eq!(&row[17..25], &[0, 0, 0, 4, 0x3f, 0, 0, 0]);
-        let numeric = encode_all(&batches, &schema, &[PgType::Numeric, PgType::Jsonb, PgType::Float8]);
-        assert_eq!(numeric_text(&numeric[HEADER_LEN + 6..HEADER_LEN + 6 + 10]), "7");
+        let numeric = encode_all(
+            &batches,
+            &schema,
+            &[PgType::Numeric, PgType::Jsonb, PgType::Float8],
+        );
+        assert_eq!(
+            numeric_text(&numeric[HEADER_LEN + 6..HEADER_LEN + 6 + 10]),
+            "7"
+        );
 
         let big = vec![vec![Value::Int(1 << 40), Value::Null, Value::Null]];
         let batches = decode_all(&stream_of(&big, &schema), &schema, 64);
-        let mut e = CopyEncoder::new(&schema, &[PgType::Int4, PgType::Json, PgType::Float8]).unwrap();
+        let mut e =
+            CopyEncoder::new(&schema, &[PgType::Int4, PgType::Json, PgType::Float8]).unwrap();
         let error = e.encode(&batches[0], &mut BytesMut::new()).unwrap_err();
-        assert!(error.0.contains("`i`") && error.0.contains("out of range"), "{error}");
+        assert!(
+            error.0.contains("`i`") && error.0.contains("out of range"),
+            "{error}"
+        );
 
-        let error = CopyEncoder::new(&schema, &[PgType::Uuid, PgType::Json, PgType::Float8]).unwrap_err();
+        let error =
+            CopyEncoder::new(&schema, &[PgType::Uuid, PgType::Json, PgType::Float8]).unwrap_err();
         assert!(error.0.contains("`i`"), "{error}");
     }
 
     #[test]
     fn decoder_reports_bad_values_with_their_column() {
         let schema = Schema {
-            columns: vec![col("d", DataType::Decimal(Some(DecimalSpec { precision: 4, scale: 1 })))],
+            columns: vec![col(
+                "d",
+                DataType::Decimal(Some(DecimalSpec {
+                    precision: 4,
+                    scale: 1,
+                })),
+            )],
             primary_key: vec![],
         };
         let rows = vec![vec![Value::Decimal("12345".into())]];
         let mut d = CopyDecoder::new(&schema);
-        let error = d.feed(&stream_of(&rows, &schema), &mut Vec::new()).unwrap_err();
-        assert!(error.0.contains("`d`") && error.0.contains("12345"), "{error}");
+        let error = d
+            .feed(&stream_of(&rows, &schema), &mut Vec::new())
+            .unwrap_err();
+        assert!(
+            error.0.contains("`d`") && error.0.contains("12345"),
+            "{error}"
+        );
     }
 }

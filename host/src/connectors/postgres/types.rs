@@ -196,18 +196,25 @@ fn numeric_spec(typmod: i32) -> Option<DecimalSpec> {
     if !(1..=38).contains(&precision) || scale < 0 || scale > precision {
         return None;
     }
-    Some(DecimalSpec { precision: precision as u8, scale: scale as i8 })
+    Some(DecimalSpec {
+        precision: precision as u8,
+        scale: scale as i8,
+    })
 }
 
 /// The portable type of a column from its `pg_type.typname` and `pg_attribute.atttypmod`;
 /// a config error naming the column when the type is not supported.
 pub fn portable_type(type_name: &str, typmod: i32, column: &str) -> Result<DataType> {
-    PgType::from_name(type_name).map(|t| t.portable(typmod)).ok_or_else(|| {
-        Error::new(
-            Kind::Unsupported,
-            format!("column `{column}` has PostgreSQL type `{type_name}`, which dpone does not map"),
-        )
-    })
+    PgType::from_name(type_name)
+        .map(|t| t.portable(typmod))
+        .ok_or_else(|| {
+            Error::new(
+                Kind::Unsupported,
+                format!(
+                    "column `{column}` has PostgreSQL type `{type_name}`, which dpone does not map"
+                ),
+            )
+        })
 }
 
 /// The PostgreSQL type DDL creates for a portable type.
@@ -246,7 +253,11 @@ pub fn param_text(v: &Value) -> Option<String> {
         Value::Int(i) => i.to_string(),
         Value::Float(f) if f.is_nan() => "NaN".into(),
         Value::Float(f) if f.is_infinite() => {
-            if *f > 0.0 { "Infinity".into() } else { "-Infinity".into() }
+            if *f > 0.0 {
+                "Infinity".into()
+            } else {
+                "-Infinity".into()
+            }
         }
         // Rust prints the shortest text that reads back to the same f64.
         Value::Float(f) => f.to_string(),
@@ -335,7 +346,9 @@ impl Encode<'_, Postgres> for Param<'_> {
             }
             Value::Text(s) => out.extend_from_slice(s.as_bytes()),
             Value::Bytes(b) => out.extend_from_slice(b),
-            Value::Date(d) => out.extend_from_slice(&copy::date_to_pg(*d).map_err(Box::new)?.to_be_bytes()),
+            Value::Date(d) => {
+                out.extend_from_slice(&copy::date_to_pg(*d).map_err(Box::new)?.to_be_bytes())
+            }
             Value::Timestamp(t) | Value::TimestampTz(t) => {
                 out.extend_from_slice(&copy::timestamp_to_pg(*t).map_err(Box::new)?.to_be_bytes())
             }
@@ -382,12 +395,16 @@ pub fn decode_value(
     bytes: Option<&[u8]>,
     want: &DataType,
 ) -> std::result::Result<Value, CodecError> {
-    let Some(b) = bytes else { return Ok(Value::Null) };
-    let wire = oid.and_then(PgType::from_oid).unwrap_or_else(|| match want {
-        // Lenient families: their decoders accept every width.
-        DataType::Json => PgType::Json,
-        other => PgType::for_portable(other),
-    });
+    let Some(b) = bytes else {
+        return Ok(Value::Null);
+    };
+    let wire = oid
+        .and_then(PgType::from_oid)
+        .unwrap_or_else(|| match want {
+            // Lenient families: their decoders accept every width.
+            DataType::Json => PgType::Json,
+            other => PgType::for_portable(other),
+        });
     let natural = match wire {
         PgType::Int2 | PgType::Int4 | PgType::Int8 => Value::Int(copy::int_from_pg(b)?),
         PgType::Float4 | PgType::Float8 => Value::Float(copy::float_from_pg(b)?),
@@ -432,18 +449,20 @@ fn coerce(v: Value, want: &DataType, wire: PgType) -> std::result::Result<Value,
         | (v @ Value::Json(_), T::Json) => v,
         (Value::Int(i), T::Float32 | T::Float64) => Value::Float(i as f64),
         (Value::Int(i), T::Decimal(_)) => Value::Decimal(i.to_string()),
-        (Value::Decimal(s), T::Int16 | T::Int32 | T::Int64) => match model::parse_decimal(&s, 0)
-            .and_then(|i| i64::try_from(i).ok())
-        {
-            Some(i) => Value::Int(i),
-            None => return Err(fail(&Value::Decimal(s))),
-        },
+        (Value::Decimal(s), T::Int16 | T::Int32 | T::Int64) => {
+            match model::parse_decimal(&s, 0).and_then(|i| i64::try_from(i).ok()) {
+                Some(i) => Value::Int(i),
+                None => return Err(fail(&Value::Decimal(s))),
+            }
+        }
         (Value::Decimal(s), T::Float32 | T::Float64) => match s.parse::<f64>() {
             Ok(f) => Value::Float(f),
             Err(_) => return Err(fail(&Value::Decimal(s))),
         },
         (Value::Text(s), T::Json) => Value::Json(s),
-        (Value::Text(s), T::Decimal(_)) if model::parse_decimal(&s, 38).is_some() => {
+        (Value::Text(s), T::Decimal(_))
+            if copy::numeric_from_text(&s, &mut Vec::new(), &mut Vec::new()).is_ok() =>
+        {
             Value::Decimal(s)
         }
         (Value::Text(s), T::Uuid) => match model::parse_uuid(&s) {
@@ -477,8 +496,22 @@ mod tests {
             ("float4", -1, DataType::Float32),
             ("float8", -1, DataType::Float64),
             ("numeric", -1, DataType::Decimal(None)),
-            ("numeric", typmod(12, 3), DataType::Decimal(Some(DecimalSpec { precision: 12, scale: 3 }))),
-            ("numeric", typmod(38, 0), DataType::Decimal(Some(DecimalSpec { precision: 38, scale: 0 }))),
+            (
+                "numeric",
+                typmod(12, 3),
+                DataType::Decimal(Some(DecimalSpec {
+                    precision: 12,
+                    scale: 3,
+                })),
+            ),
+            (
+                "numeric",
+                typmod(38, 0),
+                DataType::Decimal(Some(DecimalSpec {
+                    precision: 38,
+                    scale: 0,
+                })),
+            ),
             ("numeric", typmod(39, 2), DataType::Decimal(None)),
             ("numeric", typmod(5, -2), DataType::Decimal(None)),
             ("numeric", typmod(2, 5), DataType::Decimal(None)),
@@ -505,7 +538,10 @@ mod tests {
     fn refuses_unmapped_types_naming_the_column() {
         for name in ["char", "interval", "_int4", "point", "money", "xml"] {
             let err = portable_type(name, -1, "amount").unwrap_err();
-            assert!(err.message.contains("`amount`") && err.message.contains(name), "{err}");
+            assert!(
+                err.message.contains("`amount`") && err.message.contains(name),
+                "{err}"
+            );
         }
     }
 
@@ -518,7 +554,10 @@ mod tests {
             DataType::Int64,
             DataType::Float32,
             DataType::Float64,
-            DataType::Decimal(Some(DecimalSpec { precision: 10, scale: 2 })),
+            DataType::Decimal(Some(DecimalSpec {
+                precision: 10,
+                scale: 2,
+            })),
             DataType::Decimal(None),
             DataType::Text,
             DataType::Bytes,
@@ -554,8 +593,16 @@ mod tests {
             (Value::Bytes(vec![0, 0xab, 0x10]), "bytea", "\\x00ab10"),
             (Value::Date(0), "date", "1970-01-01"),
             (Value::Date(-719_163), "date", "0001-12-31 BC"),
-            (Value::Timestamp(1_500), "timestamp", "1970-01-01 00:00:00.001500"),
-            (Value::TimestampTz(-1), "timestamptz", "1969-12-31 23:59:59.999999+00"),
+            (
+                Value::Timestamp(1_500),
+                "timestamp",
+                "1970-01-01 00:00:00.001500",
+            ),
+            (
+                Value::TimestampTz(-1),
+                "timestamptz",
+                "1969-12-31 23:59:59.999999+00",
+            ),
             (Value::Boolean(true), "boolean", "true"),
             (Value::Json("{}".into()), "jsonb", "{}"),
         ];
@@ -569,12 +616,18 @@ mod tests {
     #[test]
     fn decodes_result_values_and_converts_exactly() {
         let int4 = 7i32.to_be_bytes();
-        assert_eq!(decode_value(Some(23), Some(&int4), &DataType::Int64).unwrap(), Value::Int(7));
+        assert_eq!(
+            decode_value(Some(23), Some(&int4), &DataType::Int64).unwrap(),
+            Value::Int(7)
+        );
         assert_eq!(
             decode_value(Some(23), Some(&int4), &DataType::Decimal(None)).unwrap(),
             Value::Decimal("7".into())
         );
-        assert_eq!(decode_value(Some(23), None, &DataType::Int64).unwrap(), Value::Null);
+        assert_eq!(
+            decode_value(Some(23), None, &DataType::Int64).unwrap(),
+            Value::Null
+        );
         let jsonb = b"\x01{\"a\": 1}";
         assert_eq!(
             decode_value(Some(3802), Some(jsonb), &DataType::Json).unwrap(),
@@ -586,5 +639,15 @@ mod tests {
             Value::Text("Abc".into())
         );
         assert!(decode_value(Some(16), Some(&[1]), &DataType::Date).is_err());
+        assert_eq!(
+            decode_value(
+                Some(25),
+                Some(b"123456789012345678901"),
+                &DataType::Decimal(None)
+            )
+            .unwrap(),
+            Value::Decimal("123456789012345678901".into())
+        );
+        assert!(decode_value(Some(25), Some(b"12x"), &DataType::Decimal(None)).is_err());
     }
 }

@@ -52,9 +52,15 @@ pub struct SqliteSession {
     in_transaction: bool,
 }
 
-/// Maps a sqlx error to a `role` error about `what`.
+/// Maps a sqlx error to an error about `what` (the database's own text when it has one).
 fn fail(role: Kind, what: impl Display) -> impl FnOnce(sqlx::Error) -> Error {
-    move |e| super::super::driver_error(role, what, &e)
+    move |e| {
+        let kind = super::super::driver_error_kind(role, &e);
+        match &e {
+            sqlx::Error::Database(db) => Error::new(kind, format!("{what}: {}", db.message())),
+            other => Error::new(kind, format!("{what}: {other}")),
+        }
+    }
 }
 
 /// The first line of a statement, shortened, for error messages.
@@ -1289,7 +1295,7 @@ mod tests {
             .bulk_insert(&table, &schema, channel_of(batches))
             .await
             .unwrap_err();
-        assert_eq!(e.kind, Kind::Sink);
+        assert_eq!(e.kind, Kind::KeyViolation);
         assert!(e.message.contains("UNIQUE"), "{e}");
         assert!(!s.in_transaction());
         assert_eq!(count(&mut s, "t").await, 50);

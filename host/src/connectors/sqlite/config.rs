@@ -27,6 +27,12 @@ impl SqliteConfig {
 
     /// Whether `other` is the same database, so state can commit with the sink.
     pub fn same_database(&self, other: &SqliteConfig) -> bool {
-        std::path::Path::new(&self.path) == std::path::Path::new(&other.path)
+        // `./x.db` and `x.db` are one file: compare resolved paths.
+        let resolve = |p: &str| {
+            std::fs::canonicalize(p)
+                .or_else(|_| std::path::absolute(p))
+                .ok()
+        };
+        resolve(&self.path).is_some() && resolve(&self.path) == resolve(&other.path)
     }
 }
