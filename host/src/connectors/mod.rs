@@ -174,7 +174,9 @@ pub enum Open {
     Plan,
 }
 
-/// Opens one connection for a manifest section.
+/// Opens one connection for a manifest section. `open` only matters for embedded
+/// databases: dpone never creates a server database.
+#[cfg_attr(not(feature = "sqlite"), allow(unused_variables))]
 pub async fn connect(
     conn: &crate::manifest::Connection,
     role: crate::Kind,
