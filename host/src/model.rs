@@ -222,6 +222,25 @@ pub fn column_max(batch: &arrow_array::RecordBatch, index: usize, t: &DataType) 
     best
 }
 
+/// Every row of `batches` (built for `schema`) as values: for tests and diagnostics, never
+/// on the data plane.
+#[cfg(test)]
+pub fn rows_of(batches: &[arrow_array::RecordBatch], schema: &Schema) -> Vec<Vec<Value>> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            (0..b.num_rows()).map(move |r| {
+                schema
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| value_at(b.column(i), &c.data_type, r))
+                    .collect()
+            })
+        })
+        .collect()
+}
+
 /// A value as tagged JSON, the form the state store keeps: `{"int": 42}`.
 pub fn value_to_json(v: &Value) -> serde_json::Value {
     use serde_json::json;

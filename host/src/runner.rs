@@ -423,17 +423,16 @@ pub async fn run(
         wasm_share: 0.0,
         sink_statements: Vec::new(),
     };
-    let result = execute(
+    let run = Run {
         manifest,
         opts,
-        &runtime,
-        &loaded,
-        &info,
-        &run_id,
+        runtime: &runtime,
+        loaded: &loaded,
+        info: &info,
+        run_id: &run_id,
         now,
-        &mut report,
-    )
-    .await;
+    };
+    let result = run.execute(&mut report).await;
     report.wall_seconds = started.elapsed().as_secs_f64();
     report.wasm_share =
         (report.wasm_load_seconds + report.wasm_guest_seconds) / report.wall_seconds.max(1e-9);
@@ -451,189 +450,200 @@ pub async fn run(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn execute(
-    manifest: &Manifest,
-    opts: &RunOptions<'_>,
-    runtime: &Runtime,
-    loaded: &LoadedStrategy,
-    info: &StrategyInfo,
-    run_id: &str,
+/// One run of a loaded strategy: what every step of it needs.
+struct Run<'a> {
+    manifest: &'a Manifest,
+    opts: &'a RunOptions<'a>,
+    runtime: &'a Runtime,
+    loaded: &'a LoadedStrategy,
+    info: &'a StrategyInfo,
+    run_id: &'a str,
+    /// The run's logical time, microseconds since the epoch.
     now: i64,
-    report: &mut RunReport,
-) -> Result<()> {
-    // The history records every run that reached the state store, whatever fails next.
-    let open = if opts.dry_run {
-        Open::Plan
-    } else {
-        Open::Create
-    };
-    let mut state = StateStore::open(
-        connectors::connect(&manifest.state, Kind::State, open).await?,
-        !opts.dry_run,
-    )
-    .await?;
-    let mut record = RunRecord {
-        run_id: run_id.into(),
-        pipeline: manifest.pipeline.clone(),
-        strategy_name: info.name.clone(),
-        strategy_version: info.version.clone(),
-        strategy_hash: loaded.hash.clone(),
-        started_at: report.started_at.clone(),
-        finished_at: None,
-        rows_read: 0,
-        rows_written: 0,
-        outcome: "running".into(),
-        error: None,
-    };
-    if !opts.dry_run {
-        state.record_run(&record).await?;
-    }
-    let (result, mut state) = run_strategy(
-        manifest, opts, runtime, loaded, info, run_id, now, report, state,
-    )
-    .await;
-    report.outcome = match (&result, opts.dry_run) {
-        (Ok(()), true) => "planned".into(),
-        (Ok(()), false) => "succeeded".into(),
-        (Err(_), _) => "failed".into(),
-    };
-    if !opts.dry_run {
-        record.finished_at = Some(model::time::format_timestamp(now_micros()));
-        record.rows_read = report.rows_read as i64;
-        record.rows_written = report.rows_written as i64;
-        record.outcome = report.outcome.clone();
-        record.error = result.as_ref().err().map(ToString::to_string);
-        if let Err(e) = state.record_run(&record).await {
-            tracing::warn!("could not record the run in the history: {e}");
-        }
-    }
-    result
 }
 
-/// Connects source and sink, runs the component, cleans up. Always hands the state store
-/// back so the run can be recorded.
-#[allow(clippy::too_many_arguments)]
-async fn run_strategy(
-    manifest: &Manifest,
-    opts: &RunOptions<'_>,
-    runtime: &Runtime,
-    loaded: &LoadedStrategy,
-    info: &StrategyInfo,
-    run_id: &str,
-    now: i64,
-    report: &mut RunReport,
-    state: StateStore,
-) -> (Result<()>, StateStore) {
-    let prepared = async {
-        let source_session =
-            connectors::connect(&manifest.source, Kind::Source, Open::Existing).await?;
-        let mut source = SqlSource::new(
-            source_session,
-            manifest.source_table(),
-            manifest.strategy.predicate_sql.clone(),
-        );
-        let schema = source.schema().await?;
-        let options = strategy_options(info, &manifest.strategy, Some(&schema))?;
+impl Run<'_> {
+    async fn execute(&self, report: &mut RunReport) -> Result<()> {
+        let Run {
+            manifest,
+            opts,
+            loaded,
+            info,
+            run_id,
+            ..
+        } = *self;
+        // The history records every run that reached the state store, whatever fails next.
         let open = if opts.dry_run {
             Open::Plan
         } else {
             Open::Create
         };
-        let sink_session = connectors::connect(&manifest.sink, Kind::Sink, open).await?;
-        let sink = SqlSink::new(
-            sink_session,
-            manifest.sink_table(),
-            run_id,
-            manifest.strategy.predicate_sql.clone(),
-            opts.dry_run,
-        );
-        check_needs(info, &sink, opts.strategy.is_some())?;
-        Ok::<_, Error>((source, sink, options))
-    };
-    let (source, sink, options) = match prepared.await {
-        Ok(parts) => parts,
-        Err(e) => return (Err(e), state),
-    };
-    let colocated = manifest.state_colocated() && !opts.dry_run;
-    let pipeline = Pipeline::new(
-        manifest.pipeline.clone(),
-        source,
-        sink,
-        state,
-        colocated,
-        now,
-        Progress::new(opts.progress),
-    );
-    let instantiated = Instant::now();
-    let run_state = RunState::new(GuestLimiter::new(&manifest.limits), Some(pipeline));
-    let (mut store, instance) = match runtime
-        .instantiate(loaded, run_state, &manifest.limits)
-        .await
-    {
-        Ok(pair) => pair,
-        Err((e, run_state)) => {
-            return (
-                Err(e),
-                run_state
-                    .pipeline
-                    .expect("run instances carry a pipeline")
-                    .state,
-            );
+        let mut state = StateStore::open(
+            connectors::connect(&manifest.state, Kind::State, open).await?,
+            !opts.dry_run,
+        )
+        .await?;
+        let mut record = RunRecord {
+            run_id: run_id.into(),
+            pipeline: manifest.pipeline.clone(),
+            strategy_name: info.name.clone(),
+            strategy_version: info.version.clone(),
+            strategy_hash: loaded.hash.clone(),
+            started_at: report.started_at.clone(),
+            finished_at: None,
+            rows_read: 0,
+            rows_written: 0,
+            outcome: "running".into(),
+            error: None,
+        };
+        if !opts.dry_run {
+            state.record_run(&record).await?;
         }
-    };
-    report.wasm_load_seconds += instantiated.elapsed().as_secs_f64();
-    let ctx = RunContext {
-        pipeline: manifest.pipeline.clone(),
-        run_id: run_id.into(),
-        options,
-    };
-    let called = Instant::now();
-    let outcome = instance.call_run(&mut store, &ctx).await;
-    let call_seconds = called.elapsed().as_secs_f64();
-    let trapped = outcome
-        .as_ref()
-        .err()
-        .map(|e| classify_trap(e, store.data(), &manifest.limits));
-    let mut pipeline = store
-        .into_data()
-        .pipeline
-        .expect("run instances carry a pipeline");
-    report.wasm_guest_seconds = (call_seconds - pipeline.host_seconds).max(0.0);
-    report.rows_read = pipeline.rows_read;
-    report.rows_written = pipeline.rows_written;
-    let mut result = match (trapped, outcome) {
-        (Some(e), _) => Err(e),
-        (None, Ok(Ok(summary))) => {
-            report.rows_deleted = summary.rows_deleted;
-            report.message = summary.message;
-            Ok(())
-        }
-        (None, Ok(Err(guest))) => Err(guest_error(guest)),
-        (None, Err(_)) => unreachable!("a failed call is classified above"),
-    };
-    if result.is_ok() && pipeline.sink.in_transaction() {
-        result = Err(Error::new(
-            Kind::Sandbox,
-            format!(
-                "{} returned without committing or rolling back its transaction; it was rolled back",
-                info.name
-            ),
-        ));
-    }
-    // Leftovers exist only after failures or careless strategies; never leave them, even
-    // when the failure was the sink connection itself.
-    if !pipeline.sink.drop_leftovers().await && !opts.dry_run {
-        match connectors::connect(&manifest.sink, Kind::Sink, Open::Existing).await {
-            Ok(session) => {
-                pipeline.sink.reconnected(session);
-                pipeline.sink.drop_leftovers().await;
+        let (result, mut state) = self.run_strategy(report, state).await;
+        report.outcome = match (&result, opts.dry_run) {
+            (Ok(()), true) => "planned".into(),
+            (Ok(()), false) => "succeeded".into(),
+            (Err(_), _) => "failed".into(),
+        };
+        if !opts.dry_run {
+            record.finished_at = Some(model::time::format_timestamp(now_micros()));
+            record.rows_read = report.rows_read as i64;
+            record.rows_written = report.rows_written as i64;
+            record.outcome = report.outcome.clone();
+            record.error = result.as_ref().err().map(ToString::to_string);
+            if let Err(e) = state.record_run(&record).await {
+                tracing::warn!("could not record the run in the history: {e}");
             }
-            Err(e) => tracing::warn!("could not reconnect to drop staging tables: {e}"),
         }
+        result
     }
-    report.sink_statements = std::mem::take(&mut pipeline.sink.statements);
-    (result, pipeline.state)
+
+    /// Connects source and sink, runs the component, cleans up. Always hands the state store
+    /// back so the run can be recorded.
+    async fn run_strategy(
+        &self,
+        report: &mut RunReport,
+        state: StateStore,
+    ) -> (Result<()>, StateStore) {
+        let Run {
+            manifest,
+            opts,
+            runtime,
+            loaded,
+            info,
+            run_id,
+            now,
+        } = *self;
+        let prepared = async {
+            let source_session =
+                connectors::connect(&manifest.source, Kind::Source, Open::Existing).await?;
+            let mut source = SqlSource::new(
+                source_session,
+                manifest.source_table(),
+                manifest.strategy.predicate_sql.clone(),
+            );
+            let schema = source.schema().await?;
+            let options = strategy_options(info, &manifest.strategy, Some(&schema))?;
+            let open = if opts.dry_run {
+                Open::Plan
+            } else {
+                Open::Create
+            };
+            let sink_session = connectors::connect(&manifest.sink, Kind::Sink, open).await?;
+            let sink = SqlSink::new(
+                sink_session,
+                manifest.sink_table(),
+                run_id,
+                manifest.strategy.predicate_sql.clone(),
+                opts.dry_run,
+            );
+            check_needs(info, &sink, opts.strategy.is_some())?;
+            Ok::<_, Error>((source, sink, options))
+        };
+        let (source, sink, options) = match prepared.await {
+            Ok(parts) => parts,
+            Err(e) => return (Err(e), state),
+        };
+        let colocated = manifest.state_colocated() && !opts.dry_run;
+        let pipeline = Pipeline::new(
+            manifest.pipeline.clone(),
+            source,
+            sink,
+            state,
+            colocated,
+            now,
+            Progress::new(opts.progress),
+        );
+        let instantiated = Instant::now();
+        let run_state = RunState::new(GuestLimiter::new(&manifest.limits), Some(pipeline));
+        let (mut store, instance) = match runtime
+            .instantiate(loaded, run_state, &manifest.limits)
+            .await
+        {
+            Ok(pair) => pair,
+            Err((e, run_state)) => {
+                return (
+                    Err(e),
+                    run_state
+                        .pipeline
+                        .expect("run instances carry a pipeline")
+                        .state,
+                );
+            }
+        };
+        report.wasm_load_seconds += instantiated.elapsed().as_secs_f64();
+        let ctx = RunContext {
+            pipeline: manifest.pipeline.clone(),
+            run_id: run_id.into(),
+            options,
+        };
+        let called = Instant::now();
+        let outcome = instance.call_run(&mut store, &ctx).await;
+        let call_seconds = called.elapsed().as_secs_f64();
+        let trapped = outcome
+            .as_ref()
+            .err()
+            .map(|e| classify_trap(e, store.data(), &manifest.limits));
+        let mut pipeline = store
+            .into_data()
+            .pipeline
+            .expect("run instances carry a pipeline");
+        report.wasm_guest_seconds = (call_seconds - pipeline.host_seconds).max(0.0);
+        report.rows_read = pipeline.rows_read;
+        report.rows_written = pipeline.rows_written;
+        let mut result = match (trapped, outcome) {
+            (Some(e), _) => Err(e),
+            (None, Ok(Ok(summary))) => {
+                report.rows_deleted = summary.rows_deleted;
+                report.message = summary.message;
+                Ok(())
+            }
+            (None, Ok(Err(guest))) => Err(guest_error(guest)),
+            (None, Err(_)) => unreachable!("a failed call is classified above"),
+        };
+        if result.is_ok() && pipeline.sink.in_transaction() {
+            result = Err(Error::new(
+                Kind::Sandbox,
+                format!(
+                    "{} returned without committing or rolling back its transaction; it was rolled back",
+                    info.name
+                ),
+            ));
+        }
+        // Leftovers exist only after failures or careless strategies; never leave them, even
+        // when the failure was the sink connection itself.
+        if !pipeline.sink.drop_leftovers().await && !opts.dry_run {
+            match connectors::connect(&manifest.sink, Kind::Sink, Open::Existing).await {
+                Ok(session) => {
+                    pipeline.sink.reconnected(session);
+                    pipeline.sink.drop_leftovers().await;
+                }
+                Err(e) => tracing::warn!("could not reconnect to drop staging tables: {e}"),
+            }
+        }
+        report.sink_statements = std::mem::take(&mut pipeline.sink.statements);
+        (result, pipeline.state)
+    }
 }
 
 /// Refuses a strategy whose needs the sink cannot meet, before anything runs.

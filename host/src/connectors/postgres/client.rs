@@ -468,7 +468,7 @@ mod tests {
     //! cluster and sets it); without it every test here is skipped.
 
     use super::*;
-    use crate::model::{BATCH_ROWS, DecimalSpec, value_at};
+    use crate::model::{BATCH_ROWS, DecimalSpec, rows_of};
 
     async fn session() -> Option<PostgresSession> {
         let Ok(url) = std::env::var("DPONE_TEST_POSTGRES_URL") else {
@@ -695,23 +695,6 @@ mod tests {
         };
         let (result, batches) = tokio::join!(s.read(st, schema, tx), collect);
         result.map(|()| batches)
-    }
-
-    fn rows_of(batches: &[RecordBatch], schema: &Schema) -> Vec<Vec<Value>> {
-        let mut rows = Vec::new();
-        for b in batches {
-            for r in 0..b.num_rows() {
-                rows.push(
-                    schema
-                        .columns
-                        .iter()
-                        .enumerate()
-                        .map(|(i, c)| value_at(b.column(i), &c.data_type, r))
-                        .collect(),
-                );
-            }
-        }
-        rows
     }
 
     async fn insert_batches(

@@ -1130,7 +1130,7 @@ fn put_value(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Column, DecimalSpec, Value, value_at};
+    use crate::model::{Column, DecimalSpec, Value, rows_of};
 
     fn col(name: &str, data_type: DataType) -> Column {
         Column {
@@ -1406,23 +1406,6 @@ mod tests {
         }
         out.extend(d.finish().unwrap());
         out
-    }
-
-    fn rows_of(batches: &[RecordBatch], schema: &Schema) -> Vec<Vec<Value>> {
-        let mut rows = Vec::new();
-        for b in batches {
-            for r in 0..b.num_rows() {
-                rows.push(
-                    schema
-                        .columns
-                        .iter()
-                        .enumerate()
-                        .map(|(i, c)| value_at(b.column(i), &c.data_type, r))
-                        .collect(),
-                );
-            }
-        }
-        rows
     }
 
     /// What a value reads back as: decimals at the column's scale, NaN kept as text.

@@ -647,7 +647,7 @@ mod tests {
 
     use super::*;
     use crate::connectors::sqlite::types::native_type;
-    use crate::model::{CHANNEL_BATCHES, value_at};
+    use crate::model::{CHANNEL_BATCHES, rows_of};
 
     /// A scratch directory removed on drop.
     struct TempDir(PathBuf);
@@ -960,19 +960,6 @@ mod tests {
         RecordBatch::try_new(schema.to_arrow(), arrays).unwrap()
     }
 
-    fn rows_of(schema: &Schema, batch: &RecordBatch) -> Vec<Vec<Value>> {
-        (0..batch.num_rows())
-            .map(|r| {
-                schema
-                    .columns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| value_at(batch.column(i), &c.data_type, r))
-                    .collect()
-            })
-            .collect()
-    }
-
     /// Sends `batches` through a closed channel, as the pipeline hands them to a sink.
     fn channel_of(batches: Vec<RecordBatch>) -> mpsc::Receiver<RecordBatch> {
         let (tx, rx) = mpsc::channel(batches.len().max(1));
@@ -1081,7 +1068,7 @@ mod tests {
         let mut back = Vec::new();
         for b in &batches {
             assert_eq!(b.schema(), schema.to_arrow());
-            back.extend(rows_of(&schema, b));
+            back.extend(rows_of(std::slice::from_ref(b), &schema));
         }
         for (i, (got, want)) in back.iter().zip(&rows).enumerate() {
             assert_eq!(got, want, "row {i}");
@@ -1189,7 +1176,7 @@ mod tests {
             .unwrap();
         let got: Vec<Value> = batches
             .iter()
-            .flat_map(|b| rows_of(&id_schema, b))
+            .flat_map(|b| rows_of(std::slice::from_ref(b), &id_schema))
             .flatten()
             .collect();
         let want: Vec<Value> = rows
@@ -1384,7 +1371,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let rows = rows_of(&schema, &batches[0]);
+        let rows = rows_of(&batches[..1], &schema);
         assert_eq!(
             rows,
             vec![
