@@ -497,6 +497,7 @@ impl Run<'_> {
             error: None,
         };
         if !opts.dry_run {
+            state.lock_pipeline(&manifest.pipeline).await?;
             state.record_run(&record).await?;
         }
         let (result, mut state) = self.run_strategy(report, state).await;

@@ -117,6 +117,23 @@ impl StateStore {
         })
     }
 
+    /// Makes this process the only one running `pipeline` until the store is dropped.
+    /// Fails, without touching anything, when another run of it holds the lock.
+    pub async fn lock_pipeline(&mut self, pipeline: &str) -> Result<()> {
+        let locked = self
+            .session
+            .try_lock(&format!("dpone.pipeline.{pipeline}"))
+            .await
+            .map_err(|e| Error::state(e.message))?;
+        if locked {
+            Ok(())
+        } else {
+            Err(Error::state(format!(
+                "pipeline `{pipeline}` is already running in another process; this run changed nothing"
+            )))
+        }
+    }
+
     /// The committed entries of a pipeline.
     pub async fn entries(&mut self, pipeline: &str) -> Result<BTreeMap<String, Value>> {
         if self.absent {

@@ -137,6 +137,22 @@ impl Pair {
         self.sink.rows(&sql).await
     }
 
+    async fn target_exists(&mut self) -> bool {
+        let sql = if self.is_postgres() {
+            format!("SELECT CAST(to_regclass('{}') AS TEXT)", self.sink_table)
+        } else {
+            format!(
+                "SELECT name FROM sqlite_master WHERE name = '{}'",
+                self.sink_table
+            )
+        };
+        self.sink
+            .rows(&sql)
+            .await
+            .first()
+            .is_some_and(|r| r[0].is_some())
+    }
+
     async fn state(&self) -> String {
         let manifest = Manifest::parse(&self.manifest("mode: full_refresh"), &|_| None).unwrap();
         let mut store = runner::open_state(&manifest).await.unwrap();
@@ -329,6 +345,34 @@ async fn swapping_the_component_changes_behaviour(mut p: Pair) {
     );
 }
 
+/// Two processes never run one pipeline at once: while another holds the pipeline's lock
+/// in the state store, a run fails before touching anything.
+async fn a_pipeline_runs_once_at_a_time(mut p: Pair) {
+    p.seed(true).await;
+    let yaml = p.manifest("mode: full_refresh");
+    let manifest = Manifest::parse(&yaml, &|_| None).unwrap();
+    let session = dpone_host::connectors::connect(
+        &manifest.state,
+        Kind::State,
+        dpone_host::connectors::Open::Create,
+    )
+    .await
+    .unwrap();
+    let mut holder = dpone_host::state::StateStore::open(session, true)
+        .await
+        .unwrap();
+    holder.lock_pipeline(&p.name).await.unwrap();
+    let err = run_fails(&yaml, None, Kind::State).await;
+    assert!(err.message.contains("already running"), "{err}");
+    assert!(
+        !p.target_exists().await,
+        "the refused run created the target"
+    );
+    drop(holder);
+    run(&yaml, None).await.unwrap();
+    assert_eq!(p.sink.count(p.sink_table).await, 300);
+}
+
 macro_rules! both_pairs {
     ($($case:ident),* $(,)?) => {
         mod sqlite_to_sqlite {
@@ -350,4 +394,5 @@ both_pairs!(
     replace,
     failed_finalize_changes_nothing,
     swapping_the_component_changes_behaviour,
+    a_pipeline_runs_once_at_a_time,
 );

@@ -148,6 +148,11 @@ pub trait SqlSession: Send {
     async fn begin(&mut self) -> Result<()>;
     async fn commit(&mut self) -> Result<()>;
     async fn rollback(&mut self) -> Result<()>;
+
+    /// Takes the advisory lock `name` for as long as this session lives (also across
+    /// processes and machines sharing the database); `false` when another session holds
+    /// it. Released when the session ends, including when its process dies.
+    async fn try_lock(&mut self, name: &str) -> Result<bool>;
 }
 
 /// The kind of a driver error in a session of `role`. A unique-key violation is a

@@ -460,6 +460,15 @@ impl SqlSession for PostgresSession {
     async fn rollback(&mut self) -> Result<()> {
         self.simple("ROLLBACK").await.map(drop)
     }
+
+    async fn try_lock(&mut self, name: &str) -> Result<bool> {
+        let stmt = Statement {
+            sql: "SELECT CAST(pg_try_advisory_lock(hashtextextended($1, 0)) AS text)".into(),
+            params: vec![Value::Text(name.into())],
+        };
+        let rows = self.query(&stmt, &[DataType::Text]).await?;
+        Ok(matches!(rows.first().and_then(|r| r.first()), Some(Value::Text(t)) if t == "true"))
+    }
 }
 
 #[cfg(test)]

@@ -50,6 +50,10 @@ pub struct SqliteSession {
     role: Kind,
     /// Whether `begin` opened a transaction that is not yet committed or rolled back.
     in_transaction: bool,
+    /// The database file, for lock files next to it.
+    path: String,
+    /// Advisory locks held: open files with an exclusive OS lock, released on drop or exit.
+    locks: Vec<std::fs::File>,
 }
 
 /// Maps a sqlx error to an error about `what` (the database's own text when it has one).
@@ -92,6 +96,8 @@ impl SqliteSession {
             conn,
             role,
             in_transaction: false,
+            path: path.to_string(),
+            locks: Vec::new(),
         })
     }
 
@@ -636,6 +642,41 @@ impl SqlSession for SqliteSession {
             // SQLite already rolled back on its own (after an I/O or full-disk error).
             Err(e) if e.message.contains("no transaction is active") => Ok(()),
             other => other,
+        }
+    }
+
+    /// SQLite has no advisory locks: an OS file lock on `<database>.<name>.lock` stands in,
+    /// so it holds across processes on this machine (the only ones that can share the file).
+    async fn try_lock(&mut self, name: &str) -> Result<bool> {
+        if self.path == ":memory:" {
+            return Ok(true);
+        }
+        let safe: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let lock_path = format!("{}.{safe}.lock", self.path);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| self.error(format!("cannot open lock file `{lock_path}`: {e}")))?;
+        match file.try_lock() {
+            Ok(()) => {
+                self.locks.push(file);
+                Ok(true)
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(self.error(format!("cannot lock `{lock_path}`: {e}")))
+            }
         }
     }
 }
