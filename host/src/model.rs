@@ -241,6 +241,70 @@ pub fn rows_of(batches: &[arrow_array::RecordBatch], schema: &Schema) -> Vec<Vec
         .collect()
 }
 
+/// The canonical row hash of every row of `batch` (built for `schema`): 32 lowercase hex
+/// digits, the first 16 bytes of a SHA-256 over the columns sorted by name, each encoded
+/// as `len(name) name flag len(text) text` (lengths u32 little-endian, flag 0 for NULL,
+/// 1 otherwise) where `text` is the value's canonical text ([`canonical_text`]). Sorting by
+/// name and canonical text make the hash independent of column order, physical types and
+/// the source system.
+pub fn row_hashes(batch: &arrow_array::RecordBatch, schema: &Schema) -> arrow_array::StringArray {
+    use sha2::{Digest, Sha256};
+    let mut order: Vec<usize> = (0..schema.columns.len()).collect();
+    order.sort_by(|a, b| schema.columns[*a].name.cmp(&schema.columns[*b].name));
+    let mut out =
+        arrow_array::builder::StringBuilder::with_capacity(batch.num_rows(), batch.num_rows() * 32);
+    let mut hasher = Sha256::new();
+    for row in 0..batch.num_rows() {
+        for &i in &order {
+            let column = &schema.columns[i];
+            hasher.update((column.name.len() as u32).to_le_bytes());
+            hasher.update(column.name.as_bytes());
+            match canonical_text(&value_at(batch.column(i), &column.data_type, row)) {
+                None => hasher.update([0u8]),
+                Some(text) => {
+                    hasher.update([1u8]);
+                    hasher.update((text.len() as u32).to_le_bytes());
+                    hasher.update(text.as_bytes());
+                }
+            }
+        }
+        let digest = hasher.finalize_reset();
+        out.append_value(
+            digest[..16]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
+        );
+    }
+    out.finish()
+}
+
+/// A value's canonical text for hashing; `None` for NULL. Decimals drop trailing fraction
+/// zeros (`12.50` and `12.5` are one number), floats use their shortest f64 text, dates are
+/// `YYYY-MM-DD`, timestamps their microseconds, bytes lowercase hex.
+pub fn canonical_text(v: &Value) -> Option<String> {
+    Some(match v {
+        Value::Null => return None,
+        Value::Boolean(b) => b.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Decimal(d) => {
+            let d = d.trim();
+            let d = if d.contains('.') {
+                d.trim_end_matches('0').trim_end_matches('.')
+            } else {
+                d
+            };
+            let zero = !d.is_empty() && d.trim_start_matches('-').chars().all(|c| c == '0');
+            if zero { "0".into() } else { d.to_string() }
+        }
+        Value::Text(s) | Value::Json(s) | Value::Uuid(s) => s.clone(),
+        Value::Bytes(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
+        Value::Date(d) => time::format_date(*d),
+        Value::Timestamp(t) | Value::TimestampTz(t) => t.to_string(),
+    })
+}
+
 /// A value as tagged JSON, the form the state store keeps: `{"int": 42}`.
 pub fn value_to_json(v: &Value) -> serde_json::Value {
     use serde_json::json;
@@ -321,6 +385,56 @@ mod tests {
         assert_eq!(parse_decimal("1.234", 2), None);
         assert_eq!(parse_decimal("1.230", 2), Some(123));
         assert_eq!(parse_decimal("abc", 2), None);
+    }
+
+    #[test]
+    fn row_hashes_ignore_column_order_and_decimal_form() {
+        let col = |n: &str, t| Column {
+            name: n.into(),
+            data_type: t,
+            nullable: true,
+        };
+        let ab = Schema {
+            columns: vec![col("a", DataType::Int64), col("b", DataType::Decimal(None))],
+            primary_key: vec![],
+        };
+        let ba = Schema {
+            columns: vec![ab.columns[1].clone(), ab.columns[0].clone()],
+            primary_key: vec![],
+        };
+        let batch = |schema: &Schema, a: Option<i64>, b: Option<&str>| {
+            let a: ArrayRef = Arc::new(Int64Array::from(vec![a]));
+            let b: ArrayRef = Arc::new(StringArray::from(vec![b]));
+            let cols = if schema.columns[0].name == "a" {
+                vec![a, b]
+            } else {
+                vec![b, a]
+            };
+            arrow_array::RecordBatch::try_new(schema.to_arrow(), cols).unwrap()
+        };
+        let hash = |schema: &Schema, a, b| {
+            row_hashes(&batch(schema, a, b), schema)
+                .value(0)
+                .to_string()
+        };
+        let h = hash(&ab, Some(1), Some("12.50"));
+        assert_eq!(h.len(), 32);
+        assert_eq!(
+            h,
+            hash(&ba, Some(1), Some("12.5")),
+            "column order and trailing zeros do not matter"
+        );
+        assert_ne!(h, hash(&ab, Some(1), Some("12.51")));
+        assert_ne!(
+            hash(&ab, Some(1), None),
+            hash(&ab, Some(1), Some("")),
+            "NULL is not an empty string"
+        );
+        assert_ne!(
+            hash(&ab, None, Some("1")),
+            hash(&ab, Some(1), None),
+            "values stay in their columns"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! One pipeline run, start to finish: load the strategy component, check the manifest's
 //! strategy options against what it declares, connect, call `run`, clean up, record.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -130,7 +131,8 @@ pub fn strategy_options(
     schema: Option<&Schema>,
 ) -> Result<Vec<(String, OptionValue)>> {
     let declared: Vec<&str> = info.options.iter().map(|o| o.name.as_str()).collect();
-    for name in section.options.keys() {
+    let options = flatten(&section.options, &declared);
+    for name in options.keys() {
         if !declared.contains(&name.as_str()) {
             return Err(Error::config(
                 format!("sink.strategy.{name}"),
@@ -146,7 +148,7 @@ pub fn strategy_options(
     let mut out = Vec::new();
     for spec in &info.options {
         let field = format!("sink.strategy.{}", spec.name);
-        let Some(raw) = section.options.get(&spec.name) else {
+        let Some(raw) = options.get(&spec.name) else {
             if spec.required {
                 return Err(Error::config(
                     field,
@@ -161,6 +163,27 @@ pub fn strategy_options(
         ));
     }
     Ok(out)
+}
+
+/// Nested option sections become dotted names (`diff: {compare: row_hash}` is option
+/// `diff.compare`), unless the strategy declares the section itself as one option.
+fn flatten(options: &BTreeMap<String, Yaml>, declared: &[&str]) -> BTreeMap<String, Yaml> {
+    let mut out = BTreeMap::new();
+    for (name, value) in options {
+        match value {
+            Yaml::Mapping(map) if !declared.contains(&name.as_str()) => {
+                let nested: BTreeMap<String, Yaml> = map
+                    .iter()
+                    .map(|(k, v)| (format!("{name}.{}", k.as_str().unwrap_or("?")), v.clone()))
+                    .collect();
+                out.extend(flatten(&nested, declared));
+            }
+            _ => {
+                out.insert(name.clone(), value.clone());
+            }
+        }
+    }
+    out
 }
 
 fn option_value(

@@ -61,8 +61,62 @@ impl Pair {
         }
     }
 
+    /// A SQLite source into a PostgreSQL sink, state colocated with the sink.
+    async fn sqlite_to_postgres(server: &str, name: &str) -> Pair {
+        let dir = scratch(name);
+        let url = fresh_postgres_database(server, name).await;
+        let mut sink = Db::postgres(&url).await;
+        sink.exec("CREATE SCHEMA dst").await;
+        Pair {
+            name: name.into(),
+            source: Db::sqlite(&dir.join("src.db")).await,
+            sink,
+            source_table: "orders",
+            sink_table: "dst.orders",
+            source_yaml: format!(
+                "{{ kind: sqlite, path: {}/src.db, table: orders }}",
+                dir.display()
+            ),
+            sink_yaml: format!("kind: postgres\n  url: \"{url}\"\n  table: dst.orders"),
+            state_yaml: format!("{{ kind: postgres, url: \"{url}\" }}"),
+        }
+    }
+
     fn is_postgres(&self) -> bool {
         matches!(self.source, Db::Postgres(_))
+    }
+
+    fn sink_is_postgres(&self) -> bool {
+        matches!(self.sink, Db::Postgres(_))
+    }
+
+    async fn delete_source(&mut self, ids: &str) {
+        self.source
+            .exec(&format!(
+                "DELETE FROM {} WHERE id IN ({ids})",
+                self.source_table
+            ))
+            .await;
+    }
+
+    /// Generation 3: a deleted key comes back with new values; a changed key changes again.
+    async fn revive(&mut self) {
+        let t = self.source_table;
+        self.source
+            .exec(&format!(
+                "INSERT INTO {t} VALUES (5, 'back again', '5.50', '2024-03-01 00:00:00.000000')"
+            ))
+            .await;
+        self.source.exec(&format!("UPDATE {t} SET name = 'changed twice', updated_at = '2024-03-02 00:00:00.000000' WHERE id = 10")).await;
+    }
+
+    /// Target rows (the source columns, normalized) plus one extra text column.
+    async fn target_rows_with(&mut self, extra: &str, order: &str) -> Rows {
+        let sql = format!(
+            "SELECT {COLUMNS}, {extra} FROM {} ORDER BY id, {order}",
+            self.sink_table
+        );
+        normalize(self.sink.rows(&sql).await)
     }
 
     fn manifest(&self, strategy: &str) -> String {
@@ -158,6 +212,24 @@ impl Pair {
         let mut store = runner::open_state(&manifest).await.unwrap();
         format!("{:?}", store.entries(&self.name).await.unwrap())
     }
+}
+
+/// Timestamps as microseconds, so rows read from SQLite and PostgreSQL compare equal.
+fn normalize(rows: Rows) -> Rows {
+    let norm = |v: Option<String>| {
+        v.map(|text| {
+            let looks_like_time = text.len() >= 19
+                && text.as_bytes()[4] == b'-'
+                && matches!(text.as_bytes()[10], b' ' | b'T');
+            match dpone_host::model::time::parse_timestamp(&text) {
+                Some(us) if looks_like_time => us.to_string(),
+                _ => text,
+            }
+        })
+    };
+    rows.into_iter()
+        .map(|r| r.into_iter().map(norm).collect())
+        .collect()
 }
 
 fn assert_rows(actual: &Rows, expected: &Rows, what: &str) {
@@ -373,6 +445,312 @@ async fn a_pipeline_runs_once_at_a_time(mut p: Pair) {
     assert_eq!(p.sink.count(p.sink_table).await, 300);
 }
 
+/// The snapshot_diff oracle: what the target holds, by key, independent of any SQL.
+#[derive(Default)]
+struct SnapshotModel {
+    rows: std::collections::BTreeMap<i64, (Vec<Option<String>>, &'static str)>,
+}
+
+impl SnapshotModel {
+    fn apply(&mut self, snapshot: &Rows, policy: &str) {
+        let key = |r: &Vec<Option<String>>| r[0].as_deref().unwrap().parse::<i64>().unwrap();
+        let keys: std::collections::BTreeSet<i64> = snapshot.iter().map(key).collect();
+        match policy {
+            "hard_delete" => self.rows.retain(|k, _| keys.contains(k)),
+            "soft_delete" => self
+                .rows
+                .iter_mut()
+                .filter(|(k, _)| !keys.contains(k))
+                .for_each(|(_, v)| v.1 = "deleted"),
+            _ => {}
+        }
+        for r in snapshot {
+            self.rows.insert(key(r), (r.clone(), "live"));
+        }
+    }
+
+    fn expected(&self) -> Rows {
+        self.rows
+            .values()
+            .map(|(r, state)| r.iter().cloned().chain([Some(state.to_string())]).collect())
+            .collect()
+    }
+}
+
+async fn snapshot_diff_over_generations(mut p: Pair, policy: &str) {
+    p.seed(true).await;
+    let yaml = p.manifest(&format!("mode: snapshot_diff, unique_key: [id], diff: {{ compare: row_hash, delete_policy: {policy} }}"));
+    let state_column = if policy == "soft_delete" {
+        "CASE WHEN __dpone__deleted_at IS NULL THEN 'live' ELSE 'deleted' END"
+    } else {
+        "'live'"
+    };
+    let mut model = SnapshotModel::default();
+    for generation in 0..4 {
+        match generation {
+            1 => {
+                p.change().await;
+                p.delete_source("5, 6, 7").await;
+            }
+            3 => p.revive().await,
+            _ => {} // generation 2 changes nothing: the run must be idempotent
+        }
+        let snapshot = normalize(p.source_rows("").await);
+        model.apply(&snapshot, policy);
+        let report = run(&yaml, None).await.unwrap();
+        assert_rows(
+            &p.target_rows_with(state_column, "1").await,
+            &model.expected(),
+            &format!("snapshot_diff {policy} generation {generation}"),
+        );
+        if generation == 2 {
+            assert_eq!(
+                (report.rows_written, report.rows_deleted),
+                (0, 0),
+                "an unchanged snapshot changes nothing"
+            );
+        }
+    }
+}
+
+async fn snapshot_diff_hard_delete(p: Pair) {
+    snapshot_diff_over_generations(p, "hard_delete").await;
+}
+
+async fn snapshot_diff_soft_delete(p: Pair) {
+    snapshot_diff_over_generations(p, "soft_delete").await;
+}
+
+async fn snapshot_diff_ignore(p: Pair) {
+    snapshot_diff_over_generations(p, "ignore").await;
+}
+
+/// The scd2 oracle: every version of every key and whether it is current.
+#[derive(Default)]
+struct Scd2Model {
+    versions: Vec<(Vec<Option<String>>, bool)>,
+}
+
+impl Scd2Model {
+    fn apply(&mut self, snapshot: &Rows) {
+        let by_key: std::collections::HashMap<&Option<String>, &Vec<Option<String>>> =
+            snapshot.iter().map(|r| (&r[0], r)).collect();
+        for (row, current) in self.versions.iter_mut().filter(|(_, c)| *c) {
+            if by_key.get(&row[0]).is_none_or(|now| *now != row) {
+                *current = false;
+            }
+        }
+        for r in snapshot {
+            if !self.versions.iter().any(|(v, c)| *c && v[0] == r[0]) {
+                self.versions.push((r.clone(), true));
+            }
+        }
+    }
+
+    /// Ordered like the target query: by key, then by when the version was opened.
+    fn expected(&self) -> Rows {
+        let mut rows: Vec<(i64, usize, Vec<Option<String>>)> = self
+            .versions
+            .iter()
+            .enumerate()
+            .map(|(i, (r, c))| {
+                (
+                    r[0].as_deref().unwrap().parse().unwrap(),
+                    i,
+                    r.iter().cloned().chain([Some(c.to_string())]).collect(),
+                )
+            })
+            .collect();
+        rows.sort();
+        rows.into_iter().map(|(_, _, r)| r).collect()
+    }
+}
+
+const CURRENT: &str = "CASE WHEN __dpone__is_current THEN 'true' ELSE 'false' END";
+
+async fn scd2_keeps_one_current_version_per_key(mut p: Pair) {
+    p.seed(true).await;
+    let yaml = p.manifest("mode: scd2, unique_key: [id]");
+    let mut model = Scd2Model::default();
+    for generation in 0..4 {
+        match generation {
+            1 => {
+                p.change().await;
+                p.delete_source("5, 6, 7").await;
+            }
+            3 => p.revive().await,
+            _ => {}
+        }
+        let snapshot = normalize(p.source_rows("").await);
+        model.apply(&snapshot);
+        let report = run(&yaml, None).await.unwrap();
+        let what = format!("scd2 generation {generation}");
+        assert_rows(
+            &p.target_rows_with(CURRENT, "__dpone__valid_from_at").await,
+            &model.expected(),
+            &what,
+        );
+        if generation == 2 {
+            assert_eq!(
+                report.rows_written, 0,
+                "an unchanged snapshot opens no version"
+            );
+        }
+        let t = p.sink_table;
+        let inconsistent = p
+            .sink
+            .count(&format!(
+                "(SELECT 1 FROM {t} WHERE (CASE WHEN __dpone__valid_to_at IS NULL THEN 1 ELSE 0 END) <> (CASE WHEN __dpone__is_current THEN 1 ELSE 0 END)) AS bad"
+            ))
+            .await;
+        assert_eq!(
+            inconsistent, 0,
+            "{what}: valid_to is NULL exactly on current rows"
+        );
+    }
+}
+
+/// Compound keys match column by column: ("a|b", "c") and ("a", "b|c") are two keys.
+async fn scd2_compound_keys_with_separators(mut p: Pair) {
+    let t = p.source_table;
+    p.source
+        .exec(&format!(
+            "CREATE TABLE {t} (k1 TEXT NOT NULL, k2 TEXT NOT NULL, v TEXT)"
+        ))
+        .await;
+    p.source
+        .exec(&format!(
+            "INSERT INTO {t} VALUES ('a|b', 'c', 'one'), ('a', 'b|c', 'two'), ('a||b', '', 'three')"
+        ))
+        .await;
+    let yaml = p.manifest("mode: scd2, unique_key: [k1, k2]");
+    run(&yaml, None).await.unwrap();
+    p.source
+        .exec(&format!("UPDATE {t} SET v = 'changed' WHERE k1 = 'a'"))
+        .await;
+    run(&yaml, None).await.unwrap();
+    // Sorted here, not in SQL: collations order punctuation differently.
+    let mut rows = p
+        .sink
+        .rows(&format!(
+            "SELECT k1, k2, v, {CURRENT} FROM {}",
+            p.sink_table
+        ))
+        .await;
+    rows.sort_by(|a, b| (&a[0], &a[1], &a[3]).cmp(&(&b[0], &b[1], &b[3])));
+    let row = |k1: &str, k2: &str, v: &str, current: &str| {
+        [k1, k2, v, current].map(|x| Some(x.to_string())).to_vec()
+    };
+    let expected = vec![
+        row("a", "b|c", "two", "false"),
+        row("a", "b|c", "changed", "true"),
+        row("a|b", "c", "one", "true"),
+        row("a||b", "", "three", "true"),
+    ];
+    assert_rows(&rows, &expected, "compound keys");
+}
+
+/// A target that already breaks the invariant (two current rows for a key, written by
+/// someone else) is never committed on: the check before commit fails the run.
+async fn scd2_refuses_to_commit_a_broken_invariant(mut p: Pair) {
+    p.seed(true).await;
+    let yaml = p.manifest("mode: scd2, unique_key: [id]");
+    run(&yaml, None).await.unwrap();
+    let t = p.sink_table;
+    p.sink
+        .exec(&format!(
+            "INSERT INTO {t} (id, name, amount, updated_at, __dpone__row_hash, __dpone__valid_from_at, __dpone__valid_to_at, __dpone__is_current) \
+             SELECT id, name, amount, updated_at, __dpone__row_hash, '1999-01-01 00:00:00.000000Z', NULL, __dpone__is_current FROM {t} WHERE id = 1"
+        ))
+        .await;
+    p.change().await;
+    let before = p.target_rows_with(CURRENT, "__dpone__valid_from_at").await;
+    let err = run_fails(&yaml, None, Kind::KeyViolation).await;
+    assert!(
+        err.message
+            .contains("scd2 invariant: 1 keys would have more than one current row"),
+        "{err}"
+    );
+    assert_rows(
+        &p.target_rows_with(CURRENT, "__dpone__valid_from_at").await,
+        &before,
+        "target after a refused commit",
+    );
+}
+
+/// The sink connection dies in the middle of an scd2 finalize: nothing changes.
+async fn scd2_failed_finalize_changes_nothing(mut p: Pair) {
+    p.seed(true).await;
+    let yaml = p.manifest("mode: scd2, unique_key: [id]");
+    run(&yaml, None).await.unwrap();
+    p.change().await;
+    let (state_before, target_before) = (
+        p.state().await,
+        p.target_rows_with(CURRENT, "__dpone__valid_from_at").await,
+    );
+    inject_insert_failure(&mut p).await;
+    run_fails(&yaml, None, Kind::Sink).await;
+    assert_rows(
+        &p.target_rows_with(CURRENT, "__dpone__valid_from_at").await,
+        &target_before,
+        "scd2 target after a failed finalize",
+    );
+    assert_eq!(
+        p.state().await,
+        state_before,
+        "state after a failed finalize"
+    );
+}
+
+/// Makes the next INSERT into the target fail: PostgreSQL kills its own connection, SQLite
+/// aborts the statement.
+async fn inject_insert_failure(p: &mut Pair) {
+    let t = p.sink_table;
+    if p.sink_is_postgres() {
+        p.sink
+            .exec(&format!(
+                "CREATE FUNCTION dst.kill_me() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NULL; END $$; \
+                 CREATE TRIGGER kill_me AFTER INSERT ON {t} FOR EACH STATEMENT EXECUTE FUNCTION dst.kill_me()"
+            ))
+            .await;
+    } else {
+        p.sink.exec(&format!("CREATE TRIGGER abort_me AFTER INSERT ON {t} BEGIN SELECT RAISE(ABORT, 'injected failure'); END")).await;
+    }
+}
+
+/// Bad options of the history strategies name their field and touch nothing.
+async fn history_strategies_refuse_bad_options(mut p: Pair) {
+    p.seed(true).await;
+    for (strategy, field) in [
+        (
+            "mode: snapshot_diff, unique_key: [id], diff: { delete_policy: purge }",
+            "sink.strategy.diff.delete_policy",
+        ),
+        (
+            "mode: snapshot_diff, unique_key: [id], diff: { colour: red }",
+            "sink.strategy.diff.colour",
+        ),
+        (
+            "mode: snapshot_diff, unique_key: [id], diff: { compare: columns }",
+            "sink.strategy.diff.compare",
+        ),
+        ("mode: scd2", "sink.strategy.unique_key"),
+        (
+            "mode: scd2, unique_key: [id], valid_from_column: name",
+            "sink.strategy.valid_from_column",
+        ),
+        (
+            "mode: scd2, unique_key: [id], delete_policy: forget",
+            "sink.strategy.delete_policy",
+        ),
+    ] {
+        let err = run_fails(&p.manifest(strategy), None, Kind::Config).await;
+        assert_eq!(err.field.as_deref(), Some(field), "{strategy}: {err}");
+        assert!(!p.target_exists().await, "{strategy} created the target");
+    }
+}
+
 macro_rules! both_pairs {
     ($($case:ident),* $(,)?) => {
         mod sqlite_to_sqlite {
@@ -387,6 +765,26 @@ macro_rules! both_pairs {
     };
 }
 
+/// SQLite -> PostgreSQL, for the strategies that must behave the same across dialects.
+macro_rules! sqlite_to_postgres {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite_to_postgres {
+            $(#[tokio::test] async fn $case() {
+                let Some(server) = crate::support::postgres_url() else { return };
+                let name = concat!("s2p_", stringify!($case));
+                super::$case(super::Pair::sqlite_to_postgres(&server, name).await).await;
+            })*
+        }
+    };
+}
+
+sqlite_to_postgres!(
+    snapshot_diff_hard_delete,
+    snapshot_diff_soft_delete,
+    scd2_keeps_one_current_version_per_key,
+    scd2_failed_finalize_changes_nothing,
+);
+
 both_pairs!(
     full_refresh,
     incremental_append,
@@ -395,4 +793,12 @@ both_pairs!(
     failed_finalize_changes_nothing,
     swapping_the_component_changes_behaviour,
     a_pipeline_runs_once_at_a_time,
+    snapshot_diff_hard_delete,
+    snapshot_diff_soft_delete,
+    snapshot_diff_ignore,
+    scd2_keeps_one_current_version_per_key,
+    scd2_compound_keys_with_separators,
+    scd2_failed_finalize_changes_nothing,
+    scd2_refuses_to_commit_a_broken_invariant,
+    history_strategies_refuse_bad_options,
 );

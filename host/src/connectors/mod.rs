@@ -97,6 +97,12 @@ impl Statement {
     }
 }
 
+impl From<String> for Statement {
+    fn from(sql: String) -> Self {
+        Statement::new(sql)
+    }
+}
+
 /// One connection to a SQL database, as the generic source, sink and state store use it.
 ///
 /// Contract: statements run in order on one connection, so `begin`/`commit` bracket every

@@ -298,35 +298,176 @@ pub fn insert_from(target: &TableName, staging: &TableName, columns: &[String]) 
     )
 }
 
-/// Deletes target rows whose key matches a staging row. Keys were checked to be non-NULL,
-/// so plain equality is exact.
-pub fn delete_matching_keys(
+/// How a target row's key relates to staging (the WIT `key-match`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyMatch {
+    InStaging,
+    InStagingDiffering(String),
+    NotInStaging,
+}
+
+/// `[NOT] EXISTS (SELECT 1 FROM staging AS s WHERE s.k = <target>.k ...)`: the condition
+/// on a target row, correlated through the target's full name (SQLite cannot alias the
+/// table of a DELETE or UPDATE). Keys were checked to be non-NULL, so `=` is exact.
+fn key_match(
     dialect: Dialect,
     target: &TableName,
     staging: &TableName,
     key: &[String],
+    m: &KeyMatch,
 ) -> String {
-    if is_postgres(dialect) {
-        let on: Vec<String> = key
-            .iter()
-            .map(|k| format!("t.{q} = s.{q}", q = quote_ident(k)))
-            .collect();
-        return format!(
-            "DELETE FROM {} AS t USING {} AS s WHERE {}",
-            table_ref(target),
-            table_ref(staging),
-            on.join(" AND ")
-        );
-    }
-    let (t, s) = (table_ref(target), table_ref(staging));
-    let on: Vec<String> = key
+    let t = table_ref(target);
+    let mut on: Vec<String> = key
         .iter()
-        .map(|k| format!("{s}.{q} = {t}.{q}", q = quote_ident(k)))
+        .map(|k| format!("s.{q} = {t}.{q}", q = quote_ident(k)))
         .collect();
+    if let KeyMatch::InStagingDiffering(column) = m {
+        let q = quote_ident(column);
+        let differs = if is_postgres(dialect) {
+            "IS DISTINCT FROM"
+        } else {
+            "IS NOT"
+        };
+        on.push(format!("s.{q} {differs} {t}.{q}"));
+    }
+    let not = if *m == KeyMatch::NotInStaging {
+        "NOT "
+    } else {
+        ""
+    };
     format!(
-        "DELETE FROM {t} WHERE EXISTS (SELECT 1 FROM {s} WHERE {})",
+        "{not}EXISTS (SELECT 1 FROM {} AS s WHERE {})",
+        table_ref(staging),
         on.join(" AND ")
     )
+}
+
+fn nonempty_key(key: &[String]) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::config(
+            "sink.strategy.unique_key",
+            "a key is required to match target rows with staging",
+        ));
+    }
+    Ok(())
+}
+
+/// Target rows chosen by how their key relates to staging, and by a filter.
+#[derive(Debug, Clone, Copy)]
+pub struct RowSelection<'a> {
+    pub target: &'a TableName,
+    pub staging: &'a TableName,
+    pub key: &'a [String],
+    pub key_match: &'a KeyMatch,
+    pub filter: &'a [Term],
+}
+
+impl RowSelection<'_> {
+    /// The WHERE clause (and parameters, after `w`'s) selecting these rows.
+    fn render(
+        &self,
+        dialect: Dialect,
+        w: &mut Where<'_>,
+        manifest_predicate: Option<&str>,
+    ) -> Result<()> {
+        nonempty_key(self.key)?;
+        w.parts.push(key_match(
+            dialect,
+            self.target,
+            self.staging,
+            self.key,
+            self.key_match,
+        ));
+        for t in self.filter {
+            w.term(t, manifest_predicate)?;
+        }
+        Ok(())
+    }
+}
+
+/// `DELETE FROM target WHERE <key match> AND <filter>`.
+pub fn delete_rows(
+    dialect: Dialect,
+    rows: RowSelection<'_>,
+    manifest_predicate: Option<&str>,
+) -> Result<Statement> {
+    let mut w = Where::new(&dollar);
+    rows.render(dialect, &mut w, manifest_predicate)?;
+    Ok(Statement {
+        sql: format!("DELETE FROM {}{}", table_ref(rows.target), w.sql()),
+        params: w.params,
+    })
+}
+
+/// `UPDATE target SET c = $n, ... WHERE <key match> AND <filter>`.
+pub fn update_rows(
+    dialect: Dialect,
+    rows: RowSelection<'_>,
+    assignments: &[(String, Value)],
+    manifest_predicate: Option<&str>,
+) -> Result<Statement> {
+    if assignments.is_empty() {
+        return Err(Error::new(
+            crate::Kind::Unsupported,
+            "update-rows with no assignments changes nothing",
+        ));
+    }
+    let mut w = Where::new(&dollar);
+    let sets: Vec<String> = assignments
+        .iter()
+        .map(|(c, v)| format!("{} = {}", quote_ident(c), w.param(v)))
+        .collect();
+    rows.render(dialect, &mut w, manifest_predicate)?;
+    Ok(Statement {
+        sql: format!(
+            "UPDATE {} SET {}{}",
+            table_ref(rows.target),
+            sets.join(", "),
+            w.sql()
+        ),
+        params: w.params,
+    })
+}
+
+/// `INSERT INTO target (cols, extra) SELECT s.cols, $n.. FROM staging AS s WHERE NOT EXISTS
+/// (SELECT 1 FROM target WHERE target.k = s.k AND <filter>)`. Unqualified filter columns
+/// resolve to the target, the innermost table.
+pub fn insert_new_rows(
+    target: &TableName,
+    staging: &TableName,
+    columns: &[String],
+    key: &[String],
+    filter: &[Term],
+    extra: &[(String, Value)],
+    manifest_predicate: Option<&str>,
+) -> Result<Statement> {
+    nonempty_key(key)?;
+    let t = table_ref(target);
+    let mut w = Where::new(&dollar);
+    let extra_values: Vec<String> = extra.iter().map(|(_, v)| w.param(v)).collect();
+    for k in key {
+        w.parts.push(format!("{t}.{q} = s.{q}", q = quote_ident(k)));
+    }
+    for f in filter {
+        w.term(f, manifest_predicate)?;
+    }
+    let mut target_columns = columns.to_vec();
+    target_columns.extend(extra.iter().map(|(c, _)| c.clone()));
+    let mut select: Vec<String> = columns
+        .iter()
+        .map(|c| format!("s.{}", quote_ident(c)))
+        .collect();
+    select.extend(extra_values);
+    Ok(Statement {
+        sql: format!(
+            "INSERT INTO {t} ({}) SELECT {} FROM {} AS s WHERE NOT EXISTS (SELECT 1 FROM {t}{})",
+            column_list(&target_columns),
+            select.join(", "),
+            table_ref(staging),
+            w.sql()
+        ),
+        params: w.params,
+    })
 }
 
 /// `DELETE FROM target WHERE <filter>`. An empty filter is refused: a strategy that wants
@@ -373,29 +514,48 @@ pub fn swap(target: &TableName, staging: &TableName) -> [String; 2] {
     ]
 }
 
-/// Rows, rows with a NULL key component, and key groups occurring more than once.
-pub fn key_check_counts(staging: &TableName, key: &[String]) -> String {
+/// The two queries of a key check over the rows of `table` matching `filter`: (rows, rows
+/// with a NULL key component, key groups occurring more than once), and up to five of the
+/// duplicated keys. The filter's `$n` repeat inside one statement: one set of parameters.
+pub fn key_checks(
+    table: &TableName,
+    key: &[String],
+    filter: &[Term],
+    manifest_predicate: Option<&str>,
+) -> Result<(Statement, Statement)> {
+    nonempty_key(key)?;
+    let mut w = Where::new(&dollar);
+    for f in filter {
+        w.term(f, manifest_predicate)?;
+    }
+    let scope = if filter.is_empty() {
+        table_ref(table)
+    } else {
+        format!("(SELECT * FROM {}{}) AS scoped", table_ref(table), w.sql())
+    };
     let any_null: Vec<String> = key
         .iter()
         .map(|k| format!("{} IS NULL", quote_ident(k)))
         .collect();
     let cols = column_list(key);
-    format!(
-        "SELECT (SELECT COUNT(*) FROM {t}), \
-         (SELECT COUNT(*) FROM {t} WHERE {nulls}), \
-         (SELECT COUNT(*) FROM (SELECT 1 FROM {t} GROUP BY {cols} HAVING COUNT(*) > 1) AS d)",
-        t = table_ref(staging),
+    let counts = format!(
+        "SELECT (SELECT COUNT(*) FROM {scope}), (SELECT COUNT(*) FROM {scope} WHERE {nulls}), \
+         (SELECT COUNT(*) FROM (SELECT 1 FROM {scope} GROUP BY {cols} HAVING COUNT(*) > 1) AS d)",
         nulls = any_null.join(" OR "),
-    )
-}
-
-/// Up to five duplicate key values, for the error message.
-pub fn duplicate_key_sample(staging: &TableName, key: &[String]) -> String {
-    let cols = column_list(key);
-    format!(
-        "SELECT {cols} FROM {} GROUP BY {cols} HAVING COUNT(*) > 1 ORDER BY {cols} LIMIT 5",
-        table_ref(staging)
-    )
+    );
+    let sample = format!(
+        "SELECT {cols} FROM {scope} GROUP BY {cols} HAVING COUNT(*) > 1 ORDER BY {cols} LIMIT 5"
+    );
+    Ok((
+        Statement {
+            sql: counts,
+            params: w.params.clone(),
+        },
+        Statement {
+            sql: sample,
+            params: w.params,
+        },
+    ))
 }
 
 /// Up to `limit` distinct values of a column, sorted.
@@ -415,6 +575,22 @@ pub fn count(table: &TableName) -> String {
 mod tests {
     use super::*;
     use crate::model::{Column, CompareTerm, CursorBound, InTerm, RangeTerm};
+
+    fn selection<'a>(
+        target: &'a TableName,
+        staging: &'a TableName,
+        key: &'a [String],
+        key_match: &'a KeyMatch,
+        filter: &'a [Term],
+    ) -> RowSelection<'a> {
+        RowSelection {
+            target,
+            staging,
+            key,
+            key_match,
+            filter,
+        }
+    }
 
     fn orders() -> (TableName, Schema) {
         let col = |n: &str, t| Column {
@@ -509,9 +685,68 @@ mod tests {
     fn postgres_finalize_statements() {
         let (t, s) = orders();
         let stg = t.sibling("__dpone_stg_r1".into());
+        let id = ["id".into()];
         assert_eq!(
-            delete_matching_keys(Dialect::Postgres, &t, &stg, &["id".into()]),
-            "DELETE FROM \"public\".\"orders\" AS t USING \"public\".\"__dpone_stg_r1\" AS s WHERE t.\"id\" = s.\"id\""
+            delete_rows(
+                Dialect::Postgres,
+                selection(&t, &stg, &id, &KeyMatch::InStaging, &[]),
+                None
+            )
+            .unwrap()
+            .sql,
+            "DELETE FROM \"public\".\"orders\" WHERE EXISTS (SELECT 1 FROM \"public\".\"__dpone_stg_r1\" AS s WHERE s.\"id\" = \"public\".\"orders\".\"id\")"
+        );
+        let current = Term::Compare(CompareTerm {
+            column: "cur".into(),
+            op: Comparison::Eq,
+            value: Value::Boolean(true),
+        });
+        let differing = KeyMatch::InStagingDiffering("h".into());
+        let expire = update_rows(
+            Dialect::Postgres,
+            selection(&t, &stg, &id, &differing, std::slice::from_ref(&current)),
+            &[
+                ("to".into(), Value::TimestampTz(9)),
+                ("cur".into(), Value::Boolean(false)),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            expire.sql,
+            "UPDATE \"public\".\"orders\" SET \"to\" = $1, \"cur\" = $2 WHERE EXISTS (SELECT 1 FROM \"public\".\"__dpone_stg_r1\" AS s \
+             WHERE s.\"id\" = \"public\".\"orders\".\"id\" AND s.\"h\" IS DISTINCT FROM \"public\".\"orders\".\"h\") AND \"cur\" = $3"
+        );
+        assert_eq!(
+            expire.params,
+            [
+                Value::TimestampTz(9),
+                Value::Boolean(false),
+                Value::Boolean(true)
+            ]
+        );
+        let insert = insert_new_rows(
+            &t,
+            &stg,
+            &["id".into()],
+            &id,
+            &[current],
+            &[("from".into(), Value::TimestampTz(9))],
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            insert.sql,
+            "INSERT INTO \"public\".\"orders\" (\"id\", \"from\") SELECT s.\"id\", $1 FROM \"public\".\"__dpone_stg_r1\" AS s \
+             WHERE NOT EXISTS (SELECT 1 FROM \"public\".\"orders\" WHERE \"public\".\"orders\".\"id\" = s.\"id\" AND \"cur\" = $2)"
+        );
+        assert!(
+            delete_rows(
+                Dialect::Postgres,
+                selection(&t, &stg, &[], &KeyMatch::NotInStaging, &[]),
+                None
+            )
+            .is_err()
         );
         assert_eq!(
             insert_from(&t, &stg, &s.names()),
@@ -537,7 +772,7 @@ mod tests {
             "CREATE TABLE \"public\".\"__dpone_stg_r1\" (LIKE \"public\".\"orders\" INCLUDING ALL)"
         );
         assert_eq!(
-            key_check_counts(&stg, &["id".into()]),
+            key_checks(&stg, &["id".into()], &[], None).unwrap().0.sql,
             "SELECT (SELECT COUNT(*) FROM \"public\".\"__dpone_stg_r1\"), (SELECT COUNT(*) FROM \"public\".\"__dpone_stg_r1\" WHERE \"id\" IS NULL), \
              (SELECT COUNT(*) FROM (SELECT 1 FROM \"public\".\"__dpone_stg_r1\" GROUP BY \"id\" HAVING COUNT(*) > 1) AS d)"
         );
@@ -545,15 +780,38 @@ mod tests {
 
     #[cfg(feature = "sqlite")]
     #[test]
-    fn sqlite_deletes_by_correlated_exists() {
+    fn sqlite_matches_keys_by_correlated_exists() {
         let t = TableName {
             schema: None,
             name: "orders".into(),
         };
         let stg = t.sibling("stg".into());
+        let key = ["a".into(), "b".into()];
         assert_eq!(
-            delete_matching_keys(Dialect::Sqlite, &t, &stg, &["a".into(), "b".into()]),
-            "DELETE FROM \"orders\" WHERE EXISTS (SELECT 1 FROM \"stg\" WHERE \"stg\".\"a\" = \"orders\".\"a\" AND \"stg\".\"b\" = \"orders\".\"b\")"
+            delete_rows(
+                Dialect::Sqlite,
+                selection(
+                    &t,
+                    &stg,
+                    &key,
+                    &KeyMatch::InStagingDiffering("h".into()),
+                    &[]
+                ),
+                None
+            )
+            .unwrap()
+            .sql,
+            "DELETE FROM \"orders\" WHERE EXISTS (SELECT 1 FROM \"stg\" AS s WHERE s.\"a\" = \"orders\".\"a\" AND s.\"b\" = \"orders\".\"b\" AND s.\"h\" IS NOT \"orders\".\"h\")"
+        );
+        assert_eq!(
+            delete_rows(
+                Dialect::Sqlite,
+                selection(&t, &stg, &key, &KeyMatch::NotInStaging, &[]),
+                None
+            )
+            .unwrap()
+            .sql,
+            "DELETE FROM \"orders\" WHERE NOT EXISTS (SELECT 1 FROM \"stg\" AS s WHERE s.\"a\" = \"orders\".\"a\" AND s.\"b\" = \"orders\".\"b\")"
         );
         assert_eq!(truncate(Dialect::Sqlite, &t), "DELETE FROM \"orders\"");
     }

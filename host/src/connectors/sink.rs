@@ -8,6 +8,7 @@
 use arrow_array::RecordBatch;
 use tokio::sync::mpsc;
 
+use super::render::{KeyMatch, RowSelection};
 use super::{Dialect, SqlSession, Statement, TableName, render};
 use crate::error::{Error, Kind, Result};
 use crate::model::{DataType, KeyCheck, Schema, SinkCapabilities, Term, Value};
@@ -114,12 +115,17 @@ impl SqlSink {
         self.session.execute(&stmt).await
     }
 
-    async fn query(&mut self, sql: String, types: &[DataType]) -> Result<Vec<Vec<Value>>> {
-        self.statements.push(sql.clone());
+    async fn query(
+        &mut self,
+        stmt: impl Into<Statement>,
+        types: &[DataType],
+    ) -> Result<Vec<Vec<Value>>> {
+        let stmt = stmt.into();
+        self.statements.push(stmt.sql.clone());
         if self.dry_run {
             return Ok(Vec::new());
         }
-        self.session.query(&Statement::new(sql), types).await
+        self.session.query(&stmt, types).await
     }
 
     /// Creates the target (and its schema, on PostgreSQL) when missing.
@@ -235,12 +241,27 @@ impl SqlSink {
         schema: &Schema,
         key: &[String],
     ) -> Result<KeyCheck> {
-        if key.is_empty() {
-            return Err(Error::config(
-                "sink.strategy.unique_key",
-                "the key is empty",
-            ));
-        }
+        self.key_check(staging.clone(), schema, key, &[]).await
+    }
+
+    /// The same over the target rows matching `filter`, inside the open transaction.
+    pub async fn check_target_keys(
+        &mut self,
+        schema: &Schema,
+        key: &[String],
+        filter: &[Term],
+    ) -> Result<KeyCheck> {
+        self.key_check(self.target.clone(), schema, key, filter)
+            .await
+    }
+
+    async fn key_check(
+        &mut self,
+        table: TableName,
+        schema: &Schema,
+        key: &[String],
+        filter: &[Term],
+    ) -> Result<KeyCheck> {
         let key_types: Vec<DataType> = key
             .iter()
             .map(|k| {
@@ -249,20 +270,16 @@ impl SqlSink {
                     .map(|c| c.data_type)
             })
             .collect::<Result<_>>()?;
-        let counts = self
-            .query(
-                render::key_check_counts(staging, key),
-                &[DataType::Int64; 3],
-            )
-            .await?;
+        let (counts, sample) =
+            render::key_checks(&table, key, filter, self.manifest_predicate.as_deref())?;
+        let counts = self.query(counts, &[DataType::Int64; 3]).await?;
         let (rows, null_key_rows, duplicate_groups) = (
             first_count(&counts, 0),
             first_count(&counts, 1),
             first_count(&counts, 2),
         );
         let sample = if duplicate_groups > 0 {
-            self.query(render::duplicate_key_sample(staging, key), &key_types)
-                .await?
+            self.query(sample, &key_types).await?
         } else {
             Vec::new()
         };
@@ -362,14 +379,70 @@ impl SqlSink {
         .await
     }
 
-    pub async fn delete_matching_keys(
+    pub async fn delete_rows(
         &mut self,
         staging: &TableName,
         key: &[String],
+        key_match: &KeyMatch,
+        filter: &[Term],
     ) -> Result<u64> {
-        self.require_transaction("delete-matching-keys")?;
-        let sql = render::delete_matching_keys(self.dialect(), &self.target, staging, key);
-        self.execute(Statement::new(sql)).await
+        self.require_transaction("delete-rows")?;
+        let rows = RowSelection {
+            target: &self.target,
+            staging,
+            key,
+            key_match,
+            filter,
+        };
+        let stmt = render::delete_rows(self.dialect(), rows, self.manifest_predicate.as_deref())?;
+        self.execute(stmt).await
+    }
+
+    pub async fn update_rows(
+        &mut self,
+        staging: &TableName,
+        key: &[String],
+        key_match: &KeyMatch,
+        filter: &[Term],
+        assignments: &[(String, Value)],
+    ) -> Result<u64> {
+        self.require_transaction("update-rows")?;
+        let rows = RowSelection {
+            target: &self.target,
+            staging,
+            key,
+            key_match,
+            filter,
+        };
+        let stmt = render::update_rows(
+            self.dialect(),
+            rows,
+            assignments,
+            self.manifest_predicate.as_deref(),
+        )?;
+        self.execute(stmt).await
+    }
+
+    pub async fn insert_new_rows(
+        &mut self,
+        staging: &TableName,
+        columns: &[String],
+        key: &[String],
+        filter: &[Term],
+        extra: &[(String, Value)],
+    ) -> Result<u64> {
+        self.require_transaction("insert-new-rows")?;
+        let predicate = self.manifest_predicate.as_deref();
+        let stmt = render::insert_new_rows(
+            &self.target,
+            staging,
+            columns,
+            key,
+            filter,
+            extra,
+            predicate,
+        )?;
+        self.execute(stmt).await
     }
 
     pub async fn delete_where(&mut self, filter: &[Term]) -> Result<u64> {

@@ -14,11 +14,12 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::dpone::strategy::{clock, log, sink, source, state, types};
 use super::engine::GuestLimiter;
 use super::report::Progress;
+use crate::connectors::render::KeyMatch;
 use crate::connectors::sink::{SqlSink, StagingKind};
 use crate::connectors::source::SqlSource;
 use crate::connectors::{Statement, TableName};
 use crate::error::{Error, Kind, Result};
-use crate::model::{self, ScanBounds, ScanStats, Schema, Value};
+use crate::model::{self, Column, DataType, ScanBounds, ScanStats, Schema, Value};
 use crate::state::StateStore;
 
 /// Live scan and staging handles a guest may hold at once.
@@ -36,7 +37,21 @@ pub struct ScanHandle {
 #[derive(Debug)]
 pub struct StagingHandle {
     table: TableName,
+    /// Every staging column: the source columns, then the row hash column if any.
     schema: Schema,
+    /// The row hash column the host fills while loading.
+    row_hash: Option<String>,
+}
+
+impl StagingHandle {
+    /// The columns read from the source (all but the row hash).
+    fn source_schema(&self) -> Schema {
+        let mut schema = self.schema.clone();
+        schema
+            .columns
+            .retain(|c| Some(&c.name) != self.row_hash.as_ref());
+        schema
+    }
 }
 
 /// The connectors and bookkeeping of one pipeline run.
@@ -351,16 +366,34 @@ impl sink::Host for RunState {
     async fn create_staging(
         &mut self,
         schema: Schema,
-        kind: sink::StagingKind,
+        options: sink::StagingOptions,
     ) -> Result<Resource<StagingHandle>> {
-        let kind = match kind {
+        let kind = match options.kind {
             sink::StagingKind::Scratch => StagingKind::Scratch,
             sink::StagingKind::Publishable => StagingKind::Publishable,
         };
+        let mut full = schema;
+        if let Some(column) = &options.row_hash {
+            if full.column(column).is_some() {
+                return Err(Error::config(
+                    "sink.strategy",
+                    format!("the row hash column `{column}` is already a source column"),
+                ));
+            }
+            full.columns.push(Column {
+                name: column.clone(),
+                data_type: DataType::Text,
+                nullable: false,
+            });
+        }
         let table = self
-            .timed(async |s| s.pipeline()?.sink.create_staging(&schema, kind).await)
+            .timed(async |s| s.pipeline()?.sink.create_staging(&full, kind).await)
             .await?;
-        self.push(StagingHandle { table, schema })
+        self.push(StagingHandle {
+            table,
+            schema: full,
+            row_hash: options.row_hash,
+        })
     }
 
     async fn load(
@@ -368,7 +401,15 @@ impl sink::Host for RunState {
         staging: Resource<StagingHandle>,
         scan: Resource<ScanHandle>,
     ) -> Result<ScanStats> {
-        let (table, schema) = self.staging(&staging).await?;
+        let target = {
+            let handle = self.get(&staging)?;
+            LoadTarget {
+                table: handle.table.clone(),
+                source_schema: handle.source_schema(),
+                schema: handle.schema.clone(),
+                hashed: handle.row_hash.is_some(),
+            }
+        };
         let handle = self.get_mut(&scan)?;
         if handle.loaded {
             return Err(Error::new(
@@ -379,7 +420,7 @@ impl sink::Host for RunState {
         handle.loaded = true;
         let bounds = handle.bounds.clone();
         let stats = self
-            .timed(async |s| load(s.pipeline()?, &table, &schema, &bounds).await)
+            .timed(async |s| load(s.pipeline()?, &target, &bounds).await)
             .await?;
         self.get_mut(&scan)?.stats = stats.clone();
         let p = self.pipeline()?;
@@ -424,17 +465,82 @@ impl sink::Host for RunState {
         Ok(n)
     }
 
-    async fn delete_matching_keys(
+    async fn delete_rows(
         &mut self,
         staging: Resource<StagingHandle>,
         key: Vec<String>,
+        m: sink::KeyMatch,
+        filter: Vec<types::Term>,
     ) -> Result<u64> {
         let (table, schema) = self.staging(&staging).await?;
-        for k in &key {
-            schema.require(k, "sink.strategy.unique_key")?;
-        }
-        self.timed(async |s| s.pipeline()?.sink.delete_matching_keys(&table, &key).await)
-            .await
+        let m = key_match(&schema, &key, m)?;
+        self.timed(async |s| {
+            s.pipeline()?
+                .sink
+                .delete_rows(&table, &key, &m, &filter)
+                .await
+        })
+        .await
+    }
+
+    async fn update_rows(
+        &mut self,
+        staging: Resource<StagingHandle>,
+        key: Vec<String>,
+        m: sink::KeyMatch,
+        filter: Vec<types::Term>,
+        assignments: Vec<sink::Assignment>,
+    ) -> Result<u64> {
+        let (table, schema) = self.staging(&staging).await?;
+        let m = key_match(&schema, &key, m)?;
+        let assignments = pairs(assignments);
+        self.timed(async |s| {
+            s.pipeline()?
+                .sink
+                .update_rows(&table, &key, &m, &filter, &assignments)
+                .await
+        })
+        .await
+    }
+
+    async fn insert_new_rows(
+        &mut self,
+        staging: Resource<StagingHandle>,
+        key: Vec<String>,
+        filter: Vec<types::Term>,
+        extra: Vec<sink::Assignment>,
+    ) -> Result<u64> {
+        let (table, schema) = self.staging(&staging).await?;
+        key_match(&schema, &key, sink::KeyMatch::InStaging)?;
+        let extra = pairs(extra);
+        let n = self
+            .timed(async |s| {
+                s.pipeline()?
+                    .sink
+                    .insert_new_rows(&table, &schema.names(), &key, &filter, &extra)
+                    .await
+            })
+            .await?;
+        self.pipeline()?.rows_written += n;
+        Ok(n)
+    }
+
+    async fn check_target_keys(
+        &mut self,
+        key: Vec<String>,
+        filter: Vec<types::Term>,
+    ) -> Result<sink::KeyCheck> {
+        self.timed(async |s| {
+            let p = s.pipeline()?;
+            let schema = p.sink.describe().await?.ok_or_else(|| {
+                Error::new(
+                    Kind::Sink,
+                    format!("target `{}` does not exist", p.sink.target()),
+                )
+            })?;
+            p.sink.check_target_keys(&schema, &key, &filter).await
+        })
+        .await
     }
 
     async fn delete_where(&mut self, filter: Vec<types::Term>) -> Result<u64> {
@@ -476,24 +582,55 @@ impl sink::Host for RunState {
     }
 }
 
-/// Streams a scan from the source into a staging table: the source reader, a counter and
-/// the sink's bulk writer run concurrently over bounded channels (back-pressure), so memory
-/// stays at a few batches whatever the table size.
-async fn load(
-    p: &mut Pipeline,
-    staging: &TableName,
-    schema: &Schema,
-    bounds: &ScanBounds,
-) -> Result<ScanStats> {
+/// Checks that a key-match names staging columns, and converts it.
+fn key_match(schema: &Schema, key: &[String], m: sink::KeyMatch) -> Result<KeyMatch> {
+    for k in key {
+        schema.require(k, "sink.strategy.unique_key")?;
+    }
+    Ok(match m {
+        sink::KeyMatch::InStaging => KeyMatch::InStaging,
+        sink::KeyMatch::NotInStaging => KeyMatch::NotInStaging,
+        sink::KeyMatch::InStagingDiffering(c) => {
+            schema.require(&c, "sink.strategy")?;
+            KeyMatch::InStagingDiffering(c)
+        }
+    })
+}
+
+fn pairs(assignments: Vec<sink::Assignment>) -> Vec<(String, Value)> {
+    assignments
+        .into_iter()
+        .map(|a| (a.column, a.value))
+        .collect()
+}
+
+/// Where a load writes: the staging table, the source columns it reads, and whether the
+/// host appends the row hash column.
+struct LoadTarget {
+    table: TableName,
+    source_schema: Schema,
+    schema: Schema,
+    hashed: bool,
+}
+
+/// Streams a scan from the source into a staging table: the source reader, a counter (which
+/// also appends row hashes) and the sink's bulk writer run concurrently over bounded
+/// channels (back-pressure), so memory stays at a few batches whatever the table size.
+async fn load(p: &mut Pipeline, target: &LoadTarget, bounds: &ScanBounds) -> Result<ScanStats> {
     if p.sink.is_dry_run() {
-        return plan_load(p, staging, schema, bounds).await;
+        return plan_load(p, &target.table, &target.source_schema, bounds).await;
     }
     let (to_counter, mut from_source) = mpsc::channel(model::CHANNEL_BATCHES);
     let (to_sink, from_counter) = mpsc::channel(model::CHANNEL_BATCHES);
+    let source_schema = &target.source_schema;
     let cursor = bounds.cursor.as_ref().and_then(|c| {
-        let i = schema.columns.iter().position(|col| col.name == c.column)?;
-        Some((i, schema.columns[i].data_type))
+        let i = source_schema
+            .columns
+            .iter()
+            .position(|col| col.name == c.column)?;
+        Some((i, source_schema.columns[i].data_type))
     });
+    let staging_arrow = target.schema.to_arrow();
     let mut stats = ScanStats {
         rows: 0,
         bytes: 0,
@@ -513,6 +650,17 @@ async fn load(
             {
                 stats.max_cursor = Some(m);
             }
+            let batch = if target.hashed {
+                let mut columns = batch.columns().to_vec();
+                columns.push(std::sync::Arc::new(model::row_hashes(
+                    &batch,
+                    source_schema,
+                )));
+                arrow_array::RecordBatch::try_new(staging_arrow.clone(), columns)
+                    .map_err(Error::internal)?
+            } else {
+                batch
+            };
             progress.rows("load", stats.rows);
             if to_sink.send(batch).await.is_err() {
                 break;
@@ -521,8 +669,8 @@ async fn load(
         drop(to_sink);
         Ok::<(), Error>(())
     };
-    let read = p.source.read(schema, bounds, to_counter);
-    let write = p.sink.load(staging, schema, from_counter);
+    let read = p.source.read(source_schema, bounds, to_counter);
+    let write = p.sink.load(&target.table, &target.schema, from_counter);
     let ((), (), written) = tokio::try_join!(read, count, write)?;
     p.progress.done("load", stats.rows);
     if written != stats.rows {

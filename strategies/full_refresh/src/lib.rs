@@ -11,7 +11,7 @@
 //! State: `last_full_refresh_at` (timestamp-tz, the run's logical start), committed with
 //! the publish.
 
-use dpone_strategy_sdk::sink::StagingKind;
+use dpone_strategy_sdk::sink::{StagingKind, StagingOptions};
 use dpone_strategy_sdk::source::ScanBounds;
 use dpone_strategy_sdk::{
     DponeError, Guest, OptionKind, Options, RunContext, RunSummary, StrategyInfo, UNIQUE_KEY,
@@ -80,7 +80,13 @@ impl Guest for FullRefresh {
             filter: Vec::new(),
             limit: None,
         };
-        let staged = stage(&whole_source, kind)?;
+        let staged = stage(
+            &whole_source,
+            &StagingOptions {
+                kind,
+                row_hash: None,
+            },
+        )?;
         check_keys(&staged.staging, &key)?;
         let rows_read = staged.stats.rows;
         let refreshed_at = Value::TimestampTz(clock::now());

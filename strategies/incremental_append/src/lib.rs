@@ -5,7 +5,8 @@
 //! `unique_key` is given, fails on NULL or duplicate keys among them before the target is
 //! touched. A run that finds no new rows changes nothing.
 //!
-//! State: `cursor` (the largest `cursor_column` value appended), committed with the insert.
+//! State: `cursor.<cursor_column>` (the largest `cursor_column` value appended), committed
+//! with the insert.
 
 use dpone_strategy_sdk::{
     CURSOR_COLUMN, DponeError, Guest, OptionKind, Options, RunContext, RunSummary, StrategyInfo,

@@ -5,9 +5,11 @@
 //! the target is touched. Then, in one transaction, deletes the target rows whose key is in
 //! staging and inserts staging. A run that finds no rows changes nothing.
 //!
-//! State: `cursor` (the largest `cursor_column` value merged; only with a cursor column),
+//! State: `cursor.<cursor_column>` (the largest `cursor_column` value merged; only with a
+//! cursor column),
 //! committed with the merge.
 
+use dpone_strategy_sdk::sink::KeyMatch;
 use dpone_strategy_sdk::{
     CURSOR_COLUMN, DponeError, Guest, OptionKind, Options, RunContext, RunSummary, StrategyInfo,
     UNIQUE_KEY, check_keys, drop_staging, finalize, optional, required, sink, stage_incremental,
@@ -51,7 +53,7 @@ impl Guest for IncrementalMerge {
         let (rows_deleted, rows_written) = finalize(|| {
             // Inside the transaction: a failed first run leaves no target behind.
             sink::ensure_target(&staged.schema, &key)?;
-            let deleted = sink::delete_matching_keys(&staged.staging, &key)?;
+            let deleted = sink::delete_rows(&staged.staging, &key, &KeyMatch::InStaging, &[])?;
             let inserted = sink::insert_from_staging(&staged.staging)?;
             staged.put_cursor();
             Ok((deleted, inserted))

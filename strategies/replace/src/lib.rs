@@ -7,11 +7,10 @@
 //!
 //! State: `last_window_rows` (int, rows inserted into the window), committed with the replace.
 
-use dpone_strategy_sdk::sink::StagingKind;
 use dpone_strategy_sdk::source::ScanBounds;
 use dpone_strategy_sdk::{
     DponeError, Guest, OptionKind, Options, RunContext, RunSummary, StrategyInfo, UNIQUE_KEY,
-    Value, check_keys, drop_staging, finalize, optional, required, sink, stage, state,
+    Value, check_keys, drop_staging, finalize, optional, required, scratch, sink, stage, state,
     transactional_needs,
 };
 
@@ -54,7 +53,7 @@ impl Guest for Replace {
             filter: predicate.clone(),
             limit: None,
         };
-        let staged = stage(&window, StagingKind::Scratch)?;
+        let staged = stage(&window, &scratch())?;
         check_keys(&staged.staging, &key)?;
         let (rows_deleted, rows_written) = finalize(|| {
             // Inside the transaction: a failed first run leaves no target behind.

@@ -1,4 +1,4 @@
-use crate::sink::{self, Staging, StagingKind};
+use crate::sink::{self, Staging, StagingKind, StagingOptions};
 use crate::source::{self, CursorBound, ScanBounds, ScanStats};
 use crate::{DponeError, RunSummary, Schema, Value, info, log, state, warn};
 
@@ -46,12 +46,20 @@ impl Staged {
     }
 }
 
-/// Creates a staging table of `kind` with the source schema and loads the source rows within
-/// `bounds`.
-pub fn stage(bounds: &ScanBounds, kind: StagingKind) -> Result<Staged, DponeError> {
+/// Options of a plain scratch staging table: read by finalize, then dropped.
+pub fn scratch() -> StagingOptions {
+    StagingOptions {
+        kind: StagingKind::Scratch,
+        row_hash: None,
+    }
+}
+
+/// Creates a staging table with the source schema (plus the row hash column `options` asks
+/// for) and loads the source rows within `bounds`.
+pub fn stage(bounds: &ScanBounds, options: &StagingOptions) -> Result<Staged, DponeError> {
     log::progress("stage", 0, None);
     let description = source::describe()?;
-    let staging = sink::create_staging(&description.schema, kind)?;
+    let staging = sink::create_staging(&description.schema, options)?;
     info(&format!(
         "stage: loading {} into {}",
         description.name,
@@ -84,7 +92,7 @@ pub fn stage_incremental(cursor_column: Option<&str>) -> Result<Staged, DponeErr
         filter: Vec::new(),
         limit: None,
     };
-    let mut staged = stage(&bounds, StagingKind::Scratch)?;
+    let mut staged = stage(&bounds, &scratch())?;
     if let Some(column) = cursor_column
         && !staged.is_empty()
     {
