@@ -751,6 +751,93 @@ async fn history_strategies_refuse_bad_options(mut p: Pair) {
     }
 }
 
+/// partition_replace replaces exactly the partitions in staging: the oracle is the old
+/// target with those partitions swapped for the source's, everything else as it was.
+async fn partition_replace_touches_only_staged_partitions(mut p: Pair) {
+    let t = p.source_table;
+    let day_type = if p.is_postgres() { "date" } else { "DATE" };
+    p.source
+        .exec(&format!(
+            "CREATE TABLE {t} (id BIGINT PRIMARY KEY, day {day_type} NOT NULL, v TEXT)"
+        ))
+        .await;
+    let day = |d: i64| format!("2024-01-0{d}");
+    let values: Vec<String> = (1..=40)
+        .map(|id| format!("({id}, '{}', 'v{id}')", day(1 + (id - 1) / 10)))
+        .collect();
+    p.source
+        .exec(&format!("INSERT INTO {t} VALUES {}", values.join(", ")))
+        .await;
+    let rows = "SELECT CAST(id AS TEXT) AS id_text, CAST(day AS TEXT) AS day_text, v";
+    const WINDOW: &str = "predicate: [{ column: day, from: '2024-01-02', to: '2024-01-04' }]";
+    let whole = p.manifest("mode: partition_replace, unique_key: [id], partition: { column: day }");
+    let windowed = p.manifest(&format!(
+        "mode: partition_replace, unique_key: [id], partition: {{ column: day }}, {WINDOW}"
+    ));
+    let guarded = p.manifest(&format!(
+        "mode: partition_replace, partition: {{ column: day, max_partitions_per_run: 1 }}, {WINDOW}"
+    ));
+    let native =
+        p.manifest("mode: partition_replace, partition: { column: day, native_mode: required }");
+    run(&whole, None).await.unwrap();
+    let mut target = normalize(p.source.rows(&format!("{rows} FROM {t} ORDER BY id")).await);
+    let target_rows = format!("{rows} FROM {} ORDER BY id", p.sink_table);
+    assert_rows(
+        &normalize(p.sink.rows(&target_rows).await),
+        &target,
+        "partition_replace run 1",
+    );
+
+    // Every partition changes in the source, but only 2024-01-02 and 2024-01-03 are staged.
+    p.source
+        .exec(&format!("UPDATE {t} SET v = 'changed'"))
+        .await;
+    p.source
+        .exec(&format!("DELETE FROM {t} WHERE id IN (21, 22, 23)"))
+        .await;
+    for generation in 1..=2 {
+        let report = run(&windowed, None).await.unwrap();
+        let staged = normalize(
+            p.source
+                .rows(&format!(
+                    "{rows} FROM {t} WHERE id > 10 AND id <= 30 ORDER BY id"
+                ))
+                .await,
+        );
+        target.retain(|r| {
+            !(r[1].as_deref() == Some("2024-01-02") || r[1].as_deref() == Some("2024-01-03"))
+        });
+        target.extend(staged);
+        target.sort_by_key(|r| r[0].as_deref().unwrap().parse::<i64>().unwrap());
+        target.dedup();
+        assert_rows(
+            &normalize(p.sink.rows(&target_rows).await),
+            &target,
+            &format!("partition_replace generation {generation}"),
+        );
+        assert_eq!(report.rows_written, 17, "two partitions: 10 + 7 rows");
+    }
+
+    let before = normalize(p.sink.rows(&target_rows).await);
+    let err = run_fails(&guarded, None, Kind::Config).await;
+    assert_eq!(
+        err.field.as_deref(),
+        Some("sink.strategy.partition.max_partitions_per_run"),
+        "{err}"
+    );
+    let err = run_fails(&native, None, Kind::Config).await;
+    assert_eq!(
+        err.field.as_deref(),
+        Some("sink.strategy.partition.native_mode"),
+        "{err}"
+    );
+    assert_rows(
+        &normalize(p.sink.rows(&target_rows).await),
+        &before,
+        "target after refused runs",
+    );
+}
+
 macro_rules! both_pairs {
     ($($case:ident),* $(,)?) => {
         mod sqlite_to_sqlite {
@@ -801,4 +888,5 @@ both_pairs!(
     scd2_failed_finalize_changes_nothing,
     scd2_refuses_to_commit_a_broken_invariant,
     history_strategies_refuse_bad_options,
+    partition_replace_touches_only_staged_partitions,
 );

@@ -67,6 +67,24 @@ impl Options {
         Ok(list)
     }
 
+    /// An integer option, `None` when absent.
+    pub fn integer(&self, name: &str) -> Result<Option<i64>, DponeError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(OptionValue::Integer(i)) => Ok(Some(*i)),
+            Some(_) => Err(wrong_kind(name, "integer")),
+        }
+    }
+
+    /// A filter option; empty (every row) when absent.
+    pub fn filter(&self, name: &str) -> Result<Vec<Term>, DponeError> {
+        match self.get(name) {
+            None => Ok(Vec::new()),
+            Some(OptionValue::Filter(terms)) => Ok(terms.clone()),
+            Some(_) => Err(wrong_kind(name, "filter")),
+        }
+    }
+
     /// A filter option that must have at least one term: an empty filter matches every row,
     /// which no caller of this accessor may take for a bounded window.
     pub fn required_filter(&self, name: &str) -> Result<Vec<Term>, DponeError> {

@@ -1,0 +1,166 @@
+//! `partition_replace`: replaces exactly the target partitions present in staging.
+//!
+//! Stages the source rows (all of them, or those matching `predicate`), reads the distinct
+//! values of `partition.column` in staging, and fails before the target is touched when
+//! there are more than `partition.max_partitions_per_run` of them or one is NULL. Then, in
+//! one transaction, deletes the target rows of those partitions and inserts staging:
+//! partitions absent from staging are never touched.
+//!
+//! `partition.native_mode` chooses the path: `fallback` always uses the scoped delete +
+//! insert above; `required` fails unless the sink replaces native partitions; `auto` (the
+//! default) uses native partitions where the sink has them. No sink implements native
+//! partition replacement yet, so `auto` runs the fallback. Append-only logs (Kafka) are
+//! refused. State: `last_partitions` (how many partitions the last run replaced).
+
+use dpone_strategy_sdk::source::ScanBounds;
+use dpone_strategy_sdk::types::InTerm;
+use dpone_strategy_sdk::{
+    DponeError, Guest, OptionKind, Options, RunContext, RunSummary, StrategyInfo, Term, UNIQUE_KEY,
+    Value, check_keys, drop_staging, finalize, info, invalid_config, optional, required, scratch,
+    sink, stage, state, transactional_needs,
+};
+
+const COLUMN: &str = "partition.column";
+const MAX_PARTITIONS: &str = "partition.max_partitions_per_run";
+const NATIVE_MODE: &str = "partition.native_mode";
+const PREDICATE: &str = "predicate";
+const DEFAULT_MAX_PARTITIONS: i64 = 100;
+
+struct PartitionReplace;
+
+impl Guest for PartitionReplace {
+    fn describe() -> StrategyInfo {
+        StrategyInfo {
+            name: "partition_replace".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description:
+                "Replaces exactly the target partitions present in the staged source rows.".into(),
+            options: vec![
+                required(
+                    COLUMN,
+                    OptionKind::Text,
+                    "The partition column: its distinct staged values are the partitions replaced.",
+                ),
+                optional(
+                    MAX_PARTITIONS,
+                    OptionKind::Integer,
+                    "Most partitions one run may replace (default 100); more fails the run before any change.",
+                ),
+                optional(
+                    NATIVE_MODE,
+                    OptionKind::Text,
+                    "auto (default), required (fail without native partitions) or fallback (scoped delete + insert).",
+                ),
+                optional(
+                    PREDICATE,
+                    OptionKind::Filter,
+                    "Which source rows to stage (default all): select complete partitions only.",
+                ),
+                optional(
+                    UNIQUE_KEY,
+                    OptionKind::TextList,
+                    "Key columns that must be non-NULL and unique in staging; the primary key of a created target.",
+                ),
+            ],
+            needs: transactional_needs(true),
+        }
+    }
+
+    fn run(ctx: RunContext) -> Result<RunSummary, DponeError> {
+        let options = Options::new(ctx.options);
+        let column = options.required_text(COLUMN)?;
+        let max = options
+            .integer(MAX_PARTITIONS)?
+            .unwrap_or(DEFAULT_MAX_PARTITIONS);
+        if !(1..=10_000).contains(&max) {
+            return Err(invalid_config(
+                MAX_PARTITIONS,
+                "must be between 1 and 10000",
+            ));
+        }
+        let capabilities = sink::capabilities();
+        match options.text(NATIVE_MODE)?.as_deref() {
+            None | Some("auto") | Some("fallback") => {}
+            Some("required") if capabilities.native_partitions => {}
+            Some("required") => {
+                return Err(invalid_config(
+                    NATIVE_MODE,
+                    "is required, but this sink cannot replace native partitions (use auto or fallback)",
+                ));
+            }
+            Some(other) => {
+                return Err(invalid_config(
+                    NATIVE_MODE,
+                    &format!("`{other}` is not auto, required or fallback"),
+                ));
+            }
+        }
+        if capabilities.append_only_log {
+            return Err(DponeError::Unsupported(
+                "partition_replace cannot run on an append-only log: it has no partitions to replace".into(),
+            ));
+        }
+        let key = options.text_list(UNIQUE_KEY)?;
+        let bounds = ScanBounds {
+            cursor: None,
+            filter: options.filter(PREDICATE)?,
+            limit: None,
+        };
+
+        let staged = stage(&bounds, &scratch())?;
+        if staged.schema.columns.iter().all(|c| c.name != column) {
+            return Err(invalid_config(
+                COLUMN,
+                &format!("`{column}` is not a source column"),
+            ));
+        }
+        check_keys(&staged.staging, &key)?;
+        // One more than allowed is enough to know the guard trips.
+        let limit = u32::try_from(max + 1).unwrap_or(u32::MAX);
+        let partitions = staged.staging.distinct_values(&column, limit)?;
+        if partitions.len() as i64 > max {
+            return Err(invalid_config(
+                MAX_PARTITIONS,
+                &format!(
+                    "staging holds more than {max} partitions of `{column}`; nothing was replaced"
+                ),
+            ));
+        }
+        if partitions.iter().any(|v| matches!(v, Value::Null)) {
+            return Err(DponeError::KeyViolation(format!(
+                "staging has rows with a NULL `{column}`: they belong to no partition; nothing was replaced"
+            )));
+        }
+        if partitions.is_empty() {
+            return Ok(staged.finish_empty());
+        }
+        info(&format!(
+            "finalize: replacing {} partitions of `{column}`",
+            partitions.len()
+        ));
+        let scope = [Term::InList(InTerm {
+            column: column.clone(),
+            values: partitions.clone(),
+        })];
+        let (rows_deleted, rows_written) = finalize(|| {
+            sink::ensure_target(&staged.schema, &key)?;
+            let deleted = sink::delete_where(&scope)?;
+            let inserted = sink::insert_from_staging(&staged.staging)?;
+            state::put("last_partitions", &Value::Int(partitions.len() as i64));
+            Ok((deleted, inserted))
+        })?;
+        let rows_read = staged.stats.rows;
+        drop_staging(staged.staging);
+        Ok(RunSummary {
+            rows_read,
+            rows_written,
+            rows_deleted,
+            message: format!(
+                "replaced {} partitions: {rows_deleted} rows out, {rows_written} in",
+                partitions.len()
+            ),
+        })
+    }
+}
+
+dpone_strategy_sdk::export_strategy!(PartitionReplace);
