@@ -14,7 +14,9 @@ use arrow_array::{
 use arrow_schema::{DataType as ArrowType, Field, Schema as ArrowSchema, SchemaRef, TimeUnit};
 
 pub use crate::runtime::bindings::dpone::strategy::sink::{KeyCheck, SinkCapabilities};
-pub use crate::runtime::bindings::dpone::strategy::source::{CursorBound, ScanBounds, ScanStats};
+pub use crate::runtime::bindings::dpone::strategy::source::{
+    CursorBound, ScanBounds, ScanStats, XminBound,
+};
 pub use crate::runtime::bindings::dpone::strategy::types::{
     Column, CompareTerm, Comparison, DataType, DecimalSpec, InTerm, RangeTerm, Schema, Term, Value,
 };

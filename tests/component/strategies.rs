@@ -18,6 +18,8 @@ struct Pair {
     sink: Db,
     source_table: &'static str,
     sink_table: &'static str,
+    /// A second source connection's address: a PostgreSQL URL or a SQLite path.
+    source_address: String,
     /// The manifest's `source`, `sink` (without strategy) and `state` connection fields.
     source_yaml: String,
     sink_yaml: String,
@@ -37,6 +39,7 @@ impl Pair {
             sink: Db::sqlite(&dir.join("dst.db")).await,
             source_table: "orders",
             sink_table: "orders",
+            source_address: format!("{d}/src.db"),
             source_yaml: format!("{{ kind: sqlite, path: {d}/src.db, table: orders }}"),
             sink_yaml: format!("kind: sqlite\n  path: {d}/dst.db\n  table: orders"),
             state_yaml: format!("{{ kind: sqlite, path: {d}/state.db }}"),
@@ -55,6 +58,7 @@ impl Pair {
             sink: Db::postgres(&url).await,
             source_table: "src.orders",
             sink_table: "dst.orders",
+            source_address: url.clone(),
             source_yaml: format!("{{ kind: postgres, url: \"{url}\", table: src.orders }}"),
             sink_yaml: format!("kind: postgres\n  url: \"{url}\"\n  table: dst.orders"),
             state_yaml: format!("{{ kind: postgres, url: \"{url}\" }}"),
@@ -73,12 +77,22 @@ impl Pair {
             sink,
             source_table: "orders",
             sink_table: "dst.orders",
+            source_address: format!("{}/src.db", dir.display()),
             source_yaml: format!(
                 "{{ kind: sqlite, path: {}/src.db, table: orders }}",
                 dir.display()
             ),
             sink_yaml: format!("kind: postgres\n  url: \"{url}\"\n  table: dst.orders"),
             state_yaml: format!("{{ kind: postgres, url: \"{url}\" }}"),
+        }
+    }
+
+    /// Another connection to the source, e.g. to hold a transaction open.
+    async fn source_connection(&self) -> Db {
+        if self.is_postgres() {
+            Db::postgres(&self.source_address).await
+        } else {
+            Db::sqlite(std::path::Path::new(&self.source_address)).await
         }
     }
 
@@ -192,7 +206,7 @@ impl Pair {
     }
 
     async fn target_exists(&mut self) -> bool {
-        let sql = if self.is_postgres() {
+        let sql = if self.sink_is_postgres() {
             format!("SELECT CAST(to_regclass('{}') AS TEXT)", self.sink_table)
         } else {
             format!(
@@ -838,6 +852,85 @@ async fn partition_replace_touches_only_staged_partitions(mut p: Pair) {
     );
 }
 
+/// Runs xmin until the target equals the source. Transaction ids are cluster-wide, so a
+/// transaction of a concurrent test (another database, same server) can hold the horizon
+/// back for a moment: the run then loads less, and a later run the rest.
+async fn xmin_until_converged(p: &mut Pair, yaml: &str, what: &str) -> u64 {
+    let mut read = 0;
+    for _ in 0..100 {
+        read += run(yaml, None).await.unwrap().rows_read;
+        if p.target_exists().await && p.target_rows().await == p.source_rows("").await {
+            return read;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_rows(&p.target_rows().await, &p.source_rows("").await, what);
+    read
+}
+
+/// xmin on PostgreSQL: merges changed rows by transaction id; a transaction still running
+/// during a run is loaded by the next run after it commits; deletes are not propagated.
+async fn xmin_loads_by_transaction_id(mut p: Pair) {
+    p.seed(true).await;
+    let yaml = p.manifest("mode: xmin, unique_key: [id]");
+    assert_eq!(xmin_until_converged(&mut p, &yaml, "xmin run 1").await, 300);
+    p.change().await;
+    assert_eq!(
+        xmin_until_converged(&mut p, &yaml, "xmin run 2").await,
+        50,
+        "30 updated + 20 inserted rows, nothing else"
+    );
+
+    // A long transaction holds the horizon: rows committed after it started wait with it.
+    let t = p.source_table;
+    let mut long = p.source_connection().await;
+    long.exec(&format!(
+        "BEGIN; INSERT INTO {t} VALUES (900, 'long', '9.00', '2024-05-01 00:00:00')"
+    ))
+    .await;
+    p.source
+        .exec(&format!(
+            "INSERT INTO {t} VALUES (901, 'later', '9.01', '2024-05-01 00:00:00')"
+        ))
+        .await;
+    let report = run(&yaml, None).await.unwrap();
+    assert_eq!(
+        report.rows_read, 0,
+        "nothing at or above the oldest running transaction"
+    );
+    long.exec("COMMIT").await;
+    assert_eq!(
+        xmin_until_converged(&mut p, &yaml, "xmin after the long transaction").await,
+        2,
+        "both rows, once the long transaction is over"
+    );
+
+    p.delete_source("1").await;
+    let report = run(&yaml, None).await.unwrap();
+    assert_eq!(
+        report.rows_read, 0,
+        "a delete leaves no new row version behind"
+    );
+    assert_eq!(
+        p.sink.count(p.sink_table).await,
+        p.source.count(t).await + 1,
+        "deletes are not propagated by xmin"
+    );
+}
+
+/// xmin refuses sources without transaction ids, before anything is staged.
+async fn xmin_needs_a_postgres_source(mut p: Pair) {
+    p.seed(true).await;
+    let err = run_fails(
+        &p.manifest("mode: xmin, unique_key: [id]"),
+        None,
+        Kind::Unsupported,
+    )
+    .await;
+    assert!(err.message.contains("PostgreSQL"), "{err}");
+    assert!(!p.target_exists().await);
+}
+
 macro_rules! both_pairs {
     ($($case:ident),* $(,)?) => {
         mod sqlite_to_sqlite {
@@ -850,6 +943,17 @@ macro_rules! both_pairs {
             })*
         }
     };
+}
+
+mod postgres_only {
+    #[tokio::test]
+    async fn xmin_loads_by_transaction_id() {
+        let Some(server) = crate::support::postgres_url() else {
+            return;
+        };
+        super::xmin_loads_by_transaction_id(super::Pair::postgres(&server, "xmin_loads").await)
+            .await;
+    }
 }
 
 /// SQLite -> PostgreSQL, for the strategies that must behave the same across dialects.
@@ -866,6 +970,7 @@ macro_rules! sqlite_to_postgres {
 }
 
 sqlite_to_postgres!(
+    xmin_needs_a_postgres_source,
     snapshot_diff_hard_delete,
     snapshot_diff_soft_delete,
     scd2_keeps_one_current_version_per_key,

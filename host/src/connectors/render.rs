@@ -126,7 +126,21 @@ impl<'a> Where<'a> {
         Ok(())
     }
 
-    fn bounds(&mut self, bounds: &ScanBounds, manifest_predicate: Option<&str>) -> Result<()> {
+    fn bounds(
+        &mut self,
+        dialect: Dialect,
+        bounds: &ScanBounds,
+        manifest_predicate: Option<&str>,
+    ) -> Result<()> {
+        if let Some(x) = &bounds.xmin {
+            let row_xid = row_xid64(dialect)?;
+            if let Some(after) = x.after {
+                let p = self.param(&Value::Int(xid_value(after)?));
+                self.parts.push(format!("{row_xid} > {p}"));
+            }
+            let p = self.param(&Value::Int(xid_value(x.up_to)?));
+            self.parts.push(format!("{row_xid} <= {p}"));
+        }
         if let Some(c) = &bounds.cursor {
             if let Some(after) = c.after.as_ref().filter(|v| **v != Value::Null) {
                 self.compare(&c.column, ">", after);
@@ -150,6 +164,33 @@ impl<'a> Where<'a> {
     }
 }
 
+/// A row's transaction id widened to 64 bits (PostgreSQL): the row's 32-bit `xmin` placed
+/// in the epoch of the snapshot's next xid, or the previous epoch when it is above that
+/// xid's low half (the row predates the last wraparound). Exact for every xid younger than
+/// 2^31 transactions, which covers every row not yet frozen.
+fn row_xid64(dialect: Dialect) -> Result<&'static str> {
+    if !is_postgres(dialect) {
+        return Err(Error::new(
+            crate::Kind::Unsupported,
+            "xmin bounds need a PostgreSQL source",
+        ));
+    }
+    Ok(
+        "((((pg_snapshot_xmax(pg_current_snapshot())::text::bigint >> 32) << 32) | xmin::text::bigint) \
+       - CASE WHEN xmin::text::bigint > (pg_snapshot_xmax(pg_current_snapshot())::text::bigint & 4294967295) \
+       THEN 4294967296 ELSE 0 END)",
+    )
+}
+
+fn xid_value(xid: u64) -> Result<i64> {
+    i64::try_from(xid).map_err(|_| {
+        Error::new(
+            crate::Kind::Unsupported,
+            format!("xid {xid} is out of range"),
+        )
+    })
+}
+
 /// Checks that every column a scan's bounds name exists in `schema`.
 pub fn check_bound_columns(schema: &Schema, bounds: &ScanBounds) -> Result<()> {
     let mut names: Vec<&str> = bounds.cursor.iter().map(|c| c.column.as_str()).collect();
@@ -171,6 +212,7 @@ pub fn check_bound_columns(schema: &Schema, bounds: &ScanBounds) -> Result<()> {
 /// `SELECT <columns> FROM <table> WHERE <bounds> [ORDER BY cursor] [LIMIT n]`. A limited
 /// cursor scan is ordered by the cursor so the rows it takes are the first ones past it.
 pub fn select(
+    dialect: Dialect,
     table: &TableName,
     schema: &Schema,
     bounds: &ScanBounds,
@@ -178,7 +220,7 @@ pub fn select(
     placeholder: Placeholder<'_>,
 ) -> Result<Statement> {
     let mut w = Where::new(placeholder);
-    w.bounds(bounds, manifest_predicate)?;
+    w.bounds(dialect, bounds, manifest_predicate)?;
     let mut sql = format!(
         "SELECT {} FROM {}{}",
         column_list(&schema.names()),
@@ -199,13 +241,14 @@ pub fn select(
 
 /// `SELECT <aggregate> FROM (<bounded select>) AS scan`, so limits apply before aggregating.
 pub fn aggregate(
+    dialect: Dialect,
     table: &TableName,
     schema: &Schema,
     bounds: &ScanBounds,
     manifest_predicate: Option<&str>,
     aggregate: &str,
 ) -> Result<Statement> {
-    let inner = select(table, schema, bounds, manifest_predicate, &dollar)?;
+    let inner = select(dialect, table, schema, bounds, manifest_predicate, &dollar)?;
     Ok(Statement {
         sql: format!("SELECT {aggregate} FROM ({}) AS scan", inner.sql),
         params: inner.params,
@@ -614,6 +657,7 @@ mod tests {
         )
     }
 
+    #[cfg(feature = "postgres")]
     #[test]
     fn identifiers_are_quoted_and_values_are_parameters() {
         let (t, s) = orders();
@@ -635,8 +679,9 @@ mod tests {
                 }),
             ],
             limit: Some(10),
+            xmin: None,
         };
-        let st = select(&t, &s, &bounds, None, &dollar).unwrap();
+        let st = select(Dialect::Postgres, &t, &s, &bounds, None, &dollar).unwrap();
         assert_eq!(
             st.sql,
             "SELECT \"id\", \"up\"\"dated\" FROM \"public\".\"orders\" WHERE \"up\"\"dated\" > $1 \
@@ -644,6 +689,28 @@ mod tests {
         );
         assert_eq!(st.params.len(), 4);
         assert!(!st.sql.contains("DROP"));
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn xmin_bounds_compare_widened_transaction_ids() {
+        let (t, s) = orders();
+        let bounds = ScanBounds {
+            cursor: None,
+            filter: vec![],
+            limit: None,
+            xmin: Some(crate::model::XminBound {
+                after: Some(7),
+                up_to: 9,
+            }),
+        };
+        let st = select(Dialect::Postgres, &t, &s, &bounds, None, &dollar).unwrap();
+        assert!(st.sql.contains("| xmin::text::bigint)"), "{}", st.sql);
+        assert!(st.sql.contains(" > $1 AND "), "{}", st.sql);
+        assert!(st.sql.ends_with(" <= $2"), "{}", st.sql);
+        assert_eq!(st.params, [Value::Int(7), Value::Int(9)]);
+        #[cfg(feature = "sqlite")]
+        assert!(select(Dialect::Sqlite, &t, &s, &bounds, None, &dollar).is_err());
     }
 
     #[test]

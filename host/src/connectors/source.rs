@@ -106,6 +106,7 @@ impl SqlSource {
         let reader = |n: usize, v: &Value| session.read_placeholder(n, v);
         let placeholder: render::Placeholder<'_> = if for_read { &reader } else { &render::dollar };
         render::select(
+            self.dialect(),
             &self.table,
             columns,
             bounds,
@@ -119,6 +120,7 @@ impl SqlSource {
         let schema = self.schema().await?;
         let t = schema.require(column, "sink.strategy")?.data_type;
         let stmt = render::aggregate(
+            self.dialect(),
             &self.table,
             &schema,
             bounds,
@@ -133,10 +135,43 @@ impl SqlSource {
             .unwrap_or(Value::Null))
     }
 
+    /// Whether scans can be bounded by transaction id (PostgreSQL).
+    pub fn has_xmin(&self) -> bool {
+        match self.dialect() {
+            #[cfg(feature = "postgres")]
+            super::Dialect::Postgres => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// The safe upper xmin bound: the oldest running transaction id (64-bit) minus one.
+    pub async fn xmin_horizon(&mut self) -> Result<u64> {
+        if !self.has_xmin() {
+            return Err(crate::Error::new(
+                crate::Kind::Unsupported,
+                "xmin bounds need a PostgreSQL source",
+            ));
+        }
+        let stmt =
+            super::Statement::new("SELECT CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT)");
+        let rows = self.session.query(&stmt, &[DataType::Text]).await?;
+        match rows.first().and_then(|r| r.first()) {
+            Some(Value::Text(t)) => t
+                .parse::<u64>()
+                .map(|xmin| xmin.saturating_sub(1))
+                .map_err(|e| crate::Error::source(format!("snapshot xmin `{t}`: {e}"))),
+            other => Err(crate::Error::source(format!(
+                "snapshot xmin query returned {other:?}"
+            ))),
+        }
+    }
+
     /// Rows matching `bounds`.
     pub async fn row_count(&mut self, bounds: &ScanBounds) -> Result<u64> {
         let schema = self.schema().await?;
         let stmt = render::aggregate(
+            self.dialect(),
             &self.table,
             &schema,
             bounds,

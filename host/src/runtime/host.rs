@@ -260,7 +260,7 @@ impl source::Host for RunState {
                 capabilities: source::SourceCapabilities {
                     cursor_scan: true,
                     bounded_predicate: true,
-                    xmin: false,
+                    xmin: p.source.has_xmin(),
                     cdc: false,
                 },
             })
@@ -291,6 +291,11 @@ impl source::Host for RunState {
 
     async fn row_count(&mut self, bounds: ScanBounds) -> Result<u64> {
         self.timed(async |s| s.pipeline()?.source.row_count(&bounds).await)
+            .await
+    }
+
+    async fn xmin_horizon(&mut self) -> Result<u64> {
+        self.timed(async |s| s.pipeline()?.source.xmin_horizon().await)
             .await
     }
 }

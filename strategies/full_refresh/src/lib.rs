@@ -12,11 +12,10 @@
 //! the publish.
 
 use dpone_strategy_sdk::sink::{StagingKind, StagingOptions};
-use dpone_strategy_sdk::source::ScanBounds;
 use dpone_strategy_sdk::{
     DponeError, Guest, OptionKind, Options, RunContext, RunSummary, StrategyInfo, UNIQUE_KEY,
     Value, check_keys, clock, drop_staging, finalize, info, invalid_config, optional, sink, stage,
-    state, transactional_needs,
+    state, transactional_needs, whole_source,
 };
 
 const LAST_RUN_STATE_KEY: &str = "last_full_refresh_at";
@@ -75,13 +74,8 @@ impl Guest for FullRefresh {
         } else {
             StagingKind::Scratch
         };
-        let whole_source = ScanBounds {
-            cursor: None,
-            filter: Vec::new(),
-            limit: None,
-        };
         let staged = stage(
-            &whole_source,
+            &whole_source(),
             &StagingOptions {
                 kind,
                 row_hash: None,

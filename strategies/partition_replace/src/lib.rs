@@ -105,6 +105,7 @@ impl Guest for PartitionReplace {
             cursor: None,
             filter: options.filter(PREDICATE)?,
             limit: None,
+            xmin: None,
         };
 
         let staged = stage(&bounds, &scratch())?;

@@ -52,6 +52,7 @@ impl Guest for Replace {
             cursor: None,
             filter: predicate.clone(),
             limit: None,
+            xmin: None,
         };
         let staged = stage(&window, &scratch())?;
         check_keys(&staged.staging, &key)?;

@@ -17,12 +17,12 @@
 //! unchanged source changes nothing. State: `last_scd2_at`.
 
 use dpone_strategy_sdk::sink::{Assignment, KeyMatch, StagingKind, StagingOptions};
-use dpone_strategy_sdk::source::{self, ScanBounds};
+use dpone_strategy_sdk::source;
 use dpone_strategy_sdk::types::{Column, CompareTerm, Comparison, DataType};
 use dpone_strategy_sdk::{
     DponeError, Guest, OptionKind, Options, RunContext, RunSummary, StrategyInfo, Term, UNIQUE_KEY,
     Value, check_keys, clock, drop_staging, finalize, info, invalid_config, optional, required,
-    sink, stage, state, transactional_needs,
+    sink, stage, state, transactional_needs, whole_source,
 };
 
 /// Option name and default of each history column.
@@ -116,13 +116,8 @@ impl Guest for Scd2 {
             });
         }
 
-        let whole_source = ScanBounds {
-            cursor: None,
-            filter: Vec::new(),
-            limit: None,
-        };
         let staged = stage(
-            &whole_source,
+            &whole_source(),
             &StagingOptions {
                 kind: StagingKind::Scratch,
                 row_hash: Some(hash.clone()),

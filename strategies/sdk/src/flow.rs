@@ -46,6 +46,16 @@ impl Staged {
     }
 }
 
+/// Bounds that read every source row.
+pub fn whole_source() -> ScanBounds {
+    ScanBounds {
+        cursor: None,
+        filter: Vec::new(),
+        limit: None,
+        xmin: None,
+    }
+}
+
 /// Options of a plain scratch staging table: read by finalize, then dropped.
 pub fn scratch() -> StagingOptions {
     StagingOptions {
@@ -91,6 +101,7 @@ pub fn stage_incremental(cursor_column: Option<&str>) -> Result<Staged, DponeErr
         cursor,
         filter: Vec::new(),
         limit: None,
+        xmin: None,
     };
     let mut staged = stage(&bounds, &scratch())?;
     if let Some(column) = cursor_column

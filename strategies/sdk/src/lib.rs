@@ -40,7 +40,9 @@ pub use bindings::{
     CapabilityNeeds, DponeError, Guest, OptionKind, OptionSpec, OptionValue, RunContext,
     RunSummary, StrategyInfo, Term, export_strategy,
 };
-pub use flow::{Staged, check_keys, drop_staging, finalize, scratch, stage, stage_incremental};
+pub use flow::{
+    Staged, check_keys, drop_staging, finalize, scratch, stage, stage_incremental, whole_source,
+};
 pub use options::{CURSOR_COLUMN, Options, UNIQUE_KEY, invalid_config, optional, required};
 
 /// Needs of a strategy that finalizes in one sink transaction; `mutable_target` when it

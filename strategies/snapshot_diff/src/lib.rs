@@ -11,12 +11,11 @@
 //! A re-run on an unchanged source changes nothing. State: `last_snapshot_at`.
 
 use dpone_strategy_sdk::sink::{Assignment, KeyMatch, StagingKind, StagingOptions};
-use dpone_strategy_sdk::source::ScanBounds;
 use dpone_strategy_sdk::types::{Column, DataType};
 use dpone_strategy_sdk::{
     DponeError, Guest, OptionKind, Options, RunContext, RunSummary, StrategyInfo, Term, UNIQUE_KEY,
     Value, check_keys, clock, drop_staging, finalize, info, invalid_config, optional, required,
-    sink, stage, state, transactional_needs,
+    sink, stage, state, transactional_needs, whole_source,
 };
 
 const COMPARE: &str = "diff.compare";
@@ -104,16 +103,11 @@ impl Guest for SnapshotDiff {
             .text(DELETED_COLUMN)?
             .unwrap_or_else(|| DEFAULT_DELETED_COLUMN.into());
 
-        let whole_source = ScanBounds {
-            cursor: None,
-            filter: Vec::new(),
-            limit: None,
-        };
         let staging_options = StagingOptions {
             kind: StagingKind::Scratch,
             row_hash: Some(hash.clone()),
         };
-        let staged = stage(&whole_source, &staging_options)?;
+        let staged = stage(&whole_source(), &staging_options)?;
         check_keys(&staged.staging, &key)?;
         let now = Value::TimestampTz(clock::now());
 
