@@ -10,7 +10,7 @@
 
 use dpone_strategy_sdk::{
     CURSOR_COLUMN, DponeError, Guest, OptionKind, Options, RunContext, RunSummary, StrategyInfo,
-    UNIQUE_KEY, check_keys, drop_staging, finalize, optional, required, sink, stage_incremental,
+    UNIQUE_KEY, check_keys, finalize, optional, required, sink, stage_incremental,
     transactional_needs,
 };
 
@@ -55,15 +55,7 @@ impl Guest for IncrementalAppend {
             staged.put_cursor();
             Ok(written)
         })?;
-        let rows_read = staged.stats.rows;
-        drop_staging(staged.staging);
-
-        Ok(RunSummary {
-            rows_read,
-            rows_written,
-            rows_deleted: 0,
-            message: format!("appended {rows_written} rows"),
-        })
+        Ok(staged.finish(rows_written, 0, format!("appended {rows_written} rows")))
     }
 }
 

@@ -9,11 +9,9 @@
 //! cursor column),
 //! committed with the merge.
 
-use dpone_strategy_sdk::sink::KeyMatch;
 use dpone_strategy_sdk::{
     CURSOR_COLUMN, DponeError, Guest, OptionKind, Options, RunContext, RunSummary, StrategyInfo,
-    UNIQUE_KEY, check_keys, drop_staging, finalize, optional, required, sink, stage_incremental,
-    transactional_needs,
+    UNIQUE_KEY, check_keys, finalize, optional, required, stage_incremental, transactional_needs,
 };
 
 struct IncrementalMerge;
@@ -51,24 +49,15 @@ impl Guest for IncrementalMerge {
         }
         check_keys(&staged.staging, &key)?;
         let (rows_deleted, rows_written) = finalize(|| {
-            // Inside the transaction: a failed first run leaves no target behind.
-            sink::ensure_target(&staged.schema, &key)?;
-            let deleted = sink::delete_rows(&staged.staging, &key, &KeyMatch::InStaging, &[])?;
-            let inserted = sink::insert_from_staging(&staged.staging)?;
+            let (deleted, inserted) = staged.merge_by_key(&key)?;
             staged.put_cursor();
             Ok((deleted, inserted))
         })?;
-        let rows_read = staged.stats.rows;
-        drop_staging(staged.staging);
-
-        Ok(RunSummary {
-            rows_read,
+        Ok(staged.finish(
             rows_written,
             rows_deleted,
-            message: format!(
-                "merged {rows_written} rows by key, replacing {rows_deleted} existing rows"
-            ),
-        })
+            format!("merged {rows_written} rows by key, replacing {rows_deleted} existing rows"),
+        ))
     }
 }
 

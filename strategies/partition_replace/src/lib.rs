@@ -16,8 +16,8 @@ use dpone_strategy_sdk::source::ScanBounds;
 use dpone_strategy_sdk::types::InTerm;
 use dpone_strategy_sdk::{
     DponeError, Guest, OptionKind, Options, RunContext, RunSummary, StrategyInfo, Term, UNIQUE_KEY,
-    Value, check_keys, drop_staging, finalize, info, invalid_config, optional, required, scratch,
-    sink, stage, state, transactional_needs,
+    Value, check_keys, finalize, info, invalid_config, optional, required, scratch, sink, stage,
+    state, transactional_needs,
 };
 
 const COLUMN: &str = "partition.column";
@@ -150,17 +150,14 @@ impl Guest for PartitionReplace {
             state::put("last_partitions", &Value::Int(partitions.len() as i64));
             Ok((deleted, inserted))
         })?;
-        let rows_read = staged.stats.rows;
-        drop_staging(staged.staging);
-        Ok(RunSummary {
-            rows_read,
+        Ok(staged.finish(
             rows_written,
             rows_deleted,
-            message: format!(
+            format!(
                 "replaced {} partitions: {rows_deleted} rows out, {rows_written} in",
                 partitions.len()
             ),
-        })
+        ))
     }
 }
 

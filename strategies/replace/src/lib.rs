@@ -10,7 +10,7 @@
 use dpone_strategy_sdk::source::ScanBounds;
 use dpone_strategy_sdk::{
     DponeError, Guest, OptionKind, Options, RunContext, RunSummary, StrategyInfo, UNIQUE_KEY,
-    Value, check_keys, drop_staging, finalize, optional, required, scratch, sink, stage, state,
+    Value, check_keys, finalize, optional, required, scratch, sink, stage, state,
     transactional_needs,
 };
 
@@ -65,15 +65,11 @@ impl Guest for Replace {
             state::put(WINDOW_ROWS_STATE_KEY, &Value::Int(window_rows));
             Ok((deleted, inserted))
         })?;
-        let rows_read = staged.stats.rows;
-        drop_staging(staged.staging);
-
-        Ok(RunSummary {
-            rows_read,
+        Ok(staged.finish(
             rows_written,
             rows_deleted,
-            message: format!("replaced {rows_deleted} rows of the window with {rows_written}"),
-        })
+            format!("replaced {rows_deleted} rows of the window with {rows_written}"),
+        ))
     }
 }
 

@@ -21,8 +21,8 @@ use dpone_strategy_sdk::source;
 use dpone_strategy_sdk::types::{Column, CompareTerm, Comparison, DataType};
 use dpone_strategy_sdk::{
     DponeError, Guest, OptionKind, Options, RunContext, RunSummary, StrategyInfo, Term, UNIQUE_KEY,
-    Value, check_keys, clock, drop_staging, finalize, info, invalid_config, optional, required,
-    sink, stage, state, transactional_needs, whole_source,
+    Value, check_keys, clock, finalize, info, invalid_config, optional, required, sink, stage,
+    state, transactional_needs, whole_source,
 };
 
 /// Option name and default of each history column.
@@ -191,14 +191,11 @@ impl Guest for Scd2 {
         info(&format!(
             "scd2: {expired} versions expired, {inserted} versions opened"
         ));
-        let rows_read = staged.stats.rows;
-        drop_staging(staged.staging);
-        Ok(RunSummary {
-            rows_read,
-            rows_written: inserted,
-            rows_deleted: 0,
-            message: format!("{expired} versions expired, {inserted} current versions inserted"),
-        })
+        Ok(staged.finish(
+            inserted,
+            0,
+            format!("{expired} versions expired, {inserted} current versions inserted"),
+        ))
     }
 }
 

@@ -1,4 +1,4 @@
-use crate::sink::{self, Staging, StagingKind, StagingOptions};
+use crate::sink::{self, KeyMatch, Staging, StagingKind, StagingOptions};
 use crate::source::{self, CursorBound, ScanBounds, ScanStats};
 use crate::{DponeError, RunSummary, Schema, Value, info, log, state, warn};
 
@@ -31,6 +31,28 @@ impl Staged {
         if let Some((key, cursor)) = &self.next_cursor {
             state::put(key, cursor);
         }
+    }
+
+    /// Ends a finalized run: drops staging and reports what the run did.
+    pub fn finish(self, rows_written: u64, rows_deleted: u64, message: String) -> RunSummary {
+        let rows_read = self.stats.rows;
+        drop_staging(self.staging);
+        RunSummary {
+            rows_read,
+            rows_written,
+            rows_deleted,
+            message,
+        }
+    }
+
+    /// Upserts staging into the target by `key`, inside the open transaction: creates a
+    /// missing target (so a failed first run leaves none behind), deletes the target rows
+    /// whose key is in staging, inserts staging. Returns (rows deleted, rows inserted).
+    pub fn merge_by_key(&self, key: &[String]) -> Result<(u64, u64), DponeError> {
+        sink::ensure_target(&self.schema, key)?;
+        let deleted = sink::delete_rows(&self.staging, key, &KeyMatch::InStaging, &[])?;
+        let inserted = sink::insert_from_staging(&self.staging)?;
+        Ok((deleted, inserted))
     }
 
     /// Ends a run that staged no rows: the target and the state stay as they are.

@@ -14,8 +14,8 @@ use dpone_strategy_sdk::sink::{Assignment, KeyMatch, StagingKind, StagingOptions
 use dpone_strategy_sdk::types::{Column, DataType};
 use dpone_strategy_sdk::{
     DponeError, Guest, OptionKind, Options, RunContext, RunSummary, StrategyInfo, Term, UNIQUE_KEY,
-    Value, check_keys, clock, drop_staging, finalize, info, invalid_config, optional, required,
-    sink, stage, state, transactional_needs, whole_source,
+    Value, check_keys, clock, finalize, info, invalid_config, optional, required, sink, stage,
+    state, transactional_needs, whole_source,
 };
 
 const COMPARE: &str = "diff.compare";
@@ -171,21 +171,14 @@ impl Guest for SnapshotDiff {
         info(&format!(
             "snapshot applied: {inserted} rows inserted or replaced, {removed} keys removed"
         ));
-        let rows_read = staged.stats.rows;
-        drop_staging(staged.staging);
-        Ok(RunSummary {
-            rows_read,
-            rows_written: inserted,
-            rows_deleted: removed,
-            message: format!(
-                "{inserted} rows inserted or replaced, {removed} vanished keys {}",
-                match policy {
-                    DeletePolicy::Hard => "deleted",
-                    DeletePolicy::Soft => "soft-deleted",
-                    DeletePolicy::Ignore => "kept",
-                }
-            ),
-        })
+        let fate = match policy {
+            DeletePolicy::Hard => "deleted",
+            DeletePolicy::Soft => "soft-deleted",
+            DeletePolicy::Ignore => "kept",
+        };
+        let message =
+            format!("{inserted} rows inserted or replaced, {removed} vanished keys {fate}");
+        Ok(staged.finish(inserted, removed, message))
     }
 }
 

@@ -10,12 +10,10 @@
 //! Deleted rows leave no row with a new xmin behind, so deletes are not propagated: use
 //! `snapshot_diff` or `cdc` for that. State: `xmin` (the last loaded upper bound).
 
-use dpone_strategy_sdk::sink::KeyMatch;
 use dpone_strategy_sdk::source::{self, ScanBounds, XminBound};
 use dpone_strategy_sdk::{
     DponeError, Guest, OptionKind, Options, RunContext, RunSummary, StrategyInfo, UNIQUE_KEY,
-    Value, check_keys, drop_staging, finalize, info, required, scratch, sink, stage, state,
-    transactional_needs,
+    Value, check_keys, finalize, info, required, scratch, stage, state, transactional_needs,
 };
 
 const BOUND_STATE_KEY: &str = "xmin";
@@ -88,19 +86,14 @@ impl Guest for Xmin {
             if staged.is_empty() {
                 return Ok((0, 0));
             }
-            sink::ensure_target(&staged.schema, &key)?;
-            let deleted = sink::delete_rows(&staged.staging, &key, &KeyMatch::InStaging, &[])?;
-            let inserted = sink::insert_from_staging(&staged.staging)?;
+            let (deleted, inserted) = staged.merge_by_key(&key)?;
             Ok((deleted, inserted))
         })?;
-        let rows_read = staged.stats.rows;
-        drop_staging(staged.staging);
-        Ok(RunSummary {
-            rows_read,
+        Ok(staged.finish(
             rows_written,
             rows_deleted,
-            message: format!("merged {rows_written} rows of transactions up to xid {up_to}"),
-        })
+            format!("merged {rows_written} rows of transactions up to xid {up_to}"),
+        ))
     }
 }
 
