@@ -2,6 +2,7 @@
 //! quickstart. Each area lives in its own module; this file only parses the command line and
 //! holds the two helpers every area needs (the repository root and running a child command).
 
+mod bench;
 mod build;
 mod quickstart;
 mod services;
@@ -41,6 +42,8 @@ enum Task {
     },
     /// Build, create a 10,000-row SQLite source and run the quickstart pipeline twice.
     Quickstart,
+    /// Benchmark dpone against a raw COPY pipe, Sling and dlt (docs/benchmarks.md).
+    Bench(bench::Options),
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +92,7 @@ fn run_task(task: Task) -> Result<ExitCode> {
         }
         Task::Test { cargo_test_args } => test::run(&root, &cargo_test_args)?,
         Task::Quickstart => quickstart::run(&root)?,
+        Task::Bench(options) => bench::run(&root, &options)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -373,7 +373,7 @@ impl Drop for StopOnDrop {
 }
 
 /// The newest `/usr/lib/postgresql/<major>/bin` that has initdb (Debian/Ubuntu layout).
-fn find_bin_dir() -> Option<PathBuf> {
+pub fn find_bin_dir() -> Option<PathBuf> {
     let versions = fs::read_dir("/usr/lib/postgresql").ok()?;
     versions
         .filter_map(|entry| {
@@ -391,11 +391,15 @@ fn bin_major_version(bin: &Path) -> Option<String> {
     Some(bin.parent()?.file_name()?.to_str()?.to_owned())
 }
 
-/// `apt-get install postgresql`; refresh the package lists only if the first try fails, since
-/// an update is slow and usually unnecessary. Without root it goes through sudo, as on hosted
-/// CI runners.
 fn install_postgres(as_root: bool) -> Result<()> {
     eprintln!("PostgreSQL is not installed; installing the Debian package");
+    apt_install(as_root, "postgresql")
+}
+
+/// `apt-get install <package>`; refresh the package lists only if the first try fails, since
+/// an update is slow and usually unnecessary. Without root it goes through sudo, as on hosted
+/// CI runners.
+pub fn apt_install(as_root: bool, package: &str) -> Result<()> {
     let apt = |args: &[&str]| {
         let mut cmd = if as_root {
             Command::new("env")
@@ -409,15 +413,15 @@ fn install_postgres(as_root: bool) -> Result<()> {
             .args(args);
         run_cmd(&mut cmd)
     };
-    let install = ["install", "-y", "postgresql"];
+    let install = ["install", "-y", package];
     if apt(&install).is_err() {
         apt(&["update"])?;
-        apt(&install).context("could not install PostgreSQL with apt-get")?;
+        apt(&install).with_context(|| format!("could not install {package} with apt-get"))?;
     }
     Ok(())
 }
 
-fn running_as_root() -> Result<bool> {
+pub fn running_as_root() -> Result<bool> {
     // `id -u` rather than libc::geteuid: the workspace forbids unsafe code.
     let uid = output(Command::new("id").arg("-u")).context("could not find our user id")?;
     Ok(uid.trim() == "0")

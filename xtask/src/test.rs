@@ -4,12 +4,14 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use crate::bench;
 use crate::build::{self, Profile};
 use crate::services::{Postgres, StopOnDrop};
 use crate::{cargo, run_cmd};
 
 /// Build the components and the host, start the private PostgreSQL, run the workspace tests
-/// against both, and stop PostgreSQL again whatever happened.
+/// against both, then the benchmark harness at smoke size (so it does not rot), and stop
+/// PostgreSQL again whatever happened.
 pub fn run(root: &Path, cargo_test_args: &[String]) -> Result<()> {
     build::build_all(root, Profile::Debug)?;
 
@@ -36,5 +38,6 @@ pub fn run(root: &Path, cargo_test_args: &[String]) -> Result<()> {
             .env("DPONE_TEST_POSTGRES_URL", &url)
             .env("DPONE_COMPONENTS_DIR", build::components_dir(root)),
     )
-    .context("tests failed")
+    .context("tests failed")?;
+    bench::run(root, &bench::Options::smoke()).context("the benchmark smoke run failed")
 }

@@ -1,0 +1,592 @@
+//! `cargo xtask bench`: dpone side by side with the alternatives a user would pick, on the same
+//! data, in one run, with ratios (the machine is shared and noisy, so absolute times alone mean
+//! little).
+//!
+//! It generates the benchmark tables in the database `bench_src` of the private PostgreSQL
+//! cluster and loads them into `bench_dst` (one schema per contender) in each scenario:
+//! full refresh, and incremental merge of 20% changed plus 5% new rows. Contenders take turns
+//! within each repetition; every run must leave a target with the source's row count and
+//! checksum, or it does not count. Results go to `target/bench/results.json` and
+//! `docs/benchmarks.md`; `--smoke` only checks that the harness still works.
+
+mod contenders;
+mod data;
+mod python;
+mod report;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail, ensure};
+
+use crate::build::{self, Profile};
+use crate::output;
+use crate::services::{self, Postgres, StopOnDrop};
+
+use contenders::{Contender, GNU_TIME, Load};
+use data::Table;
+use python::{InstallPolicy, Tools};
+use report::{Machine, Outcome, RunRecord, Scenario, ScenarioResult};
+
+pub const SRC_DB: &str = "bench_src";
+pub const DST_DB: &str = "bench_dst";
+const DEFAULT_ROWS: u64 = 1_000_000;
+const DEFAULT_RUNS: u32 = 3;
+const SMOKE_ROWS: u64 = 10_000;
+const SMOKE_RUNS: u32 = 1;
+/// Below this the 20% / 5% change rounds to almost nothing.
+const MIN_ROWS: u64 = 100;
+const DOCS: &str = "docs/benchmarks.md";
+const CLICKHOUSE_SKIPPED: &str = "no ClickHouse connector exists yet";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Tables {
+    Narrow,
+    Wide,
+    Both,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// Rows per generated table [default: 1000000, or 10000 with --smoke].
+    #[arg(long)]
+    rows: Option<u64>,
+    /// Timed runs of each contender in each scenario [default: 3, or 1 with --smoke].
+    #[arg(long)]
+    runs: Option<u32>,
+    /// The tables to generate and load: narrow (20 mixed columns), wide (120 sparse ones).
+    #[arg(long, value_enum, default_value_t = Tables::Both)]
+    table: Tables,
+    /// Check that the harness works: 10000 rows, one run, only the Python contenders that are
+    /// already installed, results in target/bench/smoke-results.json (docs untouched).
+    #[arg(long)]
+    smoke: bool,
+    /// Install the Python contenders even with --smoke.
+    #[arg(long)]
+    install: bool,
+}
+
+impl Options {
+    /// `cargo xtask bench --smoke`.
+    pub fn smoke() -> Self {
+        Options {
+            rows: None,
+            runs: None,
+            table: Tables::Both,
+            smoke: true,
+            install: false,
+        }
+    }
+}
+
+/// The folders under `target/bench`.
+#[derive(Debug)]
+pub struct Dirs {
+    base: PathBuf,
+    /// Manifests, run reports, contender homes.
+    work: PathBuf,
+    /// One log (and one GNU time output) per run.
+    logs: PathBuf,
+    venv: PathBuf,
+    sling_home: PathBuf,
+    dlt_pipelines: PathBuf,
+}
+
+impl Dirs {
+    fn new(root: &Path) -> Result<Self> {
+        let base = build::target_dir(root).join("bench");
+        let work = base.join("work");
+        let dirs = Dirs {
+            logs: base.join("logs"),
+            venv: base.join("venv"),
+            sling_home: work.join("sling-home"),
+            dlt_pipelines: work.join("dlt-pipelines"),
+            work,
+            base,
+        };
+        // Logs and work files of an earlier run would only mislead.
+        for dir in [&dirs.work, &dirs.logs] {
+            if dir.exists() {
+                fs::remove_dir_all(dir)
+                    .with_context(|| format!("could not remove {}", dir.display()))?;
+            }
+        }
+        for dir in [&dirs.logs, &dirs.sling_home, &dirs.dlt_pipelines] {
+            fs::create_dir_all(dir)
+                .with_context(|| format!("could not create {}", dir.display()))?;
+        }
+        Ok(dirs)
+    }
+
+    fn log(&self, run_name: &str) -> PathBuf {
+        self.logs.join(format!("{run_name}.log"))
+    }
+
+    fn rss(&self, run_name: &str) -> PathBuf {
+        self.logs.join(format!("{run_name}.rss"))
+    }
+}
+
+/// psql against the private cluster.
+#[derive(Debug)]
+pub struct Server {
+    pub psql: PathBuf,
+    user: String,
+    host_port: String,
+}
+
+impl Server {
+    fn new(pg: &Postgres) -> Result<Self> {
+        let bin = services::find_bin_dir().context("no PostgreSQL binaries found")?;
+        // `postgres://user@host:port/postgres`
+        let url = pg.url();
+        let authority = url
+            .strip_prefix("postgres://")
+            .and_then(|rest| rest.split('/').next())
+            .with_context(|| format!("unexpected cluster URL {url}"))?;
+        let (user, host_port) = authority
+            .split_once('@')
+            .with_context(|| format!("no user in the cluster URL {url}"))?;
+        Ok(Server {
+            psql: bin.join("psql"),
+            user: user.to_owned(),
+            host_port: host_port.to_owned(),
+        })
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        self.url_with(db, "postgres", None)
+    }
+
+    pub fn url_with(&self, db: &str, scheme: &str, password: Option<&str>) -> String {
+        let password = password.map(|p| format!(":{p}")).unwrap_or_default();
+        format!("{scheme}://{}{password}@{}/{db}", self.user, self.host_port)
+    }
+
+    /// Quiet, unaligned, stop at the first error, no ~/.psqlrc.
+    pub fn psql_args(&self, db: &str) -> Vec<String> {
+        ["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain([self.url(db)])
+            .collect()
+    }
+
+    fn psql(&self, db: &str) -> Command {
+        let mut cmd = Command::new(&self.psql);
+        // Checksums render timestamps as text: the same zone on both sides.
+        cmd.args(self.psql_args(db)).env("PGTZ", "UTC");
+        cmd
+    }
+
+    /// Run SQL (several statements run in one transaction) and return the trimmed output.
+    pub fn sql(&self, db: &str, sql: &str) -> Result<String> {
+        Ok(output(self.psql(db).arg("-c").arg(sql))?.trim().to_owned())
+    }
+
+    /// The size of `query`'s result as binary COPY: the bytes a load moves.
+    fn copy_bytes(&self, db: &str, query: &str) -> Result<u64> {
+        let mut child = self
+            .psql(db)
+            .arg("-c")
+            .arg(format!("COPY ({query}) TO STDOUT (FORMAT binary)"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("could not start psql")?;
+        let mut stdout = child.stdout.take().context("no stdout on psql")?;
+        let bytes = io::copy(&mut stdout, &mut io::sink()).context("could not read the COPY")?;
+        ensure!(child.wait()?.success(), "psql failed to COPY `{query}`");
+        Ok(bytes)
+    }
+}
+
+/// Everything a contender run needs.
+#[derive(Debug)]
+pub struct Lab {
+    pub server: Server,
+    pub dirs: Dirs,
+    pub host: PathBuf,
+    components: PathBuf,
+    pub tools: Tools,
+    rows: u64,
+}
+
+impl Lab {
+    pub fn dpone_env(&self, cmd: &mut Command) {
+        cmd.env("DPONE_COMPONENTS_DIR", &self.components)
+            .env("DPONE_HOME", self.dirs.work.join("dpone-home"))
+            .current_dir(&self.dirs.work);
+    }
+}
+
+/// What the scenarios need to know about a generated source table.
+#[derive(Debug)]
+struct Source {
+    checksum: String,
+    copy_bytes: u64,
+}
+
+pub fn run(root: &Path, options: &Options) -> Result<()> {
+    let rows = options.rows.unwrap_or(if options.smoke {
+        SMOKE_ROWS
+    } else {
+        DEFAULT_ROWS
+    });
+    let runs = options.runs.unwrap_or(if options.smoke {
+        SMOKE_RUNS
+    } else {
+        DEFAULT_RUNS
+    });
+    ensure!(rows >= MIN_ROWS, "--rows must be at least {MIN_ROWS}");
+    ensure!(runs >= 1, "--runs must be at least 1");
+    let tables = match options.table {
+        Tables::Narrow => vec![Table::narrow()],
+        Tables::Wide => vec![Table::wide()],
+        Tables::Both => vec![Table::narrow(), Table::wide()],
+    };
+
+    build::build_all(root, Profile::Release)?;
+    ensure_gnu_time()?;
+
+    let pg = Postgres::new(root)?;
+    // Stop the cluster at the end only if this run started it.
+    let _stop = if pg.print_status()? {
+        None
+    } else {
+        let stop = StopOnDrop(pg.clone());
+        pg.start()?;
+        Some(stop)
+    };
+
+    let dirs = Dirs::new(root)?;
+    let policy = if options.smoke && !options.install {
+        InstallPolicy::UseInstalled
+    } else {
+        InstallPolicy::Install
+    };
+    let tools = python::prepare(root, &dirs, policy);
+    let (host, components) = snapshot_dpone(root, &dirs)?;
+    let lab = Lab {
+        server: Server::new(&pg)?,
+        dirs,
+        host,
+        components,
+        tools,
+        rows,
+    };
+    for contender in Contender::ALL {
+        if let Some(why) = contender.unavailable(&lab) {
+            println!("{}: unavailable: {why}", contender.label(&lab));
+        }
+    }
+    create_databases(&lab)?;
+    warm_component_cache(&lab)?;
+
+    let mut results = Vec::new();
+    for table in &tables {
+        let source = generate(&lab, table)?;
+        results.push(full_refresh(&lab, table, &source, runs)?);
+        results.push(merge(&lab, table, runs)?);
+        results.push(ScenarioResult::skipped(
+            Scenario::ClickHouse,
+            table,
+            CLICKHOUSE_SKIPPED,
+        ));
+    }
+
+    let machine = Machine::collect(root, &lab, rows, runs)?;
+    println!();
+    print!("{}", report::console(&machine, &results));
+    let json_path = lab.dirs.base.join(if options.smoke {
+        "smoke-results.json"
+    } else {
+        "results.json"
+    });
+    fs::write(
+        &json_path,
+        serde_json::to_string_pretty(&report::json(&lab, &machine, &results))?,
+    )
+    .with_context(|| format!("could not write {}", json_path.display()))?;
+    println!("results: {}", json_path.display());
+    if !options.smoke {
+        let docs = root.join(DOCS);
+        fs::write(&docs, report::markdown(&lab, &machine, &results))
+            .with_context(|| format!("could not write {}", docs.display()))?;
+        println!("table: {}", docs.display());
+    }
+
+    let dpone_failures = report::dpone_failures(&results);
+    if !dpone_failures.is_empty() {
+        bail!(
+            "dpone's result did not count:\n  {}",
+            dpone_failures.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// Copy the host and the components into the work folder, so every run of this benchmark
+/// uses the same build even if `target/` is rebuilt meanwhile.
+fn snapshot_dpone(root: &Path, dirs: &Dirs) -> Result<(PathBuf, PathBuf)> {
+    let host = dirs.work.join("dpone-host");
+    let built = build::host_binary(root, Profile::Release);
+    fs::copy(&built, &host).with_context(|| format!("could not copy {}", built.display()))?;
+    let components = dirs.work.join("strategies");
+    fs::create_dir_all(&components)
+        .with_context(|| format!("could not create {}", components.display()))?;
+    let built = build::components_dir(root);
+    for entry in
+        fs::read_dir(&built).with_context(|| format!("could not list {}", built.display()))?
+    {
+        let path = entry?.path();
+        if let Some(name) = path
+            .file_name()
+            .filter(|_| path.extension().is_some_and(|e| e == "wasm"))
+        {
+            fs::copy(&path, components.join(name))
+                .with_context(|| format!("could not copy {}", path.display()))?;
+        }
+    }
+    Ok((host, components))
+}
+
+/// GNU time measures peak RSS; Debian ships it as the package `time`.
+fn ensure_gnu_time() -> Result<()> {
+    if Path::new(GNU_TIME).is_file() {
+        return Ok(());
+    }
+    services::apt_install(services::running_as_root()?, "time")
+}
+
+/// Fresh source and target databases, and the target schemas that dpone's incremental_merge
+/// and Sling expect to exist.
+fn create_databases(lab: &Lab) -> Result<()> {
+    for db in [SRC_DB, DST_DB] {
+        lab.server.sql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+        )?;
+        lab.server
+            .sql("postgres", &format!("CREATE DATABASE {db}"))?;
+    }
+    let schemas = [Contender::Dpone, Contender::Pipe, Contender::Sling]
+        .map(|c| format!("CREATE SCHEMA {}", data::quote(c.schema())))
+        .join("; ");
+    lab.server.sql(DST_DB, &schemas)?;
+    Ok(())
+}
+
+/// Compile both strategies into dpone's component cache before the first timed run, as on any
+/// machine that has run a pipeline before (`validate` loads the component, connects nowhere).
+fn warm_component_cache(lab: &Lab) -> Result<()> {
+    let table = Table::narrow();
+    for load in [Load::FullRefresh, Load::Merge] {
+        let manifest = contenders::write_manifest(lab, &table, load, "bench_warmup")?;
+        let mut cmd = Command::new(&lab.host);
+        cmd.args(["validate", "--manifest"]).arg(&manifest);
+        lab.dpone_env(&mut cmd);
+        output(&mut cmd).context("dpone-host validate failed")?;
+    }
+    Ok(())
+}
+
+fn generate(lab: &Lab, table: &Table) -> Result<Source> {
+    let qualified = source_table(table);
+    println!(
+        "generating {} ({} columns, {} rows) in {SRC_DB}",
+        table.name,
+        table.column_count(),
+        lab.rows
+    );
+    lab.server.sql(
+        SRC_DB,
+        &format!(
+            "DROP TABLE IF EXISTS {qualified}; {}; {}",
+            table.create_sql(&qualified),
+            table.fill_sql(&qualified, lab.rows)
+        ),
+    )?;
+    vacuum(lab, SRC_DB, Some(&qualified))?;
+    let source = Source {
+        checksum: lab.server.sql(SRC_DB, &table.checksum_sql(&qualified))?,
+        copy_bytes: lab.server.copy_bytes(
+            SRC_DB,
+            &format!("SELECT {} FROM {qualified}", table.column_list()),
+        )?,
+    };
+    println!(
+        "  {} MB as binary COPY, checksum {}",
+        source.copy_bytes / 1_000_000,
+        source.checksum
+    );
+    Ok(source)
+}
+
+fn source_table(table: &Table) -> String {
+    format!("public.{}", data::quote(table.name))
+}
+
+/// Settle the table (visibility map, hint bits, statistics) outside the timed runs, so no
+/// run pays for the one before it.
+fn vacuum(lab: &Lab, db: &str, table: Option<&str>) -> Result<()> {
+    lab.server
+        .sql(db, &format!("VACUUM (ANALYZE) {}", table.unwrap_or("")))?;
+    Ok(())
+}
+
+/// Flush dirty buffers before a timed run, so it does not pay for the last one's writes.
+fn checkpoint(lab: &Lab) -> Result<()> {
+    lab.server.sql("postgres", "CHECKPOINT")?;
+    Ok(())
+}
+
+/// The contenders in turn, starting one further along in each repetition, so none always
+/// runs right after the same other one.
+fn turn_order(rep: u32) -> Vec<Contender> {
+    let mut order = Contender::ALL;
+    order.rotate_left((rep as usize - 1) % Contender::ALL.len());
+    order.to_vec()
+}
+
+/// The steady state of a scheduled full refresh: each contender first loads the table once,
+/// untimed, so every timed run replaces an existing target (for dpone: its swap path, staging
+/// created like the target, rather than the first run's create-and-reload).
+fn full_refresh(lab: &Lab, table: &Table, source: &Source, runs: u32) -> Result<ScenarioResult> {
+    let mut result = ScenarioResult::new(
+        Scenario::FullRefresh,
+        table,
+        lab,
+        lab.rows,
+        source.copy_bytes,
+    );
+    let mut primed = Vec::new();
+    for contender in Contender::ALL {
+        if contender.unavailable(lab).is_some() {
+            continue;
+        }
+        let name = format!("{}-full-first-{}", table.name, contender.key());
+        let first = contender
+            .reset(lab, table)
+            .and_then(|()| contender.load(lab, table, Load::FullRefresh, 0, &name));
+        match first {
+            Ok(_) => primed.push(contender),
+            Err(err) => result.record(
+                lab,
+                contender,
+                runs,
+                RunRecord::new(1, Outcome::Failed(format!("first load: {err:#}")), None),
+            ),
+        }
+    }
+    vacuum(lab, DST_DB, None)?;
+    for rep in 1..=runs {
+        for contender in turn_order(rep) {
+            if !primed.contains(&contender) {
+                continue;
+            }
+            let name = format!("{}-full-r{rep}-{}", table.name, contender.key());
+            let measured = checkpoint(lab)
+                .and_then(|()| contender.load(lab, table, Load::FullRefresh, rep, &name));
+            let record = judge(lab, contender, table, rep, measured, &source.checksum);
+            result.record(lab, contender, runs, record);
+        }
+    }
+    Ok(result)
+}
+
+/// Per repetition: every contender loads the original table into an empty target (its own
+/// first incremental run, so its cursor state is set), the source changes, every contender
+/// merges the change (timed), the source changes back.
+fn merge(lab: &Lab, table: &Table, runs: u32) -> Result<ScenarioResult> {
+    let qualified = source_table(table);
+    let moved = data::changed_rows(lab.rows) + data::new_rows(lab.rows);
+    let mut result = ScenarioResult::new(Scenario::Merge, table, lab, moved, 0);
+    let mut expected = None;
+    for rep in 1..=runs {
+        let mut loaded = Vec::new();
+        for contender in turn_order(rep) {
+            if contender.unavailable(lab).is_some() {
+                continue;
+            }
+            let name = format!("{}-merge-r{rep}-{}-initial", table.name, contender.key());
+            // The pipe has no state: its first load is a plain full load.
+            let first_load = match contender {
+                Contender::Pipe => Load::FullRefresh,
+                _ => Load::Merge,
+            };
+            let initial = contender
+                .reset(lab, table)
+                .and_then(|()| contender.load(lab, table, first_load, rep, &name));
+            match initial {
+                Ok(_) => loaded.push(contender),
+                Err(err) => result.record(
+                    lab,
+                    contender,
+                    runs,
+                    RunRecord::new(rep, Outcome::Failed(format!("initial load: {err:#}")), None),
+                ),
+            }
+        }
+
+        lab.server
+            .sql(SRC_DB, &table.change_sql(&qualified, lab.rows))?;
+        vacuum(lab, SRC_DB, Some(&qualified))?;
+        vacuum(lab, DST_DB, None)?;
+        if expected.is_none() {
+            expected = Some(lab.server.sql(SRC_DB, &table.checksum_sql(&qualified))?);
+            result.bytes_moved = lab
+                .server
+                .copy_bytes(SRC_DB, &table.changed_rows_query(&qualified, lab.rows))?;
+        }
+        let expected = expected.as_deref().unwrap_or_default();
+
+        for contender in loaded {
+            let name = format!("{}-merge-r{rep}-{}", table.name, contender.key());
+            let measured =
+                checkpoint(lab).and_then(|()| contender.load(lab, table, Load::Merge, rep, &name));
+            let record = judge(lab, contender, table, rep, measured, expected);
+            result.record(lab, contender, runs, record);
+        }
+
+        lab.server
+            .sql(SRC_DB, &table.revert_sql(&qualified, lab.rows))?;
+        vacuum(lab, SRC_DB, Some(&qualified))?;
+    }
+    Ok(result)
+}
+
+/// The correctness gate: a run counts only if the target has the source's row count and
+/// checksum over the source's columns.
+fn judge(
+    lab: &Lab,
+    contender: Contender,
+    table: &Table,
+    rep: u32,
+    measured: Result<contenders::Measured>,
+    expected: &str,
+) -> RunRecord {
+    let measured = match measured {
+        Ok(measured) => measured,
+        Err(err) => return RunRecord::new(rep, Outcome::Failed(format!("{err:#}")), None),
+    };
+    let outcome = match lab
+        .server
+        .sql(DST_DB, &table.checksum_sql(&contender.target(table)))
+    {
+        Ok(actual) if actual == expected => Outcome::Valid,
+        Ok(actual) => Outcome::Invalid(format!(
+            "target has (rows, checksum) {actual}, the source {expected}"
+        )),
+        Err(err) => Outcome::Invalid(format!("could not checksum the target: {err:#}")),
+    };
+    RunRecord::new(rep, outcome, Some(measured))
+}
+
+/// Run a command under `git` in the repository; None if git is missing or fails.
+fn git(root: &Path, args: &[&str]) -> Option<String> {
+    output(Command::new("git").args(args).current_dir(root))
+        .ok()
+        .map(|out| out.trim().to_owned())
+}

@@ -1,0 +1,501 @@
+//! The contenders and how each one loads a table: dpone, the raw binary COPY pipe (the
+//! physical limit), Sling and dlt. Every run is one child process tree under GNU time, so
+//! wall time and peak RSS are measured the same way for all of them.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use super::data::{Table, quote};
+use super::{DST_DB, Lab, SRC_DB};
+
+/// GNU time: `%M` is the peak RSS (KiB) of the largest process of the tree it waits for.
+pub const GNU_TIME: &str = "/usr/bin/time";
+/// The password dlt's postgres destination insists on; trust auth ignores it.
+const DLT_PASSWORD: &str = "bench";
+const LOG_TAIL_LINES: usize = 6;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contender {
+    Dpone,
+    Pipe,
+    Sling,
+    Dlt,
+}
+
+/// What a load must do to the contender's target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Load {
+    /// The target becomes the source (dpone full_refresh, Sling full-refresh, dlt replace).
+    FullRefresh,
+    /// Upsert by `id` the rows past the `updated_at` cursor (dpone incremental_merge, Sling
+    /// incremental, dlt merge); on an empty target, the first load of the merge scenario.
+    Merge,
+}
+
+/// One measured run.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub wall_seconds: f64,
+    pub peak_rss_kib: u64,
+    /// dpone's own run report; None for the other contenders.
+    pub dpone: Option<DponeReport>,
+}
+
+/// The fields of dpone's `--report-json` the benchmark uses.
+#[derive(Debug, Clone)]
+pub struct DponeReport {
+    pub wall_seconds: f64,
+    pub wasm_load_seconds: f64,
+    pub wasm_guest_seconds: f64,
+    pub wasm_share: f64,
+    pub rows_read: u64,
+    pub rows_written: u64,
+}
+
+impl Contender {
+    /// In the order of the first repetition (later ones rotate it).
+    pub const ALL: [Contender; 4] = [
+        Contender::Dpone,
+        Contender::Pipe,
+        Contender::Sling,
+        Contender::Dlt,
+    ];
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Contender::Dpone => "dpone",
+            Contender::Pipe => "copy_pipe",
+            Contender::Sling => "sling",
+            Contender::Dlt => "dlt",
+        }
+    }
+
+    /// The name in tables, with the version where there is one.
+    pub fn label(self, lab: &Lab) -> String {
+        match self {
+            Contender::Dpone => "dpone".into(),
+            Contender::Pipe => "COPY pipe (psql | psql)".into(),
+            Contender::Sling => match &lab.tools.sling {
+                Ok(sling) => format!("Sling {}", sling.version),
+                Err(_) => "Sling".into(),
+            },
+            Contender::Dlt => match &lab.tools.dlt {
+                Ok(dlt) => format!("dlt {} (pyarrow)", dlt.version),
+                Err(_) => "dlt".into(),
+            },
+        }
+    }
+
+    /// Why this contender cannot run, if it cannot.
+    pub fn unavailable(self, lab: &Lab) -> Option<String> {
+        match self {
+            Contender::Dpone | Contender::Pipe => None,
+            Contender::Sling => lab.tools.sling.as_ref().err().cloned(),
+            Contender::Dlt => lab.tools.dlt.as_ref().err().cloned(),
+        }
+    }
+
+    /// Each contender writes into its own schema of the target database.
+    pub fn schema(self) -> &'static str {
+        match self {
+            Contender::Dpone => "bench_dpone",
+            Contender::Pipe => "bench_pipe",
+            Contender::Sling => "bench_sling",
+            Contender::Dlt => "bench_dlt",
+        }
+    }
+
+    pub fn target(self, table: &Table) -> String {
+        format!("{}.{}", quote(self.schema()), quote(table.name))
+    }
+
+    /// Drop the target and whatever state the contender keeps about it, so the next load
+    /// starts from nothing. dpone's state needs no reset: every merge repetition uses its
+    /// own pipeline name.
+    pub fn reset(self, lab: &Lab, table: &Table) -> Result<()> {
+        let server = &lab.server;
+        match self {
+            Contender::Dpone | Contender::Pipe => {
+                server.sql(
+                    DST_DB,
+                    &format!("DROP TABLE IF EXISTS {}", self.target(table)),
+                )?;
+            }
+            Contender::Sling => {
+                let tmp = format!(
+                    "{}.{}",
+                    quote(self.schema()),
+                    quote(&format!("{}_tmp", table.name))
+                );
+                server.sql(
+                    DST_DB,
+                    &format!("DROP TABLE IF EXISTS {}, {tmp}", self.target(table)),
+                )?;
+            }
+            Contender::Dlt => {
+                // dlt keeps its state in the dataset (and a staging dataset for merges) and in
+                // its pipelines folder; it restores the former into the latter.
+                server.sql(
+                    DST_DB,
+                    &format!(
+                        "DROP SCHEMA IF EXISTS {0} CASCADE; DROP SCHEMA IF EXISTS {1} CASCADE",
+                        quote(self.schema()),
+                        quote(&format!("{}_staging", self.schema()))
+                    ),
+                )?;
+                let pipeline_dir = lab.dirs.dlt_pipelines.join(dlt_pipeline_name(table));
+                if pipeline_dir.exists() {
+                    fs::remove_dir_all(&pipeline_dir)
+                        .with_context(|| format!("could not remove {}", pipeline_dir.display()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Run one load of repetition `rep` and measure it. `run_name` names the logs.
+    pub fn load(
+        self,
+        lab: &Lab,
+        table: &Table,
+        load: Load,
+        rep: u32,
+        run_name: &str,
+    ) -> Result<Measured> {
+        match self {
+            Contender::Dpone => dpone(lab, table, load, rep, run_name),
+            Contender::Pipe => pipe(lab, table, load, run_name),
+            Contender::Sling => sling(lab, table, load, run_name),
+            Contender::Dlt => dlt(lab, table, load, run_name),
+        }
+    }
+}
+
+fn dpone(lab: &Lab, table: &Table, load: Load, rep: u32, run_name: &str) -> Result<Measured> {
+    // One pipeline (so one set of state entries) per scenario and repetition: the initial
+    // load and the timed merge of a repetition share it, the next repetition starts afresh.
+    let scenario = match load {
+        Load::FullRefresh => "full",
+        Load::Merge => "merge",
+    };
+    let pipeline = format!("bench_{scenario}_{}_r{rep}", table.name);
+    let manifest = write_manifest(lab, table, load, &pipeline)?;
+    let report = lab.dirs.work.join(format!("{run_name}.report.json"));
+    let mut cmd = measured(&lab.host, &lab.dirs.rss(run_name));
+    cmd.arg("run")
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--report-json")
+        .arg(&report);
+    lab.dpone_env(&mut cmd);
+    let mut measured = run_measured(&mut cmd, &lab.dirs.log(run_name), &lab.dirs.rss(run_name))?;
+    measured.dpone = Some(read_report(&report)?);
+    Ok(measured)
+}
+
+/// The dpone manifest of one run: the full_refresh or incremental_merge strategy with the
+/// state store colocated in the target database, as the docs recommend.
+pub fn write_manifest(lab: &Lab, table: &Table, load: Load, pipeline: &str) -> Result<PathBuf> {
+    let strategy = match load {
+        Load::FullRefresh => "{ mode: full_refresh, unique_key: [id] }",
+        Load::Merge => "{ mode: incremental_merge, unique_key: [id], cursor_column: updated_at }",
+    };
+    let sink_url = lab.server.url(DST_DB);
+    let manifest = format!(
+        "pipeline: {pipeline}\n\
+         source: {{ kind: postgres, url: \"{source_url}\", table: public.{table} }}\n\
+         sink:\n  \
+           kind: postgres\n  \
+           url: \"{sink_url}\"\n  \
+           table: {schema}.{table}\n  \
+           strategy: {strategy}\n\
+         state: {{ kind: postgres, url: \"{sink_url}\" }}\n",
+        source_url = lab.server.url(SRC_DB),
+        table = table.name,
+        schema = Contender::Dpone.schema(),
+    );
+    let path = lab.dirs.work.join(format!("{pipeline}.yaml"));
+    fs::write(&path, manifest).with_context(|| format!("could not write {}", path.display()))?;
+    Ok(path)
+}
+
+fn read_report(path: &Path) -> Result<DponeReport> {
+    let text =
+        fs::read_to_string(path).with_context(|| format!("could not read {}", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    if json["outcome"] != "succeeded" {
+        bail!(
+            "dpone reported outcome {} ({})",
+            json["outcome"],
+            json["error"]
+        );
+    }
+    let number = |field: &str| {
+        json[field]
+            .as_f64()
+            .with_context(|| format!("{} has no numeric field `{field}`", path.display()))
+    };
+    Ok(DponeReport {
+        wall_seconds: number("wall_seconds")?,
+        wasm_load_seconds: number("wasm_load_seconds")?,
+        wasm_guest_seconds: number("wasm_guest_seconds")?,
+        wasm_share: number("wasm_share")?,
+        rows_read: number("rows_read")? as u64,
+        rows_written: number("rows_written")? as u64,
+    })
+}
+
+/// `psql -c "COPY (SELECT ...) TO STDOUT (FORMAT binary)" | psql -1 -c ... -c "COPY ... FROM
+/// STDIN (FORMAT binary)"`, two processes joined by a pipe, both under GNU time; the peak RSS
+/// is the sum of both psql clients, which run side by side.
+///
+/// Full refresh: a fresh table with the source's DDL (primary key included, as dpone's
+/// publishable staging has), filled in the transaction that creates it. Merge: the changed
+/// rows (past the target's largest `updated_at`, read first) into a temporary table (never
+/// WAL-logged), then DELETE USING + INSERT SELECT, all in one transaction.
+fn pipe(lab: &Lab, table: &Table, load: Load, run_name: &str) -> Result<Measured> {
+    let server = &lab.server;
+    let target = Contender::Pipe.target(table);
+    let source = format!("public.{}", quote(table.name));
+    let started = Instant::now();
+    let (filter, statements) = match load {
+        Load::FullRefresh => (
+            String::new(),
+            vec![
+                format!("DROP TABLE IF EXISTS {target}"),
+                table.create_sql(&target),
+                format!("COPY {target} FROM STDIN (FORMAT binary)"),
+            ],
+        ),
+        Load::Merge => {
+            let cursor = server.sql(DST_DB, &format!("SELECT max(updated_at) FROM {target}"))?;
+            let filter = if cursor.is_empty() {
+                String::new()
+            } else {
+                format!(" WHERE updated_at > '{cursor}'::timestamp")
+            };
+            let statements = vec![
+                format!("CREATE TEMP TABLE bench_stage (LIKE {target}) ON COMMIT DROP"),
+                "COPY bench_stage FROM STDIN (FORMAT binary)".to_owned(),
+                format!("DELETE FROM {target} AS t USING bench_stage AS s WHERE t.id = s.id"),
+                format!(
+                    "INSERT INTO {target} ({0}) SELECT {0} FROM bench_stage",
+                    table.column_list()
+                ),
+            ];
+            (filter, statements)
+        }
+    };
+    let copy_out = format!(
+        "COPY (SELECT {} FROM {source}{filter}) TO STDOUT (FORMAT binary)",
+        table.column_list()
+    );
+
+    let out_name = format!("{run_name}-out");
+    let in_name = format!("{run_name}-in");
+    let mut producer = measured(&server.psql, &lab.dirs.rss(&out_name));
+    producer
+        .args(server.psql_args(SRC_DB))
+        .arg("-c")
+        .arg(&copy_out)
+        .stdout(Stdio::piped())
+        .stderr(log_file(&lab.dirs.log(&out_name))?);
+    let mut producer = producer
+        .spawn()
+        .context("could not start the producing psql")?;
+    let copy_stream = producer
+        .stdout
+        .take()
+        .context("no stdout on the producing psql")?;
+
+    // The Command owns the pipe's read end until it is dropped; were it still alive while
+    // a failed consumer leaves the producer writing into a full pipe, the wait below would
+    // never return. So it lives only in this block.
+    let consumed = {
+        let mut consumer = measured(&server.psql, &lab.dirs.rss(&in_name));
+        consumer
+            .args(server.psql_args(DST_DB))
+            .arg("--single-transaction");
+        for statement in &statements {
+            consumer.arg("-c").arg(statement);
+        }
+        let in_log = log_file(&lab.dirs.log(&in_name))?;
+        consumer
+            .stdin(Stdio::from(copy_stream))
+            .stdout(in_log.try_clone()?)
+            .stderr(in_log);
+        consumer
+            .spawn()
+            .context("could not start the consuming psql")
+    };
+    let consumed = consumed.and_then(|mut child| Ok(child.wait()?));
+    // Wait for the producer whatever happened to the consumer, so no child is left behind.
+    let produced = producer.wait();
+    let wall_seconds = started.elapsed().as_secs_f64();
+
+    check_status(produced?, &lab.dirs.log(&out_name))?;
+    check_status(consumed?, &lab.dirs.log(&in_name))?;
+    Ok(Measured {
+        wall_seconds,
+        peak_rss_kib: read_rss(&lab.dirs.rss(&out_name))? + read_rss(&lab.dirs.rss(&in_name))?,
+        dpone: None,
+    })
+}
+
+fn sling(lab: &Lab, table: &Table, load: Load, run_name: &str) -> Result<Measured> {
+    let sling = lab
+        .tools
+        .sling
+        .as_ref()
+        .map_err(|why| anyhow::anyhow!("{why}"))?;
+    let mut cmd = measured(&sling.wrapper, &lab.dirs.rss(run_name));
+    cmd.args(["run", "--src-conn", "BENCH_SRC", "--src-stream"])
+        .arg(format!("public.{}", table.name))
+        .args(["--tgt-conn", "BENCH_DST", "--tgt-object"])
+        .arg(format!("{}.{}", Contender::Sling.schema(), table.name));
+    match load {
+        Load::FullRefresh => cmd.args(["--mode", "full-refresh"]),
+        Load::Merge => cmd.args([
+            "--mode",
+            "incremental",
+            "--primary-key",
+            "id",
+            "--update-key",
+            "updated_at",
+        ]),
+    };
+    let sling_url = |db: &str| format!("{}?sslmode=disable", lab.server.url(db));
+    cmd.env("BENCH_SRC", sling_url(SRC_DB))
+        .env("BENCH_DST", sling_url(DST_DB))
+        .env("SLING_BINARY", &sling.binary)
+        .env("SLING_HOME_DIR", &lab.dirs.sling_home)
+        .env("SLING_DISABLE_TELEMETRY", "true");
+    run_measured(&mut cmd, &lab.dirs.log(run_name), &lab.dirs.rss(run_name))
+}
+
+fn dlt(lab: &Lab, table: &Table, load: Load, run_name: &str) -> Result<Measured> {
+    let dlt = lab
+        .tools
+        .dlt
+        .as_ref()
+        .map_err(|why| anyhow::anyhow!("{why}"))?;
+    let mode = match load {
+        Load::FullRefresh => "replace",
+        Load::Merge => "merge",
+    };
+    let mut cmd = measured(&dlt.python, &lab.dirs.rss(run_name));
+    cmd.arg(&dlt.script)
+        // SQLAlchemy 2.1 would pick psycopg 3 for a bare postgresql:// URL.
+        .arg(lab.server.url_with(SRC_DB, "postgresql+psycopg2", None))
+        .arg(table.name)
+        .arg(
+            lab.server
+                .url_with(DST_DB, "postgresql", Some(DLT_PASSWORD)),
+        )
+        .arg(Contender::Dlt.schema())
+        .arg(&lab.dirs.dlt_pipelines)
+        .arg(mode)
+        .env("RUNTIME__DLTHUB_TELEMETRY", "false")
+        .env("DLT_DATA_DIR", &lab.dirs.dlt_pipelines);
+    run_measured(&mut cmd, &lab.dirs.log(run_name), &lab.dirs.rss(run_name))
+}
+
+fn dlt_pipeline_name(table: &Table) -> String {
+    // Must match `pipeline_name` in bench_dlt.py.
+    format!("bench_{}", table.name)
+}
+
+/// `program` under GNU time, which writes the peak RSS to `rss`.
+fn measured(program: &Path, rss: &Path) -> Command {
+    let mut cmd = Command::new(GNU_TIME);
+    cmd.args(["-f", "%M", "-o"]).arg(rss).arg(program);
+    cmd
+}
+
+/// Run with stdout and stderr in `log`; fail with the log's last lines.
+fn run_measured(cmd: &mut Command, log: &Path, rss: &Path) -> Result<Measured> {
+    let file = log_file(log)?;
+    cmd.stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file);
+    let started = Instant::now();
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {:?}", cmd.get_program()))?;
+    let wall_seconds = started.elapsed().as_secs_f64();
+    check_status(status, log)?;
+    Ok(Measured {
+        wall_seconds,
+        peak_rss_kib: read_rss(rss)?,
+        dpone: None,
+    })
+}
+
+fn log_file(path: &Path) -> Result<File> {
+    File::create(path).with_context(|| format!("could not create {}", path.display()))
+}
+
+fn check_status(status: ExitStatus, log: &Path) -> Result<()> {
+    if status.success() {
+        return Ok(());
+    }
+    bail!("{status}: {} (log {})", log_tail(log), log.display())
+}
+
+/// The last lines of a log, on one line, without colour codes.
+fn log_tail(log: &Path) -> String {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join(" | ");
+    strip_ansi(&tail)
+}
+
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // Skip a CSI sequence: ESC [ parameters final-byte.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// GNU time's `-o` file: a "Command exited with non-zero status" line may precede the number.
+fn read_rss(path: &Path) -> Result<u64> {
+    let text =
+        fs::read_to_string(path).with_context(|| format!("could not read {}", path.display()))?;
+    text.lines()
+        .rev()
+        .find_map(|line| line.trim().parse().ok())
+        .with_context(|| format!("no peak RSS in {}: {text:?}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ansi_colours_are_removed() {
+        assert_eq!(
+            strip_ansi("\x1b[90m11:38PM\x1b[0m \x1b[32mINF\x1b[0m done"),
+            "11:38PM INF done"
+        );
+    }
+}

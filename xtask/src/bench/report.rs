@@ -1,0 +1,804 @@
+//! The results of a bench run: per-run records, their summaries and ratios to dpone, and the
+//! three renderings (console table, JSON, `docs/benchmarks.md`).
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::Result;
+use serde_json::{Value, json};
+
+use super::contenders::{Contender, Measured};
+use super::data::{self, Table};
+use super::{DST_DB, Lab, SRC_DB, git};
+use crate::output;
+
+/// Longest failure reason shown in a table cell (the JSON keeps all of it).
+const NOTE_CHARS: usize = 220;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    FullRefresh,
+    Merge,
+    ClickHouse,
+}
+
+impl Scenario {
+    fn key(self) -> &'static str {
+        match self {
+            Scenario::FullRefresh => "pg_to_pg_full_refresh",
+            Scenario::Merge => "pg_to_pg_incremental_merge",
+            Scenario::ClickHouse => "pg_to_clickhouse_full_refresh",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Scenario::FullRefresh => "PostgreSQL -> PostgreSQL full_refresh",
+            Scenario::Merge => {
+                "PostgreSQL -> PostgreSQL incremental_merge (20% changed + 5% new rows)"
+            }
+            Scenario::ClickHouse => "PostgreSQL -> ClickHouse full_refresh",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The target matched the source.
+    Valid,
+    /// The contender finished but the target does not match.
+    Invalid(String),
+    /// The contender (or its preparation) failed.
+    Failed(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    rep: u32,
+    outcome: Outcome,
+    measured: Option<Measured>,
+}
+
+impl RunRecord {
+    pub fn new(rep: u32, outcome: Outcome, measured: Option<Measured>) -> Self {
+        RunRecord {
+            rep,
+            outcome,
+            measured,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ContenderRuns {
+    contender: Contender,
+    label: String,
+    unavailable: Option<String>,
+    runs: Vec<RunRecord>,
+}
+
+#[derive(Debug)]
+pub struct ScenarioResult {
+    scenario: Scenario,
+    table: &'static str,
+    columns: usize,
+    skipped: Option<&'static str>,
+    rows_moved: u64,
+    /// Binary COPY size of the rows a run moves.
+    pub bytes_moved: u64,
+    contenders: Vec<ContenderRuns>,
+}
+
+impl ScenarioResult {
+    pub fn new(
+        scenario: Scenario,
+        table: &Table,
+        lab: &Lab,
+        rows_moved: u64,
+        bytes_moved: u64,
+    ) -> Self {
+        ScenarioResult {
+            scenario,
+            table: table.name,
+            columns: table.column_count(),
+            skipped: None,
+            rows_moved,
+            bytes_moved,
+            contenders: Contender::ALL
+                .into_iter()
+                .map(|contender| ContenderRuns {
+                    contender,
+                    label: contender.label(lab),
+                    unavailable: contender.unavailable(lab),
+                    runs: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn skipped(scenario: Scenario, table: &Table, reason: &'static str) -> Self {
+        println!("[{} {}] skipped: {reason}", table.name, scenario.key());
+        ScenarioResult {
+            scenario,
+            table: table.name,
+            columns: table.column_count(),
+            skipped: Some(reason),
+            rows_moved: 0,
+            bytes_moved: 0,
+            contenders: Vec::new(),
+        }
+    }
+
+    /// Keep a run and say how it went.
+    pub fn record(&mut self, lab: &Lab, contender: Contender, runs: u32, record: RunRecord) {
+        let time = record
+            .measured
+            .as_ref()
+            .map(|m| format!("{:.2} s, ", m.wall_seconds))
+            .unwrap_or_default();
+        let outcome = match &record.outcome {
+            Outcome::Valid => "valid".to_owned(),
+            Outcome::Invalid(why) => format!("INVALID: {why}"),
+            Outcome::Failed(why) => format!("FAILED: {why}"),
+        };
+        println!(
+            "[{} {} {}/{runs}] {}: {time}{outcome}",
+            self.table,
+            self.scenario.key(),
+            record.rep,
+            contender.label(lab)
+        );
+        if let Some(entry) = self
+            .contenders
+            .iter_mut()
+            .find(|c| c.contender == contender)
+        {
+            entry.runs.push(record);
+        }
+    }
+
+    fn summary(&self, contender: Contender) -> Option<Summary> {
+        self.contenders
+            .iter()
+            .find(|c| c.contender == contender)
+            .and_then(|c| Summary::of(&c.runs))
+    }
+}
+
+/// The valid runs of one contender in one scenario.
+#[derive(Debug, Clone, Copy)]
+struct Summary {
+    valid: usize,
+    median: f64,
+    min: f64,
+    max: f64,
+    peak_rss_kib: u64,
+    wasm_share: Option<f64>,
+}
+
+impl Summary {
+    fn of(runs: &[RunRecord]) -> Option<Self> {
+        let valid: Vec<&Measured> = runs
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Valid))
+            .filter_map(|r| r.measured.as_ref())
+            .collect();
+        let mut walls: Vec<f64> = valid.iter().map(|m| m.wall_seconds).collect();
+        let mut shares: Vec<f64> = valid
+            .iter()
+            .filter_map(|m| m.dpone.as_ref().map(|d| d.wasm_share))
+            .collect();
+        Some(Summary {
+            valid: valid.len(),
+            median: median(&mut walls)?,
+            min: walls.iter().copied().fold(f64::INFINITY, f64::min),
+            max: walls.iter().copied().fold(0.0, f64::max),
+            peak_rss_kib: valid.iter().map(|m| m.peak_rss_kib).max()?,
+            wasm_share: median(&mut shares),
+        })
+    }
+}
+
+fn median(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    })
+}
+
+/// How dpone compares with one contender (both medians): dpone's time over the contender's,
+/// and dpone's speed over the contender's (the reciprocal; 0.9 means dpone moves rows at 90%
+/// of the contender's rate).
+fn ratios(dpone: Option<Summary>, other: Option<Summary>) -> Option<(f64, f64)> {
+    let (dpone, other) = (dpone?, other?);
+    Some((dpone.median / other.median, other.median / dpone.median))
+}
+
+/// Machine and run facts for the report header.
+#[derive(Debug)]
+pub struct Machine {
+    date: String,
+    cpu: String,
+    cores: usize,
+    memory_gib: f64,
+    postgres: String,
+    commit: String,
+    rows: u64,
+    runs: u32,
+}
+
+impl Machine {
+    pub fn collect(root: &Path, lab: &Lab, rows: u64, runs: u32) -> Result<Self> {
+        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let memory_kib: f64 = meminfo
+            .lines()
+            .find_map(|line| line.strip_prefix("MemTotal:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0.0);
+        let dirty = git(root, &["status", "--porcelain"]).is_some_and(|s| !s.is_empty());
+        let commit = git(root, &["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "?".into());
+        Ok(Machine {
+            date: output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?
+                .trim()
+                .to_owned(),
+            cpu: cpuinfo
+                .lines()
+                .find_map(|line| line.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+                .unwrap_or_else(|| "unknown CPU".into()),
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            memory_gib: memory_kib / (1024.0 * 1024.0),
+            postgres: lab.server.sql("postgres", "SHOW server_version")?,
+            commit: if dirty {
+                format!("{commit} (with uncommitted changes)")
+            } else {
+                commit
+            },
+            rows,
+            runs,
+        })
+    }
+}
+
+/// Target checks from issue 6, evaluated on this run.
+struct Target {
+    target: &'static str,
+    measured: String,
+    status: &'static str,
+}
+
+fn targets(results: &[ScenarioResult]) -> Vec<Target> {
+    let versus_pipe = |scenario: Scenario, at_least: f64, target: &'static str| {
+        let measured: Vec<(String, f64)> = results
+            .iter()
+            .filter(|r| r.scenario == scenario)
+            .filter_map(|r| {
+                let (_, speed) = ratios(r.summary(Contender::Dpone), r.summary(Contender::Pipe))?;
+                Some((r.table.to_owned(), speed))
+            })
+            .collect();
+        Target {
+            target,
+            status: status(
+                !measured.is_empty(),
+                measured.iter().all(|(_, s)| *s >= at_least),
+            ),
+            measured: join_or_none(measured.iter().map(|(t, s)| format!("{t} {s:.2}x"))),
+        }
+    };
+    let shares: Vec<(String, f64)> = results
+        .iter()
+        .filter_map(|r| {
+            let share = r.summary(Contender::Dpone)?.wasm_share?;
+            Some((format!("{} {}", r.table, short(r.scenario)), share))
+        })
+        .collect();
+    let rss: Vec<(String, u64)> = results
+        .iter()
+        .filter_map(|r| {
+            let rss = r.summary(Contender::Dpone)?.peak_rss_kib;
+            Some((format!("{} {}", r.table, short(r.scenario)), rss))
+        })
+        .collect();
+    vec![
+        versus_pipe(
+            Scenario::FullRefresh,
+            0.9,
+            "full refresh >= 0.9x the raw COPY pipe (dpone speed / pipe speed)",
+        ),
+        versus_pipe(Scenario::Merge, 0.5, "incremental_merge >= 0.5x the pipe"),
+        Target {
+            target: "wasm share of dpone's wall time <= 1%",
+            status: status(!shares.is_empty(), shares.iter().all(|(_, s)| *s <= 0.01)),
+            measured: join_or_none(shares.iter().map(|(n, s)| format!("{n} {}", percent(*s)))),
+        },
+        Target {
+            target: "dpone peak RSS flat from 1M to 10M rows",
+            status: "compare with a `--rows 10000000` run",
+            measured: join_or_none(rss.iter().map(|(n, kib)| format!("{n} {}", mib(*kib)))),
+        },
+    ]
+}
+
+fn short(scenario: Scenario) -> &'static str {
+    match scenario {
+        Scenario::FullRefresh => "full_refresh",
+        Scenario::Merge => "merge",
+        Scenario::ClickHouse => "clickhouse",
+    }
+}
+
+fn status(measured: bool, met: bool) -> &'static str {
+    match (measured, met) {
+        (false, _) => "not measured",
+        (true, true) => "met",
+        (true, false) => "NOT met",
+    }
+}
+
+fn join_or_none(items: impl Iterator<Item = String>) -> String {
+    let items: Vec<String> = items.collect();
+    if items.is_empty() {
+        "-".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// dpone runs that did not count, as lines for the error message.
+pub fn dpone_failures(results: &[ScenarioResult]) -> Vec<String> {
+    let mut failures = Vec::new();
+    for result in results {
+        for entry in result
+            .contenders
+            .iter()
+            .filter(|c| c.contender == Contender::Dpone)
+        {
+            for run in &entry.runs {
+                if let Outcome::Invalid(why) | Outcome::Failed(why) = &run.outcome {
+                    failures.push(format!(
+                        "{} {} run {}: {why}",
+                        result.table,
+                        result.scenario.key(),
+                        run.rep
+                    ));
+                }
+            }
+        }
+    }
+    failures
+}
+
+const HEADERS: [&str; 11] = [
+    "contender",
+    "valid runs",
+    "median s",
+    "min-max s",
+    "rows/s",
+    "MB/s",
+    "peak RSS",
+    "wasm share",
+    "time dpone/this",
+    "speed dpone/this",
+    "note",
+];
+
+/// One table row per contender, shared by the console and the markdown renderings.
+fn rows(result: &ScenarioResult, note_chars: usize) -> Vec<[String; 11]> {
+    let dpone = result.summary(Contender::Dpone);
+    result
+        .contenders
+        .iter()
+        .map(|entry| {
+            let summary = Summary::of(&entry.runs);
+            let attempted = entry.runs.len();
+            let note = truncate(&note(entry), note_chars);
+            let Some(s) = summary else {
+                let mut row: [String; 11] = Default::default();
+                row[0] = entry.label.clone();
+                row[1] = format!("0/{attempted}");
+                for cell in &mut row[2..10] {
+                    *cell = "-".into();
+                }
+                row[10] = note;
+                return row;
+            };
+            let (time_ratio, speed_ratio) = ratios(dpone, summary)
+                .map(|(t, s)| (format!("{t:.2}"), format!("{s:.2}x")))
+                .unwrap_or(("-".into(), "-".into()));
+            [
+                entry.label.clone(),
+                format!("{}/{attempted}", s.valid),
+                format!("{:.2}", s.median),
+                format!("{:.2}-{:.2}", s.min, s.max),
+                thousands((result.rows_moved as f64 / s.median) as u64),
+                format!("{:.1}", result.bytes_moved as f64 / 1e6 / s.median),
+                mib(s.peak_rss_kib),
+                s.wasm_share.map(percent).unwrap_or_else(|| "-".into()),
+                time_ratio,
+                speed_ratio,
+                note,
+            ]
+        })
+        .collect()
+}
+
+fn note(entry: &ContenderRuns) -> String {
+    if let Some(why) = &entry.unavailable {
+        return format!("not run: {why}");
+    }
+    entry
+        .runs
+        .iter()
+        .filter_map(|run| match &run.outcome {
+            Outcome::Valid => None,
+            Outcome::Invalid(why) => Some(format!("run {} invalid: {why}", run.rep)),
+            Outcome::Failed(why) => Some(format!("run {} failed: {why}", run.rep)),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    if text.chars().count() <= max_chars {
+        return text.to_owned();
+    }
+    let cut: String = text.chars().take(max_chars).collect();
+    format!("{cut}...")
+}
+
+fn heading(result: &ScenarioResult) -> String {
+    let mut heading = format!(
+        "{}, table {} ({} columns)",
+        result.scenario.title(),
+        result.table,
+        result.columns
+    );
+    match result.skipped {
+        Some(why) => write!(heading, ": skipped, {why}").unwrap_or(()),
+        None => write!(
+            heading,
+            ": {} rows, {:.1} MB as binary COPY per run",
+            thousands(result.rows_moved),
+            result.bytes_moved as f64 / 1e6
+        )
+        .unwrap_or(()),
+    }
+    heading
+}
+
+pub fn console(machine: &Machine, results: &[ScenarioResult]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} rows, {} runs, {} cores, {:.0} GiB, PostgreSQL {}, {}",
+        thousands(machine.rows),
+        machine.runs,
+        machine.cores,
+        machine.memory_gib,
+        machine.postgres,
+        machine.date
+    );
+    for result in results {
+        let _ = writeln!(out, "\n{}", heading(result));
+        if result.skipped.is_some() {
+            continue;
+        }
+        let rows = rows(result, NOTE_CHARS);
+        let widths: Vec<usize> = (0..HEADERS.len() - 1)
+            .map(|i| {
+                rows.iter()
+                    .map(|row| row[i].chars().count())
+                    .chain([HEADERS[i].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |cells: &[String]| {
+            let mut line = String::new();
+            for (i, cell) in cells.iter().enumerate() {
+                match widths.get(i) {
+                    Some(width) => {
+                        let _ = write!(line, "{cell:<width$}  ");
+                    }
+                    None => line.push_str(cell),
+                }
+            }
+            line.trim_end().to_owned()
+        };
+        let headers: Vec<String> = HEADERS.iter().map(|h| (*h).to_owned()).collect();
+        let _ = writeln!(out, "  {}", line(&headers));
+        for row in &rows {
+            let _ = writeln!(out, "  {}", line(row));
+        }
+    }
+    let _ = writeln!(out, "\ntargets:");
+    for target in targets(results) {
+        let _ = writeln!(
+            out,
+            "  {}: {} ({})",
+            target.target, target.measured, target.status
+        );
+    }
+    out
+}
+
+pub fn json(lab: &Lab, machine: &Machine, results: &[ScenarioResult]) -> Value {
+    let scenarios: Vec<Value> = results
+        .iter()
+        .map(|result| {
+            let dpone = result.summary(Contender::Dpone);
+            let contenders: Vec<Value> = result
+                .contenders
+                .iter()
+                .map(|entry| {
+                    let summary = Summary::of(&entry.runs).map(|s| {
+                        let ratios = ratios(dpone, Some(s));
+                        json!({
+                            "valid_runs": s.valid,
+                            "median_seconds": s.median,
+                            "min_seconds": s.min,
+                            "max_seconds": s.max,
+                            "rows_per_second": result.rows_moved as f64 / s.median,
+                            "mb_per_second": result.bytes_moved as f64 / 1e6 / s.median,
+                            "peak_rss_kib": s.peak_rss_kib,
+                            "wasm_share": s.wasm_share,
+                            "dpone_time_ratio": ratios.map(|r| r.0),
+                            "dpone_speed_ratio": ratios.map(|r| r.1),
+                        })
+                    });
+                    json!({
+                        "contender": entry.contender.key(),
+                        "label": entry.label,
+                        "unavailable": entry.unavailable,
+                        "summary": summary,
+                        "runs": entry.runs.iter().map(run_json).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            json!({
+                "scenario": result.scenario.key(),
+                "title": result.scenario.title(),
+                "table": result.table,
+                "columns": result.columns,
+                "skipped": result.skipped,
+                "rows_moved": result.rows_moved,
+                "bytes_moved": result.bytes_moved,
+                "contenders": contenders,
+            })
+        })
+        .collect();
+    json!({
+        "machine": {
+            "date": machine.date,
+            "cpu": machine.cpu,
+            "cores": machine.cores,
+            "memory_gib": machine.memory_gib,
+            "postgres": machine.postgres,
+            "commit": machine.commit,
+        },
+        "settings": {
+            "rows": machine.rows,
+            "runs": machine.runs,
+            "source_database": SRC_DB,
+            "target_database": DST_DB,
+            "python_tools": {
+                "sling": lab.tools.sling.as_ref().ok().map(|s| s.version.clone()),
+                "dlt": lab.tools.dlt.as_ref().ok().map(|d| d.version.clone()),
+            },
+        },
+        "scenarios": scenarios,
+        "targets": targets(results).iter().map(|t| json!({
+            "target": t.target, "measured": t.measured, "status": t.status,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn run_json(run: &RunRecord) -> Value {
+    let (outcome, reason) = match &run.outcome {
+        Outcome::Valid => ("valid", None),
+        Outcome::Invalid(why) => ("invalid", Some(why.as_str())),
+        Outcome::Failed(why) => ("failed", Some(why.as_str())),
+    };
+    let measured = run.measured.as_ref();
+    json!({
+        "run": run.rep,
+        "outcome": outcome,
+        "reason": reason,
+        "wall_seconds": measured.map(|m| m.wall_seconds),
+        "peak_rss_kib": measured.map(|m| m.peak_rss_kib),
+        "dpone_report": measured.and_then(|m| m.dpone.as_ref()).map(|d| json!({
+            "wall_seconds": d.wall_seconds,
+            "wasm_load_seconds": d.wasm_load_seconds,
+            "wasm_guest_seconds": d.wasm_guest_seconds,
+            "wasm_share": d.wasm_share,
+            "rows_read": d.rows_read,
+            "rows_written": d.rows_written,
+        })),
+    })
+}
+
+pub fn markdown(lab: &Lab, machine: &Machine, results: &[ScenarioResult]) -> String {
+    let mut md = String::new();
+    let tools = [Contender::Sling.label(lab), Contender::Dlt.label(lab)].join(", ");
+    let narrow = Table::narrow();
+    let wide = Table::wide();
+    let _ = write!(
+        md,
+        "# Benchmarks\n\n\
+         Written by `cargo xtask bench` ([xtask/src/bench.rs](../xtask/src/bench.rs)) from its \
+         last full run; rerun it rather than editing this file. The raw numbers of that run, \
+         every repetition included, are in `target/bench/results.json`.\n\n\
+         ## This run\n\n\
+         | | |\n|---|---|\n\
+         | date | {date} |\n\
+         | machine | {cores} cores ({cpu}), {mem:.0} GiB memory |\n\
+         | PostgreSQL | {pg}, the private cluster of `cargo xtask pg` (127.0.0.1, fsync off); source database `{SRC_DB}`, target database `{DST_DB}` on the same server |\n\
+         | rows per table | {rows}; the merge changes {changed} rows and adds {new} |\n\
+         | repetitions | {runs} per contender and scenario, contenders taking turns; median (min-max) of the valid runs |\n\
+         | dpone commit | {commit} |\n\
+         | Python contenders | {tools} |\n\n",
+        date = machine.date,
+        cores = machine.cores,
+        cpu = machine.cpu,
+        mem = machine.memory_gib,
+        pg = machine.postgres,
+        rows = thousands(machine.rows),
+        changed = thousands(data::changed_rows(machine.rows)),
+        new = thousands(data::new_rows(machine.rows)),
+        runs = machine.runs,
+        commit = machine.commit,
+    );
+
+    let _ = write!(
+        md,
+        "## Targets\n\n\
+         From issue 6. For reference, the issue measured on 1M rows x 20 mixed columns \
+         (287 MB): raw binary COPY pipe 3.1 s, Sling 1.4.11 15.5 s, dlt 1.31 (pyarrow) 29.9 s.\n\n\
+         | target | this run | status |\n|---|---|---|\n"
+    );
+    for target in targets(results) {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} |",
+            target.target, target.measured, target.status
+        );
+    }
+
+    let _ = write!(md, "\n## Results\n");
+    for result in results {
+        let _ = write!(md, "\n### {}\n\n", heading(result));
+        if result.skipped.is_some() {
+            continue;
+        }
+        let _ = writeln!(md, "| {} |", HEADERS.join(" | "));
+        let _ = writeln!(md, "|{}", "---|".repeat(HEADERS.len()));
+        for row in rows(result, NOTE_CHARS) {
+            let cells: Vec<String> = row.iter().map(|cell| cell.replace('|', "\\|")).collect();
+            let _ = writeln!(md, "| {} |", cells.join(" | "));
+        }
+    }
+
+    let _ = write!(
+        md,
+        "\n## How it is measured\n\n\
+         - **Data.** Generated server-side (`generate_series`), deterministic: `narrow` has \
+         {narrow_cols} columns (bigint key, timestamp cursor, int, smallint, numeric(12,2), \
+         float8, real, text, varchar, nullable text, boolean, date, timestamptz, md5-derived \
+         uuid, jsonb, bytea, char(2), ...); `wide` has {wide_cols} columns, 118 of them sparse \
+         (one value in ten rows, rotating types). MB/s counts the binary COPY size of the rows a \
+         run moves.\n\
+         - **Full refresh.** The steady state of a scheduled refresh: each contender loads the \
+         table once, untimed, then every timed run replaces its existing target. dpone: \
+         `full_refresh` with `unique_key: [id]` (its swap path: staging `LIKE target INCLUDING \
+         ALL`, the key check, then drop and rename in one transaction). COPY \
+         pipe: `psql -c \"COPY (SELECT ...) TO STDOUT (FORMAT binary)\" | psql -1 -c \"CREATE \
+         TABLE ...\" -c \"COPY ... FROM STDIN (FORMAT binary)\"` into a fresh table with the \
+         source's DDL and primary key (what `LIKE source INCLUDING ALL` gives; LIKE cannot \
+         reach across databases). Sling: `--mode full-refresh`. dlt: `sql_table` (pyarrow \
+         backend) with `write_disposition=\"replace\"`.\n\
+         - **Incremental merge.** Each repetition: every contender loads the original table \
+         into an empty target with its merge mode (so its cursor state is set; the pipe does a \
+         full load), then the source changes (20% of the rows rewritten with a later \
+         `updated_at`, 5% new), then each contender merges the change (timed), then the source \
+         changes back. dpone: `incremental_merge`, `unique_key: [id]`, `cursor_column: \
+         updated_at`, state in the target database. COPY pipe: the target's \
+         `max(updated_at)`, then the rows past it into a temporary table, `DELETE ... USING` + \
+         `INSERT ... SELECT`, one transaction. Sling: `--mode incremental --primary-key id \
+         --update-key updated_at`. dlt: `merge` with `primary_key=\"id\"` and \
+         `dlt.sources.incremental(\"updated_at\")`.\n\
+         - **Correctness gate.** After every run the target must have the source's row count \
+         and `md5(string_agg(md5(ROW(...)::text), '' ORDER BY id))` over the source's columns, \
+         each cast back to its source type (dlt and Sling store some types differently and \
+         may add columns of their own); otherwise the run is marked invalid and not counted.\n\
+         - **Measures.** Wall time of the contender's process tree from start to exit (dpone \
+         included: process start, component load, connections). Peak RSS: GNU time `%M` of the \
+         tree (its largest process; for the pipe, the sum of both psql clients); server \
+         processes are not counted for anyone. wasm share: dpone's run report \
+         `(wasm_load_seconds + wasm_guest_seconds) / wall_seconds`, with the component cache \
+         warm. `time dpone/this` < 1 and `speed dpone/this` > 1 mean dpone is faster. A \
+         CHECKPOINT precedes each timed run; VACUUM ANALYZE settles the source after it is \
+         generated or changed and the targets after the first loads. Autovacuum stays on and \
+         can start during a timed run (on this 2-core machine that shows in the min-max spread).\n\
+         - **Contender setup.** Sling and dlt run from a venv under `target/bench/venv` with the \
+         versions pinned in `xtask/bench-requirements.txt`; Sling through its PyPI wrapper with \
+         `SLING_BINARY` set to the binary of the `sling-linux-amd64` wheel. dlt loads Arrow data \
+         into PostgreSQL as CSV through COPY, which cannot carry raw bytes: \
+         [xtask/bench_dlt.py](../xtask/bench_dlt.py) hex-encodes bytea values (`\\x...`) in a \
+         map, the workaround dlt's own error message asks for. Sling 1.4.11 sends a bytea \
+         value that starts with `[` and ends with `]` as text (taking it for JSON) and the \
+         COPY fails, so every generated bytea value starts with a 0x01 byte. \
+         A contender that cannot be installed or fails is listed with the reason.\n\
+         - **Reproduce.** `cargo xtask bench` (`--rows N`, `--runs N`, `--table \
+         narrow|wide|both`); `cargo xtask bench --smoke` (10,000 rows, one run, part of \
+         `cargo xtask test`) checks that the harness works and fails if dpone's result does not \
+         count.\n",
+        narrow_cols = narrow.column_count(),
+        wide_cols = wide.column_count(),
+    );
+    md
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.0} MiB", kib as f64 / 1024.0)
+}
+
+fn percent(share: f64) -> String {
+    format!("{:.2}%", share * 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&mut []), None);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn speed_ratio_is_the_reciprocal_of_the_time_ratio() {
+        let summary = |median| Summary {
+            valid: 1,
+            median,
+            min: median,
+            max: median,
+            peak_rss_kib: 1,
+            wasm_share: None,
+        };
+        let (time, speed) = ratios(Some(summary(4.0)), Some(summary(3.6))).unwrap_or_default();
+        assert!((time - 4.0 / 3.6).abs() < 1e-9);
+        assert!((speed - 0.9).abs() < 1e-9);
+    }
+}
