@@ -280,6 +280,33 @@ async fn full_refresh(mut p: Pair) {
     );
 }
 
+/// Duplicate keys never reach the target, on the swap path (the staging table shaped like
+/// the keyed target refuses them while loading) as on the reload path (key check).
+async fn full_refresh_refuses_duplicate_keys(mut p: Pair) {
+    p.seed(false).await;
+    let yaml = p.manifest("mode: full_refresh, unique_key: [id]");
+    run(&yaml, None).await.unwrap();
+    let before = p.target_rows().await;
+    let t = p.source_table;
+    p.source
+        .exec(&format!(
+            "INSERT INTO {t} VALUES (3, 'dup', '1.00', '2024-03-01 00:00:00.000000')"
+        ))
+        .await;
+    let err = run_fails(&yaml, None, Kind::KeyViolation).await;
+    assert!(
+        err.message.contains("dup")
+            || err.message.contains("unique")
+            || err.message.contains("UNIQUE"),
+        "{err}"
+    );
+    assert_rows(
+        &p.target_rows().await,
+        &before,
+        "target after refused duplicates",
+    );
+}
+
 async fn incremental_append(mut p: Pair) {
     p.seed(true).await;
     let yaml = p.manifest("mode: incremental_append, cursor_column: updated_at");
@@ -979,6 +1006,7 @@ sqlite_to_postgres!(
 
 both_pairs!(
     full_refresh,
+    full_refresh_refuses_duplicate_keys,
     incremental_append,
     incremental_merge,
     replace,

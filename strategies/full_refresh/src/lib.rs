@@ -68,7 +68,15 @@ impl Guest for FullRefresh {
         }
         // Swap needs an existing target to model staging on; a first run reloads, creating
         // the target inside the publish transaction, so a failed run leaves no table behind.
-        let swap = capabilities.rename_swap && !reload_asked && sink::describe()?.exists;
+        let target = sink::describe()?;
+        let swap = capabilities.rename_swap && !reload_asked && target.exists;
+        // Publishable staging carries the target's primary key, so the load itself refused
+        // NULL and duplicate keys when that key is `unique_key`: checking again would only
+        // rescan staging.
+        let enforced_by_load = swap
+            && target
+                .schema
+                .is_some_and(|t| !key.is_empty() && t.primary_key == key);
         let kind = if swap {
             StagingKind::Publishable
         } else {
@@ -81,7 +89,9 @@ impl Guest for FullRefresh {
                 row_hash: None,
             },
         )?;
-        check_keys(&staged.staging, &key)?;
+        if !enforced_by_load {
+            check_keys(&staged.staging, &key)?;
+        }
         let rows_read = staged.stats.rows;
         let refreshed_at = Value::TimestampTz(clock::now());
 
