@@ -56,15 +56,8 @@ pub fn read_component(
             ));
         }
     };
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::config(field, format!("{} is not a file", path.display())))?;
-    let bytes = Dir::open_ambient_dir(parent, ambient_authority())
-        .and_then(|d| d.read(name))
+    let bytes = open_parent(&path)
+        .and_then(|(dir, name)| dir.read(name))
         .map_err(|e| {
             Error::config(
                 field,
@@ -72,6 +65,19 @@ pub fn read_component(
             )
         })?;
     Ok((bytes, path.display().to_string(), field))
+}
+
+/// A directory handle on a user-given file's parent, and the file's name in it: the one
+/// way the host reaches files named on the command line.
+fn open_parent(path: &Path) -> std::io::Result<(Dir, &std::ffi::OsStr)> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other(format!("{} is not a file path", path.display())))?;
+    Ok((Dir::open_ambient_dir(parent, ambient_authority())?, name))
 }
 
 /// The host's working directory for state, cache and artifacts, opened once.
@@ -86,14 +92,7 @@ pub fn open_work_dir() -> Result<Dir> {
 /// Writes an artifact (a report) through a directory handle on its parent, replacing it
 /// atomically so a reader never sees half a file.
 pub fn write_artifact(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other(format!("{} is not a file path", path.display())))?;
-    let dir = Dir::open_ambient_dir(parent, ambient_authority())?;
+    let (dir, name) = open_parent(path)?;
     let tmp = format!(".{}.tmp", name.to_string_lossy());
     dir.write(&tmp, bytes)?;
     dir.rename(&tmp, &dir, name)

@@ -207,7 +207,6 @@ impl SqlSink {
         Ok(first_count(&rows, 0))
     }
 
-    /// Rows in the target (inside the open transaction, if any).
     pub async fn target_row_count(&mut self) -> Result<u64> {
         let rows = self
             .query(render::count(&self.target), &[DataType::Int64])

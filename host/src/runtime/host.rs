@@ -41,6 +41,8 @@ pub struct StagingHandle {
     schema: Schema,
     /// The row hash column the host fills while loading.
     row_hash: Option<String>,
+    /// Rows loaded into it so far: what a swap publishes, without counting the target.
+    rows: u64,
 }
 
 impl StagingHandle {
@@ -398,6 +400,7 @@ impl sink::Host for RunState {
             table,
             schema: full,
             row_hash: options.row_hash,
+            rows: 0,
         })
     }
 
@@ -428,6 +431,7 @@ impl sink::Host for RunState {
             .timed(async |s| load(s.pipeline()?, &target, &bounds).await)
             .await?;
         self.get_mut(&scan)?.stats = stats.clone();
+        self.get_mut(&staging)?.rows += stats.rows;
         let p = self.pipeline()?;
         p.rows_read += stats.rows;
         Ok(stats)
@@ -555,14 +559,9 @@ impl sink::Host for RunState {
 
     async fn swap(&mut self, staging: Resource<StagingHandle>) -> Result<()> {
         let handle = self.delete(staging)?;
-        let n = self
-            .timed(async |s| {
-                let p = s.pipeline()?;
-                p.sink.swap(&handle.table).await?;
-                p.sink.target_row_count().await
-            })
+        self.timed(async |s| s.pipeline()?.sink.swap(&handle.table).await)
             .await?;
-        self.pipeline()?.rows_written += n;
+        self.pipeline()?.rows_written += handle.rows;
         Ok(())
     }
 
