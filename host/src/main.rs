@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use dpone_host::error::{Error, Result};
+use dpone_host::backfill::{self, Start};
+use dpone_host::connectors::{self, Open, source as source_ops};
+use dpone_host::error::{Error, Kind, Result};
 use dpone_host::manifest::Manifest;
 use dpone_host::runner::{self, RunOptions};
 use dpone_host::runtime::engine::{Limits, Runtime};
@@ -68,6 +70,62 @@ enum Command {
     State {
         #[command(subcommand)]
         command: StateCommand,
+    },
+    /// Backfill campaigns of a chunked strategy (`sink.strategy.mode: backfill`).
+    Backfill {
+        #[command(subcommand)]
+        command: BackfillCommand,
+    },
+    /// Change feeds of `cdc` pipelines.
+    Cdc {
+        #[command(subcommand)]
+        command: CdcCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BackfillCommand {
+    /// Print the campaign's chunks; connects to the source for the column type only.
+    Plan {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Start the campaign (or continue it) and run chunks until none is left.
+    Run {
+        #[command(flatten)]
+        target: Target,
+        /// Write the campaign report as JSON to this file.
+        #[arg(long)]
+        report_json: Option<PathBuf>,
+    },
+    /// Continue a started campaign: pending chunks and chunks whose lease expired.
+    Resume {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        report_json: Option<PathBuf>,
+    },
+    /// Make failed chunks pending again, then continue.
+    RetryFailed {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        report_json: Option<PathBuf>,
+    },
+    /// Print every chunk's status, attempts, lease and error.
+    Status {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CdcCommand {
+    /// Drop the pipeline's replication slot and publication on the source (retire a cdc
+    /// pipeline; a slot nobody reads keeps WAL on the source forever).
+    DropSlot {
+        #[arg(long, short)]
+        manifest: PathBuf,
     },
 }
 
@@ -129,10 +187,15 @@ async fn dispatch(command: Command) -> Result<()> {
                 dry_run: false,
                 progress: true,
             };
-            let (result, report) = match runner::run(&manifest, &opts).await {
-                Ok(report) => (Ok(()), Some(report)),
-                Err((e, report)) => (Err(e), report),
-            };
+            let prepared = runner::prepare(&manifest, &opts).await?;
+            if prepared.info.chunked {
+                return campaign(&manifest, &opts, &prepared, Start::Run, report_json).await;
+            }
+            let (result, report) =
+                match runner::run_prepared(&manifest, &opts, &prepared, None).await {
+                    Ok(report) => (Ok(()), Some(report)),
+                    Err((e, report)) => (Err(e), report),
+                };
             if let Some(report) = &report {
                 summarize(report);
                 if let Some(path) = &report_json {
@@ -216,6 +279,34 @@ async fn dispatch(command: Command) -> Result<()> {
             }
             Ok(())
         }
+        Command::Backfill { command } => backfill(command).await,
+        Command::Cdc {
+            command: CdcCommand::DropSlot { manifest },
+        } => {
+            let manifest = Manifest::load(&manifest)?;
+            let feed = dpone_host::model::ChangeFeed {
+                slot: cdc_option(&manifest, "slot"),
+                publication: cdc_option(&manifest, "publication"),
+            };
+            let names = source_ops::feed_names(&manifest.pipeline, &feed)?;
+            let session =
+                connectors::connect(&manifest.source, Kind::Source, Open::Existing).await?;
+            let mut source = source_ops::SqlSource::new(session, manifest.source_table(), None);
+            let (slot, publication) = source.drop_feed(&names).await?;
+            println!(
+                "slot {}: {}; publication {}: {}",
+                names.slot,
+                if slot { "dropped" } else { "did not exist" },
+                names.publication,
+                if publication {
+                    "dropped"
+                } else {
+                    "did not exist"
+                }
+            );
+            println!("the next run of this pipeline takes a new snapshot");
+            Ok(())
+        }
         Command::State {
             command: StateCommand::Show { manifest },
         } => {
@@ -243,6 +334,153 @@ async fn dispatch(command: Command) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `sink.strategy.cdc.<name>` as the manifest gives it.
+fn cdc_option(manifest: &Manifest, name: &str) -> Option<String> {
+    manifest
+        .strategy
+        .options
+        .get("cdc")?
+        .get(name)?
+        .as_str()
+        .map(str::to_string)
+}
+
+async fn backfill(command: BackfillCommand) -> Result<()> {
+    let (target, start, report_json) = match command {
+        BackfillCommand::Plan { target } => return backfill_show(&target, false).await,
+        BackfillCommand::Status { target } => return backfill_show(&target, true).await,
+        BackfillCommand::Run {
+            target,
+            report_json,
+        } => (target, Start::Run, report_json),
+        BackfillCommand::Resume {
+            target,
+            report_json,
+        } => (target, Start::Resume, report_json),
+        BackfillCommand::RetryFailed {
+            target,
+            report_json,
+        } => (target, Start::RetryFailed, report_json),
+    };
+    let manifest = Manifest::load(&target.manifest)?;
+    let opts = RunOptions {
+        strategy: target.strategy.as_deref(),
+        components_dir: components_dir(&target),
+        dry_run: false,
+        progress: false,
+    };
+    let prepared = chunked(runner::prepare(&manifest, &opts).await?)?;
+    campaign(&manifest, &opts, &prepared, start, report_json).await
+}
+
+/// Refuses a component that does not run in chunks, naming the field that chose it.
+fn chunked(prepared: runner::Prepared) -> Result<runner::Prepared> {
+    if prepared.info.chunked {
+        Ok(prepared)
+    } else {
+        Err(Error::config(
+            "sink.strategy.mode",
+            format!(
+                "{} does not run in chunks; `dpone-host backfill` needs a chunked strategy such as backfill",
+                prepared.info.name
+            ),
+        ))
+    }
+}
+
+/// Runs a campaign and prints (and writes) its report.
+async fn campaign(
+    manifest: &Manifest,
+    opts: &RunOptions<'_>,
+    prepared: &runner::Prepared,
+    start: Start,
+    report_json: Option<PathBuf>,
+) -> Result<()> {
+    let report = backfill::run(manifest, opts, prepared, start).await?;
+    eprintln!(
+        "{} backfill campaign {}: {} chunks, {} done, {} failed, {} pending; this invocation ran {} and wrote {} rows in {:.2}s",
+        manifest.pipeline,
+        report.campaign,
+        report.chunks,
+        report.done,
+        report.failed,
+        report.pending,
+        report.ran,
+        report.rows_written,
+        report.wall_seconds
+    );
+    if let Some(path) = report_json {
+        let json = serde_json::to_vec_pretty(&report).map_err(Error::internal)?;
+        runner::write_artifact(&path, &json)
+            .map_err(|e| Error::config("--report-json", e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// `backfill plan` (the chunks, from the manifest) or `backfill status` (the ledger).
+async fn backfill_show(target: &Target, ledger: bool) -> Result<()> {
+    let manifest = Manifest::load(&target.manifest)?;
+    let opts = RunOptions {
+        strategy: target.strategy.as_deref(),
+        components_dir: components_dir(target),
+        dry_run: true,
+        progress: false,
+    };
+    let prepared = chunked(runner::prepare(&manifest, &opts).await?)?;
+    let (campaign, rows) = backfill::status(&manifest, &prepared).await?;
+    let spec = &campaign.spec;
+    println!(
+        "pipeline {} campaign {}: {} chunks of `{}`, {} worker(s), {} attempts per chunk, {}s leases",
+        manifest.pipeline,
+        campaign.id,
+        spec.chunks.len(),
+        spec.column,
+        spec.parallel_workers,
+        spec.max_attempts,
+        spec.lease_seconds
+    );
+    if !ledger {
+        for (i, c) in spec.chunks.iter().enumerate() {
+            println!(
+                "{:>6}  [{}, {}{}",
+                i,
+                dpone_host::model::value_display(&c.low),
+                dpone_host::model::value_display(&c.high),
+                if c.high_inclusive { "]" } else { ")" }
+            );
+        }
+        println!("nothing was written.");
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("not started: `dpone-host backfill run` starts it");
+        return Ok(());
+    }
+    for status in ["done", "running", "pending", "failed"] {
+        let n = rows.iter().filter(|r| r.status == status).count();
+        println!("  {status:<8} {n}");
+    }
+    for r in rows.iter().filter(|r| r.status != "done") {
+        println!(
+            "{:>6}  [{}, {}]  {:<8} attempts={}{}{}",
+            r.index,
+            r.low,
+            r.high,
+            r.status,
+            r.attempts,
+            r.lease_owner
+                .as_ref()
+                .map(|o| format!(" lease={o}"))
+                .unwrap_or_default(),
+            r.error
+                .as_ref()
+                .map(|e| format!(" error: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 fn kind_name(kind: dpone_host::runtime::bindings::OptionKind) -> &'static str {

@@ -15,7 +15,7 @@ use arrow_schema::{DataType as ArrowType, Field, Schema as ArrowSchema, SchemaRe
 
 pub use crate::runtime::bindings::dpone::strategy::sink::{KeyCheck, SinkCapabilities};
 pub use crate::runtime::bindings::dpone::strategy::source::{
-    CursorBound, ScanBounds, ScanStats, XminBound,
+    ChangeFeed, ChangePart, CursorBound, FeedPosition, ScanBounds, ScanStats, XminBound,
 };
 pub use crate::runtime::bindings::dpone::strategy::types::{
     Column, CompareTerm, Comparison, DataType, DecimalSpec, InTerm, RangeTerm, Schema, Term, Value,

@@ -17,7 +17,7 @@ use crate::manifest::{Manifest, StrategySection};
 use crate::model::{
     self, CompareTerm, Comparison, DataType, InTerm, RangeTerm, Schema, Term, Value,
 };
-use crate::runtime::bindings::{OptionKind, OptionValue, RunContext, StrategyInfo};
+use crate::runtime::bindings::{Chunk, OptionKind, OptionValue, RunContext, StrategyInfo};
 use crate::runtime::engine::{GuestLimiter, Limits, LoadedStrategy, Runtime, classify_trap};
 use crate::runtime::host::{Pipeline, RunState};
 use crate::runtime::report::{Progress, ReportError, RunReport};
@@ -193,9 +193,12 @@ fn option_value(
 ) -> Result<OptionValue> {
     let wrong = |what: &str| Error::config(field, format!("must be {what}"));
     Ok(match kind {
-        OptionKind::Text => {
-            OptionValue::Text(raw.as_str().ok_or_else(|| wrong("a string"))?.to_string())
-        }
+        // A number is accepted as its text: `from: 100` and `from: "100"` mean the same.
+        OptionKind::Text => OptionValue::Text(match raw {
+            Yaml::String(s) => s.clone(),
+            Yaml::Number(n) => n.to_string(),
+            _ => return Err(wrong("a string")),
+        }),
         OptionKind::TextList => match raw {
             Yaml::String(s) => OptionValue::TextList(vec![s.clone()]),
             Yaml::Sequence(items) if !items.is_empty() => OptionValue::TextList(
@@ -402,27 +405,84 @@ fn now_micros() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
-/// Runs (or plans) a pipeline. Returns the report; a failed run is an `Err` carrying the
-/// error, with the report (outcome `failed`) alongside.
+/// A strategy component loaded, described and checked against the manifest's options,
+/// ready for any number of runs.
+#[derive(Debug)]
+pub struct Prepared {
+    pub runtime: Runtime,
+    pub loaded: LoadedStrategy,
+    pub info: StrategyInfo,
+    /// When loading began: the first run's wall time includes the load it paid for.
+    started: Instant,
+    load_reported: std::sync::atomic::AtomicBool,
+}
+
+/// Loads the run's component and checks the manifest's options against it, before any
+/// connection: a bad option never opens a socket.
+pub async fn prepare(manifest: &Manifest, opts: &RunOptions<'_>) -> Result<Prepared> {
+    let started = Instant::now();
+    let work = open_work_dir()?;
+    let runtime = Runtime::new(open_cache(&work))?;
+    let (bytes, origin, field) =
+        read_component(Some(manifest), opts.strategy, &opts.components_dir)?;
+    let loaded = runtime.load(&bytes, &origin, field)?;
+    let info = describe(&runtime, &loaded, &manifest.limits).await?;
+    strategy_options(&info, &manifest.strategy, None)?;
+    Ok(Prepared {
+        runtime,
+        loaded,
+        info,
+        started,
+        load_reported: std::sync::atomic::AtomicBool::new(false),
+    })
+}
+
+/// Runs (or plans) a pipeline whose strategy is not chunked. Returns the report; a failed
+/// run is an `Err` carrying the error, with the report (outcome `failed`) alongside.
 pub async fn run(
     manifest: &Manifest,
     opts: &RunOptions<'_>,
 ) -> std::result::Result<RunReport, (Error, Option<RunReport>)> {
-    let started = Instant::now();
-    let work = open_work_dir().map_err(|e| (e, None))?;
-    let runtime = Runtime::new(open_cache(&work)).map_err(|e| (e, None))?;
-    let (bytes, origin, field) =
-        read_component(Some(manifest), opts.strategy, &opts.components_dir)
-            .map_err(|e| (e, None))?;
-    let loaded = runtime
-        .load(&bytes, &origin, field)
-        .map_err(|e| (e, None))?;
-    let info = describe(&runtime, &loaded, &manifest.limits)
-        .await
-        .map_err(|e| (e, None))?;
-    // Shape check before any connection: a bad option never opens a socket.
-    strategy_options(&info, &manifest.strategy, None).map_err(|e| (e, None))?;
+    let prepared = prepare(manifest, opts).await.map_err(|e| (e, None))?;
+    if prepared.info.chunked {
+        return Err((
+            Error::config(
+                "sink.strategy.mode",
+                format!(
+                    "{} runs chunk by chunk: use `dpone-host backfill plan|run|resume|retry-failed|status`",
+                    prepared.info.name
+                ),
+            ),
+            None,
+        ));
+    }
+    run_prepared(manifest, opts, &prepared, None).await
+}
 
+/// One run of a prepared strategy; `chunk` is the backfill chunk it covers, if any. A chunk
+/// run does not take the pipeline lock: the campaign's leases keep chunks apart.
+pub async fn run_prepared(
+    manifest: &Manifest,
+    opts: &RunOptions<'_>,
+    prepared: &Prepared,
+    chunk: Option<Chunk>,
+) -> std::result::Result<RunReport, (Error, Option<RunReport>)> {
+    let Prepared {
+        runtime,
+        loaded,
+        info,
+        ..
+    } = prepared;
+    // The first run of a prepared component reports its load; later ones (backfill chunks)
+    // reuse the compiled component.
+    let first = !prepared
+        .load_reported
+        .swap(true, std::sync::atomic::Ordering::SeqCst);
+    let (started, load_seconds) = if first {
+        (prepared.started, loaded.load_seconds)
+    } else {
+        (Instant::now(), 0.0)
+    };
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let now = now_micros();
     let mut report = RunReport {
@@ -439,7 +499,7 @@ pub async fn run(
         message: String::new(),
         started_at: model::time::format_timestamp(now),
         wall_seconds: 0.0,
-        wasm_load_seconds: loaded.load_seconds,
+        wasm_load_seconds: load_seconds,
         wasm_cache_hit: loaded.cache_hit,
         wasm_guest_seconds: 0.0,
         wasm_share: 0.0,
@@ -448,11 +508,12 @@ pub async fn run(
     let run = Run {
         manifest,
         opts,
-        runtime: &runtime,
-        loaded: &loaded,
-        info: &info,
+        runtime,
+        loaded,
+        info,
         run_id: &run_id,
         now,
+        chunk,
     };
     let result = run.execute(&mut report).await;
     report.wall_seconds = started.elapsed().as_secs_f64();
@@ -482,6 +543,7 @@ struct Run<'a> {
     run_id: &'a str,
     /// The run's logical time, microseconds since the epoch.
     now: i64,
+    chunk: Option<Chunk>,
 }
 
 impl Run<'_> {
@@ -519,7 +581,9 @@ impl Run<'_> {
             error: None,
         };
         if !opts.dry_run {
-            state.lock_pipeline(&manifest.pipeline).await?;
+            if self.chunk.is_none() {
+                state.lock_pipeline(&manifest.pipeline).await?;
+            }
             state.record_run(&record).await?;
         }
         let (result, mut state) = self.run_strategy(report, state).await;
@@ -556,6 +620,7 @@ impl Run<'_> {
             info,
             run_id,
             now,
+            ..
         } = *self;
         let prepared = async {
             let source_session =
@@ -619,6 +684,7 @@ impl Run<'_> {
             pipeline: manifest.pipeline.clone(),
             run_id: run_id.into(),
             options,
+            chunk: self.chunk.clone(),
         };
         let called = Instant::now();
         let outcome = instance.call_run(&mut store, &ctx).await;

@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 
 use crate::support::{Db, component, components_dir, scratch};
 
-fn host_binary() -> PathBuf {
+pub(crate) fn host_binary() -> PathBuf {
     let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/dpone-host");
     assert!(
         bin.exists(),
@@ -15,7 +15,7 @@ fn host_binary() -> PathBuf {
     bin
 }
 
-fn host(dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn host(dir: &Path, args: &[&str]) -> Output {
     Command::new(host_binary())
         .args(args)
         .current_dir(dir)
@@ -24,7 +24,7 @@ fn host(dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),

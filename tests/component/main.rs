@@ -2,6 +2,8 @@
 //! `cargo xtask build` and runs them through the real host. PostgreSQL cases need
 //! `DPONE_TEST_POSTGRES_URL` (set by `cargo xtask test`, which starts a private server).
 
+mod backfill;
+mod cdc;
 mod cli;
 mod sandbox;
 mod strategies;

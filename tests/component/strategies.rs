@@ -9,28 +9,28 @@ use dpone_host::runner;
 
 use crate::support::{Db, component, fresh_postgres_database, run, run_fails, scratch};
 
-type Rows = Vec<Vec<Option<String>>>;
+pub(crate) type Rows = Vec<Vec<Option<String>>>;
 
 /// One source -> sink setup: where the tables are and how to reach them.
-struct Pair {
-    name: String,
-    source: Db,
-    sink: Db,
-    source_table: &'static str,
-    sink_table: &'static str,
+pub(crate) struct Pair {
+    pub(crate) name: String,
+    pub(crate) source: Db,
+    pub(crate) sink: Db,
+    pub(crate) source_table: &'static str,
+    pub(crate) sink_table: &'static str,
     /// A second source connection's address: a PostgreSQL URL or a SQLite path.
-    source_address: String,
+    pub(crate) source_address: String,
     /// The manifest's `source`, `sink` (without strategy) and `state` connection fields.
-    source_yaml: String,
-    sink_yaml: String,
-    state_yaml: String,
+    pub(crate) source_yaml: String,
+    pub(crate) sink_yaml: String,
+    pub(crate) state_yaml: String,
 }
 
 // Aliased so `ORDER BY id` sorts by the numeric column, not its text.
 const COLUMNS: &str = "CAST(id AS TEXT) AS id_text, name, CAST(amount AS TEXT) AS amount_text, CAST(updated_at AS TEXT) AS updated_text";
 
 impl Pair {
-    async fn sqlite(name: &str) -> Pair {
+    pub(crate) async fn sqlite(name: &str) -> Pair {
         let dir = scratch(name);
         let d = dir.display();
         Pair {
@@ -48,7 +48,7 @@ impl Pair {
 
     /// Source and sink in two schemas of a fresh database; state colocated with the sink,
     /// so it commits in the sink's transaction.
-    async fn postgres(server: &str, name: &str) -> Pair {
+    pub(crate) async fn postgres(server: &str, name: &str) -> Pair {
         let url = fresh_postgres_database(server, name).await;
         let mut source = Db::postgres(&url).await;
         source.exec("CREATE SCHEMA src; CREATE SCHEMA dst").await;
@@ -66,7 +66,7 @@ impl Pair {
     }
 
     /// A SQLite source into a PostgreSQL sink, state colocated with the sink.
-    async fn sqlite_to_postgres(server: &str, name: &str) -> Pair {
+    pub(crate) async fn sqlite_to_postgres(server: &str, name: &str) -> Pair {
         let dir = scratch(name);
         let url = fresh_postgres_database(server, name).await;
         let mut sink = Db::postgres(&url).await;
@@ -88,7 +88,7 @@ impl Pair {
     }
 
     /// Another connection to the source, e.g. to hold a transaction open.
-    async fn source_connection(&self) -> Db {
+    pub(crate) async fn source_connection(&self) -> Db {
         if self.is_postgres() {
             Db::postgres(&self.source_address).await
         } else {
@@ -96,15 +96,15 @@ impl Pair {
         }
     }
 
-    fn is_postgres(&self) -> bool {
+    pub(crate) fn is_postgres(&self) -> bool {
         matches!(self.source, Db::Postgres(_))
     }
 
-    fn sink_is_postgres(&self) -> bool {
+    pub(crate) fn sink_is_postgres(&self) -> bool {
         matches!(self.sink, Db::Postgres(_))
     }
 
-    async fn delete_source(&mut self, ids: &str) {
+    pub(crate) async fn delete_source(&mut self, ids: &str) {
         self.source
             .exec(&format!(
                 "DELETE FROM {} WHERE id IN ({ids})",
@@ -114,7 +114,7 @@ impl Pair {
     }
 
     /// Generation 3: a deleted key comes back with new values; a changed key changes again.
-    async fn revive(&mut self) {
+    pub(crate) async fn revive(&mut self) {
         let t = self.source_table;
         self.source
             .exec(&format!(
@@ -125,7 +125,7 @@ impl Pair {
     }
 
     /// Target rows (the source columns, normalized) plus one extra text column.
-    async fn target_rows_with(&mut self, extra: &str, order: &str) -> Rows {
+    pub(crate) async fn target_rows_with(&mut self, extra: &str, order: &str) -> Rows {
         let sql = format!(
             "SELECT {COLUMNS}, {extra} FROM {} ORDER BY id, {order}",
             self.sink_table
@@ -133,7 +133,7 @@ impl Pair {
         normalize(self.sink.rows(&sql).await)
     }
 
-    fn manifest(&self, strategy: &str) -> String {
+    pub(crate) fn manifest(&self, strategy: &str) -> String {
         format!(
             "pipeline: {}\nsource: {}\nsink:\n  {}\n  strategy: {{ {strategy} }}\nstate: {}\n",
             self.name, self.source_yaml, self.sink_yaml, self.state_yaml
@@ -142,7 +142,7 @@ impl Pair {
 
     /// Generation 0: 300 orders. Amounts keep trailing zeros, names carry unicode,
     /// quotes and control characters, and one name is an empty string, one NULL.
-    async fn seed(&mut self, primary_key: bool) {
+    pub(crate) async fn seed(&mut self, primary_key: bool) {
         let (amount, ts) = if self.is_postgres() {
             ("numeric(12,2)", "timestamp")
         } else {
@@ -172,7 +172,7 @@ impl Pair {
     }
 
     /// Generation 1: 30 rows changed (later cursor), 20 rows inserted.
-    async fn change(&mut self) {
+    pub(crate) async fn change(&mut self) {
         let t = self.source_table;
         // SQLite arithmetic yields a REAL; keep the column's two-decimal text form.
         let bumped = if self.is_postgres() {
@@ -189,7 +189,7 @@ impl Pair {
             .await;
     }
 
-    async fn source_rows(&mut self, filter: &str) -> Rows {
+    pub(crate) async fn source_rows(&mut self, filter: &str) -> Rows {
         let sql = format!(
             "SELECT {COLUMNS} FROM {} {filter} ORDER BY id",
             self.source_table
@@ -197,7 +197,7 @@ impl Pair {
         self.source.rows(&sql).await
     }
 
-    async fn target_rows(&mut self) -> Rows {
+    pub(crate) async fn target_rows(&mut self) -> Rows {
         let sql = format!(
             "SELECT {COLUMNS} FROM {} ORDER BY id, updated_at",
             self.sink_table
@@ -205,7 +205,7 @@ impl Pair {
         self.sink.rows(&sql).await
     }
 
-    async fn target_exists(&mut self) -> bool {
+    pub(crate) async fn target_exists(&mut self) -> bool {
         let sql = if self.sink_is_postgres() {
             format!("SELECT CAST(to_regclass('{}') AS TEXT)", self.sink_table)
         } else {
@@ -221,7 +221,7 @@ impl Pair {
             .is_some_and(|r| r[0].is_some())
     }
 
-    async fn state(&self) -> String {
+    pub(crate) async fn state(&self) -> String {
         let manifest = Manifest::parse(&self.manifest("mode: full_refresh"), &|_| None).unwrap();
         let mut store = runner::open_state(&manifest).await.unwrap();
         format!("{:?}", store.entries(&self.name).await.unwrap())
@@ -229,7 +229,7 @@ impl Pair {
 }
 
 /// Timestamps as microseconds, so rows read from SQLite and PostgreSQL compare equal.
-fn normalize(rows: Rows) -> Rows {
+pub(crate) fn normalize(rows: Rows) -> Rows {
     let norm = |v: Option<String>| {
         v.map(|text| {
             let looks_like_time = text.len() >= 19
@@ -246,7 +246,7 @@ fn normalize(rows: Rows) -> Rows {
         .collect()
 }
 
-fn assert_rows(actual: &Rows, expected: &Rows, what: &str) {
+pub(crate) fn assert_rows(actual: &Rows, expected: &Rows, what: &str) {
     if let Some(i) =
         (0..actual.len().max(expected.len())).find(|&i| actual.get(i) != expected.get(i))
     {

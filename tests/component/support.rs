@@ -48,6 +48,22 @@ pub async fn run(yaml: &str, strategy: Option<&Path>) -> Result<RunReport, Error
     runner::run(&manifest, &opts).await.map_err(|(e, _)| e)
 }
 
+/// Runs a backfill campaign of a manifest (YAML text) through the host.
+pub async fn run_campaign(
+    yaml: &str,
+    start: dpone_host::backfill::Start,
+) -> Result<dpone_host::backfill::CampaignReport, Error> {
+    let manifest = Manifest::parse(yaml, &|k| std::env::var(k).ok())?;
+    let opts = RunOptions {
+        strategy: None,
+        components_dir: components_dir(),
+        dry_run: false,
+        progress: false,
+    };
+    let prepared = runner::prepare(&manifest, &opts).await?;
+    dpone_host::backfill::run(&manifest, &opts, &prepared, start).await
+}
+
 /// Like [`run`], asserting the run failed with `kind`.
 pub async fn run_fails(yaml: &str, strategy: Option<&Path>, kind: Kind) -> Error {
     match run(yaml, strategy).await {
@@ -133,6 +149,13 @@ pub fn postgres_url() -> Option<String> {
 pub async fn fresh_postgres_database(server_url: &str, name: &str) -> String {
     let mut admin = sqlx::PgConnection::connect(server_url).await.unwrap();
     let db = format!("dpone_test_{name}");
+    // A database with a replication slot cannot be dropped, and slots are per server.
+    admin
+        .execute(sqlx::raw_sql(&format!(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '{db}'"
+        )))
+        .await
+        .unwrap();
     admin
         .execute(sqlx::raw_sql(&format!(
             "DROP DATABASE IF EXISTS {db} WITH (FORCE)"

@@ -4,8 +4,84 @@ use arrow_array::RecordBatch;
 use tokio::sync::mpsc;
 
 use super::{SqlSession, TableName, render};
-use crate::error::Result;
-use crate::model::{DataType, ScanBounds, Schema, Value};
+use crate::error::{Error, Result};
+use crate::model::{ChangeFeed, ChangePart, DataType, FeedPosition, ScanBounds, Schema, Value};
+
+/// The slot and publication of a feed, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedNames {
+    pub slot: String,
+    pub publication: String,
+}
+
+/// Names a feed: the manifest's, else `dpone_<pipeline>` folded to a valid slot name.
+pub fn feed_names(pipeline: &str, feed: &ChangeFeed) -> Result<FeedNames> {
+    let slot = match &feed.slot {
+        Some(s) => check_name(s, "sink.strategy.cdc.slot")?,
+        None => {
+            let folded: String = format!("dpone_{pipeline}")
+                .chars()
+                .map(|c| {
+                    let c = c.to_ascii_lowercase();
+                    if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .take(63)
+                .collect();
+            folded
+        }
+    };
+    let publication = match &feed.publication {
+        Some(p) => check_name(p, "sink.strategy.cdc.publication")?,
+        None => slot.clone(),
+    };
+    Ok(FeedNames { slot, publication })
+}
+
+fn check_name(name: &str, field: &str) -> Result<String> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if valid {
+        Ok(name.to_string())
+    } else {
+        Err(Error::config(
+            field,
+            format!("`{name}` must be 1-63 characters of a-z, 0-9 and _ (a replication slot name)"),
+        ))
+    }
+}
+
+/// What a change window asks for.
+#[derive(Debug, Clone)]
+pub struct ChangeWindow {
+    pub names: FeedNames,
+    pub key: Vec<String>,
+    pub after: u64,
+    pub up_to: u64,
+    pub part: ChangePart,
+}
+
+/// What a scan reads.
+#[derive(Debug, Clone)]
+pub enum ScanKind {
+    /// Rows of the source table within bounds.
+    Table(ScanBounds),
+    /// A window of the change feed, compacted by key.
+    Changes(ChangeWindow),
+}
+
+fn no_feed() -> Error {
+    Error::new(
+        crate::Kind::Unsupported,
+        "change feeds need a PostgreSQL source (SQL Server change tables come with its connector)",
+    )
+}
 
 /// A source table on one connection. The schema is read once per run.
 pub struct SqlSource {
@@ -167,6 +243,71 @@ impl SqlSource {
         }
     }
 
+    /// Whether the source has a change feed (PostgreSQL logical replication).
+    pub fn has_cdc(&self) -> bool {
+        self.has_xmin()
+    }
+
+    /// Creates the feed's publication and slot when missing; where the feed stands.
+    pub async fn open_feed(&mut self, names: &FeedNames) -> Result<FeedPosition> {
+        match self.dialect() {
+            #[cfg(feature = "postgres")]
+            super::Dialect::Postgres => {
+                super::postgres::cdc::open_feed(self.session.as_mut(), &self.table, names).await
+            }
+            #[allow(unreachable_patterns)]
+            _ => Err(no_feed()),
+        }
+    }
+
+    /// Streams the compacted changes of `window`, with the columns of `columns`, into `tx`.
+    pub async fn read_changes(
+        &mut self,
+        columns: &Schema,
+        window: &ChangeWindow,
+        tx: mpsc::Sender<RecordBatch>,
+    ) -> Result<()> {
+        match self.dialect() {
+            #[cfg(feature = "postgres")]
+            super::Dialect::Postgres => {
+                super::postgres::cdc::read_changes(
+                    self.session.as_mut(),
+                    &self.table,
+                    columns,
+                    window,
+                    tx,
+                )
+                .await
+            }
+            #[allow(unreachable_patterns)]
+            _ => Err(no_feed()),
+        }
+    }
+
+    /// Lets the feed discard the changes up to `position`.
+    pub async fn ack_feed(&mut self, names: &FeedNames, position: u64) -> Result<()> {
+        match self.dialect() {
+            #[cfg(feature = "postgres")]
+            super::Dialect::Postgres => {
+                super::postgres::cdc::ack(self.session.as_mut(), names, position).await
+            }
+            #[allow(unreachable_patterns)]
+            _ => Err(no_feed()),
+        }
+    }
+
+    /// Drops the feed's slot and publication; says which of the two existed.
+    pub async fn drop_feed(&mut self, names: &FeedNames) -> Result<(bool, bool)> {
+        match self.dialect() {
+            #[cfg(feature = "postgres")]
+            super::Dialect::Postgres => {
+                super::postgres::cdc::drop_feed(self.session.as_mut(), names).await
+            }
+            #[allow(unreachable_patterns)]
+            _ => Err(no_feed()),
+        }
+    }
+
     /// Rows matching `bounds`.
     pub async fn row_count(&mut self, bounds: &ScanBounds) -> Result<u64> {
         let schema = self.schema().await?;
@@ -183,5 +324,27 @@ impl SqlSource {
             Some(Value::Int(n)) => Ok((*n).max(0) as u64),
             other => Err(crate::Error::source(format!("COUNT(*) returned {other:?}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feed_names_default_and_check() {
+        let none = ChangeFeed {
+            slot: None,
+            publication: None,
+        };
+        let n = feed_names("Orders-EU.v2", &none).unwrap();
+        assert_eq!(n.slot, "dpone_orders_eu_v2");
+        assert_eq!(n.publication, n.slot);
+        let bad = ChangeFeed {
+            slot: Some("Bad-Name".into()),
+            publication: None,
+        };
+        let e = feed_names("p", &bad).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("sink.strategy.cdc.slot"));
     }
 }

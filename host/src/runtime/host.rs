@@ -16,10 +16,13 @@ use super::engine::GuestLimiter;
 use super::report::Progress;
 use crate::connectors::render::KeyMatch;
 use crate::connectors::sink::{SqlSink, StagingKind};
-use crate::connectors::source::SqlSource;
+use crate::connectors::source::{self as source_ops, ChangeWindow, ScanKind, SqlSource};
 use crate::connectors::{Statement, TableName};
 use crate::error::{Error, Kind, Result};
-use crate::model::{self, Column, DataType, ScanBounds, ScanStats, Schema, Value};
+use crate::model::{
+    self, ChangeFeed, ChangePart, Column, DataType, FeedPosition, ScanBounds, ScanStats, Schema,
+    Value,
+};
 use crate::state::StateStore;
 
 /// Live scan and staging handles a guest may hold at once.
@@ -28,7 +31,7 @@ pub const MAX_HANDLES: usize = 256;
 /// A scan the guest opened; the host runs it when the guest loads it into staging.
 #[derive(Debug)]
 pub struct ScanHandle {
-    bounds: ScanBounds,
+    scan: ScanKind,
     stats: ScanStats,
     loaded: bool,
 }
@@ -263,7 +266,7 @@ impl source::Host for RunState {
                     cursor_scan: true,
                     bounded_predicate: true,
                     xmin: p.source.has_xmin(),
-                    cdc: false,
+                    cdc: p.source.has_cdc(),
                 },
             })
         })
@@ -280,10 +283,78 @@ impl source::Host for RunState {
             max_cursor: None,
         };
         self.push(ScanHandle {
-            bounds,
+            scan: ScanKind::Table(bounds),
             stats,
             loaded: false,
         })
+    }
+
+    async fn open_feed(&mut self, feed: ChangeFeed) -> Result<FeedPosition> {
+        self.timed(async |s| {
+            let p = s.pipeline()?;
+            let names = source_ops::feed_names(&p.name, &feed)?;
+            if p.sink.is_dry_run() {
+                p.sink.note(format!(
+                    "open change feed: slot {}, publication {} (created when missing)",
+                    names.slot, names.publication
+                ));
+            }
+            p.source.open_feed(&names).await
+        })
+        .await
+    }
+
+    async fn open_changes(
+        &mut self,
+        feed: ChangeFeed,
+        key: Vec<String>,
+        after: u64,
+        up_to: u64,
+        part: ChangePart,
+    ) -> Result<Resource<ScanHandle>> {
+        let p = self.pipeline()?;
+        let names = source_ops::feed_names(&p.name, &feed)?;
+        let schema = p.source.schema().await?;
+        for k in &key {
+            schema.require(k, "sink.strategy.unique_key")?;
+        }
+        if key.is_empty() {
+            return Err(Error::config(
+                "sink.strategy.unique_key",
+                "changes are applied by key: give at least one key column",
+            ));
+        }
+        let window = ChangeWindow {
+            names,
+            key,
+            after,
+            up_to,
+            part,
+        };
+        self.push(ScanHandle {
+            scan: ScanKind::Changes(window),
+            stats: ScanStats {
+                rows: 0,
+                bytes: 0,
+                max_cursor: None,
+            },
+            loaded: false,
+        })
+    }
+
+    async fn ack_feed(&mut self, feed: ChangeFeed, position: u64) -> Result<()> {
+        crate::failpoint("cdc.before_ack");
+        self.timed(async |s| {
+            let p = s.pipeline()?;
+            let names = source_ops::feed_names(&p.name, &feed)?;
+            if p.sink.is_dry_run() {
+                p.sink
+                    .note(format!("acknowledge the change feed up to {position}"));
+                return Ok(());
+            }
+            p.source.ack_feed(&names, position).await
+        })
+        .await
     }
 
     async fn max_value(&mut self, column: String, bounds: ScanBounds) -> Result<Value> {
@@ -426,9 +497,9 @@ impl sink::Host for RunState {
             ));
         }
         handle.loaded = true;
-        let bounds = handle.bounds.clone();
+        let scan_kind = handle.scan.clone();
         let stats = self
-            .timed(async |s| load(s.pipeline()?, &target, &bounds).await)
+            .timed(async |s| load(s.pipeline()?, &target, &scan_kind).await)
             .await?;
         self.get_mut(&scan)?.stats = stats.clone();
         self.get_mut(&staging)?.rows += stats.rows;
@@ -442,6 +513,7 @@ impl sink::Host for RunState {
     }
 
     async fn commit(&mut self) -> Result<()> {
+        crate::failpoint("sink.before_commit");
         self.timed(async |s| {
             let p = s.pipeline()?;
             let also = if p.state_colocated {
@@ -620,10 +692,20 @@ struct LoadTarget {
 /// Streams a scan from the source into a staging table: the source reader, a counter (which
 /// also appends row hashes) and the sink's bulk writer run concurrently over bounded
 /// channels (back-pressure), so memory stays at a few batches whatever the table size.
-async fn load(p: &mut Pipeline, target: &LoadTarget, bounds: &ScanBounds) -> Result<ScanStats> {
+async fn load(p: &mut Pipeline, target: &LoadTarget, scan: &ScanKind) -> Result<ScanStats> {
     if p.sink.is_dry_run() {
-        return plan_load(p, &target.table, &target.source_schema, bounds).await;
+        return plan_load(p, &target.table, &target.source_schema, scan).await;
     }
+    let no_bounds = ScanBounds {
+        cursor: None,
+        filter: Vec::new(),
+        limit: None,
+        xmin: None,
+    };
+    let bounds = match scan {
+        ScanKind::Table(bounds) => bounds,
+        ScanKind::Changes(_) => &no_bounds,
+    };
     let (to_counter, mut from_source) = mpsc::channel(model::CHANNEL_BATCHES);
     let (to_sink, from_counter) = mpsc::channel(model::CHANNEL_BATCHES);
     let source_schema = &target.source_schema;
@@ -673,7 +755,15 @@ async fn load(p: &mut Pipeline, target: &LoadTarget, bounds: &ScanBounds) -> Res
         drop(to_sink);
         Ok::<(), Error>(())
     };
-    let read = p.source.read(source_schema, bounds, to_counter);
+    let source = &mut p.source;
+    let read = async {
+        match scan {
+            ScanKind::Table(bounds) => source.read(source_schema, bounds, to_counter).await,
+            ScanKind::Changes(window) => {
+                source.read_changes(source_schema, window, to_counter).await
+            }
+        }
+    };
     let write = p.sink.load(&target.table, &target.schema, from_counter);
     let ((), (), written) = tokio::try_join!(read, count, write)?;
     p.progress.done("load", stats.rows);
@@ -692,8 +782,22 @@ async fn plan_load(
     p: &mut Pipeline,
     staging: &TableName,
     schema: &Schema,
-    bounds: &ScanBounds,
+    scan: &ScanKind,
 ) -> Result<ScanStats> {
+    let bounds = match scan {
+        ScanKind::Table(bounds) => bounds,
+        ScanKind::Changes(w) => {
+            p.sink.note(format!(
+                "read the {:?} of changes in ({}, {}] from slot {} into {staging}",
+                w.part, w.after, w.up_to, w.names.slot
+            ));
+            return Ok(ScanStats {
+                rows: 0,
+                bytes: 0,
+                max_cursor: None,
+            });
+        }
+    };
     let query = p.source.select(schema, bounds, false)?;
     p.sink.note(format!("scan source: {}", query.sql));
     p.sink.note(format!("bulk load into {staging}"));

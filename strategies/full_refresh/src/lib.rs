@@ -42,6 +42,7 @@ impl Guest for FullRefresh {
                 ),
             ],
             needs: transactional_needs(true),
+            chunked: false,
         }
     }
 

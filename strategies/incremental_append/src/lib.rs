@@ -35,6 +35,7 @@ impl Guest for IncrementalAppend {
                 ),
             ],
             needs: transactional_needs(false),
+            chunked: false,
         }
     }
 

@@ -35,6 +35,7 @@ impl Guest for IncrementalMerge {
                 ),
             ],
             needs: transactional_needs(true),
+            chunked: false,
         }
     }
 

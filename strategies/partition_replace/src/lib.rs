@@ -13,11 +13,10 @@
 //! refused. State: `last_partitions` (how many partitions the last run replaced).
 
 use dpone_strategy_sdk::source::ScanBounds;
-use dpone_strategy_sdk::types::InTerm;
 use dpone_strategy_sdk::{
-    DponeError, Guest, OptionKind, Options, RunContext, RunSummary, StrategyInfo, Term, UNIQUE_KEY,
-    Value, check_keys, finalize, info, invalid_config, optional, required, scratch, sink, stage,
-    state, transactional_needs,
+    DponeError, Guest, OptionKind, Options, RunContext, RunSummary, StrategyInfo, UNIQUE_KEY,
+    Value, check_keys, finalize, info, invalid_config, optional, partition_scope, replace_scope,
+    required, scratch, sink, stage, staged_partitions, state, transactional_needs,
 };
 
 const COLUMN: &str = "partition.column";
@@ -63,6 +62,7 @@ impl Guest for PartitionReplace {
                 ),
             ],
             needs: transactional_needs(true),
+            chunked: false,
         }
     }
 
@@ -109,54 +109,25 @@ impl Guest for PartitionReplace {
         };
 
         let staged = stage(&bounds, &scratch())?;
-        if staged.schema.columns.iter().all(|c| c.name != column) {
-            return Err(invalid_config(
-                COLUMN,
-                &format!("`{column}` is not a source column"),
-            ));
-        }
+        let partitions = staged_partitions(&staged, &column, max, COLUMN, MAX_PARTITIONS)?;
         check_keys(&staged.staging, &key)?;
-        // One more than allowed is enough to know the guard trips.
-        let limit = u32::try_from(max + 1).unwrap_or(u32::MAX);
-        let partitions = staged.staging.distinct_values(&column, limit)?;
-        if partitions.len() as i64 > max {
-            return Err(invalid_config(
-                MAX_PARTITIONS,
-                &format!(
-                    "staging holds more than {max} partitions of `{column}`; nothing was replaced"
-                ),
-            ));
-        }
-        if partitions.iter().any(|v| matches!(v, Value::Null)) {
-            return Err(DponeError::KeyViolation(format!(
-                "staging has rows with a NULL `{column}`: they belong to no partition; nothing was replaced"
-            )));
-        }
         if partitions.is_empty() {
             return Ok(staged.finish_empty());
         }
+        let count = partitions.len();
         info(&format!(
-            "finalize: replacing {} partitions of `{column}`",
-            partitions.len()
+            "finalize: replacing {count} partitions of `{column}`"
         ));
-        let scope = [Term::InList(InTerm {
-            column: column.clone(),
-            values: partitions.clone(),
-        })];
+        let scope = partition_scope(&column, partitions);
         let (rows_deleted, rows_written) = finalize(|| {
-            sink::ensure_target(&staged.schema, &key)?;
-            let deleted = sink::delete_where(&scope)?;
-            let inserted = sink::insert_from_staging(&staged.staging)?;
-            state::put("last_partitions", &Value::Int(partitions.len() as i64));
-            Ok((deleted, inserted))
+            let replaced = replace_scope(&staged, &scope, &key)?;
+            state::put("last_partitions", &Value::Int(count as i64));
+            Ok(replaced)
         })?;
         Ok(staged.finish(
             rows_written,
             rows_deleted,
-            format!(
-                "replaced {} partitions: {rows_deleted} rows out, {rows_written} in",
-                partitions.len()
-            ),
+            format!("replaced {count} partitions: {rows_deleted} rows out, {rows_written} in"),
         ))
     }
 }

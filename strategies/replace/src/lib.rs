@@ -10,7 +10,7 @@
 use dpone_strategy_sdk::source::ScanBounds;
 use dpone_strategy_sdk::{
     DponeError, Guest, OptionKind, Options, RunContext, RunSummary, StrategyInfo, UNIQUE_KEY,
-    Value, check_keys, finalize, optional, required, scratch, sink, stage, state,
+    Value, check_keys, finalize, optional, replace_scope, required, scratch, stage, state,
     transactional_needs,
 };
 
@@ -40,6 +40,7 @@ impl Guest for Replace {
                 ),
             ],
             needs: transactional_needs(true),
+            chunked: false,
         }
     }
 
@@ -57,10 +58,7 @@ impl Guest for Replace {
         let staged = stage(&window, &scratch())?;
         check_keys(&staged.staging, &key)?;
         let (rows_deleted, rows_written) = finalize(|| {
-            // Inside the transaction: a failed first run leaves no target behind.
-            sink::ensure_target(&staged.schema, &key)?;
-            let deleted = sink::delete_where(&predicate)?;
-            let inserted = sink::insert_from_staging(&staged.staging)?;
+            let (deleted, inserted) = replace_scope(&staged, &predicate, &key)?;
             let window_rows = i64::try_from(inserted).unwrap_or(i64::MAX);
             state::put(WINDOW_ROWS_STATE_KEY, &Value::Int(window_rows));
             Ok((deleted, inserted))

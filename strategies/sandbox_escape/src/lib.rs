@@ -44,6 +44,7 @@ impl Guest for SandboxEscape {
                 rename_swap: false,
                 mutable_target: false,
             },
+            chunked: false,
         }
     }
 

@@ -44,6 +44,7 @@ impl Guest for SandboxProbe {
                 rename_swap: false,
                 mutable_target: false,
             },
+            chunked: false,
         }
     }
 

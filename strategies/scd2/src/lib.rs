@@ -68,6 +68,7 @@ impl Guest for Scd2 {
                 ),
             ],
             needs: transactional_needs(true),
+            chunked: false,
         }
     }
 

@@ -1,6 +1,7 @@
 use crate::sink::{self, KeyMatch, Staging, StagingKind, StagingOptions};
 use crate::source::{self, CursorBound, ScanBounds, ScanStats};
-use crate::{DponeError, RunSummary, Schema, Value, info, log, state, warn};
+use crate::types::InTerm;
+use crate::{DponeError, RunSummary, Schema, Term, Value, info, invalid_config, log, state, warn};
 
 /// State key of the largest value of `column` already loaded. Keyed by the column, so
 /// pointing `cursor_column` at another column starts from the beginning instead of
@@ -89,6 +90,12 @@ pub fn scratch() -> StagingOptions {
 /// Creates a staging table with the source schema (plus the row hash column `options` asks
 /// for) and loads the source rows within `bounds`.
 pub fn stage(bounds: &ScanBounds, options: &StagingOptions) -> Result<Staged, DponeError> {
+    stage_scan(&source::open_scan(bounds)?, options)
+}
+
+/// Creates a staging table with the source schema (plus the row hash column `options` asks
+/// for) and loads `scan` into it: a table scan or a change scan.
+pub fn stage_scan(scan: &source::Scan, options: &StagingOptions) -> Result<Staged, DponeError> {
     log::progress("stage", 0, None);
     let description = source::describe()?;
     let staging = sink::create_staging(&description.schema, options)?;
@@ -97,8 +104,7 @@ pub fn stage(bounds: &ScanBounds, options: &StagingOptions) -> Result<Staged, Dp
         description.name,
         staging.name()
     ));
-    let scan = source::open_scan(bounds)?;
-    let stats = sink::load(&staging, &scan)?;
+    let stats = sink::load(&staging, scan)?;
     log::progress("stage", stats.rows, Some(stats.rows));
     Ok(Staged {
         schema: description.schema,
@@ -140,6 +146,64 @@ pub fn stage_incremental(cursor_column: Option<&str>) -> Result<Staged, DponeErr
         staged.next_cursor = Some((cursor_state_key(column), max));
     }
     Ok(staged)
+}
+
+/// Replaces the target rows matching `scope` with staging, inside the open transaction:
+/// creates a missing target (so a failed first run leaves none behind), deletes the rows in
+/// scope, inserts staging. Running it twice with the same staging leaves the same target,
+/// which is what makes a retried chunk or window harmless. Returns (rows deleted, inserted).
+pub fn replace_scope(
+    staged: &Staged,
+    scope: &[Term],
+    key: &[String],
+) -> Result<(u64, u64), DponeError> {
+    sink::ensure_target(&staged.schema, key)?;
+    let deleted = sink::delete_where(scope)?;
+    let inserted = sink::insert_from_staging(&staged.staging)?;
+    Ok((deleted, inserted))
+}
+
+/// The partitions (distinct values of `column`) present in staging, checked before the
+/// target is touched: `column` exists, there are at most `max` of them (a config error at
+/// `max_field` otherwise) and none is NULL (a row of no partition).
+pub fn staged_partitions(
+    staged: &Staged,
+    column: &str,
+    max: i64,
+    column_field: &str,
+    max_field: &str,
+) -> Result<Vec<Value>, DponeError> {
+    if staged.schema.columns.iter().all(|c| c.name != column) {
+        return Err(invalid_config(
+            column_field,
+            &format!("`{column}` is not a source column"),
+        ));
+    }
+    // One more than allowed is enough to know the guard trips.
+    let limit = u32::try_from(max.saturating_add(1)).unwrap_or(u32::MAX);
+    let partitions = staged.staging.distinct_values(column, limit)?;
+    if partitions.len() as i64 > max {
+        return Err(invalid_config(
+            max_field,
+            &format!(
+                "staging holds more than {max} partitions of `{column}`; nothing was replaced"
+            ),
+        ));
+    }
+    if partitions.iter().any(|v| matches!(v, Value::Null)) {
+        return Err(DponeError::KeyViolation(format!(
+            "staging has rows with a NULL `{column}`: they belong to no partition; nothing was replaced"
+        )));
+    }
+    Ok(partitions)
+}
+
+/// The filter selecting exactly the target rows of `partitions`.
+pub fn partition_scope(column: &str, partitions: Vec<Value>) -> Vec<Term> {
+    vec![Term::InList(InTerm {
+        column: column.into(),
+        values: partitions,
+    })]
 }
 
 /// Fails with `key-violation` when staging has rows with a NULL key component or duplicate

@@ -41,7 +41,8 @@ pub use bindings::{
     RunSummary, StrategyInfo, Term, export_strategy,
 };
 pub use flow::{
-    Staged, check_keys, drop_staging, finalize, scratch, stage, stage_incremental, whole_source,
+    Staged, check_keys, drop_staging, finalize, partition_scope, replace_scope, scratch, stage,
+    stage_incremental, stage_scan, staged_partitions, whole_source,
 };
 pub use options::{CURSOR_COLUMN, Options, UNIQUE_KEY, invalid_config, optional, required};
 

@@ -70,6 +70,7 @@ impl Guest for SnapshotDiff {
                 ),
             ],
             needs: transactional_needs(true),
+            chunked: false,
         }
     }
 

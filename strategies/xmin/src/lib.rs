@@ -33,6 +33,7 @@ impl Guest for Xmin {
                 "Merge key columns: non-NULL and unique in every batch; the primary key of a created target.",
             )],
             needs: transactional_needs(true),
+            chunked: false,
         }
     }
 

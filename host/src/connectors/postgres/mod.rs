@@ -1,8 +1,10 @@
 //! PostgreSQL: source, sink and state store through sqlx, with binary COPY both ways.
 
+pub mod cdc;
 pub mod client;
 pub mod config;
 mod copy;
+mod pgoutput;
 pub mod types;
 
 pub use client::PostgresSession;

@@ -1,0 +1,617 @@
+//! Change feeds on PostgreSQL: a publication for the source table and a logical replication
+//! slot decoding it with `pgoutput`, read over plain SQL.
+//!
+//! Changes are peeked (`pg_logical_slot_peek_binary_changes`), never consumed by reading:
+//! the slot moves only when [`ack`] advances it, which the strategy calls after the sink
+//! committed. Positions are LSNs as `u64`. A window `(after, up_to]` holds the transactions
+//! whose commit record ends in it; `up_to` comes from [`open_feed`] as a WAL record boundary
+//! that is already flushed, so no transaction straddles it and acknowledging it never skips
+//! one that was not read.
+//!
+//! Values arrive in their types' text output. Compacted rows go back through the server's
+//! input functions (`jsonb_populate_recordset` over the source table's row type) and the
+//! binary COPY reader, so every type reads exactly as a table scan would.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use arrow_array::{Array, BinaryArray, RecordBatch, StringArray};
+use tokio::sync::mpsc;
+
+use super::pgoutput::{self, Datum, Message};
+use crate::connectors::source::{ChangeWindow as Window, FeedNames};
+use crate::connectors::{SqlSession, Statement, TableName, render};
+use crate::error::{Error, Kind, Result};
+use crate::model::{ChangePart, DataType, FeedPosition, Schema, Value};
+
+/// Rows per statement when compacted changes are read back through the server.
+const ROWS_PER_READ: usize = 5_000;
+
+fn text(v: &str) -> Value {
+    Value::Text(v.to_string())
+}
+
+async fn one_text(s: &mut dyn SqlSession, stmt: Statement) -> Result<Option<String>> {
+    let rows = s.query(&stmt, &[DataType::Text]).await?;
+    Ok(
+        match rows.into_iter().next().and_then(|r| r.into_iter().next()) {
+            Some(Value::Text(t)) => Some(t),
+            _ => None,
+        },
+    )
+}
+
+/// Parses `X/Y` as PostgreSQL prints an LSN.
+pub fn parse_lsn(t: &str) -> Result<u64> {
+    let bad = || Error::source(format!("`{t}` is not an LSN"));
+    let (hi, lo) = t.split_once('/').ok_or_else(bad)?;
+    let hi = u64::from_str_radix(hi, 16).map_err(|_| bad())?;
+    let lo = u64::from_str_radix(lo, 16).map_err(|_| bad())?;
+    Ok((hi << 32) | lo)
+}
+
+pub fn lsn_text(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
+}
+
+/// Creates the publication and the slot when missing and reports the feed's position.
+pub async fn open_feed(
+    s: &mut dyn SqlSession,
+    table: &TableName,
+    names: &FeedNames,
+) -> Result<FeedPosition> {
+    let level = one_text(s, Statement::new("SELECT current_setting('wal_level')")).await?;
+    if level.as_deref() != Some("logical") {
+        return Err(Error::new(
+            Kind::Unsupported,
+            format!(
+                "cdc needs wal_level = logical on the source (it is {}); set it in postgresql.conf and restart",
+                level.unwrap_or_default()
+            ),
+        ));
+    }
+    check_replica_identity(s, table).await?;
+    let relation = render::table_ref(table);
+    let published = Statement {
+        sql: "SELECT CAST(count(*) AS text) FROM pg_publication_tables WHERE pubname = $1 \
+              AND schemaname = $2 AND tablename = $3"
+            .into(),
+        params: vec![
+            text(&names.publication),
+            text(table.schema.as_deref().unwrap_or("public")),
+            text(&table.name),
+        ],
+    };
+    let exists = Statement {
+        sql: "SELECT pubname::text FROM pg_publication WHERE pubname = $1".into(),
+        params: vec![text(&names.publication)],
+    };
+    if one_text(s, exists).await?.is_none() {
+        s.execute(&Statement::new(format!(
+            "CREATE PUBLICATION {} FOR TABLE {relation}",
+            render::quote_ident(&names.publication)
+        )))
+        .await?;
+        tracing::info!("created publication {} for {table}", names.publication);
+    } else if one_text(s, published).await?.as_deref() != Some("1") {
+        return Err(Error::config(
+            "sink.strategy.cdc.publication",
+            format!(
+                "publication `{}` exists but does not publish {table}",
+                names.publication
+            ),
+        ));
+    }
+    let slot = Statement {
+        sql: "SELECT plugin::text, CAST(confirmed_flush_lsn AS text), \
+              CAST(COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0) AS bigint), \
+              CAST(database = current_database() AS text) \
+              FROM pg_replication_slots WHERE slot_name = $1"
+            .into(),
+        params: vec![text(&names.slot)],
+    };
+    let types = [
+        DataType::Text,
+        DataType::Text,
+        DataType::Int64,
+        DataType::Text,
+    ];
+    let found = s.query(&slot, &types).await?.into_iter().next();
+    let (created, acknowledged, retained) = match found {
+        Some(row) => match row.as_slice() {
+            [
+                Value::Text(plugin),
+                Value::Text(confirmed),
+                Value::Int(retained),
+                Value::Text(here),
+            ] if plugin == "pgoutput" && here == "true" => {
+                (false, parse_lsn(confirmed)?, (*retained).max(0) as u64)
+            }
+            _ => {
+                return Err(Error::config(
+                    "sink.strategy.cdc.slot",
+                    format!(
+                        "slot `{}` exists but is not a pgoutput slot of this database",
+                        names.slot
+                    ),
+                ));
+            }
+        },
+        None => {
+            let create = Statement {
+                sql: "SELECT CAST(lsn AS text) FROM pg_create_logical_replication_slot($1, 'pgoutput')"
+                    .into(),
+                params: vec![text(&names.slot)],
+            };
+            let lsn = one_text(s, create)
+                .await?
+                .ok_or_else(|| Error::source("creating the replication slot returned no LSN"))?;
+            tracing::info!("created replication slot {} at {lsn}", names.slot);
+            (true, parse_lsn(&lsn)?, 0)
+        }
+    };
+    Ok(FeedPosition {
+        created,
+        acknowledged,
+        horizon: horizon(s).await?,
+        retained_bytes: retained,
+    })
+}
+
+/// Updates and deletes are replicated with the replica identity; without one PostgreSQL
+/// refuses them on a published table, so say so before creating anything.
+async fn check_replica_identity(s: &mut dyn SqlSession, table: &TableName) -> Result<()> {
+    let stmt = Statement {
+        sql: "SELECT c.relreplident::text || CASE WHEN EXISTS (SELECT 1 FROM pg_index i \
+              WHERE i.indrelid = c.oid AND i.indisprimary) THEN 'k' ELSE '' END \
+              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE n.nspname = $1 AND c.relname = $2"
+            .into(),
+        params: vec![
+            text(table.schema.as_deref().unwrap_or("public")),
+            text(&table.name),
+        ],
+    };
+    match one_text(s, stmt).await?.as_deref() {
+        Some("f") | Some("fk") | Some("dk") | Some("ik") | Some("i") => Ok(()),
+        Some(_) => Err(Error::new(
+            Kind::Unsupported,
+            format!(
+                "{table} has no replica identity for updates and deletes: give it a primary key or run ALTER TABLE {table} REPLICA IDENTITY FULL"
+            ),
+        )),
+        None => Err(Error::config(
+            "source.table",
+            format!("table `{table}` does not exist in the source"),
+        )),
+    }
+}
+
+/// A WAL record boundary at or after every commit so far, once it is flushed (decoding
+/// reads only flushed WAL). The insert position is a boundary; the WAL writer flushes it
+/// within `wal_writer_delay`.
+async fn horizon(s: &mut dyn SqlSession) -> Result<u64> {
+    let insert = one_text(
+        s,
+        Statement::new("SELECT CAST(pg_current_wal_insert_lsn() AS text)"),
+    )
+    .await?
+    .ok_or_else(|| Error::source("no WAL insert position"))?;
+    let insert = parse_lsn(&insert)?;
+    for _ in 0..200 {
+        let flushed = one_text(
+            s,
+            Statement::new("SELECT CAST(pg_current_wal_flush_lsn() AS text)"),
+        )
+        .await?;
+        if parse_lsn(&flushed.unwrap_or_default())? >= insert {
+            return Ok(insert);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(Error::source(format!(
+        "WAL up to {} was not flushed within 10 s",
+        lsn_text(insert)
+    )))
+}
+
+/// Advances the slot to `position` (never backwards: a replayed window is acknowledged
+/// already).
+pub async fn ack(s: &mut dyn SqlSession, names: &FeedNames, position: u64) -> Result<()> {
+    let current = Statement {
+        sql: "SELECT CAST(confirmed_flush_lsn AS text) FROM pg_replication_slots WHERE slot_name = $1"
+            .into(),
+        params: vec![text(&names.slot)],
+    };
+    let confirmed = one_text(s, current)
+        .await?
+        .ok_or_else(|| Error::source(format!("replication slot `{}` is gone", names.slot)))?;
+    if parse_lsn(&confirmed)? >= position {
+        return Ok(());
+    }
+    let advance = Statement {
+        sql:
+            "SELECT CAST(end_lsn AS text) FROM pg_replication_slot_advance($1, CAST($2 AS pg_lsn))"
+                .into(),
+        params: vec![text(&names.slot), text(&lsn_text(position))],
+    };
+    one_text(s, advance).await?;
+    Ok(())
+}
+
+/// Drops the slot and the publication (`dpone-host cdc drop-slot`); returns what existed.
+pub async fn drop_feed(s: &mut dyn SqlSession, names: &FeedNames) -> Result<(bool, bool)> {
+    let slot = Statement {
+        sql: "SELECT CAST(pg_drop_replication_slot(slot_name) AS text) FROM pg_replication_slots \
+              WHERE slot_name = $1"
+            .into(),
+        params: vec![text(&names.slot)],
+    };
+    let dropped_slot = !s.query(&slot, &[DataType::Text]).await?.is_empty();
+    let exists = Statement {
+        sql: "SELECT pubname::text FROM pg_publication WHERE pubname = $1".into(),
+        params: vec![text(&names.publication)],
+    };
+    let had_publication = one_text(s, exists).await?.is_some();
+    if had_publication {
+        s.execute(&Statement::new(format!(
+            "DROP PUBLICATION {}",
+            render::quote_ident(&names.publication)
+        )))
+        .await?;
+    }
+    Ok((dropped_slot, had_publication))
+}
+
+/// A key's last change in the window: `None` for a delete, else the row in schema order.
+type Compacted = HashMap<Vec<Option<Vec<u8>>>, Option<Vec<Datum>>>;
+
+/// Streams the window's compacted changes of `part` as batches of `schema` into `tx`.
+pub async fn read_changes(
+    s: &mut dyn SqlSession,
+    table: &TableName,
+    schema: &Schema,
+    window: &Window,
+    tx: mpsc::Sender<RecordBatch>,
+) -> Result<()> {
+    let compacted = compact(s, table, schema, window).await?;
+    let key_at: Vec<usize> = window
+        .key
+        .iter()
+        .map(|k| {
+            schema
+                .columns
+                .iter()
+                .position(|c| &c.name == k)
+                .ok_or_else(|| {
+                    Error::config(
+                        "sink.strategy.unique_key",
+                        format!("`{k}` is not a source column"),
+                    )
+                })
+        })
+        .collect::<Result<_>>()?;
+    let mut rows = Vec::new();
+    for (key, last) in compacted {
+        match (window.part, last) {
+            (ChangePart::Upserts, Some(row)) => rows.push(row_json(schema, &row)?),
+            (ChangePart::Deletes, None) => {
+                let mut object = serde_json::Map::new();
+                for (i, v) in key_at.iter().zip(key) {
+                    let datum = v.map_or(Datum::Null, Datum::Text);
+                    object.insert(
+                        schema.columns[*i].name.clone(),
+                        datum_json(&schema.columns[*i].data_type, &datum)?,
+                    );
+                }
+                rows.push(serde_json::Value::Object(object));
+            }
+            _ => {}
+        }
+    }
+    // Deleted keys come with every other column NULL, whatever the source declares.
+    let relaxed = Schema {
+        columns: schema
+            .columns
+            .iter()
+            .map(|c| crate::model::Column {
+                nullable: true,
+                ..c.clone()
+            })
+            .collect(),
+        primary_key: schema.primary_key.clone(),
+    };
+    let schema = match window.part {
+        ChangePart::Deletes => &relaxed,
+        ChangePart::Upserts => schema,
+    };
+    let columns: Vec<String> = schema.names();
+    for part in rows.chunks(ROWS_PER_READ) {
+        let json = Value::Json(serde_json::Value::Array(part.to_vec()).to_string());
+        let stmt = Statement {
+            sql: format!(
+                "SELECT {} FROM jsonb_populate_recordset(NULL::{}, {})",
+                render::column_list(&columns),
+                render::table_ref(table),
+                s.read_placeholder(1, &json)
+            ),
+            params: vec![json],
+        };
+        s.read(&stmt, schema, tx.clone()).await?;
+    }
+    Ok(())
+}
+
+fn row_json(schema: &Schema, row: &[Datum]) -> Result<serde_json::Value> {
+    let mut object = serde_json::Map::new();
+    for (column, datum) in schema.columns.iter().zip(row) {
+        object.insert(column.name.clone(), datum_json(&column.data_type, datum)?);
+    }
+    Ok(serde_json::Value::Object(object))
+}
+
+/// A datum as `jsonb_populate_recordset` reads it back: text for every type (the column's
+/// input function parses it), a JSON document for json columns.
+fn datum_json(t: &DataType, d: &Datum) -> Result<serde_json::Value> {
+    Ok(match d {
+        Datum::Null => serde_json::Value::Null,
+        Datum::Text(bytes) if *t == DataType::Json => serde_json::from_slice(bytes)
+            .map_err(|e| Error::source(format!("a json value in the change log: {e}")))?,
+        Datum::Text(bytes) => serde_json::Value::String(
+            String::from_utf8(bytes.clone())
+                .map_err(|_| Error::source("a change carries text that is not UTF-8"))?,
+        ),
+        Datum::UnchangedToast => {
+            return Err(Error::internal(
+                "unchanged TOAST value left after compaction",
+            ));
+        }
+    })
+}
+
+/// Decodes the window and keeps each key's last change.
+async fn compact(
+    s: &mut dyn SqlSession,
+    table: &TableName,
+    schema: &Schema,
+    window: &Window,
+) -> Result<Compacted> {
+    let peek_schema = Schema {
+        columns: vec![
+            crate::model::Column {
+                name: "lsn".into(),
+                data_type: DataType::Text,
+                nullable: false,
+            },
+            crate::model::Column {
+                name: "data".into(),
+                data_type: DataType::Bytes,
+                nullable: false,
+            },
+        ],
+        primary_key: Vec::new(),
+    };
+    let params = vec![
+        text(&window.names.slot),
+        text(&lsn_text(window.up_to)),
+        text(&window.names.publication),
+    ];
+    let stmt = Statement {
+        sql: format!(
+            "SELECT CAST(lsn AS text), data FROM pg_logical_slot_peek_binary_changes({}, CAST({} AS pg_lsn), NULL, \
+             'proto_version', '1', 'publication_names', {})",
+            s.read_placeholder(1, &params[0]),
+            s.read_placeholder(2, &params[1]),
+            s.read_placeholder(3, &params[2]),
+        ),
+        params,
+    };
+    let (batches_tx, mut batches) = mpsc::channel(crate::model::CHANNEL_BATCHES);
+    let mut decoder = Decoder::new(table, schema, window);
+    let consume = async {
+        while let Some(batch) = batches.recv().await {
+            let batch: RecordBatch = batch;
+            let data = batch
+                .column(1)
+                .as_any()
+                .downcast_ref::<BinaryArray>()
+                .ok_or_else(|| Error::internal("peek data is not binary"))?;
+            let _lsns = batch.column(0).as_any().downcast_ref::<StringArray>();
+            for i in 0..data.len() {
+                let message = pgoutput::decode(data.value(i))
+                    .map_err(|e| Error::source(format!("change log: {e}")))?;
+                decoder.apply(message)?;
+            }
+        }
+        Ok::<(), Error>(())
+    };
+    let (read, consumed) = tokio::join!(s.read(&stmt, &peek_schema, batches_tx), consume);
+    consumed?;
+    read?;
+    Ok(decoder.compacted)
+}
+
+/// Folds decoded messages into the compacted map, one transaction at a time.
+struct Decoder<'a> {
+    table: &'a TableName,
+    schema: &'a Schema,
+    window: &'a Window,
+    /// Our relation's oid and, per column of the relation, its position in `schema`.
+    relation: Option<(u32, Vec<Option<usize>>)>,
+    /// The open transaction's changes: (old key if the key changed or the row went, new row).
+    pending: Vec<Change>,
+    compacted: Compacted,
+}
+
+enum Change {
+    Upsert {
+        old: Option<Vec<Datum>>,
+        new: Vec<Datum>,
+    },
+    Delete(Vec<Datum>),
+}
+
+impl<'a> Decoder<'a> {
+    fn new(table: &'a TableName, schema: &'a Schema, window: &'a Window) -> Self {
+        Decoder {
+            table,
+            schema,
+            window,
+            relation: None,
+            pending: Vec::new(),
+            compacted: HashMap::new(),
+        }
+    }
+
+    fn apply(&mut self, message: Message) -> Result<()> {
+        match message {
+            Message::Begin { .. } => self.pending.clear(),
+            Message::Relation {
+                oid,
+                namespace,
+                name,
+                columns,
+                ..
+            } => {
+                let ours = namespace == self.table.schema.as_deref().unwrap_or("public")
+                    && name == self.table.name;
+                if ours {
+                    let at = columns
+                        .iter()
+                        .map(|c| self.schema.columns.iter().position(|s| s.name == c.name))
+                        .collect();
+                    self.relation = Some((oid, at));
+                }
+            }
+            Message::Insert { oid, new } if self.is_ours(oid) => {
+                let new = self.in_schema_order(new)?;
+                self.pending.push(Change::Upsert { old: None, new });
+            }
+            Message::Update { oid, old, new, .. } if self.is_ours(oid) => {
+                let old = old.map(|o| self.in_schema_order(o)).transpose()?;
+                let new = self.in_schema_order(new)?;
+                self.pending.push(Change::Upsert { old, new });
+            }
+            Message::Delete { oid, old, .. } if self.is_ours(oid) => {
+                let old = self.in_schema_order(old)?;
+                self.pending.push(Change::Delete(old));
+            }
+            Message::Truncate { oids, .. } if oids.iter().any(|o| self.is_ours(*o)) => {
+                return Err(Error::source(format!(
+                    "{} was truncated at the source; cdc cannot apply a TRUNCATE by key: reload it with full_refresh, then delete the state entry cdc.position",
+                    self.table
+                )));
+            }
+            Message::Commit { end_lsn, .. } => {
+                let changes = std::mem::take(&mut self.pending);
+                if end_lsn > self.window.after && end_lsn <= self.window.up_to {
+                    for change in changes {
+                        self.fold(change)?;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn is_ours(&self, oid: u32) -> bool {
+        self.relation.as_ref().is_some_and(|(o, _)| *o == oid)
+    }
+
+    /// A replicated tuple in the order of `schema`; columns the schema lacks are dropped,
+    /// columns the tuple lacks (added later) are NULL.
+    fn in_schema_order(&self, tuple: Vec<Datum>) -> Result<Vec<Datum>> {
+        let (_, at) = self
+            .relation
+            .as_ref()
+            .ok_or_else(|| Error::source("a change arrived before its relation"))?;
+        let mut row = vec![Datum::Null; self.schema.columns.len()];
+        for (datum, position) in tuple.into_iter().zip(at) {
+            if let Some(i) = position {
+                row[*i] = datum;
+            }
+        }
+        Ok(row)
+    }
+
+    fn key_of(&self, row: &[Datum]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.window
+            .key
+            .iter()
+            .map(|k| {
+                let i = self
+                    .schema
+                    .columns
+                    .iter()
+                    .position(|c| &c.name == k)
+                    .ok_or_else(|| {
+                        Error::config(
+                            "sink.strategy.unique_key",
+                            format!("`{k}` is not a source column"),
+                        )
+                    })?;
+                match &row[i] {
+                    Datum::Text(b) => Ok(Some(b.clone())),
+                    Datum::Null => Ok(None),
+                    Datum::UnchangedToast => Err(Error::source(format!(
+                        "key column `{k}` arrived as an unchanged TOAST value"
+                    ))),
+                }
+            })
+            .collect()
+    }
+
+    fn fold(&mut self, change: Change) -> Result<()> {
+        match change {
+            Change::Delete(old) => {
+                let key = self.key_of(&old)?;
+                self.compacted.insert(key, None);
+            }
+            Change::Upsert { old, mut new } => {
+                let key = self.key_of(&new)?;
+                // A key that changed is a delete of the old key.
+                if let Some(old) = &old
+                    && let Ok(old_key) = self.key_of(old)
+                    && old_key != key
+                {
+                    self.compacted.insert(old_key, None);
+                }
+                let earlier = self.compacted.get(&key).and_then(Option::as_ref);
+                for (i, datum) in new.iter_mut().enumerate() {
+                    if *datum != Datum::UnchangedToast {
+                        continue;
+                    }
+                    let from_window = earlier.map(|row| &row[i]);
+                    let from_old = old.as_ref().map(|row| &row[i]);
+                    *datum = match (from_window, from_old) {
+                        (Some(d), _) if *d != Datum::UnchangedToast => d.clone(),
+                        (_, Some(d)) if *d != Datum::UnchangedToast => d.clone(),
+                        _ => {
+                            return Err(Error::source(format!(
+                                "an update of {} left column `{}` unchanged and the change log does not carry its value (TOAST); run ALTER TABLE {} REPLICA IDENTITY FULL so updates carry the whole old row",
+                                self.table, self.schema.columns[i].name, self.table
+                            )));
+                        }
+                    };
+                }
+                self.compacted.insert(key, Some(new));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsn_round_trips() {
+        for t in ["0/0", "0/16B3748", "1/0", "FFFFFFFF/FFFFFFFF"] {
+            assert_eq!(lsn_text(parse_lsn(t).unwrap()), t);
+        }
+        assert!(parse_lsn("16B3748").is_err());
+        assert!(parse_lsn("x/1").is_err());
+    }
+}
