@@ -5,6 +5,7 @@
 mod backfill;
 mod cdc;
 mod cli;
+mod partitions;
 mod sandbox;
 mod strategies;
 mod support;

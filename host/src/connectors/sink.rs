@@ -96,7 +96,7 @@ impl SqlSink {
         SinkCapabilities {
             transactions: true,
             rename_swap,
-            native_partitions: false,
+            native_partitions: rename_swap,
             append_only_log: false,
         }
     }
@@ -448,6 +448,43 @@ impl SqlSink {
         self.require_transaction("delete-where")?;
         let stmt = render::delete_where(&self.target, filter, self.manifest_predicate.as_deref())?;
         self.execute(stmt).await
+    }
+
+    /// Replaces the target's native partitions holding the staged values of `column`
+    /// inside the open transaction; `None`, changing nothing, when the target cannot take
+    /// it natively (the caller falls back to delete + insert). Returns (deleted, inserted).
+    pub async fn replace_partitions(
+        &mut self,
+        staging: &TableName,
+        columns: &[String],
+        column: &str,
+    ) -> Result<Option<(u64, u64)>> {
+        self.require_transaction("replace-partitions")?;
+        if self.dry_run {
+            self.statements.push(format!(
+                "replace the partitions of {} holding the staged values of {column} by swapping leaves (when it is natively partitioned by it)",
+                self.target
+            ));
+            return Ok(None);
+        }
+        let suffix = format!("dpone_{}", self.run_tag);
+        match self.dialect() {
+            #[cfg(feature = "postgres")]
+            Dialect::Postgres => {
+                super::postgres::partitions::replace(
+                    self.session.as_mut(),
+                    &self.target,
+                    staging,
+                    columns,
+                    column,
+                    &suffix,
+                    &mut self.statements,
+                )
+                .await
+            }
+            #[allow(unreachable_patterns)]
+            _ => Ok(None),
+        }
     }
 
     pub async fn truncate_and_insert(

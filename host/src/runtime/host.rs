@@ -637,6 +637,27 @@ impl sink::Host for RunState {
         Ok(())
     }
 
+    async fn replace_partitions(
+        &mut self,
+        staging: Resource<StagingHandle>,
+        column: String,
+    ) -> Result<Option<sink::Replaced>> {
+        let (table, schema) = self.staging(&staging).await?;
+        schema.require(&column, "sink.strategy.partition.column")?;
+        let replaced = self
+            .timed(async |s| {
+                s.pipeline()?
+                    .sink
+                    .replace_partitions(&table, &schema.names(), &column)
+                    .await
+            })
+            .await?;
+        if let Some((_, inserted)) = replaced {
+            self.pipeline()?.rows_written += inserted;
+        }
+        Ok(replaced.map(|(deleted, inserted)| sink::Replaced { deleted, inserted }))
+    }
+
     async fn truncate_and_insert(&mut self, staging: Resource<StagingHandle>) -> Result<u64> {
         let (table, schema) = self.staging(&staging).await?;
         let n = self

@@ -17,9 +17,10 @@
 
 use dpone_strategy_sdk::source::ScanBounds;
 use dpone_strategy_sdk::{
-    DponeError, Guest, OptionKind, Options, RunContext, RunSummary, StrategyInfo, Term, UNIQUE_KEY,
-    check_keys, finalize, info, invalid_config, optional, partition_scope, replace_scope, required,
-    scratch, stage, staged_partitions, transactional_needs,
+    DponeError, Guest, NATIVE_MODE, OptionKind, Options, RunContext, RunSummary, StrategyInfo,
+    Term, UNIQUE_KEY, check_keys, finalize, info, invalid_config, native_mode, optional,
+    replace_partitions, replace_scope, required, scratch, stage, staged_partitions,
+    transactional_needs,
 };
 
 const INNER_MODE: &str = "backfill.inner_mode";
@@ -105,6 +106,11 @@ impl Guest for Backfill {
                 OptionKind::Integer,
                 "partition_replace: most partitions one chunk may replace (default 100).",
             ),
+            optional(
+                NATIVE_MODE,
+                OptionKind::Text,
+                "partition_replace: auto (default), required or fallback, as for partition_replace.",
+            ),
         ];
         options.extend(CAMPAIGN_OPTIONS.iter().map(|(name, kind, req, text)| {
             if *req {
@@ -159,7 +165,8 @@ impl Guest for Backfill {
                         "must be between 1 and 10000",
                     ));
                 }
-                Some((column, max))
+                let mode = native_mode(options.text(NATIVE_MODE)?.as_deref())?;
+                Some((column, max, mode))
             }
             other => {
                 return Err(invalid_config(
@@ -177,17 +184,19 @@ impl Guest for Backfill {
         };
         let staged = stage(&bounds, &scratch())?;
         check_keys(&staged.staging, &key)?;
-        let scope = match &partitions {
-            Some((column, max)) => {
+        let found = match &partitions {
+            Some((column, max, native)) => {
                 let found =
                     staged_partitions(&staged, column, *max, PARTITION_COLUMN, MAX_PARTITIONS)?;
-                Some(partition_scope(column, found))
+                Some((column, found, *native))
             }
             None => None,
         };
         info(&format!("{label}: finalizing with {mode}"));
-        let (rows_deleted, rows_written) = finalize(|| match (&scope, mode.as_str()) {
-            (Some(scope), _) => replace_scope(&staged, scope, &key),
+        let (rows_deleted, rows_written) = finalize(|| match (found.clone(), mode.as_str()) {
+            (Some((column, values, native)), _) => {
+                replace_partitions(&staged, column, values, &key, native)
+            }
             (None, "incremental_merge") => staged.merge_by_key(&key),
             // replace: an empty chunk empties its range of the target, like `replace`.
             (None, _) => replace_scope(&staged, &range, &key),

@@ -6,22 +6,22 @@
 //! one transaction, deletes the target rows of those partitions and inserts staging:
 //! partitions absent from staging are never touched.
 //!
-//! `partition.native_mode` chooses the path: `fallback` always uses the scoped delete +
-//! insert above; `required` fails unless the sink replaces native partitions; `auto` (the
-//! default) uses native partitions where the sink has them. No sink implements native
-//! partition replacement yet, so `auto` runs the fallback. Append-only logs (Kafka) are
-//! refused. State: `last_partitions` (how many partitions the last run replaced).
+//! `partition.native_mode` chooses the path: `auto` (the default) swaps native partitions
+//! where the sink and the target allow it (PostgreSQL: a target declaratively partitioned
+//! by `partition.column` alone, each touched partition holding only staged values) and
+//! deletes + inserts otherwise; `required` fails instead of falling back; `fallback` always
+//! deletes + inserts. Append-only logs (Kafka) are refused. State: `last_partitions` (how many partitions the last run replaced).
 
 use dpone_strategy_sdk::source::ScanBounds;
 use dpone_strategy_sdk::{
     DponeError, Guest, OptionKind, Options, RunContext, RunSummary, StrategyInfo, UNIQUE_KEY,
-    Value, check_keys, finalize, info, invalid_config, optional, partition_scope, replace_scope,
-    required, scratch, sink, stage, staged_partitions, state, transactional_needs,
+    NATIVE_MODE, Value, check_keys, finalize, info, invalid_config, native_mode, optional,
+    replace_partitions, required, scratch, sink, stage, staged_partitions, state,
+    transactional_needs,
 };
 
 const COLUMN: &str = "partition.column";
 const MAX_PARTITIONS: &str = "partition.max_partitions_per_run";
-const NATIVE_MODE: &str = "partition.native_mode";
 const PREDICATE: &str = "predicate";
 const DEFAULT_MAX_PARTITIONS: i64 = 100;
 
@@ -78,24 +78,8 @@ impl Guest for PartitionReplace {
                 "must be between 1 and 10000",
             ));
         }
-        let capabilities = sink::capabilities();
-        match options.text(NATIVE_MODE)?.as_deref() {
-            None | Some("auto") | Some("fallback") => {}
-            Some("required") if capabilities.native_partitions => {}
-            Some("required") => {
-                return Err(invalid_config(
-                    NATIVE_MODE,
-                    "is required, but this sink cannot replace native partitions (use auto or fallback)",
-                ));
-            }
-            Some(other) => {
-                return Err(invalid_config(
-                    NATIVE_MODE,
-                    &format!("`{other}` is not auto, required or fallback"),
-                ));
-            }
-        }
-        if capabilities.append_only_log {
+        let mode = native_mode(options.text(NATIVE_MODE)?.as_deref())?;
+        if sink::capabilities().append_only_log {
             return Err(DponeError::Unsupported(
                 "partition_replace cannot run on an append-only log: it has no partitions to replace".into(),
             ));
@@ -118,9 +102,8 @@ impl Guest for PartitionReplace {
         info(&format!(
             "finalize: replacing {count} partitions of `{column}`"
         ));
-        let scope = partition_scope(&column, partitions);
         let (rows_deleted, rows_written) = finalize(|| {
-            let replaced = replace_scope(&staged, &scope, &key)?;
+            let replaced = replace_partitions(&staged, &column, partitions, &key, mode)?;
             state::put("last_partitions", &Value::Int(count as i64));
             Ok(replaced)
         })?;

@@ -198,6 +198,77 @@ pub fn staged_partitions(
     Ok(partitions)
 }
 
+/// How partitions are replaced: `partition.native_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NativeMode {
+    /// Natively where the sink and the target allow it, else delete + insert.
+    Auto,
+    /// Natively or not at all.
+    Required,
+    /// Always delete + insert.
+    Fallback,
+}
+
+/// Reads `partition.native_mode` (default `auto`); `required` on a sink without native
+/// partitions is a config error before anything runs.
+pub fn native_mode(text: Option<&str>) -> Result<NativeMode, DponeError> {
+    let mode = match text {
+        None | Some("auto") => NativeMode::Auto,
+        Some("required") => NativeMode::Required,
+        Some("fallback") => NativeMode::Fallback,
+        Some(other) => {
+            return Err(invalid_config(
+                NATIVE_MODE,
+                &format!("`{other}` is not auto, required or fallback"),
+            ));
+        }
+    };
+    if mode == NativeMode::Required && !sink::capabilities().native_partitions {
+        return Err(invalid_config(
+            NATIVE_MODE,
+            "is required, but this sink cannot replace native partitions (use auto or fallback)",
+        ));
+    }
+    Ok(mode)
+}
+
+/// The option naming how partitions are replaced.
+pub const NATIVE_MODE: &str = "partition.native_mode";
+
+/// Replaces the target partitions of `partitions` (values of `column`) with staging,
+/// inside the open transaction: natively (a swap of each touched partition) when `mode`
+/// and the target allow it, else by deleting the partitions' rows and inserting staging.
+/// Returns (rows deleted, rows inserted).
+pub fn replace_partitions(
+    staged: &Staged,
+    column: &str,
+    partitions: Vec<Value>,
+    key: &[String],
+    mode: NativeMode,
+) -> Result<(u64, u64), DponeError> {
+    sink::ensure_target(&staged.schema, key)?;
+    if mode != NativeMode::Fallback {
+        match sink::replace_partitions(&staged.staging, column)? {
+            Some(done) => {
+                info(&format!(
+                    "finalize: swapped the native partitions of `{column}` holding the staged rows"
+                ));
+                return Ok((done.deleted, done.inserted));
+            }
+            None if mode == NativeMode::Required => {
+                return Err(invalid_config(
+                    NATIVE_MODE,
+                    &format!(
+                        "is required, but the target is not natively partitioned by `{column}` alone, or a touched partition holds values that are not staged; nothing was replaced"
+                    ),
+                ));
+            }
+            None => info("finalize: no native partition swap possible, replacing by delete + insert"),
+        }
+    }
+    replace_scope(staged, &partition_scope(column, partitions), key)
+}
+
 /// The filter selecting exactly the target rows of `partitions`.
 pub fn partition_scope(column: &str, partitions: Vec<Value>) -> Vec<Term> {
     vec![Term::InList(InTerm {

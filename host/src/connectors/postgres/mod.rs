@@ -4,6 +4,7 @@ pub mod cdc;
 pub mod client;
 pub mod config;
 mod copy;
+pub mod partitions;
 mod pgoutput;
 pub mod types;
 
