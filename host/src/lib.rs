@@ -5,6 +5,7 @@ pub mod backfill;
 pub mod connectors;
 pub mod error;
 pub mod manifest;
+pub mod matrix;
 pub mod model;
 pub mod runner;
 pub mod runtime;

@@ -114,6 +114,79 @@ pub fn value_at(array: &ArrayRef, t: &DataType, row: usize) -> Value {
     }
 }
 
+/// Builds one Arrow batch of `schema` from rows of values (the inverse of [`rows_of`]):
+/// for seeding test sources, never on the data plane. Fails on a value of the wrong type.
+pub fn batch_of(schema: &Schema, rows: &[Vec<Value>]) -> Result<arrow_array::RecordBatch> {
+    use arrow_array::builder::*;
+    let bad = |c: &Column, v: &Value| {
+        Error::internal(format!(
+            "column {} ({:?}) cannot hold {v:?}",
+            c.name, c.data_type
+        ))
+    };
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.columns.len());
+    for (i, c) in schema.columns.iter().enumerate() {
+        let values = rows.iter().map(|r| &r[i]);
+        macro_rules! build {
+            ($builder:expr, $($pat:pat => $val:expr),+) => {{
+                let mut b = $builder;
+                for v in values {
+                    match v {
+                        Value::Null => b.append_null(),
+                        $($pat => b.append_value($val),)+
+                        other => return Err(bad(c, other)),
+                    }
+                }
+                Arc::new(b.finish()) as ArrayRef
+            }};
+        }
+        let array = match &c.data_type {
+            DataType::Boolean => build!(BooleanBuilder::new(), Value::Boolean(x) => *x),
+            DataType::Int16 => {
+                build!(Int16Builder::new(), Value::Int(x) => i16::try_from(*x).map_err(|_| bad(c, &Value::Int(*x)))?)
+            }
+            DataType::Int32 => {
+                build!(Int32Builder::new(), Value::Int(x) => i32::try_from(*x).map_err(|_| bad(c, &Value::Int(*x)))?)
+            }
+            DataType::Int64 => build!(Int64Builder::new(), Value::Int(x) => *x),
+            DataType::Float32 => build!(Float32Builder::new(), Value::Float(x) => *x as f32),
+            DataType::Float64 => build!(Float64Builder::new(), Value::Float(x) => *x),
+            DataType::Decimal(Some(d)) => build!(
+                Decimal128Builder::new().with_data_type(arrow_type(&c.data_type)),
+                Value::Decimal(x) => parse_decimal(x, d.scale).ok_or_else(|| bad(c, &Value::Decimal(x.clone())))?
+            ),
+            DataType::Decimal(None) => build!(StringBuilder::new(), Value::Decimal(x) => x),
+            DataType::Text => build!(StringBuilder::new(), Value::Text(x) => x),
+            DataType::Json => build!(StringBuilder::new(), Value::Json(x) => x),
+            DataType::Bytes => build!(BinaryBuilder::new(), Value::Bytes(x) => x),
+            DataType::Date => build!(Date32Builder::new(), Value::Date(x) => *x),
+            DataType::Timestamp => {
+                build!(TimestampMicrosecondBuilder::new(), Value::Timestamp(x) => *x)
+            }
+            DataType::TimestampTz => build!(
+                TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+                Value::TimestampTz(x) => *x
+            ),
+            DataType::Uuid => {
+                let mut b = FixedSizeBinaryBuilder::new(16);
+                for v in values {
+                    match v {
+                        Value::Null => b.append_null(),
+                        Value::Uuid(x) => {
+                            let bytes = parse_uuid(x).ok_or_else(|| bad(c, v))?;
+                            b.append_value(bytes).map_err(Error::internal)?;
+                        }
+                        other => return Err(bad(c, other)),
+                    }
+                }
+                Arc::new(b.finish()) as ArrayRef
+            }
+        };
+        columns.push(array);
+    }
+    arrow_array::RecordBatch::try_new(schema.to_arrow(), columns).map_err(Error::internal)
+}
+
 /// Canonical text of a scaled i128 decimal: `-12.50` for (-1250, 2).
 pub fn decimal_text(unscaled: i128, scale: i8) -> String {
     if scale <= 0 {
@@ -224,9 +297,8 @@ pub fn column_max(batch: &arrow_array::RecordBatch, index: usize, t: &DataType) 
     best
 }
 
-/// Every row of `batches` (built for `schema`) as values: for tests and diagnostics, never
-/// on the data plane.
-#[cfg(test)]
+/// Every row of `batches` (built for `schema`) as values: for tests, the behaviour model
+/// and diagnostics, never on the data plane.
 pub fn rows_of(batches: &[arrow_array::RecordBatch], schema: &Schema) -> Vec<Vec<Value>> {
     batches
         .iter()

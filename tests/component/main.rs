@@ -3,6 +3,7 @@
 //! `DPONE_TEST_POSTGRES_URL` (set by `cargo xtask test`, which starts a private server).
 
 mod backfill;
+mod behaviour;
 mod cdc;
 mod cli;
 mod partitions;

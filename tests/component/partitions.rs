@@ -48,14 +48,19 @@ async fn native_partitions_swap_only_the_touched_leaves() {
     // Only 2024-01-02 changes: its leaf is swapped (new oid), the others are untouched.
     db.exec("UPDATE src.events SET note = 'v2' WHERE day = '2024-01-02'")
         .await;
-    run(&manifest("required", "'2024-01-02'"), None).await.unwrap();
+    run(&manifest("required", "'2024-01-02'"), None)
+        .await
+        .unwrap();
     assert_eq!(
         db.rows(&rows("dst.events")).await,
         db.rows(&rows("src.events")).await
     );
     let after = db.rows(LEAF_OIDS).await;
     let names: Vec<_> = after.iter().map(|r| r[0].clone()).collect();
-    assert_eq!(names, before.iter().map(|r| r[0].clone()).collect::<Vec<_>>());
+    assert_eq!(
+        names,
+        before.iter().map(|r| r[0].clone()).collect::<Vec<_>>()
+    );
     for (b, a) in before.iter().zip(&after) {
         let swapped = b[1] != a[1];
         assert_eq!(
@@ -81,7 +86,11 @@ async fn native_partitions_swap_only_the_touched_leaves() {
         Some("sink.strategy.partition.native_mode"),
         "{err}"
     );
-    assert_eq!(db.rows(&rows("dst.events")).await, before, "nothing replaced");
+    assert_eq!(
+        db.rows(&rows("dst.events")).await,
+        before,
+        "nothing replaced"
+    );
     run(&manifest("auto", "'2024-01-04'"), None).await.unwrap();
     assert_eq!(
         db.rows(&rows("dst.events")).await,

@@ -48,11 +48,13 @@ pub async fn replace(
         },
         None => return Ok(None),
     };
-    let partitioned_by_column = key_def
-        .split_once(' ')
-        .is_some_and(|(_, cols)| cols == format!("({})", render::quote_ident(column)) || cols == format!("({column})"));
+    let partitioned_by_column = key_def.split_once(' ').is_some_and(|(_, cols)| {
+        cols == format!("({})", render::quote_ident(column)) || cols == format!("({column})")
+    });
     if !partitioned_by_column {
-        tracing::info!("{target} is partitioned by {key_def}, not by `{column}` alone: replacing by delete + insert");
+        tracing::info!(
+            "{target} is partitioned by {key_def}, not by `{column}` alone: replacing by delete + insert"
+        );
         return Ok(None);
     }
     let leaves = Statement {
@@ -67,8 +69,13 @@ pub async fn replace(
     let rows = s.query(&leaves, &[t, t, t, t, t]).await?;
     let mut leaves = Vec::new();
     for row in rows {
-        let [Value::Text(name), Value::Text(constraint), Value::Text(bound), Value::Text(level), Value::Text(leaf)] =
-            row.as_slice()
+        let [
+            Value::Text(name),
+            Value::Text(constraint),
+            Value::Text(bound),
+            Value::Text(level),
+            Value::Text(leaf),
+        ] = row.as_slice()
         else {
             return Ok(None);
         };
@@ -93,7 +100,9 @@ pub async fn replace(
     for (name, constraint, bound) in leaves {
         let n = count(
             &s.query(
-                &Statement::new(format!("SELECT COUNT(*) FROM {staging_ref} WHERE {constraint}")),
+                &Statement::new(format!(
+                    "SELECT COUNT(*) FROM {staging_ref} WHERE {constraint}"
+                )),
                 &[DataType::Int64],
             )
             .await?,
@@ -111,14 +120,18 @@ pub async fn replace(
             .await?,
         );
         if foreign > 0 {
-            tracing::info!("partition {name} also holds values that are not staged: replacing by delete + insert");
+            tracing::info!(
+                "partition {name} also holds values that are not staged: replacing by delete + insert"
+            );
             return Ok(None);
         }
         covered += n;
         touched.push((name, constraint, bound));
     }
     if covered != staged_rows {
-        tracing::info!("some staged rows fit no partition of {target}: replacing by delete + insert");
+        tracing::info!(
+            "some staged rows fit no partition of {target}: replacing by delete + insert"
+        );
         return Ok(None);
     }
     let column_list = render::column_list(columns);
@@ -138,14 +151,24 @@ pub async fn replace(
             None => (String::new(), name.clone()),
         };
         let bare = leaf_name.trim_matches('"').replace("\"\"", "\"");
-        let fresh = format!("{schema_prefix}{}", render::quote_ident(&format!("{bare}_{suffix}")));
+        let fresh = format!(
+            "{schema_prefix}{}",
+            render::quote_ident(&format!("{bare}_{suffix}"))
+        );
         let steps = [
-            format!("CREATE TABLE {fresh} (LIKE {target_ref} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED)"),
-            format!("INSERT INTO {fresh} ({column_list}) SELECT {column_list} FROM {staging_ref} WHERE {constraint}"),
+            format!(
+                "CREATE TABLE {fresh} (LIKE {target_ref} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED)"
+            ),
+            format!(
+                "INSERT INTO {fresh} ({column_list}) SELECT {column_list} FROM {staging_ref} WHERE {constraint}"
+            ),
             format!("ALTER TABLE {target_ref} DETACH PARTITION {name}"),
             format!("ALTER TABLE {target_ref} ATTACH PARTITION {fresh} {bound}"),
             format!("DROP TABLE {name}"),
-            format!("ALTER TABLE {fresh} RENAME TO {}", render::quote_ident(&bare)),
+            format!(
+                "ALTER TABLE {fresh} RENAME TO {}",
+                render::quote_ident(&bare)
+            ),
         ];
         for (i, sql) in steps.into_iter().enumerate() {
             statements.push(sql.clone());

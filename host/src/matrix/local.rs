@@ -1,0 +1,226 @@
+//! The behaviour model against real databases, through the host's own connectors: seeding
+//! a source generation, applying the next one, reading the target back and checking it
+//! against the oracle. Works for any connector the host has, so a new connector is tested
+//! by the same model the moment it exists.
+
+use std::collections::BTreeMap;
+
+use tokio::sync::mpsc;
+
+use super::model::{self, ID, ModelConfig};
+use super::oracle::{Expected, Key, Oracle, first_difference, key_of, sort_rows};
+use crate::connectors::{self, Open, SqlSession, Statement, TableName, render};
+use crate::error::{Error, Kind, Result};
+use crate::manifest::{Connection, Manifest};
+use crate::model::{BATCH_ROWS, Column, DataType, Schema, Value, batch_of, rows_of};
+
+/// The model table of one pipeline: where its source and target live.
+#[derive(Debug)]
+pub struct Behaviour<'a> {
+    pub cfg: ModelConfig,
+    pub schema: Schema,
+    /// Indexes of the key columns in `schema`.
+    pub key: Vec<usize>,
+    source: &'a Connection,
+    source_table: TableName,
+    sink: &'a Connection,
+    sink_table: TableName,
+}
+
+impl<'a> Behaviour<'a> {
+    /// The model over the manifest's source and sink tables.
+    pub fn new(manifest: &'a Manifest, cfg: ModelConfig) -> Self {
+        let schema = model::schema(&cfg);
+        let key = model::key(&cfg)
+            .iter()
+            .filter_map(|k| schema.columns.iter().position(|c| &c.name == k))
+            .collect();
+        Behaviour {
+            cfg,
+            schema,
+            key,
+            source: &manifest.source,
+            source_table: manifest.source_table(),
+            sink: &manifest.sink,
+            sink_table: manifest.sink_table(),
+        }
+    }
+
+    /// Generation `number`'s rows, written to the source: generation 0 replaces the source
+    /// table, later ones change it in place (deletes, then changed and new rows).
+    pub async fn seed(&self, number: u32) -> Result<Vec<Vec<Value>>> {
+        let rows = model::generation(&self.cfg, number);
+        let mut s = connectors::connect(self.source, Kind::Source, Open::Create).await?;
+        let table = render::table_ref(&self.source_table);
+        if number == 0 {
+            if let Some(schema) = &self.source_table.schema {
+                s.execute(&Statement::new(format!(
+                    "CREATE SCHEMA IF NOT EXISTS {}",
+                    render::quote_ident(schema)
+                )))
+                .await?;
+            }
+            s.execute(&Statement::new(format!("DROP TABLE IF EXISTS {table}")))
+                .await?;
+            s.execute(&Statement::new(render::create_table(
+                s.dialect(),
+                &self.source_table,
+                &self.schema,
+                &self.schema.primary_key,
+                false,
+            )))
+            .await?;
+            insert(s.as_mut(), &self.source_table, &self.schema, &rows).await?;
+            return Ok(rows);
+        }
+        let id = |r: &Vec<Value>| match r[ID] {
+            Value::Int(i) => i,
+            _ => 0,
+        };
+        let before: BTreeMap<i64, Vec<Value>> = model::generation(&self.cfg, number - 1)
+            .into_iter()
+            .map(|r| (id(&r), r))
+            .collect();
+        let after: BTreeMap<i64, &Vec<Value>> = rows.iter().map(|r| (id(r), r)).collect();
+        let gone: Vec<String> = before
+            .iter()
+            .filter(|(i, row)| after.get(i) != Some(row))
+            .map(|(i, _)| i.to_string())
+            .collect();
+        for ids in gone.chunks(1_000) {
+            s.execute(&Statement::new(format!(
+                "DELETE FROM {table} WHERE id IN ({})",
+                ids.join(", ")
+            )))
+            .await?;
+        }
+        let fresh: Vec<Vec<Value>> = rows
+            .iter()
+            .filter(|r| before.get(&id(r)) != Some(r))
+            .cloned()
+            .collect();
+        insert(s.as_mut(), &self.source_table, &self.schema, &fresh).await?;
+        Ok(rows)
+    }
+
+    /// Reads the target's model columns (plus `extra`, appended) in no particular order.
+    pub async fn target(&self, extra: &[Column]) -> Result<Vec<Vec<Value>>> {
+        let mut columns = self.schema.clone();
+        columns.columns.extend(extra.iter().cloned());
+        let mut s = connectors::connect(self.sink, Kind::Sink, Open::Existing).await?;
+        let stmt = Statement::new(format!(
+            "SELECT {} FROM {}",
+            render::column_list(&columns.names()),
+            render::table_ref(&self.sink_table)
+        ));
+        let (tx, mut rx) = mpsc::channel(crate::model::CHANNEL_BATCHES);
+        let collect = async {
+            let mut batches = Vec::new();
+            while let Some(b) = rx.recv().await {
+                batches.push(b);
+            }
+            batches
+        };
+        let (read, batches) = tokio::join!(s.read(&stmt, &columns, tx), collect);
+        read?;
+        Ok(rows_of(&batches, &columns))
+    }
+
+    /// Compares the target with what `oracle` expects; the error names the first
+    /// differing key and columns. Returns the target's row count.
+    pub async fn check(&self, oracle: &Oracle, label: &str) -> Result<usize> {
+        let mismatch = |what: String| Error::new(Kind::Internal, format!("{label}: {what}"));
+        match oracle.expected() {
+            Expected::Rows(expected) => {
+                let mut actual = self.target(&[]).await?;
+                sort_rows(&mut actual, &self.key);
+                match first_difference(&actual, &expected, &self.schema.names(), &self.key) {
+                    None => Ok(actual.len()),
+                    Some(d) => Err(mismatch(d)),
+                }
+            }
+            Expected::Versions(expected) => {
+                let extra = [
+                    column("__dpone__valid_from_at", DataType::TimestampTz),
+                    column("__dpone__is_current", DataType::Boolean),
+                ];
+                let rows = self.target(&extra).await?;
+                let n = self.schema.columns.len();
+                let mut actual: BTreeMap<Key, Vec<(Value, Vec<Value>, bool)>> = BTreeMap::new();
+                for r in &rows {
+                    let key = key_of(r, &self.key);
+                    let current = r[n + 1] == Value::Boolean(true);
+                    actual
+                        .entry(key)
+                        .or_default()
+                        .push((r[n].clone(), r[..n].to_vec(), current));
+                }
+                for versions in actual.values_mut() {
+                    versions.sort_by(|a, b| {
+                        crate::model::compare_values(&a.0, &b.0)
+                            .unwrap_or(std::cmp::Ordering::Equal)
+                    });
+                }
+                let columns = self.schema.names();
+                for (key, want) in &expected {
+                    let got = actual.get(key).map(Vec::as_slice).unwrap_or_default();
+                    let got_rows: Vec<Vec<Value>> = got.iter().map(|v| v.1.clone()).collect();
+                    let want_rows: Vec<Vec<Value>> = want.iter().map(|v| v.row.clone()).collect();
+                    if let Some(d) = first_difference(&got_rows, &want_rows, &columns, &self.key) {
+                        return Err(mismatch(format!("versions of key {key:?}: {d}")));
+                    }
+                    let flags: Vec<bool> = got.iter().map(|v| v.2).collect();
+                    let want_flags: Vec<bool> = want.iter().map(|v| v.current).collect();
+                    if flags != want_flags {
+                        return Err(mismatch(format!(
+                            "key {key:?}: current flags {flags:?}, expected {want_flags:?}"
+                        )));
+                    }
+                }
+                if let Some(extra) = actual.keys().find(|k| !expected.contains_key(*k)) {
+                    return Err(mismatch(format!("unexpected key {extra:?} in the target")));
+                }
+                Ok(rows.len())
+            }
+        }
+    }
+}
+
+fn column(name: &str, data_type: DataType) -> Column {
+    Column {
+        name: name.into(),
+        data_type,
+        nullable: true,
+    }
+}
+
+async fn insert(
+    s: &mut dyn SqlSession,
+    table: &TableName,
+    schema: &Schema,
+    rows: &[Vec<Value>],
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let (tx, rx) = mpsc::channel(crate::model::CHANNEL_BATCHES);
+    let send = async move {
+        for chunk in rows.chunks(BATCH_ROWS) {
+            let batch = batch_of(schema, chunk)?;
+            if tx.send(batch).await.is_err() {
+                break;
+            }
+        }
+        Ok::<(), Error>(())
+    };
+    let (sent, written) = tokio::join!(send, s.bulk_insert(table, schema, rx));
+    sent?;
+    let written = written?;
+    if written != rows.len() as u64 {
+        return Err(Error::internal(format!(
+            "seeding {table}: wrote {written} of {} rows",
+            rows.len()
+        )));
+    }
+    Ok(())
+}
