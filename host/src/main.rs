@@ -85,7 +85,7 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum BackfillCommand {
-    /// Print the campaign's chunks; connects to the source for the column type only.
+    /// Print the campaign's chunks; reads the source's column type and writes nothing.
     Plan {
         #[command(flatten)]
         target: Target,
@@ -292,16 +292,19 @@ async fn dispatch(command: Command) -> Result<()> {
             let session =
                 connectors::connect(&manifest.source, Kind::Source, Open::Existing).await?;
             let mut source = source_ops::SqlSource::new(session, manifest.source_table(), None);
-            let (slot, publication) = source.drop_feed(&names).await?;
+            // A publication the manifest names may be the user's own: only the default one,
+            // which dpone created, goes with the slot.
+            let own_publication = feed.publication.is_none();
+            let (slot, publication) = source.drop_feed(&names, own_publication).await?;
             println!(
                 "slot {}: {}; publication {}: {}",
                 names.slot,
                 if slot { "dropped" } else { "did not exist" },
                 names.publication,
-                if publication {
-                    "dropped"
-                } else {
-                    "did not exist"
+                match (own_publication, publication) {
+                    (false, _) => "kept (named in the manifest)",
+                    (true, true) => "dropped",
+                    (true, false) => "did not exist",
                 }
             );
             println!("the next run of this pipeline takes a new snapshot");
@@ -336,13 +339,13 @@ async fn dispatch(command: Command) -> Result<()> {
     }
 }
 
-/// `sink.strategy.cdc.<name>` as the manifest gives it.
+/// `sink.strategy.cdc.<name>` as the manifest gives it, nested (`cdc: {slot: x}`) or
+/// dotted (`cdc.slot: x`).
 fn cdc_option(manifest: &Manifest, name: &str) -> Option<String> {
-    manifest
-        .strategy
-        .options
-        .get("cdc")?
-        .get(name)?
+    let options = &manifest.strategy.options;
+    options
+        .get(&format!("cdc.{name}"))
+        .or_else(|| options.get("cdc")?.get(name))?
         .as_str()
         .map(str::to_string)
 }
@@ -463,11 +466,16 @@ async fn backfill_show(target: &Target, ledger: bool) -> Result<()> {
         println!("  {status:<8} {n}");
     }
     for r in rows.iter().filter(|r| r.status != "done") {
+        let inclusive = usize::try_from(r.index)
+            .ok()
+            .and_then(|i| spec.chunks.get(i))
+            .is_some_and(|c| c.high_inclusive);
         println!(
-            "{:>6}  [{}, {}]  {:<8} attempts={}{}{}",
+            "{:>6}  [{}, {}{}  {:<8} attempts={}{}{}",
             r.index,
             r.low,
             r.high,
+            if inclusive { "]" } else { ")" },
             r.status,
             r.attempts,
             r.lease_owner

@@ -107,7 +107,8 @@ fn case(strategy: &str) -> (String, Semantics, bool) {
 fn backfill_options(max_id: usize) -> String {
     format!(
         "mode: backfill, unique_key: [id], backfill: {{ inner_mode: replace, \
-         chunk: {{ column: id, from: 1, to: {max_id}, step: {} }}, parallel_workers: 2 }}",
+         chunk: {{ column: id, from: 1, to: {max_id}, step: {} }}, parallel_workers: 2, \
+         retry_policy: {{ lease_seconds: 2 }} }}",
         max_id.div_ceil(6)
     )
 }
@@ -140,6 +141,96 @@ async fn three_generations(endpoints: Endpoints, name: &str, strategy: &str) {
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(n > 0, "{strategy} {label}: empty target");
     }
+}
+
+/// The process dies as the finalize transaction is about to commit (as `kill -9` would
+/// there): target and state are as before; the next run converges to the oracle.
+async fn crash_before_commit_changes_nothing(endpoints: Endpoints, name: &str, strategy: &str) {
+    let (options, semantics, compound) = case(strategy);
+    let cfg = ModelConfig {
+        seed: 7,
+        rows: 600,
+        compound_key: compound,
+    };
+    // Backfill: a campaign per generation (a finished campaign runs nothing again).
+    let options = |generation: usize| {
+        if strategy == "backfill" {
+            backfill_options(700 + generation)
+        } else {
+            options.clone()
+        }
+    };
+    let yaml = endpoints.manifest(name, &options(0));
+    let manifest = Manifest::parse(&yaml, &|_| None).unwrap();
+    let model = Behaviour::new(&manifest, cfg);
+    let mut oracle = Oracle::new(semantics, model.key.clone());
+    let rows = model.seed(0).await.unwrap();
+    let normal_run = async |yaml: &str| {
+        if strategy == "backfill" {
+            run_campaign(yaml, Start::Run).await.map(|_| ())
+        } else {
+            run(yaml, None).await.map(|_| ())
+        }
+    };
+    normal_run(&yaml).await.unwrap();
+    oracle.run(&rows);
+    model.check(&oracle, "before the crash").await.unwrap();
+
+    let rows = model.seed(1).await.unwrap();
+    let snapshot = async || {
+        let mut target = model.target(&[]).await.unwrap();
+        dpone_host::matrix::oracle::sort_rows(&mut target, &model.key);
+        let mut state = dpone_host::runner::open_state(&manifest).await.unwrap();
+        (target, format!("{:?}", state.entries(name).await.unwrap()))
+    };
+    let before = snapshot().await;
+    let dir = scratch(&format!("{name}_cli"));
+    let yaml = endpoints.manifest(name, &options(1));
+    std::fs::write(dir.join("m.yaml"), &yaml).unwrap();
+    let crashed = std::process::Command::new(crate::cli::host_binary())
+        .args(["run", "-m", "m.yaml"])
+        .current_dir(&dir)
+        .env("DPONE_COMPONENTS_DIR", crate::support::components_dir())
+        .env("DPONE_FAILPOINT", "sink.before_commit")
+        .output()
+        .unwrap();
+    let out = crate::cli::text(&crashed);
+    assert!(
+        !crashed.status.success() && out.contains("failpoint sink.before_commit"),
+        "{out}"
+    );
+    assert!(
+        snapshot().await == before,
+        "{strategy}: the crash changed the target or the state"
+    );
+
+    normal_run(&yaml).await.unwrap();
+    oracle.run(&rows);
+    model.check(&oracle, "after the crash").await.unwrap();
+}
+
+mod crash_before_commit {
+    macro_rules! crash_cases {
+        ($($strategy:ident),*) => {
+            $(#[tokio::test] async fn $strategy() {
+                let name = concat!("crash_", stringify!($strategy));
+                let Some(endpoints) = super::endpoints("postgres_to_postgres", name).await else { return };
+                super::crash_before_commit_changes_nothing(endpoints, name, stringify!($strategy)).await;
+            })*
+        };
+    }
+    crash_cases!(
+        full_refresh,
+        incremental_append,
+        incremental_merge,
+        replace,
+        partition_replace,
+        snapshot_diff,
+        scd2,
+        backfill,
+        xmin,
+        cdc
+    );
 }
 
 macro_rules! model_cases {

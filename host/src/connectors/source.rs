@@ -248,12 +248,14 @@ impl SqlSource {
         self.has_xmin()
     }
 
-    /// Creates the feed's publication and slot when missing; where the feed stands.
-    pub async fn open_feed(&mut self, names: &FeedNames) -> Result<FeedPosition> {
+    /// Creates the feed's publication and slot when missing (if `create`); where the feed
+    /// stands.
+    pub async fn open_feed(&mut self, names: &FeedNames, create: bool) -> Result<FeedPosition> {
         match self.dialect() {
             #[cfg(feature = "postgres")]
             super::Dialect::Postgres => {
-                super::postgres::cdc::open_feed(self.session.as_mut(), &self.table, names).await
+                super::postgres::cdc::open_feed(self.session.as_mut(), &self.table, names, create)
+                    .await
             }
             #[allow(unreachable_patterns)]
             _ => Err(no_feed()),
@@ -296,12 +298,17 @@ impl SqlSource {
         }
     }
 
-    /// Drops the feed's slot and publication; says which of the two existed.
-    pub async fn drop_feed(&mut self, names: &FeedNames) -> Result<(bool, bool)> {
+    /// Drops the feed's slot and, when `publication`, its publication; says which of the
+    /// two existed.
+    pub async fn drop_feed(
+        &mut self,
+        names: &FeedNames,
+        publication: bool,
+    ) -> Result<(bool, bool)> {
         match self.dialect() {
             #[cfg(feature = "postgres")]
             super::Dialect::Postgres => {
-                super::postgres::cdc::drop_feed(self.session.as_mut(), names).await
+                super::postgres::cdc::drop_feed(self.session.as_mut(), names, publication).await
             }
             #[allow(unreachable_patterns)]
             _ => Err(no_feed()),

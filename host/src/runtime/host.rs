@@ -293,13 +293,14 @@ impl source::Host for RunState {
         self.timed(async |s| {
             let p = s.pipeline()?;
             let names = source_ops::feed_names(&p.name, &feed)?;
-            if p.sink.is_dry_run() {
+            let dry_run = p.sink.is_dry_run();
+            if dry_run {
                 p.sink.note(format!(
                     "open change feed: slot {}, publication {} (created when missing)",
                     names.slot, names.publication
                 ));
             }
-            p.source.open_feed(&names).await
+            p.source.open_feed(&names, !dry_run).await
         })
         .await
     }
@@ -343,7 +344,6 @@ impl source::Host for RunState {
     }
 
     async fn ack_feed(&mut self, feed: ChangeFeed, position: u64) -> Result<()> {
-        crate::failpoint("cdc.before_ack");
         self.timed(async |s| {
             let p = s.pipeline()?;
             let names = source_ops::feed_names(&p.name, &feed)?;
@@ -352,6 +352,7 @@ impl source::Host for RunState {
                     .note(format!("acknowledge the change feed up to {position}"));
                 return Ok(());
             }
+            crate::failpoint("cdc.before_ack");
             p.source.ack_feed(&names, position).await
         })
         .await

@@ -54,11 +54,13 @@ pub fn lsn_text(lsn: u64) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
 }
 
-/// Creates the publication and the slot when missing and reports the feed's position.
+/// Creates the publication and the slot when missing (only when `create`: a dry run
+/// reports a missing feed as one about to be created) and reports the feed's position.
 pub async fn open_feed(
     s: &mut dyn SqlSession,
     table: &TableName,
     names: &FeedNames,
+    create: bool,
 ) -> Result<FeedPosition> {
     let level = one_text(s, Statement::new("SELECT current_setting('wal_level')")).await?;
     if level.as_deref() != Some("logical") {
@@ -72,21 +74,27 @@ pub async fn open_feed(
     }
     check_replica_identity(s, table).await?;
     let relation = render::table_ref(table);
-    let published = Statement {
-        sql: "SELECT CAST(count(*) AS text) FROM pg_publication_tables WHERE pubname = $1 \
-              AND schemaname = $2 AND tablename = $3"
-            .into(),
-        params: vec![
-            text(&names.publication),
-            text(table.schema.as_deref().unwrap_or("public")),
-            text(&table.name),
-        ],
-    };
     let exists = Statement {
         sql: "SELECT pubname::text FROM pg_publication WHERE pubname = $1".into(),
         params: vec![text(&names.publication)],
     };
-    if one_text(s, exists).await?.is_none() {
+    let schema = table_schema(s, table).await?;
+    let published = Statement {
+        sql: "SELECT CAST(count(*) AS text) FROM pg_publication_tables WHERE pubname = $1 \
+              AND schemaname = $2 AND tablename = $3"
+            .into(),
+        params: vec![text(&names.publication), text(&schema), text(&table.name)],
+    };
+    let missing = one_text(s, exists).await?.is_none();
+    if missing && !create {
+        return Ok(FeedPosition {
+            created: true,
+            acknowledged: 0,
+            horizon: 0,
+            retained_bytes: 0,
+        });
+    }
+    if missing {
         s.execute(&Statement::new(format!(
             "CREATE PUBLICATION {} FOR TABLE {relation}",
             render::quote_ident(&names.publication)
@@ -137,6 +145,14 @@ pub async fn open_feed(
                 ));
             }
         },
+        None if !create => {
+            return Ok(FeedPosition {
+                created: true,
+                acknowledged: 0,
+                horizon: 0,
+                retained_bytes: 0,
+            });
+        }
         None => {
             let create = Statement {
                 sql: "SELECT CAST(lsn AS text) FROM pg_create_logical_replication_slot($1, 'pgoutput')"
@@ -158,6 +174,17 @@ pub async fn open_feed(
     })
 }
 
+/// The table's schema: the manifest's, else the session's current schema (where an
+/// unqualified name resolves first for a table the connector created or found).
+async fn table_schema(s: &mut dyn SqlSession, table: &TableName) -> Result<String> {
+    match &table.schema {
+        Some(schema) => Ok(schema.clone()),
+        None => one_text(s, Statement::new("SELECT current_schema()::text"))
+            .await?
+            .ok_or_else(|| Error::source("no current schema")),
+    }
+}
+
 /// Updates and deletes are replicated with the replica identity; without one PostgreSQL
 /// refuses them on a published table, so say so before creating anything.
 async fn check_replica_identity(s: &mut dyn SqlSession, table: &TableName) -> Result<()> {
@@ -167,10 +194,7 @@ async fn check_replica_identity(s: &mut dyn SqlSession, table: &TableName) -> Re
               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
               WHERE n.nspname = $1 AND c.relname = $2"
             .into(),
-        params: vec![
-            text(table.schema.as_deref().unwrap_or("public")),
-            text(&table.name),
-        ],
+        params: vec![text(&table_schema(s, table).await?), text(&table.name)],
     };
     match one_text(s, stmt).await?.as_deref() {
         Some("f") | Some("fk") | Some("dk") | Some("ik") | Some("i") => Ok(()),
@@ -239,8 +263,13 @@ pub async fn ack(s: &mut dyn SqlSession, names: &FeedNames, position: u64) -> Re
     Ok(())
 }
 
-/// Drops the slot and the publication (`dpone-host cdc drop-slot`); returns what existed.
-pub async fn drop_feed(s: &mut dyn SqlSession, names: &FeedNames) -> Result<(bool, bool)> {
+/// Drops the slot and, when `publication`, the publication (`dpone-host cdc drop-slot`);
+/// returns which of them existed and were dropped.
+pub async fn drop_feed(
+    s: &mut dyn SqlSession,
+    names: &FeedNames,
+    publication: bool,
+) -> Result<(bool, bool)> {
     let slot = Statement {
         sql: "SELECT CAST(pg_drop_replication_slot(slot_name) AS text) FROM pg_replication_slots \
               WHERE slot_name = $1"
@@ -252,7 +281,7 @@ pub async fn drop_feed(s: &mut dyn SqlSession, names: &FeedNames) -> Result<(boo
         sql: "SELECT pubname::text FROM pg_publication WHERE pubname = $1".into(),
         params: vec![text(&names.publication)],
     };
-    let had_publication = one_text(s, exists).await?.is_some();
+    let had_publication = publication && one_text(s, exists).await?.is_some();
     if had_publication {
         s.execute(&Statement::new(format!(
             "DROP PUBLICATION {}",
@@ -407,7 +436,8 @@ async fn compact(
         params,
     };
     let (batches_tx, mut batches) = mpsc::channel(crate::model::CHANNEL_BATCHES);
-    let mut decoder = Decoder::new(table, schema, window);
+    let namespace = table_schema(s, table).await?;
+    let mut decoder = Decoder::new(table, &namespace, schema, window);
     let consume = async {
         while let Some(batch) = batches.recv().await {
             let batch: RecordBatch = batch;
@@ -434,6 +464,7 @@ async fn compact(
 /// Folds decoded messages into the compacted map, one transaction at a time.
 struct Decoder<'a> {
     table: &'a TableName,
+    namespace: &'a str,
     schema: &'a Schema,
     window: &'a Window,
     /// Our relation's oid and, per column of the relation, its position in `schema`.
@@ -452,9 +483,15 @@ enum Change {
 }
 
 impl<'a> Decoder<'a> {
-    fn new(table: &'a TableName, schema: &'a Schema, window: &'a Window) -> Self {
+    fn new(
+        table: &'a TableName,
+        namespace: &'a str,
+        schema: &'a Schema,
+        window: &'a Window,
+    ) -> Self {
         Decoder {
             table,
+            namespace,
             schema,
             window,
             relation: None,
@@ -473,8 +510,7 @@ impl<'a> Decoder<'a> {
                 columns,
                 ..
             } => {
-                let ours = namespace == self.table.schema.as_deref().unwrap_or("public")
-                    && name == self.table.name;
+                let ours = namespace == self.namespace && name == self.table.name;
                 if ours {
                     let at = columns
                         .iter()
@@ -498,7 +534,7 @@ impl<'a> Decoder<'a> {
             }
             Message::Truncate { oids, .. } if oids.iter().any(|o| self.is_ours(*o)) => {
                 return Err(Error::source(format!(
-                    "{} was truncated at the source; cdc cannot apply a TRUNCATE by key: reload it with full_refresh, then delete the state entry cdc.position",
+                    "{} was truncated at the source; cdc cannot apply a TRUNCATE by key: drop the feed with `dpone-host cdc drop-slot` and run again, which takes a new snapshot",
                     self.table
                 )));
             }
@@ -566,6 +602,15 @@ impl<'a> Decoder<'a> {
         match change {
             Change::Delete(old) => {
                 let key = self.key_of(&old)?;
+                if let Some(i) = key.iter().position(Option::is_none) {
+                    return Err(Error::config(
+                        "sink.strategy.unique_key",
+                        format!(
+                            "a delete on {} does not carry key column `{}`: unique_key must be the source's replica identity (its primary key), or set REPLICA IDENTITY FULL",
+                            self.table, self.window.key[i]
+                        ),
+                    ));
+                }
                 self.compacted.insert(key, None);
             }
             Change::Upsert { old, mut new } => {
