@@ -157,6 +157,33 @@ async fn backfill_refuses_bad_configuration(mut p: Pair) {
     assert!(err.message.contains("has not started"), "{err}");
 }
 
+/// A chunk with duplicate keys fails for good (a key violation is not retried) while the
+/// others finish; once the source is fixed, `retry-failed` runs just that chunk.
+async fn backfill_retry_failed_reruns_only_failed_chunks(mut p: Pair) {
+    p.seed(false).await;
+    let t = p.source_table;
+    p.source
+        .exec(&format!(
+            "INSERT INTO {t} VALUES (120, 'duplicate', '1.00', '2024-03-01 00:00:00.000000')"
+        ))
+        .await;
+    let yaml = p.manifest(&replace_campaign(300, 50));
+    let err = run_campaign(&yaml, Start::Run).await.unwrap_err();
+    assert!(
+        err.message.contains("1 of 6 chunks failed") && err.message.contains("retry-failed"),
+        "{err}"
+    );
+    assert_eq!(p.sink.count(p.sink_table).await, 250, "the five good chunks landed");
+    p.source
+        .exec(&format!("DELETE FROM {t} WHERE name = 'duplicate'"))
+        .await;
+    let resumed = run_campaign(&yaml, Start::Resume).await.unwrap_err();
+    assert!(resumed.message.contains("1 of 6 chunks failed"), "resume leaves failed chunks: {resumed}");
+    let retried = run_campaign(&yaml, Start::RetryFailed).await.unwrap();
+    assert_eq!((retried.ran, retried.done, retried.failed), (1, 6, 0));
+    same(&mut p, "after retry-failed").await;
+}
+
 /// The process dies while chunk 3 of 6 commits (as `kill -9` would); `backfill resume`
 /// waits for the dead worker's lease to expire, retries that chunk and finishes the rest,
 /// each chunk done exactly once and every row exactly once in the target.
@@ -252,6 +279,7 @@ macro_rules! backfill_pairs {
 
 backfill_pairs!(
     backfill_replace_by_chunks,
+    backfill_retry_failed_reruns_only_failed_chunks,
     backfill_merge_and_partition_modes,
     backfill_refuses_bad_configuration,
 );
