@@ -12,6 +12,7 @@ use dpone_host::backfill::{self, Start};
 use dpone_host::connectors::{self, Open, source as source_ops};
 use dpone_host::error::{Error, Kind, Result};
 use dpone_host::manifest::Manifest;
+use dpone_host::matrix;
 use dpone_host::runner::{self, RunOptions};
 use dpone_host::runtime::engine::{Limits, Runtime};
 use dpone_host::runtime::report::RunReport;
@@ -80,6 +81,70 @@ enum Command {
     Cdc {
         #[command(subcommand)]
         command: CdcCommand,
+    },
+    /// The integration matrix: 25 source -> sink pairs, 200 cases (docs/integration-matrix.md).
+    Matrix {
+        #[command(subcommand)]
+        command: MatrixCommand,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct MatrixFilters {
+    /// Case ids, comma-separated (`*` for all) [env: DPONE_MATRIX_CASE_ID].
+    #[arg(long = "case")]
+    case_id: Option<String>,
+    /// Sources, comma-separated [env: DPONE_MATRIX_SOURCE_FILTER].
+    #[arg(long)]
+    source: Option<String>,
+    /// Sinks, comma-separated [env: DPONE_MATRIX_SINK_FILTER].
+    #[arg(long)]
+    sink: Option<String>,
+    /// Strategies, comma-separated [env: DPONE_MATRIX_STRATEGY_FILTER].
+    #[arg(long)]
+    strategy: Option<String>,
+}
+
+impl MatrixFilters {
+    fn resolve(self) -> matrix::runner::Filters {
+        let env = matrix::runner::Filters::from_env();
+        matrix::runner::Filters {
+            case_id: self.case_id.unwrap_or(env.case_id),
+            source: self.source.unwrap_or(env.source),
+            sink: self.sink.unwrap_or(env.sink),
+            strategy: self.strategy.unwrap_or(env.strategy),
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum MatrixCommand {
+    /// List the selected cases with their extras, profiles and guide.
+    List {
+        #[command(flatten)]
+        filters: MatrixFilters,
+    },
+    /// Run the selected cases; exits 1 when a case failed.
+    Run {
+        /// mock_contract, mock_local or vendor_live [env: DPONE_MATRIX_RUN_MODE].
+        #[arg(long)]
+        mode: Option<String>,
+        #[command(flatten)]
+        filters: MatrixFilters,
+        /// Write `<case_id>.json` and `summary.json` here [env: DPONE_MATRIX_ARTIFACT_DIR].
+        #[arg(long)]
+        artifact_dir: Option<PathBuf>,
+        /// The repository checkout whose docs/source-sink guides are checked.
+        #[arg(long, default_value = ".")]
+        repo_root: PathBuf,
+        /// Where the strategy components are [default: as for `run`].
+        #[arg(long)]
+        components_dir: Option<PathBuf>,
+    },
+    /// Print the summary table of a finished run from its artifact directory.
+    Report {
+        #[arg(long)]
+        artifact_dir: PathBuf,
     },
 }
 
@@ -280,6 +345,7 @@ async fn dispatch(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Backfill { command } => backfill(command).await,
+        Command::Matrix { command } => matrix_command(command).await,
         Command::Cdc {
             command: CdcCommand::DropSlot { manifest },
         } => {
@@ -376,6 +442,65 @@ async fn backfill(command: BackfillCommand) -> Result<()> {
     };
     let prepared = chunked(runner::prepare(&manifest, &opts).await?)?;
     campaign(&manifest, &opts, &prepared, start, report_json).await
+}
+
+async fn matrix_command(command: MatrixCommand) -> Result<()> {
+    match command {
+        MatrixCommand::List { filters } => {
+            let filters = filters.resolve();
+            for c in matrix::catalog::cases()
+                .iter()
+                .filter(|c| filters.matches(c))
+            {
+                println!(
+                    "{:<44} extras={:<20} profiles={:<30} {}",
+                    c.id,
+                    c.extras.join(","),
+                    c.profiles.join(","),
+                    c.guide
+                );
+            }
+            Ok(())
+        }
+        MatrixCommand::Run {
+            mode,
+            filters,
+            artifact_dir,
+            repo_root,
+            components_dir,
+        } => {
+            let mode = mode
+                .or_else(|| std::env::var("DPONE_MATRIX_RUN_MODE").ok())
+                .unwrap_or_else(|| "mock_contract".into());
+            let opts = matrix::runner::Options {
+                mode: matrix::runner::Mode::parse(&mode)?,
+                filters: filters.resolve(),
+                artifact_dir: artifact_dir
+                    .or_else(|| std::env::var_os("DPONE_MATRIX_ARTIFACT_DIR").map(PathBuf::from)),
+                repo_root,
+                components_dir: components_dir.unwrap_or_else(runner::default_components_dir),
+                rows: matrix::model::ModelConfig::from_env(0, false).rows,
+            };
+            let (summary, _) = matrix::runner::run(&opts).await?;
+            print!("{}", matrix::runner::table(&summary));
+            if summary.failed > 0 {
+                return Err(Error::new(
+                    Kind::Internal,
+                    format!("{} matrix cases failed", summary.failed),
+                ));
+            }
+            Ok(())
+        }
+        MatrixCommand::Report { artifact_dir } => {
+            let path = artifact_dir.join("summary.json");
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| Error::config("--artifact-dir", format!("{}: {e}", path.display())))?;
+            let summary: matrix::runner::Summary = serde_json::from_str(&text)
+                .map_err(|e| Error::config("--artifact-dir", format!("{}: {e}", path.display())))?;
+            print!("{}", matrix::runner::table(&summary));
+            Ok(())
+        }
+    }
 }
 
 /// Refuses a component that does not run in chunks, naming the field that chose it.

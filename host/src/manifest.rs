@@ -52,6 +52,24 @@ pub enum Connection {
     Sqlite(crate::connectors::sqlite::config::SqliteConfig),
     #[cfg(feature = "postgres")]
     Postgres(crate::connectors::postgres::config::PostgresConfig),
+    #[cfg(feature = "mssql")]
+    Mssql(crate::connectors::mssql::config::MssqlConfig),
+    #[cfg(feature = "clickhouse")]
+    Clickhouse(crate::connectors::clickhouse::config::ClickhouseConfig),
+    #[cfg(feature = "rest")]
+    Rest(crate::connectors::rest::config::RestConfig),
+    #[cfg(feature = "kafka")]
+    Kafka(crate::connectors::kafka::config::KafkaConfig),
+    #[cfg(feature = "bigquery")]
+    Bigquery(crate::connectors::bigquery::config::BigqueryConfig),
+}
+
+/// What a connection can be used as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Source,
+    Sink,
+    State,
 }
 
 impl Connection {
@@ -61,6 +79,16 @@ impl Connection {
             Connection::Sqlite(_) => "sqlite",
             #[cfg(feature = "postgres")]
             Connection::Postgres(_) => "postgres",
+            #[cfg(feature = "mssql")]
+            Connection::Mssql(_) => "mssql",
+            #[cfg(feature = "clickhouse")]
+            Connection::Clickhouse(_) => "clickhouse",
+            #[cfg(feature = "rest")]
+            Connection::Rest(_) => "rest",
+            #[cfg(feature = "kafka")]
+            Connection::Kafka(_) => "kafka",
+            #[cfg(feature = "bigquery")]
+            Connection::Bigquery(_) => "bigquery",
         }
     }
 
@@ -70,6 +98,26 @@ impl Connection {
             Connection::Sqlite(c) => c.table.as_deref(),
             #[cfg(feature = "postgres")]
             Connection::Postgres(c) => c.table.as_deref(),
+            #[cfg(feature = "mssql")]
+            Connection::Mssql(c) => c.table.as_deref(),
+            #[cfg(feature = "clickhouse")]
+            Connection::Clickhouse(c) => c.table.as_deref(),
+            #[cfg(feature = "rest")]
+            Connection::Rest(c) => c.table.as_deref(),
+            #[cfg(feature = "kafka")]
+            Connection::Kafka(c) => c.table.as_deref().or(Some(c.topic.as_str())),
+            #[cfg(feature = "bigquery")]
+            Connection::Bigquery(c) => c.table.as_deref(),
+        }
+    }
+
+    /// The roles this kind of connection can play.
+    pub fn roles(&self) -> &'static [Role] {
+        match self.kind() {
+            "sqlite" | "postgres" => &[Role::Source, Role::Sink, Role::State],
+            "rest" => &[Role::Source],
+            "bigquery" => &[Role::Sink],
+            _ => &[Role::Source, Role::Sink],
         }
     }
 
@@ -79,6 +127,16 @@ impl Connection {
             Connection::Sqlite(c) => c.validate(at),
             #[cfg(feature = "postgres")]
             Connection::Postgres(c) => c.validate(at),
+            #[cfg(feature = "mssql")]
+            Connection::Mssql(c) => c.validate(at),
+            #[cfg(feature = "clickhouse")]
+            Connection::Clickhouse(c) => c.validate(at),
+            #[cfg(feature = "rest")]
+            Connection::Rest(c) => c.validate(at),
+            #[cfg(feature = "kafka")]
+            Connection::Kafka(c) => c.validate(at),
+            #[cfg(feature = "bigquery")]
+            Connection::Bigquery(c) => c.validate(at),
         }
     }
 
@@ -89,6 +147,14 @@ impl Connection {
             (Connection::Sqlite(a), Connection::Sqlite(b)) => a.same_database(b),
             #[cfg(feature = "postgres")]
             (Connection::Postgres(a), Connection::Postgres(b)) => a.same_database(b),
+            #[cfg(feature = "mssql")]
+            (Connection::Mssql(a), Connection::Mssql(b)) => a.same_database(b),
+            #[cfg(feature = "clickhouse")]
+            (Connection::Clickhouse(a), Connection::Clickhouse(b)) => a.same_database(b),
+            #[cfg(feature = "kafka")]
+            (Connection::Kafka(a), Connection::Kafka(b)) => a.brokers == b.brokers,
+            #[cfg(feature = "bigquery")]
+            (Connection::Bigquery(a), Connection::Bigquery(b)) => a.same_database(b),
             #[allow(unreachable_patterns)]
             _ => false,
         }
@@ -211,6 +277,18 @@ impl Manifest {
                 "pipeline",
                 "use letters, digits, `_`, `-` or `.`",
             ));
+        }
+        for (at, conn, role) in [
+            ("source", &self.source, Role::Source),
+            ("sink", &self.sink, Role::Sink),
+            ("state", &self.state, Role::State),
+        ] {
+            if !conn.roles().contains(&role) {
+                return Err(Error::config(
+                    format!("{at}.kind"),
+                    format!("`{}` cannot be a {at}", conn.kind()),
+                ));
+            }
         }
         for (at, conn) in [("source", &self.source), ("sink", &self.sink)] {
             conn.validate(at)?;

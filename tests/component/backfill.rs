@@ -173,12 +173,19 @@ async fn backfill_retry_failed_reruns_only_failed_chunks(mut p: Pair) {
         err.message.contains("1 of 6 chunks failed") && err.message.contains("retry-failed"),
         "{err}"
     );
-    assert_eq!(p.sink.count(p.sink_table).await, 250, "the five good chunks landed");
+    assert_eq!(
+        p.sink.count(p.sink_table).await,
+        250,
+        "the five good chunks landed"
+    );
     p.source
         .exec(&format!("DELETE FROM {t} WHERE name = 'duplicate'"))
         .await;
     let resumed = run_campaign(&yaml, Start::Resume).await.unwrap_err();
-    assert!(resumed.message.contains("1 of 6 chunks failed"), "resume leaves failed chunks: {resumed}");
+    assert!(
+        resumed.message.contains("1 of 6 chunks failed"),
+        "resume leaves failed chunks: {resumed}"
+    );
     let retried = run_campaign(&yaml, Start::RetryFailed).await.unwrap();
     assert_eq!((retried.ran, retried.done, retried.failed), (1, 6, 0));
     same(&mut p, "after retry-failed").await;

@@ -6,9 +6,10 @@
 
 use dpone_host::backfill::Start;
 use dpone_host::manifest::Manifest;
+use dpone_host::matrix::catalog::{backfill_options, strategy_options};
 use dpone_host::matrix::local::Behaviour;
-use dpone_host::matrix::model::{ModelConfig, first_day};
-use dpone_host::matrix::oracle::{Oracle, Semantics};
+use dpone_host::matrix::model::ModelConfig;
+use dpone_host::matrix::oracle::Oracle;
 
 use crate::support::{fresh_postgres_database, run, run_campaign, scratch};
 
@@ -60,61 +61,8 @@ impl Endpoints {
     }
 }
 
-/// A strategy as the model runs it: its options, its semantics, whether the key is the
-/// compound `(region, id)`.
-fn case(strategy: &str) -> (String, Semantics, bool) {
-    let window = 6;
-    match strategy {
-        "full_refresh" => ("mode: full_refresh, unique_key: [id]".into(), Semantics::Mirror, false),
-        "incremental_append" => (
-            "mode: incremental_append, cursor_column: updated_at".into(),
-            Semantics::Append,
-            false,
-        ),
-        "incremental_merge" => (
-            "mode: incremental_merge, unique_key: [id], cursor_column: updated_at".into(),
-            Semantics::Merge,
-            false,
-        ),
-        "replace" => (
-            "mode: replace, unique_key: [id], predicate: [{ column: day, from: '2024-01-01', to: '2024-01-07' }]".into(),
-            Semantics::Window {
-                first: first_day(),
-                days: window,
-            },
-            false,
-        ),
-        "partition_replace" => (
-            "mode: partition_replace, unique_key: [id], partition: { column: day }".into(),
-            Semantics::Partitions,
-            false,
-        ),
-        "snapshot_diff" => (
-            "mode: snapshot_diff, unique_key: [region, id], diff: { compare: row_hash, delete_policy: hard_delete }".into(),
-            Semantics::Mirror,
-            true,
-        ),
-        "scd2" => ("mode: scd2, unique_key: [region, id]".into(), Semantics::Scd2, true),
-        "xmin" => ("mode: xmin, unique_key: [id]".into(), Semantics::ChangedRows, false),
-        "cdc" => ("mode: cdc, unique_key: [region, id]".into(), Semantics::Mirror, true),
-        "backfill" => (String::new(), Semantics::Mirror, false),
-        other => panic!("no model case for {other}"),
-    }
-}
-
-/// Backfill covers the whole key range of the generation: a new campaign whenever the
-/// range grows, nothing to do when it does not.
-fn backfill_options(max_id: usize) -> String {
-    format!(
-        "mode: backfill, unique_key: [id], backfill: {{ inner_mode: replace, \
-         chunk: {{ column: id, from: 1, to: {max_id}, step: {} }}, parallel_workers: 2, \
-         retry_policy: {{ lease_seconds: 2 }} }}",
-        max_id.div_ceil(6)
-    )
-}
-
 async fn three_generations(endpoints: Endpoints, name: &str, strategy: &str) {
-    let (options, semantics, compound) = case(strategy);
+    let (options, semantics, compound) = strategy_options(strategy);
     let cfg = ModelConfig::from_env(20_261_127, compound);
     let first =
         Manifest::parse(&endpoints.manifest(name, "mode: full_refresh"), &|_| None).unwrap();
@@ -126,8 +74,8 @@ async fn three_generations(endpoints: Endpoints, name: &str, strategy: &str) {
             rows = model.seed(generation).await.unwrap();
         }
         if strategy == "backfill" {
-            let max_id = rows.len() + rows.len() / 10;
-            let yaml = endpoints.manifest(name, &backfill_options(max_id.max(cfg.rows * 21 / 20)));
+            let max_id = cfg.rows * 21 / 20 + generation as usize;
+            let yaml = endpoints.manifest(name, &backfill_options(max_id, 2));
             run_campaign(&yaml, Start::Run).await.unwrap();
         } else {
             run(&endpoints.manifest(name, &options), None)
@@ -146,7 +94,7 @@ async fn three_generations(endpoints: Endpoints, name: &str, strategy: &str) {
 /// The process dies as the finalize transaction is about to commit (as `kill -9` would
 /// there): target and state are as before; the next run converges to the oracle.
 async fn crash_before_commit_changes_nothing(endpoints: Endpoints, name: &str, strategy: &str) {
-    let (options, semantics, compound) = case(strategy);
+    let (options, semantics, compound) = strategy_options(strategy);
     let cfg = ModelConfig {
         seed: 7,
         rows: 600,
@@ -155,7 +103,7 @@ async fn crash_before_commit_changes_nothing(endpoints: Endpoints, name: &str, s
     // Backfill: a campaign per generation (a finished campaign runs nothing again).
     let options = |generation: usize| {
         if strategy == "backfill" {
-            backfill_options(700 + generation)
+            backfill_options(700 + generation, 2)
         } else {
             options.clone()
         }

@@ -4,6 +4,7 @@
 
 mod bench;
 mod build;
+mod matrix;
 mod quickstart;
 mod services;
 mod test;
@@ -44,6 +45,8 @@ enum Task {
     Quickstart,
     /// Benchmark dpone against a raw COPY pipe, Sling and dlt (docs/benchmarks.md).
     Bench(bench::Options),
+    /// Run the integration matrix (docs/integration-matrix.md).
+    Matrix(matrix::Options),
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +96,7 @@ fn run_task(task: Task) -> Result<ExitCode> {
         Task::Test { cargo_test_args } => test::run(&root, &cargo_test_args)?,
         Task::Quickstart => quickstart::run(&root)?,
         Task::Bench(options) => bench::run(&root, &options)?,
+        Task::Matrix(options) => matrix::run(&root, &options)?,
     }
     Ok(ExitCode::SUCCESS)
 }

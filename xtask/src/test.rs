@@ -36,7 +36,18 @@ pub fn run(root: &Path, cargo_test_args: &[String]) -> Result<()> {
             .current_dir(root)
             .env("CARGO_TARGET_DIR", build::target_dir(root))
             .env("DPONE_TEST_POSTGRES_URL", &url)
-            .env("DPONE_COMPONENTS_DIR", build::components_dir(root)),
+            .env("DPONE_COMPONENTS_DIR", build::components_dir(root))
+            // The matrix's contract needs no service, so the default run includes it (with
+            // the known capability gaps of unbuilt connectors allowed); mock_local is
+            // `cargo xtask matrix --mode mock_local`.
+            .env("DPONE_RUN_INTEGRATION", "1")
+            .env("DPONE_RUN_INTEGRATION_MATRIX", "1")
+            .env("DPONE_MATRIX_RUN_MODE", "mock_contract")
+            .env("DPONE_MATRIX_ALLOW_CAPABILITY_GAPS", "1")
+            .env(
+                "DPONE_MATRIX_ARTIFACT_DIR",
+                build::target_dir(root).join("matrix/mock_contract"),
+            ),
     )
     .context("tests failed")?;
     bench::run(root, &bench::Options::smoke()).context("the benchmark smoke run failed")

@@ -14,8 +14,18 @@ pub mod render;
 pub mod sink;
 pub mod source;
 
+#[cfg(feature = "bigquery")]
+pub mod bigquery;
+#[cfg(feature = "clickhouse")]
+pub mod clickhouse;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+#[cfg(feature = "mssql")]
+pub mod mssql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "rest")]
+pub mod rest;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
@@ -221,5 +231,73 @@ pub async fn connect(
         Connection::Postgres(c) => Ok(Box::new(
             postgres::PostgresSession::connect(c.url.expose(), role).await?,
         )),
+        #[allow(unreachable_patterns)]
+        other => Err(Error::new(
+            crate::Kind::Unsupported,
+            format!(
+                "the `{}` connector is not built yet: this dpone-host validates its manifest section but cannot connect to it",
+                other.kind()
+            ),
+        )),
+    }
+}
+
+/// Portable type names a manifest may declare for schemaless sources (REST, Kafka).
+const TYPE_NAMES: [&str; 10] = [
+    "boolean",
+    "int64",
+    "float64",
+    "text",
+    "date",
+    "timestamp",
+    "timestamp_tz",
+    "uuid",
+    "json",
+    "bytes",
+];
+
+/// Checks a declared column type name; the error names `field`.
+#[cfg_attr(not(any(feature = "rest", feature = "kafka")), allow(dead_code))]
+pub(crate) fn check_type_name(t: &str, field: &str) -> Result<()> {
+    let decimal = t
+        .strip_prefix("decimal(")
+        .and_then(|r| r.strip_suffix(')'))
+        .and_then(|ps| ps.split_once(','))
+        .is_some_and(|(p, s)| p.trim().parse::<u8>().is_ok() && s.trim().parse::<i8>().is_ok());
+    if TYPE_NAMES.contains(&t) || decimal {
+        Ok(())
+    } else {
+        Err(Error::config(
+            field,
+            format!(
+                "`{t}` is not one of {}, decimal(p,s)",
+                TYPE_NAMES.join(", ")
+            ),
+        ))
+    }
+}
+
+/// The sink capabilities of a connection kind: what strategies can rely on when it is the
+/// sink. One table for every kind, so the matrix preflight and the runs agree.
+pub fn sink_capabilities(kind: &str) -> crate::model::SinkCapabilities {
+    let (transactions, rename_swap, native_partitions, append_only_log) = match kind {
+        // Transactional DDL: a rename swap commits with the rest; declarative partitions.
+        "postgres" => (true, true, true, false),
+        "sqlite" => (true, false, false, false),
+        // sp_rename inside a transaction; partition SWITCH.
+        "mssql" => (true, true, true, false),
+        // Multi-statement transactions; no rename of a table inside one.
+        "bigquery" => (true, false, true, false),
+        // No multi-statement transactions; RENAME/EXCHANGE and REPLACE PARTITION.
+        "clickhouse" => (false, true, true, false),
+        // Producer transactions, but messages are never deleted or rewritten.
+        "kafka" => (true, false, false, true),
+        _ => (false, false, false, false),
+    };
+    crate::model::SinkCapabilities {
+        transactions,
+        rename_swap,
+        native_partitions,
+        append_only_log,
     }
 }

@@ -83,22 +83,18 @@ impl SqlSink {
     }
 
     /// SQL sinks have transactions and transactional DDL. PostgreSQL publishes by swap
-    /// (staging is created `LIKE` the target, so keys and indexes carry over); SQLite
-    /// cannot copy a table's full definition, so it reloads in place instead. No native
-    /// partitions yet; never a log.
+    /// (staging is created `LIKE` the target, so keys and indexes carry over) and swaps
+    /// native partitions; SQLite cannot copy a table's full definition, so it reloads in
+    /// place instead, and has no partitions. Never a log. The table is
+    /// [`super::sink_capabilities`].
     pub fn capabilities(&self) -> SinkCapabilities {
-        let rename_swap = match self.dialect() {
+        let kind = match self.dialect() {
             #[cfg(feature = "postgres")]
-            Dialect::Postgres => true,
+            Dialect::Postgres => "postgres",
             #[cfg(feature = "sqlite")]
-            Dialect::Sqlite => false,
+            Dialect::Sqlite => "sqlite",
         };
-        SinkCapabilities {
-            transactions: true,
-            rename_swap,
-            native_partitions: rename_swap,
-            append_only_log: false,
-        }
+        super::sink_capabilities(kind)
     }
 
     /// The target's schema, `None` when it does not exist.

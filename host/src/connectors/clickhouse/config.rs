@@ -1,0 +1,35 @@
+//! The `kind: clickhouse` manifest section.
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::manifest::Secret;
+
+/// A ClickHouse server, over its HTTP interface.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClickhouseConfig {
+    /// `http(s)://[user[:password]@]host:port/database`; a secret, never printed.
+    pub url: Secret,
+    /// `database.table` or `table` (the URL's database).
+    #[serde(default)]
+    pub table: Option<String>,
+}
+
+impl ClickhouseConfig {
+    /// Pure checks; `at` is the dotted path of this section.
+    pub fn validate(&self, at: &str) -> Result<()> {
+        let url = self.url.expose();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(Error::config(
+                format!("{at}.url"),
+                "must start with http:// or https:// (the HTTP interface, port 8123 by default)",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn same_database(&self, other: &ClickhouseConfig) -> bool {
+        self.url == other.url
+    }
+}

@@ -1,0 +1,105 @@
+//! The `kind: kafka` manifest section: a topic, read as a bounded range of offsets (source)
+//! or written as keyed JSON messages (sink).
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::manifest::Secret;
+
+/// SASL credentials.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSasl {
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    pub mechanism: String,
+    pub username: Secret,
+    pub password: Secret,
+}
+
+/// One declared column of the JSON message values.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaColumn {
+    pub name: String,
+    /// A portable type name, as for `kind: rest` columns.
+    #[serde(rename = "type")]
+    pub data_type: String,
+    #[serde(default = "yes")]
+    pub nullable: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A Kafka topic.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port...]`.
+    pub brokers: String,
+    pub topic: String,
+    /// Logical table name for logs; default the topic.
+    #[serde(default)]
+    pub table: Option<String>,
+    /// Source: the columns of the message values (JSON objects).
+    #[serde(default)]
+    pub columns: Vec<KafkaColumn>,
+    /// Source: columns that identify a record (the message key), the source's primary key.
+    #[serde(default)]
+    pub primary_key: Vec<String>,
+    #[serde(default)]
+    pub sasl: Option<KafkaSasl>,
+    #[serde(default)]
+    pub tls: bool,
+}
+
+impl KafkaConfig {
+    /// Pure checks; `at` is the dotted path of this section.
+    pub fn validate(&self, at: &str) -> Result<()> {
+        let brokers_ok = !self.brokers.trim().is_empty()
+            && self.brokers.split(',').all(|b| {
+                b.trim()
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+            });
+        if !brokers_ok {
+            return Err(Error::config(
+                format!("{at}.brokers"),
+                "must be host:port[,host:port...]",
+            ));
+        }
+        let topic_ok = !self.topic.is_empty()
+            && self.topic.len() <= 249
+            && self
+                .topic
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !topic_ok {
+            return Err(Error::config(
+                format!("{at}.topic"),
+                "must be 1-249 characters of a-z, A-Z, 0-9, '.', '_' and '-'",
+            ));
+        }
+        if let Some(sasl) = &self.sasl
+            && !["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].contains(&sasl.mechanism.as_str())
+        {
+            return Err(Error::config(
+                format!("{at}.sasl.mechanism"),
+                "must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+            ));
+        }
+        for (i, c) in self.columns.iter().enumerate() {
+            crate::connectors::check_type_name(&c.data_type, &format!("{at}.columns[{i}].type"))?;
+        }
+        for (i, k) in self.primary_key.iter().enumerate() {
+            if !self.columns.iter().any(|c| &c.name == k) {
+                return Err(Error::config(
+                    format!("{at}.primary_key[{i}]"),
+                    format!("`{k}` is not a declared column"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
