@@ -1,6 +1,7 @@
 //! `dpone-host`: the command line.
 //!
-//! Exit codes: 0 success; 2 config error or unsupported request (nothing touched); 3 source
+//! Exit codes: 0 success; 1 `matrix run` finished with failed cases; 2 config error or
+//! unsupported request (nothing touched); 3 source
 //! error; 4 sink error or key violation; 5 state store error; 6 sandbox violation by the
 //! strategy component; 70 internal error.
 
@@ -484,10 +485,9 @@ async fn matrix_command(command: MatrixCommand) -> Result<()> {
             let (summary, _) = matrix::runner::run(&opts).await?;
             print!("{}", matrix::runner::table(&summary));
             if summary.failed > 0 {
-                return Err(Error::new(
-                    Kind::Internal,
-                    format!("{} matrix cases failed", summary.failed),
-                ));
+                // Exit 1: cases failed; the other codes mean the run itself could not go on.
+                eprintln!("{} matrix cases failed", summary.failed);
+                std::process::exit(1);
             }
             Ok(())
         }

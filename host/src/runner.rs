@@ -638,13 +638,21 @@ impl Run<'_> {
                 Open::Create
             };
             let sink_session = connectors::connect(&manifest.sink, Kind::Sink, open).await?;
-            let sink = SqlSink::new(
+            let mut sink = SqlSink::new(
                 sink_session,
                 manifest.sink_table(),
                 run_id,
                 manifest.strategy.predicate_sql.clone(),
                 opts.dry_run,
             );
+            if let Some(chunk) = &self.chunk {
+                sink.set_fence(format!(
+                    "dpone.chunk.{}.{}.{}",
+                    manifest.pipeline,
+                    model::value_display(&chunk.range.low),
+                    model::value_display(&chunk.range.high)
+                ));
+            }
             check_needs(info, &sink, opts.strategy.is_some())?;
             Ok::<_, Error>((source, sink, options))
         };

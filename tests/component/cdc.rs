@@ -217,6 +217,89 @@ async fn cdc_unchanged_toast_values(mut p: Pair) {
     );
 }
 
+/// A partitioned source: the publication publishes its partitions' changes under its own
+/// name, so they reach the target.
+async fn cdc_partitioned_source(mut p: Pair) {
+    p.source
+        .exec(
+            "CREATE TABLE src.parts (id BIGINT NOT NULL, day DATE NOT NULL, note TEXT, PRIMARY KEY (id, day)) \
+             PARTITION BY LIST (day); \
+             CREATE TABLE src.parts_1 PARTITION OF src.parts FOR VALUES IN ('2024-01-01'); \
+             CREATE TABLE src.parts_2 PARTITION OF src.parts FOR VALUES IN ('2024-01-02'); \
+             INSERT INTO src.parts SELECT i, DATE '2024-01-01' + (i % 2), 'v' || i FROM generate_series(1, 40) i",
+        )
+        .await;
+    let yaml = p
+        .manifest("mode: cdc, unique_key: [id, day]")
+        .replace("src.orders", "src.parts")
+        .replace("dst.orders", "dst.parts");
+    let rows = "SELECT CAST(id AS TEXT), CAST(day AS TEXT), note FROM {} ORDER BY id";
+    let q = |t: &str| rows.replace("{}", t);
+    run(&yaml, None).await.unwrap();
+    p.source
+        .exec(
+            "UPDATE src.parts SET note = 'changed' WHERE id < 10; DELETE FROM src.parts WHERE id > 35; \
+             INSERT INTO src.parts VALUES (100, '2024-01-02', 'new')",
+        )
+        .await;
+    let report = run(&yaml, None).await.unwrap();
+    assert!(report.rows_written > 0, "{}", report.message);
+    let expected = p.source.rows(&q("src.parts")).await;
+    assert_rows(
+        &p.sink.rows(&q("dst.parts")).await,
+        &expected,
+        "partitioned source",
+    );
+}
+
+/// An update that changes the key and leaves a TOASTed column alone, under the default
+/// replica identity: the old row carries the key only, so the value is unknown. The run
+/// refuses instead of writing NULL.
+async fn cdc_key_change_with_toast_refuses(mut p: Pair) {
+    let big = "(SELECT string_agg(md5(random()::text || g), '') FROM generate_series(1, 400) g)";
+    p.source
+        .exec(&format!(
+            "CREATE TABLE src.docs (id BIGINT PRIMARY KEY, small TEXT, big TEXT); \
+             INSERT INTO src.docs SELECT i, 's' || i, {big} FROM generate_series(1, 3) i"
+        ))
+        .await;
+    let yaml = p
+        .manifest(CDC)
+        .replace("src.orders", "src.docs")
+        .replace("dst.orders", "dst.docs");
+    run(&yaml, None).await.unwrap();
+    p.source
+        .exec("UPDATE src.docs SET id = 99 WHERE id = 3")
+        .await;
+    let err = run_fails(&yaml, None, Kind::Source).await;
+    assert!(err.message.contains("REPLICA IDENTITY FULL"), "{err}");
+    let nulls = p
+        .sink
+        .rows("SELECT CAST(COUNT(*) AS TEXT) FROM dst.docs WHERE big IS NULL")
+        .await;
+    assert_eq!(nulls[0][0].as_deref(), Some("0"));
+}
+
+/// `unique_key` must be the replica identity: otherwise updates would not carry it.
+async fn cdc_refuses_a_key_that_is_not_the_replica_identity(mut p: Pair) {
+    p.seed(true).await;
+    let yaml = p.manifest("mode: cdc, unique_key: [amount, id]");
+    run(&yaml, None).await.unwrap();
+    p.source
+        .exec(&format!(
+            "UPDATE {} SET name = 'moved' WHERE id = 1",
+            p.source_table
+        ))
+        .await;
+    let err = run_fails(&yaml, None, Kind::Config).await;
+    assert_eq!(
+        err.field.as_deref(),
+        Some("sink.strategy.unique_key"),
+        "{err}"
+    );
+    assert!(err.message.contains("replica identity"), "{err}");
+}
+
 async fn cdc_needs_a_postgres_source(p: Pair) {
     let err = run_fails(&p.manifest(CDC), None, Kind::Unsupported).await;
     assert!(err.message.contains("PostgreSQL"), "{err}");
@@ -235,7 +318,10 @@ mod postgres_to_postgres {
     pg!(
         cdc_applies_changes_in_commit_order,
         cdc_crash_before_ack_replays_without_duplicates,
-        cdc_unchanged_toast_values
+        cdc_unchanged_toast_values,
+        cdc_partitioned_source,
+        cdc_key_change_with_toast_refuses,
+        cdc_refuses_a_key_that_is_not_the_replica_identity
     );
 }
 

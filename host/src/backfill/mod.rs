@@ -137,6 +137,8 @@ struct Shared<'a> {
 #[derive(Debug, Default)]
 struct WorkerTotals {
     ran: usize,
+    /// Chunks that finished successfully.
+    done: usize,
     rows_written: u64,
 }
 
@@ -187,12 +189,16 @@ pub async fn run(
     };
     let mut totals = WorkerTotals::default();
     let mut first_error = None;
-    // The first chunk runs alone: it may create the target, which concurrent chunks would
-    // race to do. The other workers join once it is through.
-    match step(&shared, 0, &mut totals).await {
-        Ok(_) => {}
-        Err(e) => {
-            first_error = Some(e);
+    // Chunks run alone until one succeeds: the first may create the target, which
+    // concurrent chunks would race to do. The other workers join after it.
+    loop {
+        match step(&shared, 0, &mut totals).await {
+            Ok(more) if more && totals.done == 0 => continue,
+            Ok(_) => break,
+            Err(e) => {
+                first_error = Some(e);
+                break;
+            }
         }
     }
     let workers = (0..spec.parallel_workers)
@@ -202,6 +208,7 @@ pub async fn run(
         match result {
             Ok(t) => {
                 totals.ran += t.ran;
+                totals.done += t.done;
                 totals.rows_written += t.rows_written;
             }
             Err(e) => {
@@ -324,14 +331,13 @@ async fn step(shared: &Shared<'_>, number: usize, totals: &mut WorkerTotals) -> 
         tokio::select! {
             outcome = &mut run => break outcome,
             () = tokio::time::sleep(renew_every) => {
-                let held = shared
-                    .ledger
-                    .lock()
-                    .await
-                    .renew(index, &owner, now_micros() + lease)
-                    .await?;
-                if !held {
-                    tracing::warn!("{label}: lease lost to another worker; its finalization is idempotent");
+                // A renewal that fails leaves the chunk running: its finalization is fenced
+                // (one commit per chunk at a time) and idempotent, so at worst another
+                // worker repeats it after the lease expires.
+                match shared.ledger.lock().await.renew(index, &owner, now_micros() + lease).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!("{label}: lease lost to another worker; the chunk's commits are fenced and idempotent"),
+                    Err(e) => tracing::warn!("{label}: could not renew the lease: {e}"),
                 }
             }
         }
@@ -339,6 +345,7 @@ async fn step(shared: &Shared<'_>, number: usize, totals: &mut WorkerTotals) -> 
     let mut ledger = shared.ledger.lock().await;
     match outcome {
         Ok(report) => {
+            totals.done += 1;
             totals.rows_written += report.rows_written;
             ledger
                 .finish(index, &owner, report.rows_written, &now_text())

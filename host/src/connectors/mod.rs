@@ -165,6 +165,13 @@ pub trait SqlSession: Send {
     async fn commit(&mut self) -> Result<()>;
     async fn rollback(&mut self) -> Result<()>;
 
+    /// Waits for, then holds until the open transaction ends, the lock `name`: a fence so
+    /// two sessions never finalize the same unit of work at once. SQLite serializes writing
+    /// transactions anyway, so the default does nothing.
+    async fn transaction_lock(&mut self, _name: &str) -> Result<()> {
+        Ok(())
+    }
+
     /// Takes the advisory lock `name` for as long as this session lives (also across
     /// processes and machines sharing the database); `false` when another session holds
     /// it. Released when the session ends, including when its process dies.

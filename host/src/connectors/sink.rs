@@ -35,6 +35,8 @@ pub struct SqlSink {
     dry_run: bool,
     /// Every statement issued (or, in a dry run, that would be issued), in order.
     pub statements: Vec<String>,
+    /// A lock every transaction takes first ([`Self::set_fence`]).
+    fence: Option<String>,
 }
 
 impl std::fmt::Debug for SqlSink {
@@ -71,6 +73,7 @@ impl SqlSink {
             manifest_predicate,
             dry_run,
             statements: Vec::new(),
+            fence: None,
         }
     }
 
@@ -296,9 +299,22 @@ impl SqlSink {
         self.statements.push("BEGIN".into());
         if !self.dry_run {
             self.session.begin().await?;
+            if let Some(fence) = &self.fence {
+                if let Err(e) = self.session.transaction_lock(fence).await {
+                    let _ = self.session.rollback().await;
+                    return Err(e);
+                }
+            }
         }
         self.in_transaction = true;
         Ok(())
+    }
+
+    /// Every transaction of this sink will first take the lock `fence` (a backfill chunk:
+    /// a worker whose lease expired and the one that took the chunk over never commit it
+    /// at the same time).
+    pub fn set_fence(&mut self, fence: String) {
+        self.fence = Some(fence);
     }
 
     /// Commits, running `also` (the colocated state store's writes) first in the same

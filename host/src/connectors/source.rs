@@ -14,12 +14,15 @@ pub struct FeedNames {
     pub publication: String,
 }
 
-/// Names a feed: the manifest's, else `dpone_<pipeline>` folded to a valid slot name.
+/// Names a feed: the manifest's, else `dpone_<pipeline>` folded to a valid slot name. When
+/// folding changed the name (case, characters, length), a hash of the pipeline name is
+/// appended, so `orders-eu` and `orders_eu` never share a slot.
 pub fn feed_names(pipeline: &str, feed: &ChangeFeed) -> Result<FeedNames> {
     let slot = match &feed.slot {
         Some(s) => check_name(s, "sink.strategy.cdc.slot")?,
         None => {
-            let folded: String = format!("dpone_{pipeline}")
+            let plain = format!("dpone_{pipeline}");
+            let folded: String = plain
                 .chars()
                 .map(|c| {
                     let c = c.to_ascii_lowercase();
@@ -29,9 +32,16 @@ pub fn feed_names(pipeline: &str, feed: &ChangeFeed) -> Result<FeedNames> {
                         '_'
                     }
                 })
-                .take(63)
                 .collect();
-            folded
+            if folded == plain && folded.len() <= 63 {
+                folded
+            } else {
+                use sha2::Digest;
+                let digest = sha2::Sha256::digest(pipeline.as_bytes());
+                let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+                let base: String = folded.chars().take(54).collect();
+                format!("{base}_{hash}")
+            }
         }
     };
     let publication = match &feed.publication {
@@ -344,9 +354,17 @@ mod tests {
             slot: None,
             publication: None,
         };
-        let n = feed_names("Orders-EU.v2", &none).unwrap();
-        assert_eq!(n.slot, "dpone_orders_eu_v2");
+        let n = feed_names("orders_eu", &none).unwrap();
+        assert_eq!(n.slot, "dpone_orders_eu");
         assert_eq!(n.publication, n.slot);
+        let folded = feed_names("orders-eu", &none).unwrap().slot;
+        assert!(
+            folded.starts_with("dpone_orders_eu_") && folded != n.slot,
+            "{folded}"
+        );
+        assert_ne!(folded, feed_names("Orders-EU", &none).unwrap().slot);
+        let long = feed_names(&"x".repeat(80), &none).unwrap().slot;
+        assert!(long.len() <= 63, "{long}");
         let bad = ChangeFeed {
             slot: Some("Bad-Name".into()),
             publication: None,

@@ -82,10 +82,12 @@ impl<'a> Behaviour<'a> {
             .map(|r| (id(&r), r))
             .collect();
         let after: BTreeMap<i64, &Vec<Value>> = rows.iter().map(|r| (id(r), r)).collect();
+        // Deleted rows go, changed rows are UPDATEd in place (what change feeds and xmin
+        // see in production), new rows are inserted.
         let gone: Vec<String> = before
-            .iter()
-            .filter(|(i, row)| after.get(i) != Some(row))
-            .map(|(i, _)| i.to_string())
+            .keys()
+            .filter(|i| !after.contains_key(i))
+            .map(i64::to_string)
             .collect();
         for ids in gone.chunks(1_000) {
             s.execute(&Statement::new(format!(
@@ -94,9 +96,32 @@ impl<'a> Behaviour<'a> {
             )))
             .await?;
         }
+        let names = self.schema.names();
+        let set: Vec<String> = names
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, n)| format!("{} = ${}", render::quote_ident(n), i + 1))
+            .collect();
+        let update = format!("UPDATE {table} SET {} WHERE id = $1", set.join(", "));
+        s.begin().await?;
+        for row in rows
+            .iter()
+            .filter(|r| before.get(&id(r)).is_some_and(|old| old != *r))
+        {
+            let stmt = Statement {
+                sql: update.clone(),
+                params: row.clone(),
+            };
+            if let Err(e) = s.execute(&stmt).await {
+                let _ = s.rollback().await;
+                return Err(e);
+            }
+        }
+        s.commit().await?;
         let fresh: Vec<Vec<Value>> = rows
             .iter()
-            .filter(|r| before.get(&id(r)) != Some(r))
+            .filter(|r| !before.contains_key(&id(r)))
             .cloned()
             .collect();
         insert(s.as_mut(), &self.source_table, &self.schema, &fresh).await?;

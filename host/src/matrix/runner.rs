@@ -547,8 +547,8 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     })
 }
 
-/// Totals per source, sink and strategy, and the reasons of what did not pass (the
-/// reason's text up to its first colon, so they group).
+/// Totals per source, sink and strategy, and the reasons of what did not pass, with how
+/// many cases share each.
 pub fn summarize(mode: Mode, results: &[CaseResult], seconds: f64) -> Summary {
     let mut summary = Summary {
         mode,

@@ -97,13 +97,21 @@ impl Guest for Cdc {
             }
         };
         match stored {
-            Some(stored) if !position.created => apply_changes(&feed, &key, stored, &position),
-            Some(_) => {
+            Some(_) if position.created => {
                 info(
                     "the replication slot was created anew, so the log has a gap: taking a new snapshot",
                 );
                 snapshot(&key, position.acknowledged)
             }
+            // This pipeline acknowledges only what it stored; a slot past that was moved by
+            // someone else, and the changes in between are gone.
+            Some(stored) if stored < position.acknowledged => {
+                info(
+                    "the replication slot is past the stored position (someone else acknowledged changes): taking a new snapshot",
+                );
+                snapshot(&key, position.acknowledged)
+            }
+            Some(stored) => apply_changes(&feed, &key, stored, &position),
             None => snapshot(&key, position.acknowledged),
         }
     }
@@ -143,7 +151,7 @@ fn apply_changes(
 ) -> Result<RunSummary, DponeError> {
     // The slot can be behind the state (a crash before the last acknowledgement): changes up
     // to the stored position are already in the target.
-    let after = stored.max(position.acknowledged);
+    let after = stored;
     let up_to = position.horizon;
     if after >= up_to {
         source::ack_feed(feed, after)?;

@@ -14,8 +14,8 @@
 
 use dpone_strategy_sdk::source::ScanBounds;
 use dpone_strategy_sdk::{
-    DponeError, Guest, OptionKind, Options, RunContext, RunSummary, StrategyInfo, UNIQUE_KEY,
-    NATIVE_MODE, Value, check_keys, finalize, info, invalid_config, native_mode, optional,
+    DponeError, Guest, NATIVE_MODE, OptionKind, Options, RunContext, RunSummary, StrategyInfo,
+    UNIQUE_KEY, Value, check_keys, finalize, info, invalid_config, native_mode, optional,
     replace_partitions, required, scratch, sink, stage, staged_partitions, state,
     transactional_needs,
 };

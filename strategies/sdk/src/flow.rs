@@ -263,7 +263,9 @@ pub fn replace_partitions(
                     ),
                 ));
             }
-            None => info("finalize: no native partition swap possible, replacing by delete + insert"),
+            None => {
+                info("finalize: no native partition swap possible, replacing by delete + insert")
+            }
         }
     }
     replace_scope(staged, &partition_scope(column, partitions), key)

@@ -72,7 +72,7 @@ pub async fn open_feed(
             ),
         ));
     }
-    check_replica_identity(s, table).await?;
+    let partitioned = check_replica_identity(s, table).await?;
     let relation = render::table_ref(table);
     let exists = Statement {
         sql: "SELECT pubname::text FROM pg_publication WHERE pubname = $1".into(),
@@ -96,11 +96,32 @@ pub async fn open_feed(
     }
     if missing {
         s.execute(&Statement::new(format!(
-            "CREATE PUBLICATION {} FOR TABLE {relation}",
+            // Partitions' changes under the partitioned table's name, as its scan reads them.
+            "CREATE PUBLICATION {} FOR TABLE {relation} WITH (publish_via_partition_root = true)",
             render::quote_ident(&names.publication)
         )))
         .await?;
         tracing::info!("created publication {} for {table}", names.publication);
+    } else if partitioned
+        && one_text(
+            s,
+            Statement {
+                sql: "SELECT CAST(pubviaroot AS text) FROM pg_publication WHERE pubname = $1"
+                    .into(),
+                params: vec![text(&names.publication)],
+            },
+        )
+        .await?
+        .as_deref()
+            != Some("true")
+    {
+        return Err(Error::config(
+            "sink.strategy.cdc.publication",
+            format!(
+                "publication `{}` publishes the partitions of {table} under their own names: create it WITH (publish_via_partition_root = true)",
+                names.publication
+            ),
+        ));
     } else if one_text(s, published).await?.as_deref() != Some("1") {
         return Err(Error::config(
             "sink.strategy.cdc.publication",
@@ -187,28 +208,49 @@ async fn table_schema(s: &mut dyn SqlSession, table: &TableName) -> Result<Strin
 
 /// Updates and deletes are replicated with the replica identity; without one PostgreSQL
 /// refuses them on a published table, so say so before creating anything.
-async fn check_replica_identity(s: &mut dyn SqlSession, table: &TableName) -> Result<()> {
+async fn check_replica_identity(s: &mut dyn SqlSession, table: &TableName) -> Result<bool> {
     let stmt = Statement {
         sql: "SELECT c.relreplident::text || CASE WHEN EXISTS (SELECT 1 FROM pg_index i \
-              WHERE i.indrelid = c.oid AND i.indisprimary) THEN 'k' ELSE '' END \
+              WHERE i.indrelid = c.oid AND i.indisprimary) THEN 'k' ELSE '' END, \
+              c.relkind::text, CAST(c.relhassubclass AS text) \
               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
               WHERE n.nspname = $1 AND c.relname = $2"
             .into(),
         params: vec![text(&table_schema(s, table).await?), text(&table.name)],
     };
-    match one_text(s, stmt).await?.as_deref() {
-        Some("f") | Some("fk") | Some("dk") | Some("ik") | Some("i") => Ok(()),
-        Some(_) => Err(Error::new(
+    let t = DataType::Text;
+    let rows = s.query(&stmt, &[t, t, t]).await?;
+    let Some(
+        [
+            Value::Text(identity),
+            Value::Text(relkind),
+            Value::Text(children),
+        ],
+    ) = rows.first().map(Vec::as_slice)
+    else {
+        return Err(Error::config(
+            "source.table",
+            format!("table `{table}` does not exist in the source"),
+        ));
+    };
+    if !matches!(identity.as_str(), "f" | "fk" | "dk" | "ik" | "i") {
+        return Err(Error::new(
             Kind::Unsupported,
             format!(
                 "{table} has no replica identity for updates and deletes: give it a primary key or run ALTER TABLE {table} REPLICA IDENTITY FULL"
             ),
-        )),
-        None => Err(Error::config(
-            "source.table",
-            format!("table `{table}` does not exist in the source"),
-        )),
+        ));
     }
+    let partitioned = relkind == "p";
+    // Inheritance children log their changes under their own names, which a table scan
+    // of the parent includes but its feed would not.
+    if !partitioned && children == "true" {
+        return Err(Error::new(
+            Kind::Unsupported,
+            format!("{table} has inheritance children: their changes are not in its change feed"),
+        ));
+    }
+    Ok(partitioned)
 }
 
 /// A WAL record boundary at or after every commit so far, once it is flushed (decoding
@@ -323,17 +365,17 @@ pub async fn read_changes(
     let mut rows = Vec::new();
     for (key, last) in compacted {
         match (window.part, last) {
-            (ChangePart::Upserts, Some(row)) => rows.push(row_json(schema, &row)?),
+            (ChangePart::Upserts, Some(row)) => {
+                let fields: Vec<(usize, Datum)> = row.into_iter().enumerate().collect();
+                rows.push(row_json(schema, fields)?);
+            }
             (ChangePart::Deletes, None) => {
-                let mut object = serde_json::Map::new();
-                for (i, v) in key_at.iter().zip(key) {
-                    let datum = v.map_or(Datum::Null, Datum::Text);
-                    object.insert(
-                        schema.columns[*i].name.clone(),
-                        datum_json(&schema.columns[*i].data_type, &datum)?,
-                    );
-                }
-                rows.push(serde_json::Value::Object(object));
+                let fields = key_at
+                    .iter()
+                    .zip(key)
+                    .map(|(i, v)| (*i, v.map_or(Datum::Null, Datum::Text)))
+                    .collect();
+                rows.push(row_json(schema, fields)?);
             }
             _ => {}
         }
@@ -356,7 +398,7 @@ pub async fn read_changes(
     };
     let columns: Vec<String> = schema.names();
     for part in rows.chunks(ROWS_PER_READ) {
-        let json = Value::Json(serde_json::Value::Array(part.to_vec()).to_string());
+        let json = Value::Json(format!("[{}]", part.join(",")));
         let stmt = Statement {
             sql: format!(
                 "SELECT {} FROM jsonb_populate_recordset(NULL::{}, {})",
@@ -371,31 +413,35 @@ pub async fn read_changes(
     Ok(())
 }
 
-fn row_json(schema: &Schema, row: &[Datum]) -> Result<serde_json::Value> {
-    let mut object = serde_json::Map::new();
-    for (column, datum) in schema.columns.iter().zip(row) {
-        object.insert(column.name.clone(), datum_json(&column.data_type, datum)?);
+/// One JSON object of `jsonb_populate_recordset` input, written as text so json values
+/// keep their exact numbers: `fields` are (column index in `schema`, datum).
+fn row_json(schema: &Schema, fields: Vec<(usize, Datum)>) -> Result<String> {
+    let mut parts = Vec::with_capacity(fields.len());
+    for (i, datum) in fields {
+        let column = &schema.columns[i];
+        let value = match datum {
+            Datum::Null => "null".to_string(),
+            // json and jsonb text output is a JSON document: embedded as it is.
+            Datum::Text(bytes) if column.data_type == DataType::Json => String::from_utf8(bytes)
+                .map_err(|_| Error::source("a change carries json that is not UTF-8"))?,
+            // Every other type as a string its input function parses.
+            Datum::Text(bytes) => serde_json::Value::String(
+                String::from_utf8(bytes)
+                    .map_err(|_| Error::source("a change carries text that is not UTF-8"))?,
+            )
+            .to_string(),
+            Datum::UnchangedToast => {
+                return Err(Error::internal(
+                    "unchanged TOAST value left after compaction",
+                ));
+            }
+        };
+        parts.push(format!(
+            "{}:{value}",
+            serde_json::Value::String(column.name.clone())
+        ));
     }
-    Ok(serde_json::Value::Object(object))
-}
-
-/// A datum as `jsonb_populate_recordset` reads it back: text for every type (the column's
-/// input function parses it), a JSON document for json columns.
-fn datum_json(t: &DataType, d: &Datum) -> Result<serde_json::Value> {
-    Ok(match d {
-        Datum::Null => serde_json::Value::Null,
-        Datum::Text(bytes) if *t == DataType::Json => serde_json::from_slice(bytes)
-            .map_err(|e| Error::source(format!("a json value in the change log: {e}")))?,
-        Datum::Text(bytes) => serde_json::Value::String(
-            String::from_utf8(bytes.clone())
-                .map_err(|_| Error::source("a change carries text that is not UTF-8"))?,
-        ),
-        Datum::UnchangedToast => {
-            return Err(Error::internal(
-                "unchanged TOAST value left after compaction",
-            ));
-        }
-    })
+    Ok(format!("{{{}}}", parts.join(",")))
 }
 
 /// Decodes the window and keeps each key's last change.
@@ -476,7 +522,10 @@ struct Decoder<'a> {
 
 enum Change {
     Upsert {
+        /// The old row the update carries: the whole row (`full`, REPLICA IDENTITY FULL)
+        /// or only its key columns, the rest NULL.
         old: Option<Vec<Datum>>,
+        full: bool,
         new: Vec<Datum>,
     },
     Delete(Vec<Datum>),
@@ -507,11 +556,33 @@ impl<'a> Decoder<'a> {
                 oid,
                 namespace,
                 name,
+                replica_identity,
                 columns,
-                ..
             } => {
                 let ours = namespace == self.namespace && name == self.table.name;
                 if ours {
+                    // Updates and deletes carry the replica identity's columns only (all
+                    // of them under FULL): applying by another key would miss or keep rows.
+                    let mut identity: Vec<&str> = columns
+                        .iter()
+                        .filter(|c| c.key)
+                        .map(|c| c.name.as_str())
+                        .collect();
+                    let mut key: Vec<&str> = self.window.key.iter().map(String::as_str).collect();
+                    identity.sort_unstable();
+                    key.sort_unstable();
+                    if replica_identity != b'f' && identity != key {
+                        return Err(Error::config(
+                            "sink.strategy.unique_key",
+                            format!(
+                                "({}) is not the replica identity ({}) of {}: set unique_key to it, or ALTER TABLE {} REPLICA IDENTITY FULL",
+                                key.join(", "),
+                                identity.join(", "),
+                                self.table,
+                                self.table
+                            ),
+                        ));
+                    }
                     let at = columns
                         .iter()
                         .map(|c| self.schema.columns.iter().position(|s| s.name == c.name))
@@ -521,12 +592,22 @@ impl<'a> Decoder<'a> {
             }
             Message::Insert { oid, new } if self.is_ours(oid) => {
                 let new = self.in_schema_order(new)?;
-                self.pending.push(Change::Upsert { old: None, new });
+                self.pending.push(Change::Upsert {
+                    old: None,
+                    full: false,
+                    new,
+                });
             }
-            Message::Update { oid, old, new, .. } if self.is_ours(oid) => {
+            Message::Update {
+                oid,
+                old,
+                old_is_key,
+                new,
+            } if self.is_ours(oid) => {
+                let full = old.is_some() && !old_is_key;
                 let old = old.map(|o| self.in_schema_order(o)).transpose()?;
                 let new = self.in_schema_order(new)?;
-                self.pending.push(Change::Upsert { old, new });
+                self.pending.push(Change::Upsert { old, full, new });
             }
             Message::Delete { oid, old, .. } if self.is_ours(oid) => {
                 let old = self.in_schema_order(old)?;
@@ -613,7 +694,7 @@ impl<'a> Decoder<'a> {
                 }
                 self.compacted.insert(key, None);
             }
-            Change::Upsert { old, mut new } => {
+            Change::Upsert { old, full, mut new } => {
                 let key = self.key_of(&new)?;
                 // A key that changed is a delete of the old key.
                 if let Some(old) = &old
@@ -628,13 +709,14 @@ impl<'a> Decoder<'a> {
                         continue;
                     }
                     let from_window = earlier.map(|row| &row[i]);
-                    let from_old = old.as_ref().map(|row| &row[i]);
+                    // A key-only old row has NULL in every other column: no value there.
+                    let from_old = old.as_ref().filter(|_| full).map(|row| &row[i]);
                     *datum = match (from_window, from_old) {
                         (Some(d), _) if *d != Datum::UnchangedToast => d.clone(),
                         (_, Some(d)) if *d != Datum::UnchangedToast => d.clone(),
                         _ => {
                             return Err(Error::source(format!(
-                                "an update of {} left column `{}` unchanged and the change log does not carry its value (TOAST); run ALTER TABLE {} REPLICA IDENTITY FULL so updates carry the whole old row",
+                                "an update of {} left column `{}` unchanged and the change log does not carry its value (TOAST): run ALTER TABLE {} REPLICA IDENTITY FULL so later updates carry the whole old row, then `dpone-host cdc drop-slot` and run again for a new snapshot (this change cannot be applied)",
                                 self.table, self.schema.columns[i].name, self.table
                             )));
                         }

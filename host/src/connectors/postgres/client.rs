@@ -461,6 +461,14 @@ impl SqlSession for PostgresSession {
         self.simple("ROLLBACK").await.map(drop)
     }
 
+    async fn transaction_lock(&mut self, name: &str) -> Result<()> {
+        let stmt = Statement {
+            sql: "SELECT CAST(pg_advisory_xact_lock(hashtextextended($1, 0)) AS text)".into(),
+            params: vec![Value::Text(name.into())],
+        };
+        self.query(&stmt, &[DataType::Text]).await.map(drop)
+    }
+
     async fn try_lock(&mut self, name: &str) -> Result<bool> {
         let stmt = Statement {
             sql: "SELECT CAST(pg_try_advisory_lock(hashtextextended($1, 0)) AS text)".into(),

@@ -57,20 +57,27 @@ pub async fn replace(
         );
         return Ok(None);
     }
+    // Held to the end of the transaction: no writer can put an unstaged value into a leaf
+    // between the checks below and the swap, and concurrent swaps queue here instead of
+    // deadlocking on the lock upgrade DETACH would need.
+    let lock = format!("LOCK TABLE {target_ref} IN ACCESS EXCLUSIVE MODE");
+    statements.push(lock.clone());
+    s.execute(&Statement::new(lock)).await?;
     let leaves = Statement {
-        sql: "SELECT CAST(t.relid AS regclass)::text, pg_get_partition_constraintdef(t.relid), \
+        sql: "SELECT n.nspname::text, c.relname::text, pg_get_partition_constraintdef(t.relid), \
               pg_get_expr(c.relpartbound, c.oid), t.level::text, CAST(t.isleaf AS text) \
               FROM pg_partition_tree(to_regclass($1)) t JOIN pg_class c ON c.oid = t.relid \
-              WHERE t.level > 0"
+              JOIN pg_namespace n ON n.oid = c.relnamespace WHERE t.level > 0"
             .into(),
         params: vec![Value::Text(target_ref.clone())],
     };
     let t = DataType::Text;
-    let rows = s.query(&leaves, &[t, t, t, t, t]).await?;
+    let rows = s.query(&leaves, &[t, t, t, t, t, t]).await?;
     let mut leaves = Vec::new();
     for row in rows {
         let [
-            Value::Text(name),
+            Value::Text(namespace),
+            Value::Text(relname),
             Value::Text(constraint),
             Value::Text(bound),
             Value::Text(level),
@@ -83,7 +90,11 @@ pub async fn replace(
             tracing::info!("{target} has sub-partitions: replacing by delete + insert");
             return Ok(None);
         }
-        leaves.push((name.clone(), constraint.clone(), bound.clone()));
+        let leaf = TableName {
+            schema: Some(namespace.clone()),
+            name: relname.clone(),
+        };
+        leaves.push((leaf, constraint.clone(), bound.clone()));
     }
     let staging_ref = render::table_ref(staging);
     let col = render::quote_ident(column);
@@ -97,7 +108,8 @@ pub async fn replace(
     // The catalog's own constraint text decides which staged rows each leaf takes.
     let mut touched = Vec::new();
     let mut covered = 0;
-    for (name, constraint, bound) in leaves {
+    for (leaf, constraint, bound) in leaves {
+        let name = render::table_ref(&leaf);
         let n = count(
             &s.query(
                 &Statement::new(format!(
@@ -126,7 +138,7 @@ pub async fn replace(
             return Ok(None);
         }
         covered += n;
-        touched.push((name, constraint, bound));
+        touched.push((leaf, constraint, bound));
     }
     if covered != staged_rows {
         tracing::info!(
@@ -136,7 +148,8 @@ pub async fn replace(
     }
     let column_list = render::column_list(columns);
     let (mut deleted, mut inserted) = (0, 0);
-    for (name, constraint, bound) in touched {
+    for (leaf, constraint, bound) in touched {
+        let name = render::table_ref(&leaf);
         deleted += count(
             &s.query(
                 &Statement::new(format!("SELECT COUNT(*) FROM {name}")),
@@ -144,17 +157,7 @@ pub async fn replace(
             )
             .await?,
         );
-        // `name` is the catalog's regclass text: already quoted and schema-qualified as
-        // needed. The new leaf lives next to it.
-        let (schema_prefix, leaf_name) = match name.rsplit_once('.') {
-            Some((schema, leaf)) => (format!("{schema}."), leaf.to_string()),
-            None => (String::new(), name.clone()),
-        };
-        let bare = leaf_name.trim_matches('"').replace("\"\"", "\"");
-        let fresh = format!(
-            "{schema_prefix}{}",
-            render::quote_ident(&format!("{bare}_{suffix}"))
-        );
+        let fresh = render::table_ref(&leaf.sibling(format!("{}_{suffix}", leaf.name)));
         let steps = [
             format!(
                 "CREATE TABLE {fresh} (LIKE {target_ref} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED)"
@@ -167,7 +170,7 @@ pub async fn replace(
             format!("DROP TABLE {name}"),
             format!(
                 "ALTER TABLE {fresh} RENAME TO {}",
-                render::quote_ident(&bare)
+                render::quote_ident(&leaf.name)
             ),
         ];
         for (i, sql) in steps.into_iter().enumerate() {
