@@ -299,11 +299,11 @@ impl SqlSink {
         self.statements.push("BEGIN".into());
         if !self.dry_run {
             self.session.begin().await?;
-            if let Some(fence) = &self.fence {
-                if let Err(e) = self.session.transaction_lock(fence).await {
-                    let _ = self.session.rollback().await;
-                    return Err(e);
-                }
+            if let Some(fence) = &self.fence
+                && let Err(e) = self.session.transaction_lock(fence).await
+            {
+                let _ = self.session.rollback().await;
+                return Err(e);
             }
         }
         self.in_transaction = true;
