@@ -8,7 +8,9 @@
 //! so a chunk that runs twice (its worker died after committing, before `finish`) is
 //! harmless.
 
-use crate::connectors::{Dialect, SqlSession, Statement, TableName, render};
+#[cfg(feature = "postgres")]
+use crate::connectors::Dialect;
+use crate::connectors::{SqlSession, Statement, TableName, render};
 use crate::error::{Error, Result};
 use crate::model::{DataType, RangeTerm, Value, value_from_json, value_to_json};
 

@@ -465,6 +465,7 @@ impl SqlSink {
     /// Replaces the target's native partitions holding the staged values of `column`
     /// inside the open transaction; `None`, changing nothing, when the target cannot take
     /// it natively (the caller falls back to delete + insert). Returns (deleted, inserted).
+    #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
     pub async fn replace_partitions(
         &mut self,
         staging: &TableName,

@@ -260,6 +260,7 @@ impl SqlSource {
 
     /// Creates the feed's publication and slot when missing (if `create`); where the feed
     /// stands.
+    #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
     pub async fn open_feed(&mut self, names: &FeedNames, create: bool) -> Result<FeedPosition> {
         match self.dialect() {
             #[cfg(feature = "postgres")]
@@ -273,6 +274,7 @@ impl SqlSource {
     }
 
     /// Streams the compacted changes of `window`, with the columns of `columns`, into `tx`.
+    #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
     pub async fn read_changes(
         &mut self,
         columns: &Schema,
@@ -297,6 +299,7 @@ impl SqlSource {
     }
 
     /// Lets the feed discard the changes up to `position`.
+    #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
     pub async fn ack_feed(&mut self, names: &FeedNames, position: u64) -> Result<()> {
         match self.dialect() {
             #[cfg(feature = "postgres")]
@@ -310,6 +313,7 @@ impl SqlSource {
 
     /// Drops the feed's slot and, when `publication`, its publication; says which of the
     /// two existed.
+    #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
     pub async fn drop_feed(
         &mut self,
         names: &FeedNames,
