@@ -15,7 +15,8 @@ use crate::connectors::{self, Open};
 use crate::error::{Error, Kind, Result};
 use crate::manifest::{Manifest, StrategySection};
 use crate::model::{
-    self, CompareTerm, Comparison, DataType, InTerm, RangeTerm, Schema, Term, Value,
+    self, CompareTerm, Comparison, DataType, InTerm, RangeTerm, Schema, SinkCapabilities, Term,
+    Value,
 };
 use crate::runtime::bindings::{Chunk, OptionKind, OptionValue, RunContext, StrategyInfo};
 use crate::runtime::engine::{GuestLimiter, Limits, LoadedStrategy, Runtime, classify_trap};
@@ -743,10 +744,10 @@ impl Run<'_> {
     }
 }
 
-/// Refuses a strategy whose needs the sink cannot meet, before anything runs.
-fn check_needs(info: &StrategyInfo, sink: &SqlSink, overridden: bool) -> Result<()> {
-    let caps = sink.capabilities();
-    let missing = [
+/// The first capability a strategy needs that `caps` lacks, in words; `None` when the
+/// sink meets all its needs. One rule for runs and the matrix preflight.
+pub fn missing_capability(info: &StrategyInfo, caps: &SinkCapabilities) -> Option<&'static str> {
+    [
         (
             info.needs.transactions && !caps.transactions,
             "transactions",
@@ -756,9 +757,15 @@ fn check_needs(info: &StrategyInfo, sink: &SqlSink, overridden: bool) -> Result<
             info.needs.mutable_target && caps.append_only_log,
             "a mutable target (the sink is an append-only log)",
         ),
-    ];
-    match missing.iter().find(|(m, _)| *m) {
-        Some((_, what)) => Err(Error::config(
+    ]
+    .into_iter()
+    .find_map(|(missing, what)| missing.then_some(what))
+}
+
+/// Refuses a strategy whose needs the sink cannot meet, before anything runs.
+fn check_needs(info: &StrategyInfo, sink: &SqlSink, overridden: bool) -> Result<()> {
+    match missing_capability(info, &sink.capabilities()) {
+        Some(what) => Err(Error::config(
             if overridden {
                 "--strategy"
             } else {

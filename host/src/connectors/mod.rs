@@ -263,25 +263,59 @@ const TYPE_NAMES: [&str; 10] = [
     "bytes",
 ];
 
-/// Checks a declared column type name; the error names `field`.
+/// A column a schemaless source (REST, Kafka) declares in its manifest section.
+#[derive(Debug, Clone, serde::Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeclaredColumn {
+    pub name: String,
+    /// A portable type name: one of [`TYPE_NAMES`] or `decimal(p,s)`.
+    #[serde(rename = "type")]
+    pub data_type: String,
+    #[serde(default = "nullable_by_default")]
+    pub nullable: bool,
+    /// Where the value is in a record (dotted), default the column name.
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+fn nullable_by_default() -> bool {
+    true
+}
+
+/// Checks declared columns and the primary key naming them; errors name the field under
+/// `at`.
 #[cfg_attr(not(any(feature = "rest", feature = "kafka")), allow(dead_code))]
-pub(crate) fn check_type_name(t: &str, field: &str) -> Result<()> {
-    let decimal = t
-        .strip_prefix("decimal(")
-        .and_then(|r| r.strip_suffix(')'))
-        .and_then(|ps| ps.split_once(','))
-        .is_some_and(|(p, s)| p.trim().parse::<u8>().is_ok() && s.trim().parse::<i8>().is_ok());
-    if TYPE_NAMES.contains(&t) || decimal {
-        Ok(())
-    } else {
-        Err(Error::config(
-            field,
-            format!(
-                "`{t}` is not one of {}, decimal(p,s)",
-                TYPE_NAMES.join(", ")
-            ),
-        ))
+pub(crate) fn check_declared(
+    columns: &[DeclaredColumn],
+    primary_key: &[String],
+    at: &str,
+) -> Result<()> {
+    for (i, c) in columns.iter().enumerate() {
+        let t = c.data_type.as_str();
+        let decimal = t
+            .strip_prefix("decimal(")
+            .and_then(|r| r.strip_suffix(')'))
+            .and_then(|ps| ps.split_once(','))
+            .is_some_and(|(p, s)| p.trim().parse::<u8>().is_ok() && s.trim().parse::<i8>().is_ok());
+        if !(TYPE_NAMES.contains(&t) || decimal) {
+            return Err(Error::config(
+                format!("{at}.columns[{i}].type"),
+                format!(
+                    "`{t}` is not one of {}, decimal(p,s)",
+                    TYPE_NAMES.join(", ")
+                ),
+            ));
+        }
     }
+    for (i, k) in primary_key.iter().enumerate() {
+        if !columns.iter().any(|c| &c.name == k) {
+            return Err(Error::config(
+                format!("{at}.primary_key[{i}]"),
+                format!("`{k}` is not a declared column"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The sink capabilities of a connection kind: what strategies can rely on when it is the

@@ -327,21 +327,8 @@ async fn preflight(
     checks.push("manifest".into());
     checks.push("component".into());
 
-    let caps = connectors::sink_capabilities(case.sink);
-    let gap = [
-        (
-            info.needs.transactions && !caps.transactions,
-            "transactions",
-        ),
-        (info.needs.rename_swap && !caps.rename_swap, "a rename swap"),
-        (
-            info.needs.mutable_target && caps.append_only_log,
-            "a mutable target (the sink is an append-only log)",
-        ),
-    ]
-    .into_iter()
-    .find(|(missing, _)| *missing);
-    if let Some((_, what)) = gap {
+    if let Some(what) = runner::missing_capability(&info, &connectors::sink_capabilities(case.sink))
+    {
         return Err(format!(
             "capabilities: {} needs {what}, which the {} sink does not offer",
             case.strategy, case.sink

@@ -17,16 +17,14 @@
 
 use dpone_strategy_sdk::source::ScanBounds;
 use dpone_strategy_sdk::{
-    DponeError, Guest, NATIVE_MODE, OptionKind, Options, RunContext, RunSummary, StrategyInfo,
-    Term, UNIQUE_KEY, check_keys, finalize, info, invalid_config, native_mode, optional,
-    replace_partitions, replace_scope, required, scratch, stage, staged_partitions,
-    transactional_needs,
+    DponeError, Guest, MAX_PARTITIONS, NATIVE_MODE, OptionKind, Options, RunContext, RunSummary,
+    StrategyInfo, Term, UNIQUE_KEY, check_keys, finalize, info, invalid_config, optional,
+    partition_options, replace_partitions, replace_scope, required, scratch, stage,
+    staged_partitions, transactional_needs,
 };
 
 const INNER_MODE: &str = "backfill.inner_mode";
 const PARTITION_COLUMN: &str = "partition.column";
-const MAX_PARTITIONS: &str = "partition.max_partitions_per_run";
-const DEFAULT_MAX_PARTITIONS: i64 = 100;
 
 /// Options the host reads to plan and run the campaign; declared here so the manifest is
 /// checked against them like any other option.
@@ -156,16 +154,7 @@ impl Guest for Backfill {
                         "required when backfill.inner_mode is partition_replace",
                     )
                 })?;
-                let max = options
-                    .integer(MAX_PARTITIONS)?
-                    .unwrap_or(DEFAULT_MAX_PARTITIONS);
-                if !(1..=10_000).contains(&max) {
-                    return Err(invalid_config(
-                        MAX_PARTITIONS,
-                        "must be between 1 and 10000",
-                    ));
-                }
-                let mode = native_mode(options.text(NATIVE_MODE)?.as_deref())?;
+                let (max, mode) = partition_options(&options)?;
                 Some((column, max, mode))
             }
             other => {

@@ -14,16 +14,14 @@
 
 use dpone_strategy_sdk::source::ScanBounds;
 use dpone_strategy_sdk::{
-    DponeError, Guest, NATIVE_MODE, OptionKind, Options, RunContext, RunSummary, StrategyInfo,
-    UNIQUE_KEY, Value, check_keys, finalize, info, invalid_config, native_mode, optional,
+    DponeError, Guest, MAX_PARTITIONS, NATIVE_MODE, OptionKind, Options, RunContext, RunSummary,
+    StrategyInfo, UNIQUE_KEY, Value, check_keys, finalize, info, optional, partition_options,
     replace_partitions, required, scratch, sink, stage, staged_partitions, state,
     transactional_needs,
 };
 
 const COLUMN: &str = "partition.column";
-const MAX_PARTITIONS: &str = "partition.max_partitions_per_run";
 const PREDICATE: &str = "predicate";
-const DEFAULT_MAX_PARTITIONS: i64 = 100;
 
 struct PartitionReplace;
 
@@ -69,16 +67,7 @@ impl Guest for PartitionReplace {
     fn run(ctx: RunContext) -> Result<RunSummary, DponeError> {
         let options = Options::new(ctx.options);
         let column = options.required_text(COLUMN)?;
-        let max = options
-            .integer(MAX_PARTITIONS)?
-            .unwrap_or(DEFAULT_MAX_PARTITIONS);
-        if !(1..=10_000).contains(&max) {
-            return Err(invalid_config(
-                MAX_PARTITIONS,
-                "must be between 1 and 10000",
-            ));
-        }
-        let mode = native_mode(options.text(NATIVE_MODE)?.as_deref())?;
+        let (max, mode) = partition_options(&options)?;
         if sink::capabilities().append_only_log {
             return Err(DponeError::Unsupported(
                 "partition_replace cannot run on an append-only log: it has no partitions to replace".into(),

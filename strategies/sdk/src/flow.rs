@@ -234,6 +234,20 @@ pub fn native_mode(text: Option<&str>) -> Result<NativeMode, DponeError> {
 
 /// The option naming how partitions are replaced.
 pub const NATIVE_MODE: &str = "partition.native_mode";
+/// The option limiting how many partitions one run (or backfill chunk) replaces.
+pub const MAX_PARTITIONS: &str = "partition.max_partitions_per_run";
+
+/// `partition.max_partitions_per_run` (default 100, 1..=10000) and `partition.native_mode`.
+pub fn partition_options(options: &crate::Options) -> Result<(i64, NativeMode), DponeError> {
+    let max = options.integer(MAX_PARTITIONS)?.unwrap_or(100);
+    if !(1..=10_000).contains(&max) {
+        return Err(invalid_config(
+            MAX_PARTITIONS,
+            "must be between 1 and 10000",
+        ));
+    }
+    Ok((max, native_mode(options.text(NATIVE_MODE)?.as_deref())?))
+}
 
 /// Replaces the target partitions of `partitions` (values of `column`) with staging,
 /// inside the open transaction: natively (a swap of each touched partition) when `mode`

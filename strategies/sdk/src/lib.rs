@@ -41,9 +41,9 @@ pub use bindings::{
     RunSummary, StrategyInfo, Term, export_strategy,
 };
 pub use flow::{
-    NATIVE_MODE, NativeMode, Staged, check_keys, drop_staging, finalize, native_mode,
-    partition_scope, replace_partitions, replace_scope, scratch, stage, stage_incremental,
-    stage_scan, staged_partitions, whole_source,
+    MAX_PARTITIONS, NATIVE_MODE, NativeMode, Staged, check_keys, drop_staging, finalize,
+    native_mode, partition_options, partition_scope, replace_partitions, replace_scope, scratch,
+    stage, stage_incremental, stage_scan, staged_partitions, whole_source,
 };
 pub use options::{CURSOR_COLUMN, Options, UNIQUE_KEY, invalid_config, optional, required};
 

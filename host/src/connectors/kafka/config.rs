@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use crate::connectors::{DeclaredColumn, check_declared};
 use crate::error::{Error, Result};
 use crate::manifest::Secret;
 
@@ -14,22 +15,6 @@ pub struct KafkaSasl {
     pub mechanism: String,
     pub username: Secret,
     pub password: Secret,
-}
-
-/// One declared column of the JSON message values.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaColumn {
-    pub name: String,
-    /// A portable type name, as for `kind: rest` columns.
-    #[serde(rename = "type")]
-    pub data_type: String,
-    #[serde(default = "yes")]
-    pub nullable: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// A Kafka topic.
@@ -44,7 +29,7 @@ pub struct KafkaConfig {
     pub table: Option<String>,
     /// Source: the columns of the message values (JSON objects).
     #[serde(default)]
-    pub columns: Vec<KafkaColumn>,
+    pub columns: Vec<DeclaredColumn>,
     /// Source: columns that identify a record (the message key), the source's primary key.
     #[serde(default)]
     pub primary_key: Vec<String>,
@@ -89,17 +74,6 @@ impl KafkaConfig {
                 "must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
             ));
         }
-        for (i, c) in self.columns.iter().enumerate() {
-            crate::connectors::check_type_name(&c.data_type, &format!("{at}.columns[{i}].type"))?;
-        }
-        for (i, k) in self.primary_key.iter().enumerate() {
-            if !self.columns.iter().any(|c| &c.name == k) {
-                return Err(Error::config(
-                    format!("{at}.primary_key[{i}]"),
-                    format!("`{k}` is not a declared column"),
-                ));
-            }
-        }
-        Ok(())
+        check_declared(&self.columns, &self.primary_key, at)
     }
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::connectors::{DeclaredColumn, check_declared};
 use crate::error::{Error, Result};
 use crate::manifest::Secret;
 
@@ -25,26 +26,6 @@ pub enum Pagination {
     NextLink { next_path: String },
 }
 
-/// One declared column of the records: JSON carries no schema.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RestColumn {
-    pub name: String,
-    /// A portable type name: boolean, int64, float64, decimal(p,s), text, date, timestamp,
-    /// timestamp_tz, uuid, json.
-    #[serde(rename = "type")]
-    pub data_type: String,
-    #[serde(default = "yes")]
-    pub nullable: bool,
-    /// Where the value is in a record (dotted), default the column name.
-    #[serde(default)]
-    pub path: Option<String>,
-}
-
-fn yes() -> bool {
-    true
-}
-
 /// A REST endpoint returning JSON records.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -62,7 +43,8 @@ pub struct RestConfig {
     /// Request headers (`Authorization: Bearer ${TOKEN}`); secrets, never printed.
     #[serde(default)]
     pub headers: BTreeMap<String, Secret>,
-    pub columns: Vec<RestColumn>,
+    /// The records' columns: JSON carries no schema.
+    pub columns: Vec<DeclaredColumn>,
     /// Columns that identify a record, the source's primary key.
     #[serde(default)]
     pub primary_key: Vec<String>,
@@ -87,17 +69,6 @@ impl RestConfig {
                 "declare at least one column: JSON records carry no schema",
             ));
         }
-        for (i, c) in self.columns.iter().enumerate() {
-            crate::connectors::check_type_name(&c.data_type, &format!("{at}.columns[{i}].type"))?;
-        }
-        for (i, k) in self.primary_key.iter().enumerate() {
-            if !self.columns.iter().any(|c| &c.name == k) {
-                return Err(Error::config(
-                    format!("{at}.primary_key[{i}]"),
-                    format!("`{k}` is not a declared column"),
-                ));
-            }
-        }
-        Ok(())
+        check_declared(&self.columns, &self.primary_key, at)
     }
 }
