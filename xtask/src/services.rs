@@ -26,7 +26,7 @@ const LOG_TAIL_LINES: usize = 20;
 const SERVER_SETTINGS: &[(&str, &str)] = &[
     ("listen_addresses", "127.0.0.1"),
     ("wal_level", "logical"),
-    ("max_replication_slots", "10"),
+    ("max_replication_slots", "32"),
     ("max_wal_senders", "10"),
     ("fsync", "off"),
     ("synchronous_commit", "off"),
