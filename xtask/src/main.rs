@@ -4,6 +4,7 @@
 
 mod bench;
 mod build;
+mod clickhouse;
 mod matrix;
 mod quickstart;
 mod services;
@@ -33,7 +34,13 @@ enum Task {
     /// Manage the private PostgreSQL cluster used by the tests (never the system one).
     Pg {
         #[command(subcommand)]
-        action: PgAction,
+        action: ServiceAction,
+    },
+    /// Manage the private ClickHouse server (never the system one), for the ClickHouse
+    /// connector: installed from Debian when missing.
+    Clickhouse {
+        #[command(subcommand)]
+        action: ServiceAction,
     },
     /// Build everything, start the private PostgreSQL, run `cargo test --workspace`, stop it.
     Test {
@@ -50,12 +57,13 @@ enum Task {
 }
 
 #[derive(Debug, Subcommand)]
-enum PgAction {
-    /// Initialize (first time only) and start the cluster, then wait until it accepts connections.
+enum ServiceAction {
+    /// Install if missing, initialize (first time only) and start the server, then wait until
+    /// it accepts connections.
     Start,
-    /// Stop the cluster (fast shutdown).
+    /// Stop the server.
     Stop,
-    /// Say whether the cluster runs; exits with 3 when it does not.
+    /// Say whether the server runs; exits with 3 when it does not.
     Status,
 }
 
@@ -83,11 +91,23 @@ fn run_task(task: Task) -> Result<ExitCode> {
         Task::Pg { action } => {
             let pg = services::Postgres::new(&root)?;
             match action {
-                PgAction::Start => pg.start()?,
-                PgAction::Stop => pg.stop()?,
-                PgAction::Status => {
+                ServiceAction::Start => pg.start()?,
+                ServiceAction::Stop => pg.stop()?,
+                ServiceAction::Status => {
                     if !pg.print_status()? {
                         // Same code as `pg_ctl status`, so scripts can tell "stopped" from "broken".
+                        return Ok(ExitCode::from(3));
+                    }
+                }
+            }
+        }
+        Task::Clickhouse { action } => {
+            let ch = clickhouse::Clickhouse::new(&root)?;
+            match action {
+                ServiceAction::Start => ch.start()?,
+                ServiceAction::Stop => ch.stop()?,
+                ServiceAction::Status => {
+                    if !ch.print_status() {
                         return Ok(ExitCode::from(3));
                     }
                 }
