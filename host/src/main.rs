@@ -472,6 +472,7 @@ async fn matrix_command(command: MatrixCommand) -> Result<()> {
         } => {
             let mode = mode
                 .or_else(|| std::env::var("DPONE_MATRIX_RUN_MODE").ok())
+                .filter(|m| !m.is_empty())
                 .unwrap_or_else(|| "mock_contract".into());
             let opts = matrix::runner::Options {
                 mode: matrix::runner::Mode::parse(&mode)?,
@@ -480,7 +481,7 @@ async fn matrix_command(command: MatrixCommand) -> Result<()> {
                     .or_else(|| std::env::var_os("DPONE_MATRIX_ARTIFACT_DIR").map(PathBuf::from)),
                 repo_root,
                 components_dir: components_dir.unwrap_or_else(runner::default_components_dir),
-                rows: matrix::model::ModelConfig::from_env(0, false).rows,
+                rows: matrix::model::rows_from_env()?,
             };
             let (summary, _) = matrix::runner::run(&opts).await?;
             print!("{}", matrix::runner::table(&summary));

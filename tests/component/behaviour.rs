@@ -63,7 +63,7 @@ impl Endpoints {
 
 async fn three_generations(endpoints: Endpoints, name: &str, strategy: &str) {
     let (options, semantics, compound) = strategy_options(strategy);
-    let cfg = ModelConfig::from_env(20_261_127, compound);
+    let cfg = ModelConfig::from_env(20_261_127, compound).unwrap_or_else(|e| panic!("{e}"));
     let first =
         Manifest::parse(&endpoints.manifest(name, "mode: full_refresh"), &|_| None).unwrap();
     let model = Behaviour::new(&first, cfg);

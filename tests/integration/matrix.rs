@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dpone_host::matrix::model::ModelConfig;
+use dpone_host::matrix::model::rows_from_env;
 use dpone_host::matrix::runner::{self, Filters, Mode, Options, Status};
 
 fn gate(name: &str) -> bool {
@@ -16,26 +16,30 @@ fn gate(name: &str) -> bool {
 #[tokio::test]
 async fn integration_matrix() {
     if !gate("DPONE_RUN_INTEGRATION") || !gate("DPONE_RUN_INTEGRATION_MATRIX") {
+        // Shown with `--nocapture` (as `cargo xtask matrix` runs it); the test passes.
         eprintln!(
             "SKIPPED: the integration matrix runs only with DPONE_RUN_INTEGRATION=1 and \
              DPONE_RUN_INTEGRATION_MATRIX=1 (`cargo xtask matrix --mode mock_contract` sets them)"
         );
         return;
     }
-    let mode = Mode::parse(
-        &std::env::var("DPONE_MATRIX_RUN_MODE").unwrap_or_else(|_| "mock_contract".into()),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let mode = std::env::var("DPONE_MATRIX_RUN_MODE")
+        .ok()
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| "mock_contract".into());
+    let mode = Mode::parse(&mode).unwrap_or_else(|e| panic!("{e}"));
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let opts = Options {
         mode,
         filters: Filters::from_env(),
-        artifact_dir: std::env::var_os("DPONE_MATRIX_ARTIFACT_DIR").map(PathBuf::from),
+        // cargo runs tests in the package directory: a relative directory means the
+        // workspace's, as for every other command.
+        artifact_dir: std::env::var_os("DPONE_MATRIX_ARTIFACT_DIR").map(|d| root.join(d)),
         repo_root: root.clone(),
         components_dir: std::env::var_os("DPONE_COMPONENTS_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("target/strategies")),
-        rows: ModelConfig::from_env(0, false).rows,
+        rows: rows_from_env().unwrap_or_else(|e| panic!("{e}")),
     };
     let (summary, results) = runner::run(&opts).await.unwrap_or_else(|e| panic!("{e}"));
     println!("{}", runner::table(&summary));

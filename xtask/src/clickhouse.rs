@@ -70,24 +70,12 @@ impl Clickhouse {
             println!("ClickHouse already running: {}", self.url());
             return Ok(());
         }
-        self.write_config()?;
-        let _ = fs::remove_file(self.pid_file());
-        let mut cmd = if self.as_root {
-            let mut cmd = Command::new("runuser");
-            cmd.args(["-u", SERVICE_USER, "--", SERVER]);
-            cmd
-        } else {
-            Command::new(SERVER)
-        };
-        run_cmd(
-            cmd.arg(format!(
-                "--config-file={}",
-                self.dir.join("config.xml").display()
-            ))
-            .arg(format!("--pid-file={}", self.pid_file().display()))
-            .arg("--daemon")
-            .current_dir(&self.dir),
-        )?;
+        if self.server_pid().is_none() {
+            self.write_config()?;
+            // A pid file of a process that is not our server is left over from a crash.
+            let _ = fs::remove_file(self.pid_file());
+            self.spawn()?;
+        }
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
             if self.ping() {
@@ -103,16 +91,58 @@ impl Clickhouse {
         )
     }
 
+    fn spawn(&self) -> Result<()> {
+        let mut cmd = if self.as_root {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", SERVICE_USER, "--", SERVER]);
+            cmd
+        } else {
+            Command::new(SERVER)
+        };
+        run_cmd(
+            cmd.arg(format!(
+                "--config-file={}",
+                self.dir.join("config.xml").display()
+            ))
+            .arg(format!("--pid-file={}", self.pid_file().display()))
+            .arg("--daemon")
+            .current_dir(&self.dir),
+        )
+    }
+
+    /// The pid in our pid file when that process is a ClickHouse server: a stale file
+    /// (after a crash or a reboot) may name an unrelated process.
+    fn server_pid(&self) -> Option<String> {
+        let pid = fs::read_to_string(self.pid_file()).ok()?.trim().to_string();
+        let cmdline = fs::read(Path::new("/proc").join(&pid).join("cmdline")).ok()?;
+        String::from_utf8_lossy(&cmdline)
+            .contains("clickhouse-server")
+            .then_some(pid)
+    }
+
     /// Stops the server (SIGTERM, then waits). Stopping a stopped server is not an error.
     pub fn stop(&self) -> Result<()> {
-        let Ok(pid) = fs::read_to_string(self.pid_file()) else {
+        let Some(pid) = self.server_pid() else {
+            let _ = fs::remove_file(self.pid_file());
             println!("ClickHouse is not running ({})", self.dir.display());
             return Ok(());
         };
-        let pid = pid.trim().to_string();
-        run_cmd(Command::new("kill").arg(&pid)).ok();
+        let mut kill = if self.as_root {
+            Command::new("kill")
+        } else {
+            let mut cmd = Command::new("sudo");
+            cmd.arg("kill");
+            cmd
+        };
+        run_cmd(kill.arg(&pid))?;
         let deadline = Instant::now() + READY_TIMEOUT;
-        while Instant::now() < deadline && Path::new("/proc").join(&pid).exists() {
+        while Path::new("/proc").join(&pid).exists() {
+            if Instant::now() > deadline {
+                bail!(
+                    "ClickHouse (pid {pid}) is still running {}s after SIGTERM",
+                    READY_TIMEOUT.as_secs()
+                );
+            }
             thread::sleep(Duration::from_millis(200));
         }
         let _ = fs::remove_file(self.pid_file());

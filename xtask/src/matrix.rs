@@ -34,13 +34,19 @@ pub struct Options {
 
 pub fn run(root: &Path, opts: &Options) -> Result<()> {
     build::build_all(root, Profile::Debug)?;
-    let artifacts = opts.artifact_dir.clone().unwrap_or_else(|| {
-        build::target_dir(root)
+    // Absolute, so the test (which cargo runs in its package directory) writes where the
+    // caller means.
+    let artifacts = match &opts.artifact_dir {
+        Some(dir) => std::path::absolute(dir)
+            .with_context(|| format!("--artifact-dir {dir}"))?
+            .display()
+            .to_string(),
+        None => build::target_dir(root)
             .join("matrix")
             .join(&opts.mode)
             .display()
-            .to_string()
-    });
+            .to_string(),
+    };
     let mut cmd = cargo();
     cmd.args([
         "test",

@@ -29,18 +29,32 @@ pub struct ModelConfig {
     pub compound_key: bool,
 }
 
+/// Fewest rows the model generates: enough for every generation to change, delete and add.
+pub const MIN_ROWS: usize = 100;
+
+/// Rows of generation 0: `DPONE_MATRIX_ROW_COUNT` (digits only, at least [`MIN_ROWS`]), else
+/// 10,000.
+pub fn rows_from_env() -> crate::error::Result<usize> {
+    match std::env::var("DPONE_MATRIX_ROW_COUNT") {
+        Err(_) => Ok(DEFAULT_ROWS),
+        Ok(text) => match text.trim().parse::<usize>() {
+            Ok(rows) if rows >= MIN_ROWS => Ok(rows),
+            _ => Err(crate::error::Error::config(
+                "DPONE_MATRIX_ROW_COUNT",
+                format!("`{text}` is not a whole number of rows of at least {MIN_ROWS}"),
+            )),
+        },
+    }
+}
+
 impl ModelConfig {
-    /// 10,000 rows, or `DPONE_MATRIX_ROW_COUNT`.
-    pub fn from_env(seed: u64, compound_key: bool) -> Self {
-        let rows = std::env::var("DPONE_MATRIX_ROW_COUNT")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(DEFAULT_ROWS);
-        ModelConfig {
+    /// The model with `DPONE_MATRIX_ROW_COUNT` rows ([`rows_from_env`]).
+    pub fn from_env(seed: u64, compound_key: bool) -> crate::error::Result<Self> {
+        Ok(ModelConfig {
             seed,
-            rows,
+            rows: rows_from_env()?,
             compound_key,
-        }
+        })
     }
 }
 

@@ -191,30 +191,41 @@ const EXAMPLE_ENV: [(&str, &str); 7] = [
     ("DPONE_MATRIX_BIGQUERY_CREDENTIALS_JSON", "{}"),
 ];
 
-/// The endpoint a profile has in `mode`, if any: `(manifest variable, value)`.
-fn endpoint(mode: Mode, profile: &str) -> Option<(&'static str, String)> {
+/// The manifest variables a profile provides in `mode`, or `None` when it is not available.
+fn endpoint(mode: Mode, profile: &str) -> Option<Vec<(&'static str, String)>> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let one = |var: &'static str, value: Option<String>| value.map(|v| vec![(var, v)]);
     match (mode, profile) {
         (Mode::MockContract, _) => None,
-        (Mode::MockLocal, "postgres_live") => env("DPONE_MATRIX_POSTGRES_URL")
-            .or_else(|| env("DPONE_TEST_POSTGRES_URL"))
-            .map(|v| ("DPONE_MATRIX_POSTGRES_URL", v)),
+        (Mode::MockLocal, "postgres_live") => one(
+            "DPONE_MATRIX_POSTGRES_URL",
+            env("DPONE_MATRIX_POSTGRES_URL").or_else(|| env("DPONE_TEST_POSTGRES_URL")),
+        ),
         (Mode::MockLocal, _) => None,
         (Mode::VendorLive, "postgres_live") => {
-            env("DPONE_LIVE_POSTGRES_URL").map(|v| ("DPONE_MATRIX_POSTGRES_URL", v))
+            one("DPONE_MATRIX_POSTGRES_URL", env("DPONE_LIVE_POSTGRES_URL"))
         }
         (Mode::VendorLive, "mssql_live") => {
-            env("DPONE_LIVE_MSSQL_URL").map(|v| ("DPONE_MATRIX_MSSQL_URL", v))
+            one("DPONE_MATRIX_MSSQL_URL", env("DPONE_LIVE_MSSQL_URL"))
         }
-        (Mode::VendorLive, "clickhouse_live") => {
-            env("DPONE_LIVE_CLICKHOUSE_URL").map(|v| ("DPONE_MATRIX_CLICKHOUSE_URL", v))
-        }
-        (Mode::VendorLive, "kafka_live") => {
-            env("DPONE_LIVE_KAFKA_BROKERS").map(|v| ("DPONE_MATRIX_KAFKA_BROKERS", v))
-        }
-        (Mode::VendorLive, "bigquery_live") => env("DPONE_LIVE_BIGQUERY_CREDENTIALS_JSON")
-            .and(env("DPONE_LIVE_BIGQUERY_PROJECT"))
-            .map(|v| ("DPONE_MATRIX_BIGQUERY_PROJECT", v)),
+        (Mode::VendorLive, "clickhouse_live") => one(
+            "DPONE_MATRIX_CLICKHOUSE_URL",
+            env("DPONE_LIVE_CLICKHOUSE_URL"),
+        ),
+        (Mode::VendorLive, "kafka_live") => one(
+            "DPONE_MATRIX_KAFKA_BROKERS",
+            env("DPONE_LIVE_KAFKA_BROKERS"),
+        ),
+        (Mode::VendorLive, "bigquery_live") => Some(vec![
+            (
+                "DPONE_MATRIX_BIGQUERY_PROJECT",
+                env("DPONE_LIVE_BIGQUERY_PROJECT")?,
+            ),
+            (
+                "DPONE_MATRIX_BIGQUERY_CREDENTIALS_JSON",
+                env("DPONE_LIVE_BIGQUERY_CREDENTIALS_JSON")?,
+            ),
+        ]),
         (Mode::VendorLive, _) => None,
     }
 }
@@ -354,7 +365,8 @@ async fn run_model(
         "{{ kind: sqlite, path: \"{}\" }}",
         work.join("state.db").display()
     );
-    let lookup = |k: &str| env.get(k).cloned().or_else(|| example_env(k));
+    // Only the case's own profiles' variables: a live run never falls back to an example.
+    let lookup = |k: &str| env.get(k).cloned();
     let yaml = |options: &str| {
         format!(
             "pipeline: {}\nsource:\n  {}\nsink:\n  {}\n  strategy: {{ {options} }}\nstate: {state}\n",
@@ -384,8 +396,8 @@ async fn run_model(
         for (generation, label) in [(0, "generation_0"), (1, "generation_1"), (1, "no_change")] {
             if label != "no_change" {
                 rows = model.seed(generation).await?;
-                result.source_rows.insert(label.into(), rows.len());
             }
+            result.source_rows.insert(label.into(), rows.len());
             if case.strategy == "backfill" {
                 let manifest = Manifest::parse(
                     &yaml(&catalog::backfill_options(
@@ -406,8 +418,10 @@ async fn run_model(
         Ok::<(), Error>(())
     }
     .await;
+    // The run's own failure matters more than one of the cleanup.
     if case.strategy == "cdc" {
-        drop_leftovers(&first).await?;
+        let cleaned = drop_leftovers(&first).await;
+        return outcome.and(cleaned);
     }
     outcome
 }
@@ -443,6 +457,9 @@ pub async fn run(opts: &Options) -> Result<(Summary, Vec<CaseResult>)> {
         dir: opts.components_dir.clone(),
         described: BTreeMap::new(),
     };
+    if let Some(dir) = &opts.artifact_dir {
+        clear_artifacts(dir)?;
+    }
     let mut results = Vec::new();
     for case in catalog::cases().iter().filter(|c| opts.filters.matches(c)) {
         let case_started = Instant::now();
@@ -463,7 +480,29 @@ pub async fn run(opts: &Options) -> Result<(Summary, Vec<CaseResult>)> {
             source_rows: BTreeMap::new(),
             seconds: 0.0,
         };
-        match preflight(case, opts, &mut components, &mut result.checks).await {
+        let preflight = preflight(case, opts, &mut components, &mut result.checks).await;
+        let mut env = BTreeMap::new();
+        if opts.mode != Mode::MockContract {
+            for p in &case.profiles {
+                match endpoint(opts.mode, p) {
+                    Some(vars) => env.extend(vars),
+                    None => result.missing_profiles.push(p.to_string()),
+                }
+            }
+        }
+        match preflight {
+            // A case that cannot run here is not run, whatever else is wrong with it.
+            _ if !result.missing_profiles.is_empty() => {
+                result.status = Status::NotRun;
+                result.reason = format!(
+                    "profile {} not available in {}",
+                    result.missing_profiles.join(", "),
+                    opts.mode.name()
+                );
+                if let Err(reason) = preflight {
+                    result.reason.push_str(&format!("; preflight: {reason}"));
+                }
+            }
             Err(reason) => {
                 result.status = Status::Failed;
                 result.reason = reason;
@@ -472,36 +511,18 @@ pub async fn run(opts: &Options) -> Result<(Summary, Vec<CaseResult>)> {
                 result.reason =
                     "preflight: guide, extras, profiles, manifest, component, capabilities".into();
             }
-            Ok(()) => {
-                let mut env = BTreeMap::new();
-                for p in &case.profiles {
-                    match endpoint(opts.mode, p) {
-                        Some((var, value)) => {
-                            env.insert(var, value);
-                        }
-                        None => result.missing_profiles.push(p.to_string()),
-                    }
+            Ok(()) => match run_model(case, opts, &env, &mut result).await {
+                Ok(()) => {
+                    result.checks.push("behaviour".into());
+                    result.reason =
+                        "oracle matched after generation 0, generation 1 and a run with no change"
+                            .into();
                 }
-                if result.missing_profiles.is_empty() {
-                    match run_model(case, opts, &env, &mut result).await {
-                        Ok(()) => {
-                            result.checks.push("behaviour".into());
-                            result.reason = "oracle matched after generation 0, generation 1 and a run with no change".into();
-                        }
-                        Err(e) => {
-                            result.status = Status::Failed;
-                            result.reason = e.to_string();
-                        }
-                    }
-                } else {
-                    result.status = Status::NotRun;
-                    result.reason = format!(
-                        "profile {} not available in {}",
-                        result.missing_profiles.join(", "),
-                        opts.mode.name()
-                    );
+                Err(e) => {
+                    result.status = Status::Failed;
+                    result.reason = e.to_string();
                 }
-            }
+            },
         }
         result.seconds = case_started.elapsed().as_secs_f64();
         if let Some(dir) = &opts.artifact_dir {
@@ -514,6 +535,25 @@ pub async fn run(opts: &Options) -> Result<(Summary, Vec<CaseResult>)> {
         write_json(&dir.join("summary.json"), &summary)?;
     }
     Ok((summary, results))
+}
+
+/// Removes the `.json` files of an earlier run, so the directory holds this run only.
+fn clear_artifacts(dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "json") {
+            std::fs::remove_file(&path).map_err(|e| {
+                Error::config(
+                    "DPONE_MATRIX_ARTIFACT_DIR",
+                    format!("{}: {e}", path.display()),
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
