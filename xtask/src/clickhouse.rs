@@ -17,10 +17,10 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use crate::run_cmd;
-use crate::services::{apt_install, running_as_root};
+use crate::services::{apt_install, port_from_env, running_as_root};
 
 const PORT_ENV: &str = "DPONE_CLICKHOUSE_PORT";
 const DEFAULT_PORT: u16 = 58123;
@@ -38,12 +38,7 @@ pub struct Clickhouse {
 
 impl Clickhouse {
     pub fn new(root: &Path) -> Result<Self> {
-        let port = match std::env::var(PORT_ENV) {
-            Ok(value) => value
-                .parse()
-                .with_context(|| format!("{PORT_ENV}={value:?} is not a port number"))?,
-            Err(_) => DEFAULT_PORT,
-        };
+        let port = port_from_env(PORT_ENV, DEFAULT_PORT)?;
         Ok(Self {
             dir: root.join("target").join("services").join("clickhouse"),
             port,

@@ -47,12 +47,7 @@ pub struct Postgres {
 
 impl Postgres {
     pub fn new(root: &Path) -> Result<Self> {
-        let port = match std::env::var(PORT_ENV) {
-            Ok(value) => value
-                .parse()
-                .with_context(|| format!("{PORT_ENV}={value:?} is not a port number"))?,
-            Err(_) => DEFAULT_PORT,
-        };
+        let port = port_from_env(PORT_ENV, DEFAULT_PORT)?;
         let dir = root.join("target").join("services").join("pg");
         Ok(Self {
             data: dir.join("data"),
@@ -419,6 +414,16 @@ pub fn apt_install(as_root: bool, package: &str) -> Result<()> {
         apt(&install).with_context(|| format!("could not install {package} with apt-get"))?;
     }
     Ok(())
+}
+
+/// A service's port: `var` when set, else `default`.
+pub fn port_from_env(var: &str, default: u16) -> Result<u16> {
+    match std::env::var(var) {
+        Ok(value) => value
+            .parse()
+            .with_context(|| format!("{var}={value:?} is not a port number")),
+        Err(_) => Ok(default),
+    }
 }
 
 pub fn running_as_root() -> Result<bool> {

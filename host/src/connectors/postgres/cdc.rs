@@ -345,23 +345,8 @@ pub async fn read_changes(
     window: &Window,
     tx: mpsc::Sender<RecordBatch>,
 ) -> Result<()> {
-    let compacted = compact(s, table, schema, window).await?;
-    let key_at: Vec<usize> = window
-        .key
-        .iter()
-        .map(|k| {
-            schema
-                .columns
-                .iter()
-                .position(|c| &c.name == k)
-                .ok_or_else(|| {
-                    Error::config(
-                        "sink.strategy.unique_key",
-                        format!("`{k}` is not a source column"),
-                    )
-                })
-        })
-        .collect::<Result<_>>()?;
+    let key_at = key_positions(schema, &window.key)?;
+    let compacted = compact(s, table, schema, window, &key_at).await?;
     let mut rows = Vec::new();
     for (key, last) in compacted {
         match (window.part, last) {
@@ -444,12 +429,31 @@ fn row_json(schema: &Schema, fields: Vec<(usize, Datum)>) -> Result<String> {
     Ok(format!("{{{}}}", parts.join(",")))
 }
 
+/// Where each key column is in `schema`, looked up once per window.
+fn key_positions(schema: &Schema, key: &[String]) -> Result<Vec<usize>> {
+    key.iter()
+        .map(|k| {
+            schema
+                .columns
+                .iter()
+                .position(|c| &c.name == k)
+                .ok_or_else(|| {
+                    Error::config(
+                        "sink.strategy.unique_key",
+                        format!("`{k}` is not a source column"),
+                    )
+                })
+        })
+        .collect()
+}
+
 /// Decodes the window and keeps each key's last change.
 async fn compact(
     s: &mut dyn SqlSession,
     table: &TableName,
     schema: &Schema,
     window: &Window,
+    key_at: &[usize],
 ) -> Result<Compacted> {
     let peek_schema = Schema {
         columns: vec![
@@ -483,7 +487,7 @@ async fn compact(
     };
     let (batches_tx, mut batches) = mpsc::channel(crate::model::CHANNEL_BATCHES);
     let namespace = table_schema(s, table).await?;
-    let mut decoder = Decoder::new(table, &namespace, schema, window);
+    let mut decoder = Decoder::new(table, &namespace, schema, window, key_at);
     let consume = async {
         while let Some(batch) = batches.recv().await {
             let batch: RecordBatch = batch;
@@ -511,6 +515,8 @@ async fn compact(
 struct Decoder<'a> {
     table: &'a TableName,
     namespace: &'a str,
+    /// Positions of the key columns in `schema`.
+    key_at: &'a [usize],
     schema: &'a Schema,
     window: &'a Window,
     /// Our relation's oid and, per column of the relation, its position in `schema`.
@@ -537,10 +543,12 @@ impl<'a> Decoder<'a> {
         namespace: &'a str,
         schema: &'a Schema,
         window: &'a Window,
+        key_at: &'a [usize],
     ) -> Self {
         Decoder {
             table,
             namespace,
+            key_at,
             schema,
             window,
             relation: None,
@@ -653,28 +661,15 @@ impl<'a> Decoder<'a> {
     }
 
     fn key_of(&self, row: &[Datum]) -> Result<Vec<Option<Vec<u8>>>> {
-        self.window
-            .key
+        self.key_at
             .iter()
-            .map(|k| {
-                let i = self
-                    .schema
-                    .columns
-                    .iter()
-                    .position(|c| &c.name == k)
-                    .ok_or_else(|| {
-                        Error::config(
-                            "sink.strategy.unique_key",
-                            format!("`{k}` is not a source column"),
-                        )
-                    })?;
-                match &row[i] {
-                    Datum::Text(b) => Ok(Some(b.clone())),
-                    Datum::Null => Ok(None),
-                    Datum::UnchangedToast => Err(Error::source(format!(
-                        "key column `{k}` arrived as an unchanged TOAST value"
-                    ))),
-                }
+            .map(|&i| match &row[i] {
+                Datum::Text(b) => Ok(Some(b.clone())),
+                Datum::Null => Ok(None),
+                Datum::UnchangedToast => Err(Error::source(format!(
+                    "key column `{}` arrived as an unchanged TOAST value",
+                    self.schema.columns[i].name
+                ))),
             })
             .collect()
     }
