@@ -8,7 +8,7 @@ use dpone_host::backfill::Start;
 use dpone_host::manifest::Manifest;
 use dpone_host::matrix::catalog::{backfill_options, strategy_options};
 use dpone_host::matrix::local::Behaviour;
-use dpone_host::matrix::model::ModelConfig;
+use dpone_host::matrix::model::{Domain, ModelConfig};
 use dpone_host::matrix::oracle::Oracle;
 
 use crate::support::{fresh_postgres_database, run, run_campaign, scratch};
@@ -63,7 +63,8 @@ impl Endpoints {
 
 async fn three_generations(endpoints: Endpoints, name: &str, strategy: &str) {
     let (options, semantics, compound) = strategy_options(strategy);
-    let cfg = ModelConfig::from_env(20_261_127, compound).unwrap_or_else(|e| panic!("{e}"));
+    let cfg =
+        ModelConfig::from_env(20_261_127, compound, Domain::Full).unwrap_or_else(|e| panic!("{e}"));
     let first =
         Manifest::parse(&endpoints.manifest(name, "mode: full_refresh"), &|_| None).unwrap();
     let model = Behaviour::new(&first, cfg);
@@ -99,6 +100,7 @@ async fn crash_before_commit_changes_nothing(endpoints: Endpoints, name: &str, s
         seed: 7,
         rows: 600,
         compound_key: compound,
+        domain: Domain::Full,
     };
     // Backfill: a campaign per generation (a finished campaign runs nothing again).
     let options = |generation: usize| {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 
 use crate::run_cmd;
-use crate::services::{apt_install, port_from_env, running_as_root};
+use crate::services::{Service, apt_install, port_from_env, running_as_root};
 
 const PORT_ENV: &str = "DPONE_CLICKHOUSE_PORT";
 const DEFAULT_PORT: u16 = 58123;
@@ -34,6 +34,13 @@ pub struct Clickhouse {
     dir: PathBuf,
     port: u16,
     as_root: bool,
+}
+
+impl Service for Clickhouse {
+    const NAME: &'static str = "ClickHouse";
+    fn stop(&self) -> Result<()> {
+        Clickhouse::stop(self)
+    }
 }
 
 impl Clickhouse {

@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::build::{self, Profile};
+use crate::clickhouse::Clickhouse;
 use crate::services::{Postgres, StopOnDrop};
 use crate::{cargo, run_cmd};
 
@@ -71,10 +72,14 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
     // Only mock_local uses the services this machine runs; the others must not start any.
     let _stop = if opts.mode == "mock_local" {
         let pg = Postgres::new(root)?;
-        let stop = StopOnDrop(pg.clone());
+        let stop_pg = StopOnDrop(pg.clone());
         pg.start()?;
         cmd.env("DPONE_MATRIX_POSTGRES_URL", pg.url());
-        Some(stop)
+        let ch = Clickhouse::new(root)?;
+        let stop_ch = StopOnDrop(ch.clone());
+        ch.start()?;
+        cmd.env("DPONE_MATRIX_CLICKHOUSE_URL", ch.url());
+        Some((stop_pg, stop_ch))
     } else {
         None
     };

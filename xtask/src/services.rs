@@ -357,12 +357,25 @@ impl Postgres {
 /// Stops the cluster when dropped, so `cargo xtask test` stops it on every path out,
 /// including a failed start and failed tests.
 #[derive(Debug)]
-pub struct StopOnDrop(pub Postgres);
+pub struct StopOnDrop<S: Service>(pub S);
 
-impl Drop for StopOnDrop {
+/// A local server xtask starts for tests and stops after them.
+pub trait Service {
+    const NAME: &'static str;
+    fn stop(&self) -> Result<()>;
+}
+
+impl Service for Postgres {
+    const NAME: &'static str = "PostgreSQL";
+    fn stop(&self) -> Result<()> {
+        Postgres::stop(self)
+    }
+}
+
+impl<S: Service> Drop for StopOnDrop<S> {
     fn drop(&mut self) {
         if let Err(err) = self.0.stop() {
-            eprintln!("warning: could not stop PostgreSQL: {err:#}");
+            eprintln!("warning: could not stop {}: {err:#}", S::NAME);
         }
     }
 }

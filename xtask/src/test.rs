@@ -6,12 +6,14 @@ use anyhow::{Context, Result};
 
 use crate::bench;
 use crate::build::{self, Profile};
+use crate::clickhouse::Clickhouse;
 use crate::services::{Postgres, StopOnDrop};
 use crate::{cargo, run_cmd};
 
-/// Build the components and the host, start the private PostgreSQL, run the workspace tests
-/// against both, then the benchmark harness at smoke size (so it does not rot), and stop
-/// PostgreSQL again whatever happened.
+/// Build the components and the host, start the private PostgreSQL and ClickHouse (installing
+/// ClickHouse from Debian's packages when missing), run the workspace tests against them,
+/// then the benchmark harness at smoke size (so it does not rot), and stop both servers
+/// again whatever happened.
 pub fn run(root: &Path, cargo_test_args: &[String]) -> Result<()> {
     build::build_all(root, Profile::Debug)?;
 
@@ -20,6 +22,9 @@ pub fn run(root: &Path, cargo_test_args: &[String]) -> Result<()> {
     // Armed before the start, so a server that started but never became ready is stopped too.
     let _stop = StopOnDrop(pg.clone());
     pg.start()?;
+    let ch = Clickhouse::new(root)?;
+    let _stop_ch = StopOnDrop(ch.clone());
+    ch.start()?;
 
     let mut cmd = cargo();
     cmd.arg("test");
@@ -36,6 +41,7 @@ pub fn run(root: &Path, cargo_test_args: &[String]) -> Result<()> {
             .current_dir(root)
             .env("CARGO_TARGET_DIR", build::target_dir(root))
             .env("DPONE_TEST_POSTGRES_URL", &url)
+            .env("DPONE_TEST_CLICKHOUSE_URL", ch.url())
             .env("DPONE_COMPONENTS_DIR", build::components_dir(root))
             // The matrix's contract needs no service, so the default run includes it (with
             // the known capability gaps of unbuilt connectors allowed); mock_local is

@@ -51,6 +51,15 @@ pub async fn campaign(manifest: &Manifest, prepared: &Prepared) -> Result<Campai
     let schema = source.schema().await?;
     let options = runner::strategy_options(&prepared.info, &manifest.strategy, Some(&schema))?;
     let spec = plan::campaign_spec(&options, &schema)?;
+    if spec.parallel_workers > 1 && connectors::publishes_whole_target(manifest.sink.kind()) {
+        return Err(Error::config(
+            "sink.strategy.backfill.parallel_workers",
+            format!(
+                "a `{}` sink publishes every chunk by replacing the whole target, so chunks run one at a time: set 1",
+                manifest.sink.kind()
+            ),
+        ));
+    }
     // The campaign is what gets loaded where and how; not the worker count or lease
     // length, which may change between invocations of one campaign.
     let identity: Vec<serde_json::Value> = options

@@ -43,6 +43,9 @@ pub enum Dialect {
     Postgres,
     #[cfg(feature = "sqlite")]
     Sqlite,
+    /// `datetime64`: the server has `DateTime64` (20.1 and later).
+    #[cfg(feature = "clickhouse")]
+    Clickhouse { datetime64: bool },
 }
 
 /// A schema-qualified table name, as written in the manifest (`schema.table` or `table`).
@@ -121,6 +124,12 @@ impl From<String> for Statement {
 #[async_trait]
 pub trait SqlSession: Send {
     fn dialect(&self) -> Dialect;
+
+    /// Whether `begin`/`commit`/`rollback` bracket an atomic transaction. Without them
+    /// (ClickHouse) the sink publishes its finalization through shadow tables instead.
+    fn transactional(&self) -> bool {
+        true
+    }
 
     /// The placeholder for parameter `n` (1-based) in a statement passed to [`read`]
     /// (`Self::read`). PostgreSQL's COPY cannot bind parameters, so its reader binds them
@@ -238,6 +247,10 @@ pub async fn connect(
         Connection::Postgres(c) => Ok(Box::new(
             postgres::PostgresSession::connect(c.url.expose(), role).await?,
         )),
+        #[cfg(feature = "clickhouse")]
+        Connection::Clickhouse(c) => Ok(Box::new(
+            clickhouse::ClickhouseSession::connect(c.url.expose(), role).await?,
+        )),
         #[allow(unreachable_patterns)]
         other => Err(Error::new(
             crate::Kind::Unsupported,
@@ -318,6 +331,13 @@ pub(crate) fn check_declared(
     Ok(())
 }
 
+/// Whether a sink of this kind finalizes by publishing a whole new copy of the target
+/// (the shadow of sinks without transactions): two finalizations must then never overlap,
+/// or the later one would drop the earlier one's rows.
+pub fn publishes_whole_target(kind: &str) -> bool {
+    kind == "clickhouse"
+}
+
 /// The sink capabilities of a connection kind: what strategies can rely on when it is the
 /// sink. One table for every kind, so the matrix preflight and the runs agree.
 pub fn sink_capabilities(kind: &str) -> crate::model::SinkCapabilities {
@@ -329,8 +349,9 @@ pub fn sink_capabilities(kind: &str) -> crate::model::SinkCapabilities {
         "mssql" => (true, true, true, false),
         // Multi-statement transactions; no rename of a table inside one.
         "bigquery" => (true, false, true, false),
-        // No multi-statement transactions; RENAME/EXCHANGE and REPLACE PARTITION.
-        "clickhouse" => (false, true, true, false),
+        // No server transactions: begin..commit is a copy-on-write shadow of the target
+        // published by one RENAME (connectors/sink.rs), atomic for readers of the target.
+        "clickhouse" => (true, true, true, false),
         // Producer transactions, but messages are never deleted or rewritten.
         "kafka" => (true, false, false, true),
         _ => (false, false, false, false),

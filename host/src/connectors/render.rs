@@ -37,6 +37,32 @@ pub fn native_type(dialect: Dialect, t: &DataType) -> String {
         Dialect::Postgres => super::postgres::types::native_type(t),
         #[cfg(feature = "sqlite")]
         Dialect::Sqlite => super::sqlite::types::native_type(t),
+        #[cfg(feature = "clickhouse")]
+        Dialect::Clickhouse { datetime64 } => super::clickhouse::types::native_type(t, datetime64),
+    }
+}
+
+/// ClickHouse has no DDL transactions, no `UPDATE` and no correlated subqueries: its
+/// rendering differs in the places that use them.
+fn is_clickhouse(dialect: Dialect) -> bool {
+    #[cfg(feature = "clickhouse")]
+    if let Dialect::Clickhouse { .. } = dialect {
+        return true;
+    }
+    let _ = dialect;
+    false
+}
+
+/// The statement creating a table's schema (a database on ClickHouse) when missing;
+/// `None` where tables live in one namespace (SQLite).
+pub fn create_namespace(dialect: Dialect, table: &TableName) -> Option<String> {
+    let schema = quote_ident(table.schema.as_ref()?);
+    if is_clickhouse(dialect) {
+        Some(format!("CREATE DATABASE IF NOT EXISTS {schema}"))
+    } else if is_postgres(dialect) {
+        Some(format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+    } else {
+        None
     }
 }
 
@@ -255,6 +281,17 @@ pub fn aggregate(
     })
 }
 
+/// The largest value of `column`, NULL over no rows (a ClickHouse aggregate over no rows
+/// gives the type's default, 0 or 1970-01-01, instead).
+pub fn max_of(dialect: Dialect, column: &str) -> String {
+    let c = quote_ident(column);
+    if is_clickhouse(dialect) {
+        format!("if(count() = 0, NULL, max({c}))")
+    } else {
+        format!("MAX({c})")
+    }
+}
+
 /// `CREATE TABLE` for a target (`key` becomes its primary key) or a staging table (no
 /// constraints, so key checks can see NULLs and duplicates; PostgreSQL: UNLOGGED).
 pub fn create_table(
@@ -264,19 +301,34 @@ pub fn create_table(
     key: &[String],
     staging: bool,
 ) -> String {
+    let clickhouse = is_clickhouse(dialect);
     let mut cols: Vec<String> = schema
         .columns
         .iter()
         .map(|c| {
             let not_null = !staging && (!c.nullable || key.contains(&c.name));
-            format!(
-                "{} {}{}",
-                quote_ident(&c.name),
-                native_type(dialect, &c.data_type),
-                if not_null { " NOT NULL" } else { "" }
-            )
+            let t = native_type(dialect, &c.data_type);
+            match (clickhouse, not_null) {
+                (true, _) => clickhouse_column(&c.name, &c.data_type, &t, not_null),
+                (false, true) => format!("{} {t} NOT NULL", quote_ident(&c.name)),
+                (false, false) => format!("{} {t}", quote_ident(&c.name)),
+            }
         })
         .collect();
+    if clickhouse {
+        // MergeTree sorts by the key (never Nullable); staging needs no order.
+        let order = if staging || key.is_empty() {
+            "tuple()".to_string()
+        } else {
+            format!("({})", column_list(key))
+        };
+        let if_not_exists = if staging { "" } else { "IF NOT EXISTS " };
+        return format!(
+            "CREATE TABLE {if_not_exists}{} ({}) ENGINE = MergeTree ORDER BY {order}",
+            table_ref(table),
+            cols.join(", ")
+        );
+    }
     if !staging && !key.is_empty() {
         cols.push(format!("PRIMARY KEY ({})", column_list(key)));
     }
@@ -293,6 +345,21 @@ pub fn create_table(
     )
 }
 
+/// `"c" Nullable(T) COMMENT 'dpone:boolean'`: a ClickHouse column definition.
+fn clickhouse_column(name: &str, portable: &DataType, t: &str, not_null: bool) -> String {
+    let t = if not_null {
+        t.to_string()
+    } else {
+        format!("Nullable({t})")
+    };
+    #[cfg(feature = "clickhouse")]
+    if let Some(comment) = super::clickhouse::types::type_comment(portable) {
+        return format!("{} {t} COMMENT '{comment}'", quote_ident(name));
+    }
+    let _ = portable;
+    format!("{} {t}", quote_ident(name))
+}
+
 /// A staging table shaped like the target, to be swapped in. PostgreSQL copies the whole
 /// definition (defaults, constraints, indexes); elsewhere columns and primary key.
 pub fn create_like(
@@ -304,6 +371,14 @@ pub fn create_like(
     if is_postgres(dialect) {
         return format!(
             "CREATE TABLE {} (LIKE {} INCLUDING ALL)",
+            table_ref(staging),
+            table_ref(target)
+        );
+    }
+    if is_clickhouse(dialect) {
+        // Same columns, engine, sorting and partition key.
+        return format!(
+            "CREATE TABLE {} AS {}",
             table_ref(staging),
             table_ref(target)
         );
@@ -359,6 +434,9 @@ fn key_match(
     key: &[String],
     m: &KeyMatch,
 ) -> String {
+    if is_clickhouse(dialect) {
+        return key_match_in(staging, key, m);
+    }
     let t = table_ref(target);
     let mut on: Vec<String> = key
         .iter()
@@ -383,6 +461,33 @@ fn key_match(
         table_ref(staging),
         on.join(" AND ")
     )
+}
+
+/// `(k..) [NOT] IN (SELECT k.. FROM staging)`: the key match without a correlated
+/// subquery (ClickHouse). A differing column compares as (is NULL, text) pairs, so NULL
+/// differs from every value and equals NULL.
+fn key_match_in(staging: &TableName, key: &[String], m: &KeyMatch) -> String {
+    let keys = format!("({})", column_list(key));
+    let in_staging = format!(
+        "{keys} IN (SELECT {} FROM {})",
+        column_list(key),
+        table_ref(staging)
+    );
+    match m {
+        KeyMatch::InStaging => in_staging,
+        KeyMatch::NotInStaging => format!("NOT ({in_staging})"),
+        KeyMatch::InStagingDiffering(column) => {
+            let c = quote_ident(column);
+            let fingerprint = format!(
+                "{}, isNull({c}), ifNull(toString({c}), '')",
+                column_list(key)
+            );
+            format!(
+                "{in_staging} AND ({fingerprint}) NOT IN (SELECT {fingerprint} FROM {})",
+                table_ref(staging)
+            )
+        }
+    }
 }
 
 fn nonempty_key(key: &[String]) -> Result<()> {
@@ -426,6 +531,39 @@ impl RowSelection<'_> {
         }
         Ok(())
     }
+}
+
+/// The condition selecting these rows (and its parameters), for sinks that rewrite a
+/// table instead of deleting or updating in place (ClickHouse).
+pub fn row_condition(
+    dialect: Dialect,
+    rows: RowSelection<'_>,
+    manifest_predicate: Option<&str>,
+) -> Result<Statement> {
+    let mut w = Where::new(&dollar);
+    rows.render(dialect, &mut w, manifest_predicate)?;
+    Ok(Statement {
+        sql: w.parts.join(" AND "),
+        params: w.params,
+    })
+}
+
+/// The condition of a non-empty filter (and its parameters), as [`row_condition`].
+pub fn filter_condition(filter: &[Term], manifest_predicate: Option<&str>) -> Result<Statement> {
+    if filter.is_empty() {
+        return Err(Error::new(
+            crate::Kind::Unsupported,
+            "delete-where with an empty filter would delete every row",
+        ));
+    }
+    let mut w = Where::new(&dollar);
+    for t in filter {
+        w.term(t, manifest_predicate)?;
+    }
+    Ok(Statement {
+        sql: w.parts.join(" AND "),
+        params: w.params,
+    })
 }
 
 /// `DELETE FROM target WHERE <key match> AND <filter>`.
@@ -472,18 +610,34 @@ pub fn update_rows(
     })
 }
 
+/// The staging rows whose `key` has no target row matching `filter`, inserted as `columns`
+/// plus `extra` target columns set to constants.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRows<'a> {
+    pub target: &'a TableName,
+    pub staging: &'a TableName,
+    pub columns: &'a [String],
+    pub key: &'a [String],
+    pub filter: &'a [Term],
+    pub extra: &'a [(String, Value)],
+}
+
 /// `INSERT INTO target (cols, extra) SELECT s.cols, $n.. FROM staging AS s WHERE NOT EXISTS
 /// (SELECT 1 FROM target WHERE target.k = s.k AND <filter>)`. Unqualified filter columns
 /// resolve to the target, the innermost table.
 pub fn insert_new_rows(
-    target: &TableName,
-    staging: &TableName,
-    columns: &[String],
-    key: &[String],
-    filter: &[Term],
-    extra: &[(String, Value)],
+    dialect: Dialect,
+    rows: NewRows<'_>,
     manifest_predicate: Option<&str>,
 ) -> Result<Statement> {
+    let NewRows {
+        target,
+        staging,
+        columns,
+        key,
+        filter,
+        extra,
+    } = rows;
     nonempty_key(key)?;
     let t = table_ref(target);
     let mut w = Where::new(&dollar);
@@ -501,6 +655,30 @@ pub fn insert_new_rows(
         .map(|c| format!("s.{}", quote_ident(c)))
         .collect();
     select.extend(extra_values);
+    if is_clickhouse(dialect) {
+        // No correlated subquery: the staging keys not among the filtered target keys.
+        let conditions = &w.parts[key.len()..];
+        let filtered = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        };
+        let keys = column_list(key);
+        let s_keys: Vec<String> = key
+            .iter()
+            .map(|k| format!("s.{}", quote_ident(k)))
+            .collect();
+        return Ok(Statement {
+            sql: format!(
+                "INSERT INTO {t} ({}) SELECT {} FROM {} AS s WHERE ({}) NOT IN (SELECT {keys} FROM {t}{filtered})",
+                column_list(&target_columns),
+                select.join(", "),
+                table_ref(staging),
+                s_keys.join(", "),
+            ),
+            params: w.params,
+        });
+    }
     Ok(Statement {
         sql: format!(
             "INSERT INTO {t} ({}) SELECT {} FROM {} AS s WHERE NOT EXISTS (SELECT 1 FROM {t}{})",
@@ -538,7 +716,7 @@ pub fn delete_where(
 
 /// Empties the target inside the current transaction.
 pub fn truncate(dialect: Dialect, target: &TableName) -> String {
-    if is_postgres(dialect) {
+    if is_postgres(dialect) || is_clickhouse(dialect) {
         format!("TRUNCATE TABLE {}", table_ref(target))
     } else {
         format!("DELETE FROM {}", table_ref(target))
@@ -793,12 +971,15 @@ mod tests {
             ]
         );
         let insert = insert_new_rows(
-            &t,
-            &stg,
-            &["id".into()],
-            &id,
-            &[current],
-            &[("from".into(), Value::TimestampTz(9))],
+            Dialect::Postgres,
+            NewRows {
+                target: &t,
+                staging: &stg,
+                columns: &["id".into()],
+                key: &id,
+                filter: &[current],
+                extra: &[("from".into(), Value::TimestampTz(9))],
+            },
             None,
         )
         .unwrap();

@@ -4,11 +4,19 @@
 //! `ensure_target` (creating a missing target) and `swap` (inside the transaction too).
 //! Staging tables are named `__dpone_stg_<run>_<n>` next to the target and are dropped by the
 //! strategy, or by [`SqlSink::drop_leftovers`] when a run fails.
+//!
+//! Sessions without transactions (ClickHouse) get the same contract from a copy-on-write
+//! shadow: the first change after `begin` copies the target to `__dpone_shd_<run>_<n>`,
+//! every change rewrites or appends to the shadow (a delete is a copy without the rows, an
+//! update a copy with the new values), and `commit` publishes the shadow with one
+//! multi-table `RENAME` (the old target goes to `__dpone_old_<run>`, then is dropped).
+//! `rollback`, or a crash before the rename, leaves the target as it was; the shadows are
+//! this run's leftovers. docs/connectors/clickhouse.md lists the crash windows.
 
 use arrow_array::RecordBatch;
 use tokio::sync::mpsc;
 
-use super::render::{KeyMatch, RowSelection};
+use super::render::{KeyMatch, NewRows, RowSelection};
 use super::{Dialect, SqlSession, Statement, TableName, render};
 use crate::error::{Error, Kind, Result};
 use crate::model::{DataType, KeyCheck, Schema, SinkCapabilities, Term, Value};
@@ -37,6 +45,9 @@ pub struct SqlSink {
     pub statements: Vec<String>,
     /// A lock every transaction takes first ([`Self::set_fence`]).
     fence: Option<String>,
+    /// Without session transactions: the table that becomes the target at commit, once
+    /// the open transaction changed anything.
+    shadow: Option<TableName>,
 }
 
 impl std::fmt::Debug for SqlSink {
@@ -74,6 +85,7 @@ impl SqlSink {
             dry_run,
             statements: Vec::new(),
             fence: None,
+            shadow: None,
         }
     }
 
@@ -96,6 +108,8 @@ impl SqlSink {
             Dialect::Postgres => "postgres",
             #[cfg(feature = "sqlite")]
             Dialect::Sqlite => "sqlite",
+            #[cfg(feature = "clickhouse")]
+            Dialect::Clickhouse { .. } => "clickhouse",
         };
         super::sink_capabilities(kind)
     }
@@ -127,12 +141,28 @@ impl SqlSink {
         self.session.query(&stmt, types).await
     }
 
-    /// Creates the target (and its schema, on PostgreSQL) when missing.
+    /// Creates the target (and its schema, on PostgreSQL) when missing. Without
+    /// transactions, an existing target's key columns must not be nullable: rows are
+    /// matched by `IN`, where a NULL key never matches.
     pub async fn ensure_target(&mut self, schema: &Schema, key: &[String]) -> Result<()> {
         for k in key {
             schema.require(k, "sink.strategy.unique_key")?;
         }
-        if self.describe().await?.is_some() {
+        if let Some(existing) = self.describe().await? {
+            if !self.session.transactional()
+                && let Some(c) = existing
+                    .columns
+                    .iter()
+                    .find(|c| c.nullable && key.contains(&c.name))
+            {
+                return Err(Error::config(
+                    "sink.strategy.unique_key",
+                    format!(
+                        "key column `{}` of the target {} is Nullable: make it non-Nullable (ClickHouse matches keys with IN, where NULL never matches)",
+                        c.name, self.target
+                    ),
+                ));
+            }
             return Ok(());
         }
         self.ensure_schema().await?;
@@ -144,9 +174,7 @@ impl SqlSink {
     /// Creates the target's schema when missing, so staging can live next to the target
     /// before the target exists.
     async fn ensure_schema(&mut self) -> Result<()> {
-        #[cfg(feature = "postgres")]
-        if let (Dialect::Postgres, Some(s)) = (self.dialect(), &self.target.schema) {
-            let sql = format!("CREATE SCHEMA IF NOT EXISTS {}", render::quote_ident(s));
+        if let Some(sql) = render::create_namespace(self.dialect(), &self.target) {
             self.execute(Statement::new(sql)).await?;
         }
         Ok(())
@@ -249,8 +277,8 @@ impl SqlSink {
         key: &[String],
         filter: &[Term],
     ) -> Result<KeyCheck> {
-        self.key_check(self.target.clone(), schema, key, filter)
-            .await
+        let current = self.current().clone();
+        self.key_check(current, schema, key, filter).await
     }
 
     async fn key_check(
@@ -297,6 +325,11 @@ impl SqlSink {
             ));
         }
         self.statements.push("BEGIN".into());
+        if !self.session.transactional() {
+            // The transaction is the shadow the first change creates.
+            self.in_transaction = true;
+            return Ok(());
+        }
         if !self.dry_run {
             self.session.begin().await?;
             if let Some(fence) = &self.fence
@@ -326,11 +359,20 @@ impl SqlSink {
                 "commit: no transaction is open",
             ));
         }
+        if !self.session.transactional() {
+            if !also.is_empty() {
+                return Err(Error::new(
+                    Kind::State,
+                    "a sink without transactions cannot hold the state store",
+                ));
+            }
+            self.publish_shadow().await?;
+        }
         for stmt in also {
             self.execute(stmt).await?;
         }
         self.statements.push("COMMIT".into());
-        if !self.dry_run {
+        if !self.dry_run && self.session.transactional() {
             self.session.commit().await?;
         }
         self.in_transaction = false;
@@ -346,6 +388,12 @@ impl SqlSink {
         self.in_transaction = false;
         self.released_in_transaction.clear();
         self.statements.push("ROLLBACK".into());
+        if !self.session.transactional() {
+            if let Some(shadow) = self.shadow.take() {
+                self.drop_staging(&shadow).await?;
+            }
+            return Ok(());
+        }
         if self.dry_run {
             return Ok(());
         }
@@ -382,6 +430,11 @@ impl SqlSink {
         columns: &[String],
     ) -> Result<u64> {
         self.require_transaction("insert-from-staging")?;
+        if !self.session.transactional() {
+            let shadow = self.materialize().await?;
+            let sql = render::insert_from(&shadow, staging, columns);
+            return self.counted_insert(&shadow, Statement::new(sql)).await;
+        }
         self.execute(Statement::new(render::insert_from(
             &self.target,
             staging,
@@ -398,6 +451,19 @@ impl SqlSink {
         filter: &[Term],
     ) -> Result<u64> {
         self.require_transaction("delete-rows")?;
+        if !self.session.transactional() {
+            let current = self.current().clone();
+            let rows = RowSelection {
+                target: &current,
+                staging,
+                key,
+                key_match,
+                filter,
+            };
+            let predicate = self.manifest_predicate.as_deref();
+            let cond = render::row_condition(self.dialect(), rows, predicate)?;
+            return self.shadow_delete(cond).await;
+        }
         let rows = RowSelection {
             target: &self.target,
             staging,
@@ -418,6 +484,19 @@ impl SqlSink {
         assignments: &[(String, Value)],
     ) -> Result<u64> {
         self.require_transaction("update-rows")?;
+        if !self.session.transactional() {
+            let current = self.current().clone();
+            let rows = RowSelection {
+                target: &current,
+                staging,
+                key,
+                key_match,
+                filter,
+            };
+            let predicate = self.manifest_predicate.as_deref();
+            let cond = render::row_condition(self.dialect(), rows, predicate)?;
+            return self.shadow_update(cond, assignments).await;
+        }
         let rows = RowSelection {
             target: &self.target,
             staging,
@@ -443,21 +522,39 @@ impl SqlSink {
         extra: &[(String, Value)],
     ) -> Result<u64> {
         self.require_transaction("insert-new-rows")?;
+        if !self.session.transactional() {
+            let shadow = self.materialize().await?;
+            let predicate = self.manifest_predicate.as_deref();
+            let rows = NewRows {
+                target: &shadow,
+                staging,
+                columns,
+                key,
+                filter,
+                extra,
+            };
+            let stmt = render::insert_new_rows(self.dialect(), rows, predicate)?;
+            return self.counted_insert(&shadow, stmt).await;
+        }
         let predicate = self.manifest_predicate.as_deref();
-        let stmt = render::insert_new_rows(
-            &self.target,
+        let rows = NewRows {
+            target: &self.target,
             staging,
             columns,
             key,
             filter,
             extra,
-            predicate,
-        )?;
+        };
+        let stmt = render::insert_new_rows(self.dialect(), rows, predicate)?;
         self.execute(stmt).await
     }
 
     pub async fn delete_where(&mut self, filter: &[Term]) -> Result<u64> {
         self.require_transaction("delete-where")?;
+        if !self.session.transactional() {
+            let cond = render::filter_condition(filter, self.manifest_predicate.as_deref())?;
+            return self.shadow_delete(cond).await;
+        }
         let stmt = render::delete_where(&self.target, filter, self.manifest_predicate.as_deref())?;
         self.execute(stmt).await
     }
@@ -506,6 +603,11 @@ impl SqlSink {
         columns: &[String],
     ) -> Result<u64> {
         self.require_transaction("truncate-and-insert")?;
+        if !self.session.transactional() {
+            let previous = self.new_shadow().await?;
+            self.retire(previous).await?;
+            return self.insert_from_staging(staging, columns).await;
+        }
         self.execute(Statement::new(render::truncate(
             self.dialect(),
             &self.target,
@@ -517,6 +619,11 @@ impl SqlSink {
     /// Publishes staging as the target inside the open transaction.
     pub async fn swap(&mut self, staging: &TableName) -> Result<()> {
         self.require_transaction("swap")?;
+        if !self.session.transactional() {
+            let previous = self.current().clone();
+            self.shadow = Some(staging.clone());
+            return self.retire(previous).await;
+        }
         for sql in render::swap(&self.target, staging) {
             self.execute(Statement::new(sql)).await?;
         }
@@ -565,6 +672,189 @@ impl SqlSink {
     pub fn reconnected(&mut self, session: Box<dyn SqlSession>) {
         self.session = session;
         self.in_transaction = false;
+    }
+}
+
+/// The copy-on-write shadow of sessions without transactions (module docs).
+impl SqlSink {
+    /// The table holding the open transaction's view of the target.
+    fn current(&self) -> &TableName {
+        self.shadow.as_ref().unwrap_or(&self.target)
+    }
+
+    /// Creates an empty shadow shaped like the target and makes it current; returns the
+    /// table that was current.
+    async fn new_shadow(&mut self) -> Result<TableName> {
+        self.staging_seq += 1;
+        let shadow = self
+            .target
+            .sibling(format!("__dpone_shd_{}_{}", self.run_tag, self.staging_seq));
+        let target_schema = self.existing_target().await?;
+        let ddl = render::create_like(self.dialect(), &shadow, &self.target, &target_schema);
+        self.execute(Statement::new(ddl)).await?;
+        self.live_staging.push(shadow.clone());
+        Ok(std::mem::replace(self.current_mut(), shadow))
+    }
+
+    /// The target's schema; the target must exist (a dry run plans against an empty one).
+    async fn existing_target(&mut self) -> Result<Schema> {
+        match self.describe().await? {
+            Some(schema) => Ok(schema),
+            None if self.dry_run => Ok(Schema {
+                columns: Vec::new(),
+                primary_key: Vec::new(),
+            }),
+            None => Err(Error::new(
+                Kind::Sink,
+                format!(
+                    "the target {} does not exist: call ensure-target first",
+                    self.target
+                ),
+            )),
+        }
+    }
+
+    fn current_mut(&mut self) -> &mut TableName {
+        self.shadow.get_or_insert_with(|| self.target.clone())
+    }
+
+    /// Drops a table that stopped being current, unless it is the target itself.
+    async fn retire(&mut self, previous: TableName) -> Result<()> {
+        if previous == self.target {
+            return Ok(());
+        }
+        self.drop_staging(&previous).await
+    }
+
+    /// The shadow, copying the target into a new one on the first change.
+    async fn materialize(&mut self) -> Result<TableName> {
+        if let Some(shadow) = &self.shadow {
+            return Ok(shadow.clone());
+        }
+        let previous = self.new_shadow().await?;
+        let shadow = self.current().clone();
+        let sql = format!(
+            "INSERT INTO {} SELECT * FROM {}",
+            render::table_ref(&shadow),
+            render::table_ref(&previous)
+        );
+        self.execute(Statement::new(sql)).await?;
+        Ok(shadow)
+    }
+
+    async fn count_where(&mut self, table: &TableName, cond: Option<&Statement>) -> Result<u64> {
+        let stmt = match cond {
+            None => Statement::new(render::count(table)),
+            Some(c) => Statement {
+                sql: format!("{} WHERE ifNull(({}), 0)", render::count(table), c.sql),
+                params: c.params.clone(),
+            },
+        };
+        let rows = self.query(stmt, &[DataType::Int64]).await?;
+        Ok(first_count(&rows, 0))
+    }
+
+    /// Runs an insert into `table` and returns the rows it added (the server does not say).
+    async fn counted_insert(&mut self, table: &TableName, stmt: Statement) -> Result<u64> {
+        let before = self.count_where(table, None).await?;
+        self.execute(stmt).await?;
+        Ok(self.count_where(table, None).await?.saturating_sub(before))
+    }
+
+    /// Deletes the current rows matching `cond` by copying the others into a new shadow;
+    /// copies nothing when no row matches.
+    async fn shadow_delete(&mut self, cond: Statement) -> Result<u64> {
+        let current = self.current().clone();
+        let matched = self.count_where(&current, Some(&cond)).await?;
+        if matched == 0 {
+            return Ok(0);
+        }
+        let previous = self.new_shadow().await?;
+        let sql = format!(
+            "INSERT INTO {} SELECT * FROM {} WHERE NOT ifNull(({}), 0)",
+            render::table_ref(self.current()),
+            render::table_ref(&previous),
+            cond.sql
+        );
+        self.execute(Statement {
+            sql,
+            params: cond.params,
+        })
+        .await?;
+        self.retire(previous).await?;
+        Ok(matched)
+    }
+
+    /// Sets `assignments` on the current rows matching `cond` by copying every row into a
+    /// new shadow with the new values where `cond` holds.
+    async fn shadow_update(
+        &mut self,
+        cond: Statement,
+        assignments: &[(String, Value)],
+    ) -> Result<u64> {
+        if assignments.is_empty() {
+            return Err(Error::new(
+                Kind::Unsupported,
+                "update-rows with no assignments changes nothing",
+            ));
+        }
+        let current = self.current().clone();
+        let matched = self.count_where(&current, Some(&cond)).await?;
+        if matched == 0 {
+            return Ok(0);
+        }
+        let columns = self.existing_target().await?.names();
+        let mut params = cond.params;
+        let select: Vec<String> = columns
+            .iter()
+            .map(|c| {
+                let q = render::quote_ident(c);
+                match assignments.iter().find(|(a, _)| a == c) {
+                    Some((_, v)) => {
+                        params.push(v.clone());
+                        format!(
+                            "if(ifNull(({}), 0), ${}, {q}) AS {q}",
+                            cond.sql,
+                            params.len()
+                        )
+                    }
+                    None => q,
+                }
+            })
+            .collect();
+        let previous = self.new_shadow().await?;
+        let sql = format!(
+            "INSERT INTO {} ({}) SELECT {} FROM {}",
+            render::table_ref(self.current()),
+            render::column_list(&columns),
+            select.join(", "),
+            render::table_ref(&previous)
+        );
+        self.execute(Statement { sql, params }).await?;
+        self.retire(previous).await?;
+        Ok(matched)
+    }
+
+    /// Publishes the shadow: one `RENAME` moves the target aside and the shadow in its
+    /// place, then the old target is dropped.
+    async fn publish_shadow(&mut self) -> Result<()> {
+        let Some(shadow) = self.shadow.take() else {
+            return Ok(());
+        };
+        let old = self.target.sibling(format!("__dpone_old_{}", self.run_tag));
+        let sql = format!(
+            "RENAME TABLE {} TO {}, {} TO {}",
+            render::table_ref(&self.target),
+            render::table_ref(&old),
+            render::table_ref(&shadow),
+            render::table_ref(&self.target)
+        );
+        self.execute(Statement::new(sql)).await?;
+        self.live_staging.retain(|t| *t != shadow);
+        crate::failpoint("sink.after_publish");
+        self.execute(Statement::new(render::drop_table(&old)))
+            .await?;
+        Ok(())
     }
 }
 

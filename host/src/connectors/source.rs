@@ -211,7 +211,7 @@ impl SqlSource {
             &schema,
             bounds,
             self.manifest_predicate.as_deref(),
-            &format!("MAX({})", render::quote_ident(column)),
+            &render::max_of(self.dialect(), column),
         )?;
         let rows = self.session.query(&stmt, &[t]).await?;
         Ok(rows

@@ -53,12 +53,8 @@ impl<'a> Behaviour<'a> {
         let mut s = connectors::connect(self.source, Kind::Source, Open::Create).await?;
         let table = render::table_ref(&self.source_table);
         if number == 0 {
-            if let Some(schema) = &self.source_table.schema {
-                s.execute(&Statement::new(format!(
-                    "CREATE SCHEMA IF NOT EXISTS {}",
-                    render::quote_ident(schema)
-                )))
-                .await?;
+            if let Some(sql) = render::create_namespace(s.dialect(), &self.source_table) {
+                s.execute(&Statement::new(sql)).await?;
             }
             s.execute(&Statement::new(format!("DROP TABLE IF EXISTS {table}")))
                 .await?;
@@ -83,18 +79,37 @@ impl<'a> Behaviour<'a> {
             .collect();
         let after: BTreeMap<i64, &Vec<Value>> = rows.iter().map(|r| (id(r), r)).collect();
         // Deleted rows go, changed rows are UPDATEd in place (what change feeds and xmin
-        // see in production), new rows are inserted.
+        // see in production), new rows are inserted. Without UPDATE (ClickHouse), changed
+        // rows are deleted and inserted again, as people load such tables.
+        let transactional = s.transactional();
+        let changed = |r: &&Vec<Value>| before.get(&id(r)).is_some_and(|old| old != *r);
         let gone: Vec<String> = before
             .keys()
             .filter(|i| !after.contains_key(i))
-            .map(i64::to_string)
+            .copied()
+            .chain(rows.iter().filter(|r| !transactional && changed(r)).map(id))
+            .map(|i| i.to_string())
             .collect();
+        let delete = if transactional {
+            format!("DELETE FROM {table}")
+        } else {
+            format!("ALTER TABLE {table} DELETE")
+        };
         for ids in gone.chunks(1_000) {
             s.execute(&Statement::new(format!(
-                "DELETE FROM {table} WHERE id IN ({})",
+                "{delete} WHERE id IN ({})",
                 ids.join(", ")
             )))
             .await?;
+        }
+        if !transactional {
+            let again: Vec<Vec<Value>> = rows
+                .iter()
+                .filter(|r| !before.contains_key(&id(r)) || changed(r))
+                .cloned()
+                .collect();
+            insert(s.as_mut(), &self.source_table, &self.schema, &again).await?;
+            return Ok(rows);
         }
         let names = self.schema.names();
         let set: Vec<String> = names
@@ -105,10 +120,7 @@ impl<'a> Behaviour<'a> {
             .collect();
         let update = format!("UPDATE {table} SET {} WHERE id = $1", set.join(", "));
         s.begin().await?;
-        for row in rows
-            .iter()
-            .filter(|r| before.get(&id(r)).is_some_and(|old| old != *r))
-        {
+        for row in rows.iter().filter(changed) {
             let stmt = Statement {
                 sql: update.clone(),
                 params: row.clone(),

@@ -27,6 +27,29 @@ pub struct ModelConfig {
     pub rows: usize,
     /// Key `(region, id)` instead of `(id)`.
     pub compound_key: bool,
+    pub domain: Domain,
+}
+
+/// The values every connector of a pair can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Domain {
+    /// Every portable value: dates and timestamps from the 1940s to far in the future,
+    /// with microseconds (PostgreSQL, SQLite).
+    Full,
+    /// Dates from 1970 (to 2079), timestamps in whole seconds from 1970 (to 2096): what
+    /// ClickHouse's `Date` and `DateTime` hold.
+    Epoch,
+}
+
+impl Domain {
+    /// The domain of a pair of connection kinds.
+    pub fn of(kinds: &[&str]) -> Domain {
+        if kinds.contains(&"clickhouse") {
+            Domain::Epoch
+        } else {
+            Domain::Full
+        }
+    }
 }
 
 /// Fewest rows the model generates: enough for every generation to change, delete and add.
@@ -49,11 +72,12 @@ pub fn rows_from_env() -> crate::error::Result<usize> {
 
 impl ModelConfig {
     /// The model with `DPONE_MATRIX_ROW_COUNT` rows ([`rows_from_env`]).
-    pub fn from_env(seed: u64, compound_key: bool) -> crate::error::Result<Self> {
+    pub fn from_env(seed: u64, compound_key: bool, domain: Domain) -> crate::error::Result<Self> {
         Ok(ModelConfig {
             seed,
             rows: rows_from_env()?,
             compound_key,
+            domain,
         })
     }
 }
@@ -202,10 +226,14 @@ fn row(cfg: &ModelConfig, id: i64, version: u64) -> Vec<Value> {
                 2 => "ünïcödé ✓".into(),
                 _ => format!("{r:x}"),
             }),
-            DataType::Date => Value::Date((r % 40_000) as i32 - 10_000),
-            DataType::TimestampTz => {
-                Value::TimestampTz((r % 4_000_000_000_000_000) as i64 - 1_000_000_000_000_000)
-            }
+            DataType::Date => Value::Date(match cfg.domain {
+                Domain::Full => (r % 40_000) as i32 - 10_000,
+                Domain::Epoch => (r % 40_000) as i32,
+            }),
+            DataType::TimestampTz => Value::TimestampTz(match cfg.domain {
+                Domain::Full => (r % 4_000_000_000_000_000) as i64 - 1_000_000_000_000_000,
+                Domain::Epoch => (r % 4_000_000_000) as i64 * 1_000_000,
+            }),
             DataType::Boolean => Value::Boolean(r.is_multiple_of(2)),
             _ => Value::Bytes(r.to_le_bytes()[..(r % 9) as usize].to_vec()),
         });
@@ -249,6 +277,7 @@ mod tests {
             seed: 7,
             rows: 2_000,
             compound_key: false,
+            domain: Domain::Full,
         };
         let g0 = generation(&cfg, 0);
         assert_eq!(g0, generation(&cfg, 0));

@@ -267,6 +267,7 @@ mod tests {
             seed: 3,
             rows: 500,
             compound_key: false,
+            domain: super::super::model::Domain::Full,
         }
     }
 

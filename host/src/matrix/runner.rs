@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use super::catalog::{self, Case, PROFILES};
 use super::local::Behaviour;
-use super::model::ModelConfig;
+use super::model::{Domain, ModelConfig};
 use super::oracle::Oracle;
 use crate::backfill::{self, Start};
 use crate::connectors::source::{SqlSource, feed_names};
@@ -201,6 +201,10 @@ fn endpoint(mode: Mode, profile: &str) -> Option<Vec<(&'static str, String)>> {
             "DPONE_MATRIX_POSTGRES_URL",
             env("DPONE_MATRIX_POSTGRES_URL").or_else(|| env("DPONE_TEST_POSTGRES_URL")),
         ),
+        (Mode::MockLocal, "clickhouse_live") => one(
+            "DPONE_MATRIX_CLICKHOUSE_URL",
+            env("DPONE_MATRIX_CLICKHOUSE_URL").or_else(|| env("DPONE_TEST_CLICKHOUSE_URL")),
+        ),
         (Mode::MockLocal, _) => None,
         (Mode::VendorLive, "postgres_live") => {
             one("DPONE_MATRIX_POSTGRES_URL", env("DPONE_LIVE_POSTGRES_URL"))
@@ -380,6 +384,7 @@ async fn run_model(
         seed: 20_261_127,
         rows: opts.rows,
         compound_key: compound,
+        domain: Domain::of(&[case.source, case.sink]),
     };
     // A fresh target and feed: leftovers of an earlier matrix run must not count.
     drop_leftovers(&first).await?;
@@ -402,7 +407,11 @@ async fn run_model(
                 let manifest = Manifest::parse(
                     &yaml(&catalog::backfill_options(
                         opts.rows * 21 / 20 + generation as usize,
-                        2,
+                        if connectors::publishes_whole_target(case.sink) {
+                            1
+                        } else {
+                            2
+                        },
                     )),
                     &lookup,
                 )?;

@@ -1,5 +1,7 @@
-//! ClickHouse: the manifest section only. The client (and its type mapping) is not built yet:
-//! a manifest naming this kind validates, and a run stops before connecting with an
-//! `unsupported` error that says so.
+//! ClickHouse over its HTTP interface: source and sink (docs/connectors/clickhouse.md).
 
+pub mod client;
 pub mod config;
+pub mod types;
+
+pub use client::ClickhouseSession;

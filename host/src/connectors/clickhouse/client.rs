@@ -1,0 +1,689 @@
+//! The ClickHouse driver: the HTTP interface through reqwest, RowBinary both ways.
+//!
+//! Every request is one POST. Statements go in the body; a bulk insert puts its
+//! `INSERT ... FORMAT RowBinary` in the `query` parameter and streams the rows as the body.
+//! Reads are `FORMAT RowBinary`, decoded as the bytes arrive, with the column types taken
+//! from a `LIMIT 0` run of the same query. Small queries use `TabSeparatedWithNamesAndTypes`.
+//! The servers dpone supports (18.16 and later) bind no parameters, so `$n` placeholders
+//! are replaced by literals ([`super::types::literal`]) outside quoted text.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::types::{self, ChType, Reader};
+use crate::connectors::{Dialect, SqlSession, Statement, TableName};
+use crate::error::{Error, Kind, Result};
+use crate::model::{BATCH_ROWS, Column, DataType, Schema, Value, batch_of, value_at};
+
+/// Bytes of RowBinary gathered before a chunk of the insert body is sent.
+const INSERT_CHUNK: usize = 1 << 20;
+
+/// How long a mutation (`ALTER TABLE ... DELETE/UPDATE`) may take before dpone gives up.
+const MUTATION_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// One ClickHouse server and database, used as a source or a sink.
+pub struct ClickhouseSession {
+    http: reqwest::Client,
+    /// `scheme://host:port/`.
+    endpoint: reqwest::Url,
+    user: String,
+    password: String,
+    database: String,
+    role: Kind,
+    /// The server has `DateTime64` (20.1 and later).
+    datetime64: bool,
+    version: String,
+}
+
+impl fmt::Debug for ClickhouseSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClickhouseSession")
+            .field("endpoint", &self.endpoint.as_str())
+            .field("database", &self.database)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClickhouseSession {
+    /// Connects to `url` (`http(s)://[user[:password]@]host:port/database`) and reads the
+    /// server version.
+    pub async fn connect(url: &str, role: Kind) -> Result<Self> {
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| Error::new(role, format!("ClickHouse: the url does not parse: {e}")))?;
+        let database = parsed.path().trim_matches('/').to_string();
+        let user = match parsed.username() {
+            "" => "default".to_string(),
+            u => decode(u),
+        };
+        let password = parsed.password().map(decode).unwrap_or_default();
+        let mut endpoint = parsed.clone();
+        endpoint.set_path("/");
+        endpoint.set_query(None);
+        let _ = endpoint.set_username("");
+        let _ = endpoint.set_password(None);
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Error::new(role, format!("ClickHouse: {e}")))?;
+        let mut session = ClickhouseSession {
+            http,
+            endpoint,
+            user,
+            password,
+            database: if database.is_empty() {
+                "default".into()
+            } else {
+                database
+            },
+            role,
+            datetime64: false,
+            version: String::new(),
+        };
+        let rows = session
+            .query(&Statement::new("SELECT version()"), &[DataType::Text])
+            .await?;
+        if let Some(Value::Text(v)) = rows.first().and_then(|r| r.first()) {
+            session.version = v.clone();
+        }
+        let major: u32 = session
+            .version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        session.datetime64 = major >= 20;
+        Ok(session)
+    }
+
+    fn fail(&self, what: &str, e: impl fmt::Display) -> Error {
+        Error::new(self.role, format!("ClickHouse: {what}: {e}"))
+    }
+
+    fn request(&self, query: Option<&str>) -> reqwest::RequestBuilder {
+        let mut params = vec![("database", self.database.as_str())];
+        if let Some(q) = query {
+            params.push(("query", q));
+        }
+        self.http
+            .post(self.endpoint.clone())
+            .query(&params)
+            .basic_auth(&self.user, Some(&self.password))
+    }
+
+    /// Sends `req` and fails with the server's message when it answers with an error.
+    async fn send(&self, req: reqwest::RequestBuilder, what: &str) -> Result<reqwest::Response> {
+        let response = req.send().await.map_err(|e| self.fail(what, e))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        Err(self.fail(what, server_message(status, &body)))
+    }
+
+    /// Runs SQL that returns nothing.
+    async fn run(&self, sql: String, what: &str) -> Result<()> {
+        let response = self.send(self.request(None).body(sql), what).await?;
+        response.bytes().await.map_err(|e| self.fail(what, e))?;
+        Ok(())
+    }
+
+    /// The column types a query returns, from a `LIMIT 0` run of it.
+    async fn result_types(&self, sql: &str) -> Result<Vec<ChType>> {
+        let probe = format!("SELECT * FROM ({sql}) LIMIT 0 FORMAT TabSeparatedWithNamesAndTypes");
+        let response = self
+            .send(self.request(None).body(probe), "describe a query")
+            .await?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.fail("describe a query", e))?;
+        let mut lines = body.split(|b| *b == b'\n');
+        let _names = lines.next();
+        let types = lines.next().unwrap_or_default();
+        split_tsv(types)
+            .map(|t| ChType::parse(&String::from_utf8_lossy(&types::unescape_tsv(t))))
+            .collect()
+    }
+
+    /// Starts `sql` as a RowBinary read whose columns are read as `wanted`.
+    async fn rows(&self, sql: &str, wanted: &[DataType]) -> Result<Rows> {
+        let native = self.result_types(sql).await?;
+        if native.len() != wanted.len() {
+            return Err(self.fail(
+                "read",
+                format!(
+                    "the query returns {} columns, {} expected",
+                    native.len(),
+                    wanted.len()
+                ),
+            ));
+        }
+        let response = self
+            .send(
+                self.request(None).body(format!("{sql} FORMAT RowBinary")),
+                "read",
+            )
+            .await?;
+        Ok(Rows {
+            body: Box::pin(response.bytes_stream()),
+            buf: Vec::new(),
+            native,
+            wanted: wanted.to_vec(),
+            role: self.role,
+        })
+    }
+
+    /// Waits until no mutation of `table` is still running, failing if one takes longer
+    /// than [`MUTATION_TIMEOUT`].
+    async fn wait_for_mutations(&mut self, table: &TableName) -> Result<()> {
+        let pending = Statement {
+            sql: "SELECT count() FROM system.mutations WHERE database = $1 AND table = $2 AND is_done = 0"
+                .into(),
+            params: vec![
+                Value::Text(self.database_of(table).to_string()),
+                Value::Text(table.name.clone()),
+            ],
+        };
+        let started = std::time::Instant::now();
+        loop {
+            let rows = self.query(&pending, &[DataType::Int64]).await?;
+            if matches!(rows.first().and_then(|r| r.first()), Some(Value::Int(0))) {
+                return Ok(());
+            }
+            if started.elapsed() > MUTATION_TIMEOUT {
+                return Err(self.fail(
+                    "mutation",
+                    "still running after 10 minutes; see system.mutations",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The native types and comments of `table`'s columns, by name, in table order.
+    async fn column_types(
+        &mut self,
+        table: &TableName,
+    ) -> Result<Option<Vec<(String, ChType, String)>>> {
+        let stmt = Statement {
+            sql:
+                "SELECT name, type, comment FROM system.columns WHERE database = $1 AND table = $2"
+                    .into(),
+            params: vec![
+                Value::Text(self.database_of(table).to_string()),
+                Value::Text(table.name.clone()),
+            ],
+        };
+        let rows = self.query(&stmt, &[DataType::Text; 3]).await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        rows.into_iter()
+            .map(|r| match (&r[0], &r[1], &r[2]) {
+                (Value::Text(n), Value::Text(t), Value::Text(comment)) => ChType::parse(t)
+                    .map(|t| (n.clone(), t, comment.clone()))
+                    .map_err(|e| Error::new(e.kind, format!("{table}.{n}: {}", e.message))),
+                _ => Err(Error::internal("system.columns returned a non-text row")),
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    fn database_of<'t>(&'t self, table: &'t TableName) -> &'t str {
+        table.schema.as_deref().unwrap_or(&self.database)
+    }
+}
+
+/// A RowBinary response being decoded as it arrives.
+struct Rows {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: Vec<u8>,
+    native: Vec<ChType>,
+    wanted: Vec<DataType>,
+    role: Kind,
+}
+
+impl Rows {
+    /// The rows of the next chunk of the response (possibly none); `None` at its end.
+    async fn next(&mut self) -> Result<Option<Vec<Vec<Value>>>> {
+        let Some(chunk) = self.body.next().await else {
+            if !self.buf.is_empty() {
+                return Err(Error::new(
+                    self.role,
+                    "ClickHouse: read: the response ended inside a row",
+                ));
+            }
+            return Ok(None);
+        };
+        let chunk = chunk.map_err(|e| Error::new(self.role, format!("ClickHouse: read: {e}")))?;
+        self.buf.extend_from_slice(&chunk);
+        let mut reader = Reader {
+            buf: &self.buf,
+            pos: 0,
+        };
+        let mut rows = Vec::new();
+        'rows: loop {
+            let start = reader.pos;
+            let mut row = Vec::with_capacity(self.native.len());
+            for (t, want) in self.native.iter().zip(&self.wanted) {
+                match reader.value(t, want)? {
+                    Some(v) => row.push(v),
+                    None => {
+                        reader.pos = start;
+                        break 'rows;
+                    }
+                }
+            }
+            rows.push(row);
+        }
+        let consumed = reader.pos;
+        self.buf.drain(..consumed);
+        Ok(Some(rows))
+    }
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(b) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The server's error text without its C++ decoration.
+fn server_message(status: reqwest::StatusCode, body: &str) -> String {
+    let text = body.trim();
+    let text = text
+        .split_once("e.displayText() = ")
+        .map_or(text, |(_, rest)| rest);
+    let text = text.split(", e.what()").next().unwrap_or(text);
+    format!("{} (HTTP {})", text.trim(), status.as_u16())
+}
+
+fn split_tsv(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    line.split(|b| *b == b'\t')
+}
+
+/// `sql` with `$n` replaced by the literal of `params[n-1]`, outside quoted text and
+/// identifiers.
+pub fn bind(sql: &str, params: &[Value]) -> Result<String> {
+    if params.is_empty() {
+        return Ok(sql.to_string());
+    }
+    let mut out = String::with_capacity(sql.len() + params.len() * 8);
+    let mut chars = sql.char_indices().peekable();
+    let mut quote: Option<char> = None;
+    while let Some((_, c)) = chars.next() {
+        if let Some(q) = quote {
+            out.push(c);
+            if c == '\\' {
+                if let Some((_, next)) = chars.next() {
+                    out.push(next);
+                }
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '\'' | '"' | '`' => {
+                quote = Some(c);
+                out.push(c);
+            }
+            '$' if chars.peek().is_some_and(|(_, d)| d.is_ascii_digit()) => {
+                let mut n = 0usize;
+                while let Some((_, d)) = chars.peek().filter(|(_, d)| d.is_ascii_digit()) {
+                    n = n * 10 + d.to_digit(10).unwrap_or(0) as usize;
+                    chars.next();
+                }
+                let v = params.get(n.wrapping_sub(1)).ok_or_else(|| {
+                    Error::internal(format!("statement refers to ${n}, {} bound", params.len()))
+                })?;
+                out.push_str(&types::literal(v));
+            }
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// The table of `ALTER TABLE <table> DELETE|UPDATE ...`: a mutation, which the server runs
+/// in the background; `None` for any other statement.
+fn mutated_table(sql: &str) -> Option<TableName> {
+    let sql = sql.trim_start();
+    let upper = sql.to_ascii_uppercase();
+    if !upper.starts_with("ALTER TABLE ")
+        || !(upper.contains(" DELETE WHERE") || upper.contains(" UPDATE "))
+    {
+        return None;
+    }
+    let mut rest = &sql["ALTER TABLE ".len()..];
+    let mut parts = Vec::new();
+    loop {
+        let (name, after) = match rest.strip_prefix('"') {
+            Some(quoted) => {
+                let mut name = String::new();
+                let mut chars = quoted.char_indices();
+                let end = loop {
+                    match chars.next()? {
+                        (i, '"') if quoted[i + 1..].starts_with('"') => {
+                            name.push('"');
+                            chars.next();
+                        }
+                        (i, '"') => break i + 1,
+                        (_, c) => name.push(c),
+                    }
+                };
+                (name, &quoted[end..])
+            }
+            None => {
+                let end = rest.find(|c: char| c == '.' || c.is_whitespace())?;
+                (rest[..end].to_string(), &rest[end..])
+            }
+        };
+        parts.push(name);
+        match after.strip_prefix('.') {
+            Some(more) => rest = more,
+            None => break,
+        }
+    }
+    match parts.as_slice() {
+        [name] => Some(TableName {
+            schema: None,
+            name: name.clone(),
+        }),
+        [schema, name] => Some(TableName {
+            schema: Some(schema.clone()),
+            name: name.clone(),
+        }),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl SqlSession for ClickhouseSession {
+    fn dialect(&self) -> Dialect {
+        Dialect::Clickhouse {
+            datetime64: self.datetime64,
+        }
+    }
+
+    fn read_placeholder(&self, _n: usize, value: &Value) -> String {
+        types::literal(value)
+    }
+
+    fn transactional(&self) -> bool {
+        false
+    }
+
+    /// Runs a statement. Mutations are waited for, so their effect is visible when this
+    /// returns. The HTTP interface reports no affected-row count: always 0.
+    async fn execute(&mut self, stmt: &Statement) -> Result<u64> {
+        let sql = bind(&stmt.sql, &stmt.params)?;
+        self.run(sql, "statement").await?;
+        if let Some(table) = mutated_table(&stmt.sql) {
+            self.wait_for_mutations(&table).await?;
+        }
+        Ok(0)
+    }
+
+    async fn query(&mut self, stmt: &Statement, types: &[DataType]) -> Result<Vec<Vec<Value>>> {
+        let sql = bind(&stmt.sql, &stmt.params)?;
+        let mut rows = self.rows(&sql, types).await?;
+        let mut out = Vec::new();
+        while let Some(mut more) = rows.next().await? {
+            out.append(&mut more);
+        }
+        Ok(out)
+    }
+
+    async fn table_schema(&mut self, table: &TableName) -> Result<Option<Schema>> {
+        let Some(columns) = self.column_types(table).await? else {
+            return Ok(None);
+        };
+        let stmt = Statement {
+            sql: "SELECT primary_key FROM system.tables WHERE database = $1 AND name = $2".into(),
+            params: vec![
+                Value::Text(self.database_of(table).to_string()),
+                Value::Text(table.name.clone()),
+            ],
+        };
+        let key = match self
+            .query(&stmt, &[DataType::Text])
+            .await?
+            .first()
+            .map(|r| &r[0])
+        {
+            Some(Value::Text(k)) if !k.is_empty() => k
+                .split(',')
+                .map(|c| c.trim().trim_matches('`').trim_matches('"').to_string())
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(Some(Schema {
+            columns: columns
+                .into_iter()
+                .map(|(name, t, comment)| Column {
+                    data_type: types::portable_type(&t, &comment),
+                    nullable: t.base().1,
+                    name,
+                })
+                .collect(),
+            primary_key: key,
+        }))
+    }
+
+    async fn read(
+        &mut self,
+        stmt: &Statement,
+        schema: &Schema,
+        tx: mpsc::Sender<RecordBatch>,
+    ) -> Result<()> {
+        let sql = bind(&stmt.sql, &stmt.params)?;
+        let wanted: Vec<DataType> = schema.columns.iter().map(|c| c.data_type).collect();
+        let mut rows = self.rows(&sql, &wanted).await?;
+        let mut batch: Vec<Vec<Value>> = Vec::with_capacity(BATCH_ROWS);
+        while let Some(more) = rows.next().await? {
+            for row in more {
+                batch.push(row);
+                if batch.len() == BATCH_ROWS {
+                    let full = batch_of(schema, &std::mem::take(&mut batch))?;
+                    if tx.send(full).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.send(batch_of(schema, &batch)?).await;
+        }
+        Ok(())
+    }
+
+    async fn bulk_insert(
+        &mut self,
+        table: &TableName,
+        schema: &Schema,
+        mut rx: mpsc::Receiver<RecordBatch>,
+    ) -> Result<u64> {
+        let native = self
+            .column_types(table)
+            .await?
+            .ok_or_else(|| self.fail("insert", format!("table {table} does not exist")))?;
+        let targets: Vec<ChType> = schema
+            .columns
+            .iter()
+            .map(|c| {
+                native
+                    .iter()
+                    .find(|(n, _, _)| *n == c.name)
+                    .map(|(_, t, _)| t.clone())
+                    .ok_or_else(|| {
+                        self.fail("insert", format!("{table} has no column `{}`", c.name))
+                    })
+            })
+            .collect::<Result<_>>()?;
+        let columns: Vec<Column> = schema.columns.clone();
+        let rows = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let encode_error: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
+        let (counter, failed) = (rows.clone(), encode_error.clone());
+        let body = async_stream(
+            move |out: mpsc::Sender<std::result::Result<Vec<u8>, std::io::Error>>| async move {
+                let mut chunk = Vec::with_capacity(INSERT_CHUNK);
+                while let Some(batch) = rx.recv().await {
+                    for row in 0..batch.num_rows() {
+                        for (i, (c, t)) in columns.iter().zip(&targets).enumerate() {
+                            let v = value_at(batch.column(i), &c.data_type, row);
+                            if let Err(e) = types::write_value(&mut chunk, t, &v, &c.name) {
+                                *failed.lock().expect("not poisoned") = Some(e);
+                                let _ = out
+                                    .send(Err(std::io::Error::other("row encoding failed")))
+                                    .await;
+                                return;
+                            }
+                        }
+                    }
+                    counter.fetch_add(
+                        batch.num_rows() as u64,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    if chunk.len() >= INSERT_CHUNK
+                        && out
+                            .send(Ok(std::mem::replace(
+                                &mut chunk,
+                                Vec::with_capacity(INSERT_CHUNK),
+                            )))
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+                if !chunk.is_empty() {
+                    let _ = out.send(Ok(chunk)).await;
+                }
+            },
+        );
+        let query = format!(
+            "INSERT INTO {} ({}) FORMAT RowBinary",
+            crate::connectors::render::table_ref(table),
+            crate::connectors::render::column_list(&schema.names())
+        );
+        let sent = self
+            .send(
+                self.request(Some(&query))
+                    .body(reqwest::Body::wrap_stream(body)),
+                "insert",
+            )
+            .await;
+        if let Some(e) = encode_error.lock().expect("not poisoned").take() {
+            return Err(e);
+        }
+        sent?.bytes().await.map_err(|e| self.fail("insert", e))?;
+        Ok(rows.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    async fn begin(&mut self) -> Result<()> {
+        Err(no_transactions())
+    }
+
+    async fn commit(&mut self) -> Result<()> {
+        Err(no_transactions())
+    }
+
+    async fn rollback(&mut self) -> Result<()> {
+        Err(no_transactions())
+    }
+
+    async fn try_lock(&mut self, _name: &str) -> Result<bool> {
+        Err(Error::new(
+            Kind::Unsupported,
+            "ClickHouse has no locks to hold a pipeline's run: keep the state store in SQLite or PostgreSQL",
+        ))
+    }
+}
+
+fn no_transactions() -> Error {
+    Error::new(
+        Kind::Unsupported,
+        "ClickHouse has no multi-statement transactions (the sink publishes through a shadow table instead)",
+    )
+}
+
+/// A body stream fed by a task running `produce`.
+fn async_stream<F, Fut>(
+    produce: F,
+) -> impl futures_util::Stream<Item = std::result::Result<Vec<u8>, std::io::Error>> + Send + 'static
+where
+    F: FnOnce(mpsc::Sender<std::result::Result<Vec<u8>, std::io::Error>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(2);
+    tokio::spawn(produce(tx));
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binds_placeholders_outside_quotes_only() {
+        let sql = "SELECT '$1', \"a$1\" FROM t WHERE x = $1 AND y IN ($2, $10)";
+        let mut params = vec![Value::Int(7), Value::Text("o'k".into())];
+        params.extend((3..=10).map(Value::Int));
+        assert_eq!(
+            bind(sql, &params).unwrap(),
+            "SELECT '$1', \"a$1\" FROM t WHERE x = toInt64(7) AND y IN ('o\\'k', toInt64(10))"
+        );
+        assert!(bind("SELECT $3", &[Value::Int(1)]).is_err());
+    }
+
+    #[test]
+    fn recognizes_mutations_and_server_errors() {
+        assert_eq!(
+            mutated_table("ALTER TABLE \"db\".\"a\"\"b\" DELETE WHERE id IN (1)"),
+            Some(TableName {
+                schema: Some("db".into()),
+                name: "a\"b".into()
+            })
+        );
+        assert_eq!(
+            mutated_table("ALTER TABLE t UPDATE x = 1 WHERE 1").map(|t| t.name),
+            Some("t".into())
+        );
+        assert_eq!(
+            mutated_table("ALTER TABLE \"t\" REPLACE PARTITION 1 FROM s"),
+            None
+        );
+        assert_eq!(
+            server_message(
+                reqwest::StatusCode::NOT_FOUND,
+                "Code: 60, e.displayText() = DB::Exception: Table default.x doesn't exist., e.what() = DB::Exception\n"
+            ),
+            "DB::Exception: Table default.x doesn't exist. (HTTP 404)"
+        );
+    }
+}
