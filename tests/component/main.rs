@@ -6,6 +6,7 @@ mod backfill;
 mod behaviour;
 mod cdc;
 mod cli;
+mod clickhouse;
 mod partitions;
 mod sandbox;
 mod strategies;

@@ -169,3 +169,71 @@ pub async fn fresh_postgres_database(server_url: &str, name: &str) -> String {
     let base = server_url.rsplit_once('/').map_or(server_url, |(b, _)| b);
     format!("{base}/{db}")
 }
+
+/// The ClickHouse server the tests may use (`cargo xtask test` starts a private one and
+/// sets this). Without it, ClickHouse tests say so and pass vacuously.
+pub fn clickhouse_url() -> Option<String> {
+    let url = std::env::var("DPONE_TEST_CLICKHOUSE_URL").ok();
+    if url.is_none() {
+        eprintln!(
+            "SKIPPED: DPONE_TEST_CLICKHOUSE_URL is not set (run the tests with `cargo xtask test`)"
+        );
+    }
+    url
+}
+
+/// A ClickHouse connection through the host's own client.
+pub struct Ch(Box<dyn dpone_host::connectors::SqlSession>);
+
+impl Ch {
+    pub async fn connect(url: &str) -> Ch {
+        Ch(Box::new(
+            dpone_host::connectors::clickhouse::ClickhouseSession::connect(url, Kind::Sink)
+                .await
+                .unwrap(),
+        ))
+    }
+
+    /// Runs `;`-separated statements (none may contain `;` in a literal).
+    pub async fn exec(&mut self, sql: &str) {
+        for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            self.0
+                .execute(&dpone_host::connectors::Statement::new(stmt))
+                .await
+                .unwrap_or_else(|e| panic!("{stmt}: {e}"));
+        }
+    }
+
+    /// Every row of `sql` (`columns` columns of `String`) as text, NULL as `None`.
+    pub async fn rows(&mut self, sql: &str, columns: usize) -> Vec<Vec<Option<String>>> {
+        use dpone_host::model::{DataType, Value};
+        let rows = self
+            .0
+            .query(
+                &dpone_host::connectors::Statement::new(sql),
+                &vec![DataType::Text; columns],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        rows.into_iter()
+            .map(|r| {
+                r.into_iter()
+                    .map(|v| match v {
+                        Value::Text(t) => Some(t),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// A fresh database on the test server; returns its name.
+    pub async fn fresh_database(&mut self, name: &str) -> String {
+        let db = format!("dpone_test_{name}");
+        self.exec(&format!(
+            "DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}"
+        ))
+        .await;
+        db
+    }
+}

@@ -48,6 +48,13 @@ pub struct SqlSink {
     /// Without session transactions: the table that becomes the target at commit, once
     /// the open transaction changed anything.
     shadow: Option<TableName>,
+    /// Without session transactions: partitions to replace natively at commit, from a
+    /// table shaped like the target (ClickHouse `REPLACE PARTITION`).
+    pending_partitions: Option<(TableName, Vec<String>)>,
+    /// Without session transactions: staging tables to append (with their columns) at
+    /// commit, while nothing else changed, so an append costs one `INSERT ... SELECT`
+    /// and no copy of the target.
+    pending_inserts: Vec<(TableName, Vec<String>)>,
 }
 
 impl std::fmt::Debug for SqlSink {
@@ -86,6 +93,8 @@ impl SqlSink {
             statements: Vec::new(),
             fence: None,
             shadow: None,
+            pending_partitions: None,
+            pending_inserts: Vec::new(),
         }
     }
 
@@ -390,8 +399,12 @@ impl SqlSink {
         self.statements.push("ROLLBACK".into());
         if !self.session.transactional() {
             if let Some(shadow) = self.shadow.take() {
-                self.drop_staging(&shadow).await?;
+                self.drop_now(&shadow).await?;
             }
+            if let Some((copy, _)) = self.pending_partitions.take() {
+                self.drop_now(&copy).await?;
+            }
+            self.pending_inserts.clear();
             return Ok(());
         }
         if self.dry_run {
@@ -431,6 +444,16 @@ impl SqlSink {
     ) -> Result<u64> {
         self.require_transaction("insert-from-staging")?;
         if !self.session.transactional() {
+            if self.shadow.is_none() && self.pending_partitions.is_none() {
+                self.pending_inserts
+                    .push((staging.clone(), columns.to_vec()));
+                self.statements.push(format!(
+                    "-- at commit: INSERT INTO {} SELECT ... FROM {staging}",
+                    self.target
+                ));
+                let staging = staging.clone();
+                return self.count_where(&staging, None).await;
+            }
             let shadow = self.materialize().await?;
             let sql = render::insert_from(&shadow, staging, columns);
             return self.counted_insert(&shadow, Statement::new(sql)).await;
@@ -592,9 +615,84 @@ impl SqlSink {
                 )
                 .await
             }
+            #[cfg(feature = "clickhouse")]
+            Dialect::Clickhouse { .. } => {
+                self.clickhouse_replace_partitions(staging, columns, column)
+                    .await
+            }
             #[allow(unreachable_patterns)]
             _ => Ok(None),
         }
+    }
+
+    /// Loads the staged rows into a copy of the target and notes its partitions for
+    /// `REPLACE PARTITION` at commit; `None` when the target is not partitioned by exactly
+    /// `column`, or the transaction already changed the target another way.
+    #[cfg(feature = "clickhouse")]
+    async fn clickhouse_replace_partitions(
+        &mut self,
+        staging: &TableName,
+        columns: &[String],
+        column: &str,
+    ) -> Result<Option<(u64, u64)>> {
+        use super::clickhouse::partitions;
+        if self.shadow.is_some() || self.pending_partitions.is_some() {
+            return Ok(None);
+        }
+        let target = self.target.clone();
+        if !partitions::partition_key_is(self.session.as_mut(), &target, column).await? {
+            return Ok(None);
+        }
+        self.staging_seq += 1;
+        let copy = self
+            .target
+            .sibling(format!("__dpone_prt_{}_{}", self.run_tag, self.staging_seq));
+        let target_schema = self.existing_target().await?;
+        let ddl = render::create_like(self.dialect(), &copy, &target, &target_schema);
+        self.execute(Statement::new(ddl)).await?;
+        self.live_staging.push(copy.clone());
+        let inserted = self
+            .counted_insert(
+                &copy,
+                Statement::new(render::insert_from(&copy, staging, columns)),
+            )
+            .await?;
+        let ids = partitions::partition_ids(self.session.as_mut(), &copy).await?;
+        let q = render::quote_ident(column);
+        let touched = Statement::new(format!(
+            "{q} IN (SELECT {q} FROM {})",
+            render::table_ref(&copy)
+        ));
+        let deleted = self.count_where(&target, Some(&touched)).await?;
+        self.statements.push(format!(
+            "-- at commit: REPLACE PARTITION of {} for partitions {ids:?} from {copy}",
+            self.target
+        ));
+        self.pending_partitions = Some((copy, ids));
+        Ok(Some((deleted, inserted)))
+    }
+
+    /// Applies the pending partition replacements and appends to `into` (the target, or a
+    /// shadow created like it).
+    async fn apply_pending(&mut self, into: &TableName) -> Result<()> {
+        for (staging, columns) in std::mem::take(&mut self.pending_inserts) {
+            let sql = render::insert_from(into, &staging, &columns);
+            self.execute(Statement::new(sql)).await?;
+        }
+        let Some((copy, ids)) = self.pending_partitions.take() else {
+            return Ok(());
+        };
+        #[cfg(feature = "clickhouse")]
+        for (i, id) in ids.iter().enumerate() {
+            let sql = super::clickhouse::partitions::replace_sql(into, &copy, id);
+            self.execute(Statement::new(sql)).await?;
+            if i == 0 {
+                crate::failpoint("sink.partition_replaced");
+            }
+        }
+        #[cfg(not(feature = "clickhouse"))]
+        let _ = (into, ids);
+        self.drop_now(&copy).await
     }
 
     pub async fn truncate_and_insert(
@@ -604,6 +702,7 @@ impl SqlSink {
     ) -> Result<u64> {
         self.require_transaction("truncate-and-insert")?;
         if !self.session.transactional() {
+            self.settle().await?;
             let previous = self.new_shadow().await?;
             self.retire(previous).await?;
             return self.insert_from_staging(staging, columns).await;
@@ -620,6 +719,7 @@ impl SqlSink {
     pub async fn swap(&mut self, staging: &TableName) -> Result<()> {
         self.require_transaction("swap")?;
         if !self.session.transactional() {
+            self.settle().await?;
             let previous = self.current().clone();
             self.shadow = Some(staging.clone());
             return self.retire(previous).await;
@@ -631,7 +731,16 @@ impl SqlSink {
         Ok(())
     }
 
+    /// Drops a staging table; an append still pending from it (no transactions) is
+    /// applied to the shadow first.
     pub async fn drop_staging(&mut self, staging: &TableName) -> Result<()> {
+        if self.pending_inserts.iter().any(|(t, _)| t == staging) {
+            self.settle().await?;
+        }
+        self.drop_now(staging).await
+    }
+
+    async fn drop_now(&mut self, staging: &TableName) -> Result<()> {
         self.execute(Statement::new(render::drop_table(staging)))
             .await?;
         self.release(staging);
@@ -677,6 +786,15 @@ impl SqlSink {
 
 /// The copy-on-write shadow of sessions without transactions (module docs).
 impl SqlSink {
+    /// Applies pending partition replacements to a shadow, so a change that builds on the
+    /// transaction's view of the target sees them.
+    async fn settle(&mut self) -> Result<()> {
+        if self.pending_partitions.is_some() || !self.pending_inserts.is_empty() {
+            self.materialize().await?;
+        }
+        Ok(())
+    }
+
     /// The table holding the open transaction's view of the target.
     fn current(&self) -> &TableName {
         self.shadow.as_ref().unwrap_or(&self.target)
@@ -723,7 +841,7 @@ impl SqlSink {
         if previous == self.target {
             return Ok(());
         }
-        self.drop_staging(&previous).await
+        self.drop_now(&previous).await
     }
 
     /// The shadow, copying the target into a new one on the first change.
@@ -739,6 +857,7 @@ impl SqlSink {
             render::table_ref(&previous)
         );
         self.execute(Statement::new(sql)).await?;
+        self.apply_pending(&shadow).await?;
         Ok(shadow)
     }
 
@@ -764,6 +883,7 @@ impl SqlSink {
     /// Deletes the current rows matching `cond` by copying the others into a new shadow;
     /// copies nothing when no row matches.
     async fn shadow_delete(&mut self, cond: Statement) -> Result<u64> {
+        self.settle().await?;
         let current = self.current().clone();
         let matched = self.count_where(&current, Some(&cond)).await?;
         if matched == 0 {
@@ -798,6 +918,7 @@ impl SqlSink {
                 "update-rows with no assignments changes nothing",
             ));
         }
+        self.settle().await?;
         let current = self.current().clone();
         let matched = self.count_where(&current, Some(&cond)).await?;
         if matched == 0 {
@@ -839,7 +960,8 @@ impl SqlSink {
     /// place, then the old target is dropped.
     async fn publish_shadow(&mut self) -> Result<()> {
         let Some(shadow) = self.shadow.take() else {
-            return Ok(());
+            let target = self.target.clone();
+            return self.apply_pending(&target).await;
         };
         let old = self.target.sibling(format!("__dpone_old_{}", self.run_tag));
         let sql = format!(

@@ -1,0 +1,77 @@
+//! Native partition replacement on ClickHouse: `ALTER TABLE target REPLACE PARTITION ID
+//! '<id>' FROM <copy>` for each partition the staged rows fall into, where the copy is a
+//! table created `AS` the target (same engine, sorting and partition key) loaded from
+//! staging.
+//!
+//! Used only when the target is partitioned by exactly the column asked for, so each
+//! partition holds one value and replacing it removes nothing that is not staged; otherwise
+//! [`partition_key_is`] says no and the strategy falls back to delete + insert. Each
+//! `REPLACE PARTITION` is atomic for its partition; the sink runs them at commit, after
+//! which a crash leaves some partitions replaced: the re-run replaces them again with the
+//! same rows, which converges.
+
+use crate::connectors::{SqlSession, Statement, TableName, render};
+use crate::error::Result;
+use crate::model::{DataType, Value};
+
+use super::types::quote_string;
+
+/// `database = '<schema>'`, or the session's database for an unqualified table.
+fn database_is(table: &TableName) -> String {
+    match &table.schema {
+        Some(s) => format!("database = {}", quote_string(s.as_bytes())),
+        None => "database = currentDatabase()".into(),
+    }
+}
+
+/// Whether `target`'s partition key is exactly `column`.
+pub async fn partition_key_is(
+    s: &mut dyn SqlSession,
+    target: &TableName,
+    column: &str,
+) -> Result<bool> {
+    let sql = format!(
+        "SELECT partition_key FROM system.tables WHERE {} AND name = {}",
+        database_is(target),
+        quote_string(target.name.as_bytes())
+    );
+    let rows = s.query(&Statement::new(sql), &[DataType::Text]).await?;
+    Ok(match rows.first().and_then(|r| r.first()) {
+        Some(Value::Text(key)) => {
+            let key = key.trim();
+            let unquoted = key
+                .strip_prefix('`')
+                .and_then(|k| k.strip_suffix('`'))
+                .unwrap_or(key);
+            unquoted == column
+        }
+        _ => false,
+    })
+}
+
+/// The ids of the partitions `table` has rows in.
+pub async fn partition_ids(s: &mut dyn SqlSession, table: &TableName) -> Result<Vec<String>> {
+    let sql = format!(
+        "SELECT DISTINCT partition_id FROM system.parts WHERE {} AND table = {} AND active ORDER BY partition_id",
+        database_is(table),
+        quote_string(table.name.as_bytes())
+    );
+    let rows = s.query(&Statement::new(sql), &[DataType::Text]).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| match r.into_iter().next() {
+            Some(Value::Text(id)) => Some(id),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Replaces partition `id` of `target` with the same partition of `copy`.
+pub fn replace_sql(target: &TableName, copy: &TableName, id: &str) -> String {
+    format!(
+        "ALTER TABLE {} REPLACE PARTITION ID {} FROM {}",
+        render::table_ref(target),
+        quote_string(id.as_bytes()),
+        render::table_ref(copy)
+    )
+}
