@@ -22,6 +22,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail, ensure};
 
 use crate::build::{self, Profile};
+use crate::clickhouse::Clickhouse;
 use crate::output;
 use crate::services::{self, Postgres, StopOnDrop};
 
@@ -39,7 +40,9 @@ const SMOKE_RUNS: u32 = 1;
 /// Below this the 20% / 5% change rounds to almost nothing.
 const MIN_ROWS: u64 = 100;
 const DOCS: &str = "docs/benchmarks.md";
-const CLICKHOUSE_SKIPPED: &str = "no ClickHouse connector exists yet";
+const CLICKHOUSE_WIDE_SKIPPED: &str = "its timestamptz columns have milliseconds, which ClickHouse's DateTime cannot hold before 20.1 (no DateTime64; dpone refuses rather than truncates)";
+/// The ClickHouse database each contender loads into.
+pub const CH_DB: &str = "bench_clickhouse";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Tables {
@@ -211,6 +214,8 @@ pub struct Lab {
     components: PathBuf,
     pub tools: Tools,
     rows: u64,
+    /// The private ClickHouse server.
+    pub clickhouse: Clickhouse,
 }
 
 impl Lab {
@@ -260,6 +265,15 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
         Some(stop)
     };
 
+    let ch = Clickhouse::new(root)?;
+    let _stop_ch = if ch.print_status() {
+        None
+    } else {
+        let stop = StopOnDrop(ch.clone());
+        ch.start()?;
+        Some(stop)
+    };
+
     let dirs = Dirs::new(root)?;
     let policy = if options.smoke && !options.install {
         InstallPolicy::UseInstalled
@@ -275,6 +289,7 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
         components,
         tools,
         rows,
+        clickhouse: ch,
     };
     for contender in Contender::ALL {
         if let Some(why) = contender.unavailable(&lab) {
@@ -289,11 +304,11 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
         let source = generate(&lab, table)?;
         results.push(full_refresh(&lab, table, &source, runs)?);
         results.push(merge(&lab, table, runs)?);
-        results.push(ScenarioResult::skipped(
-            Scenario::ClickHouse,
-            table,
-            CLICKHOUSE_SKIPPED,
-        ));
+        results.push(if table.name == "wide" {
+            ScenarioResult::skipped(Scenario::ClickHouse, table, CLICKHOUSE_WIDE_SKIPPED)
+        } else {
+            clickhouse(&lab, table, runs)?
+        });
     }
 
     let machine = Machine::collect(root, &lab, rows, runs)?;
@@ -553,6 +568,67 @@ fn merge(lab: &Lab, table: &Table, runs: u32) -> Result<ScenarioResult> {
         lab.server
             .sql(SRC_DB, &table.revert_sql(&qualified, lab.rows))?;
         vacuum(lab, SRC_DB, Some(&qualified))?;
+    }
+    Ok(result)
+}
+
+/// PostgreSQL -> ClickHouse full refresh, dpone against the pipe of ClickHouse's own HTTP
+/// insert (`psql COPY ... CSV | curl INSERT ... FORMAT CSV`). Each contender loads once
+/// untimed, so the timed runs replace an existing table. A run counts when the target has
+/// the source's row count, sum of ids and latest `updated_at`.
+fn clickhouse(lab: &Lab, table: &Table, runs: u32) -> Result<ScenarioResult> {
+    let qualified = source_table(table);
+    let bytes = lab.server.copy_bytes(
+        SRC_DB,
+        &format!("SELECT {} FROM {qualified}", table.column_list()),
+    )?;
+    let mut result = ScenarioResult::new(Scenario::ClickHouse, table, lab, lab.rows, bytes);
+    for contender in [Contender::Sling, Contender::Dlt] {
+        result.exclude(contender, "not benchmarked against ClickHouse");
+    }
+    contenders::clickhouse_sql(lab, &format!("DROP DATABASE IF EXISTS {CH_DB}"))?;
+    contenders::clickhouse_sql(lab, &format!("CREATE DATABASE {CH_DB}"))?;
+    let expected = lab.server.sql(
+        SRC_DB,
+        &format!(
+            "SELECT count(*) || ' ' || sum(id) || ' ' || to_char(max(updated_at), 'YYYY-MM-DD HH24:MI:SS') FROM {qualified}"
+        ),
+    )?;
+    let contenders = [Contender::Dpone, Contender::Pipe];
+    for contender in contenders {
+        let name = format!("{}-clickhouse-first-{}", table.name, contender.key());
+        contender.load_clickhouse(lab, table, &name)?;
+    }
+    for rep in 1..=runs {
+        for contender in turn_order(rep)
+            .into_iter()
+            .filter(|c| contenders.contains(c))
+        {
+            let name = format!("{}-clickhouse-r{rep}-{}", table.name, contender.key());
+            let measured = contender.load_clickhouse(lab, table, &name);
+            let record = match measured {
+                Err(err) => RunRecord::new(rep, Outcome::Failed(format!("{err:#}")), None),
+                Ok(measured) => {
+                    let target = format!("{CH_DB}.{}", contender.clickhouse_table(table));
+                    let outcome = match contenders::clickhouse_sql(
+                        lab,
+                        &format!(
+                            "SELECT concat(toString(count()), ' ', toString(sum(id)), ' ', toString(max(updated_at))) FROM {target}"
+                        ),
+                    ) {
+                        Ok(actual) if actual == expected => Outcome::Valid,
+                        Ok(actual) => Outcome::Invalid(format!(
+                            "target has (rows, sum of ids, latest updated_at) {actual}, the source {expected}"
+                        )),
+                        Err(err) => {
+                            Outcome::Invalid(format!("could not check the target: {err:#}"))
+                        }
+                    };
+                    RunRecord::new(rep, outcome, Some(measured))
+                }
+            };
+            result.record(lab, contender, runs, record);
+        }
     }
     Ok(result)
 }

@@ -53,6 +53,11 @@ impl Clickhouse {
         })
     }
 
+    /// The HTTP endpoint, for `curl`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+
     pub fn url(&self) -> String {
         format!("http://default@127.0.0.1:{}/default", self.port)
     }

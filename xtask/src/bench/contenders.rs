@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 use super::data::{Table, quote};
-use super::{DST_DB, Lab, SRC_DB};
+use super::{CH_DB, DST_DB, Lab, SRC_DB};
 
 /// GNU time: `%M` is the peak RSS (KiB) of the largest process of the tree it waits for.
 pub const GNU_TIME: &str = "/usr/bin/time";
@@ -173,6 +173,132 @@ impl Contender {
             Contender::Dlt => dlt(lab, table, load, run_name),
         }
     }
+}
+
+impl Contender {
+    /// The contender's table in the ClickHouse database [`CH_DB`].
+    pub fn clickhouse_table(self, table: &Table) -> String {
+        format!("{}_{}", self.key(), table.name)
+    }
+
+    /// One full refresh of `table` into ClickHouse, measured (dpone and the pipe only).
+    pub fn load_clickhouse(self, lab: &Lab, table: &Table, run_name: &str) -> Result<Measured> {
+        match self {
+            Contender::Dpone => dpone_clickhouse(lab, table, run_name),
+            Contender::Pipe => pipe_clickhouse(lab, table, run_name),
+            other => bail!("{} is not benchmarked against ClickHouse", other.key()),
+        }
+    }
+}
+
+/// Runs SQL on the private ClickHouse server (through curl) and returns the trimmed output.
+pub fn clickhouse_sql(lab: &Lab, sql: &str) -> Result<String> {
+    let out = crate::output(
+        Command::new("curl")
+            .args(["-sS", "--fail-with-body", "--data-binary"])
+            .arg(sql)
+            .arg(lab.clickhouse.endpoint()),
+    )
+    .with_context(|| format!("ClickHouse: {sql}"))?;
+    Ok(out.trim().to_owned())
+}
+
+/// dpone full_refresh from PostgreSQL into ClickHouse (state in the target PostgreSQL
+/// database, since ClickHouse cannot hold it).
+fn dpone_clickhouse(lab: &Lab, table: &Table, run_name: &str) -> Result<Measured> {
+    let pipeline = format!("bench_clickhouse_{}", table.name);
+    let manifest = format!(
+        "pipeline: {pipeline}\n\
+         source: {{ kind: postgres, url: \"{source_url}\", table: public.{table} }}\n\
+         sink:\n  \
+           kind: clickhouse\n  \
+           url: \"{sink_url}\"\n  \
+           table: {CH_DB}.{target}\n  \
+           strategy: {{ mode: full_refresh, unique_key: [id] }}\n\
+         state: {{ kind: postgres, url: \"{state_url}\" }}\n",
+        source_url = lab.server.url(SRC_DB),
+        sink_url = lab.clickhouse.url(),
+        state_url = lab.server.url(DST_DB),
+        table = table.name,
+        target = Contender::Dpone.clickhouse_table(table),
+    );
+    let path = lab.dirs.work.join(format!("{pipeline}.yaml"));
+    fs::write(&path, manifest).with_context(|| format!("could not write {}", path.display()))?;
+    let report = lab.dirs.work.join(format!("{run_name}.report.json"));
+    let mut cmd = measured(&lab.host, &lab.dirs.rss(run_name));
+    cmd.arg("run")
+        .arg("--manifest")
+        .arg(&path)
+        .arg("--report-json")
+        .arg(&report);
+    lab.dpone_env(&mut cmd);
+    let mut measured = run_measured(&mut cmd, &lab.dirs.log(run_name), &lab.dirs.rss(run_name))?;
+    measured.dpone = Some(read_report(&report)?);
+    Ok(measured)
+}
+
+/// `psql -c "COPY (SELECT ...) TO STDOUT (FORMAT csv)" | curl --data-binary @- ".../?query=
+/// INSERT INTO ... FORMAT CSV"`: ClickHouse's own text insert over HTTP, into a fresh table
+/// created like dpone's (so dpone's first load must have run). Booleans go as 0/1 and
+/// timestamps with a time zone as UTC text, which CSV into `UInt8`/`DateTime` needs.
+fn pipe_clickhouse(lab: &Lab, table: &Table, run_name: &str) -> Result<Measured> {
+    let target = format!("{CH_DB}.{}", Contender::Pipe.clickhouse_table(table));
+    let like = format!("{CH_DB}.{}", Contender::Dpone.clickhouse_table(table));
+    clickhouse_sql(lab, &format!("DROP TABLE IF EXISTS {target}"))?;
+    clickhouse_sql(lab, &format!("CREATE TABLE {target} AS {like}"))?;
+    let copy_out = format!(
+        "COPY (SELECT {} FROM public.{}) TO STDOUT (FORMAT csv)",
+        table.clickhouse_csv_columns(),
+        quote(table.name)
+    );
+    let server = &lab.server;
+    let started = Instant::now();
+    let out_name = format!("{run_name}-out");
+    let in_name = format!("{run_name}-in");
+    let mut producer = measured(&server.psql, &lab.dirs.rss(&out_name));
+    producer
+        .args(server.psql_args(SRC_DB))
+        .arg("-c")
+        .arg(&copy_out)
+        .stdout(Stdio::piped())
+        .stderr(log_file(&lab.dirs.log(&out_name))?);
+    let mut producer = producer
+        .spawn()
+        .context("could not start the producing psql")?;
+    let stream = producer
+        .stdout
+        .take()
+        .context("no stdout on the producing psql")?;
+    let consumed = {
+        let mut consumer = measured(Path::new("/usr/bin/curl"), &lab.dirs.rss(&in_name));
+        let query = format!("INSERT INTO {target} FORMAT CSV").replace(' ', "%20");
+        consumer
+            .args([
+                "-sS",
+                "--fail-with-body",
+                "-H",
+                "Transfer-Encoding: chunked",
+                "--data-binary",
+                "@-",
+            ])
+            .arg(format!("{}?query={query}", lab.clickhouse.endpoint()));
+        let in_log = log_file(&lab.dirs.log(&in_name))?;
+        consumer
+            .stdin(Stdio::from(stream))
+            .stdout(in_log.try_clone()?)
+            .stderr(in_log);
+        consumer.spawn().context("could not start curl")
+    };
+    let consumed = consumed.and_then(|mut child| Ok(child.wait()?));
+    let produced = producer.wait();
+    let wall_seconds = started.elapsed().as_secs_f64();
+    check_status(produced?, &lab.dirs.log(&out_name))?;
+    check_status(consumed?, &lab.dirs.log(&in_name))?;
+    Ok(Measured {
+        wall_seconds,
+        peak_rss_kib: read_rss(&lab.dirs.rss(&out_name))? + read_rss(&lab.dirs.rss(&in_name))?,
+        dpone: None,
+    })
 }
 
 fn dpone(lab: &Lab, table: &Table, load: Load, rep: u32, run_name: &str) -> Result<Measured> {

@@ -75,7 +75,8 @@ impl Table {
                 "CASE WHEN g % 3 = 0 THEN NULL ELSE repeat(md5(g::text), (1 + g % 2)::int) END",
             ),
             Column::new("is_active", "boolean", "(g + {v}) % 2 = 0"),
-            Column::new("birth_date", "date", "date '1950-01-01' + (g % 20000)::int"),
+            // From 1970, so ClickHouse's Date (1970 to 2149) holds it too.
+            Column::new("birth_date", "date", "date '1970-01-01' + (g % 20000)::int"),
             Column::new(
                 "created_at",
                 "timestamptz",
@@ -166,6 +167,25 @@ impl Table {
         self.columns
             .iter()
             .map(|c| quote(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The select list that writes the columns as CSV a ClickHouse table made by dpone
+    /// reads: booleans as 0/1, timestamps with a time zone as UTC text.
+    pub fn clickhouse_csv_columns(&self) -> String {
+        self.columns
+            .iter()
+            .map(|c| {
+                let q = quote(&c.name);
+                match base_type(&c.sql_type) {
+                    "boolean" => format!("{q}::int AS {q}"),
+                    "timestamptz" => {
+                        format!("to_char({q} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS {q}")
+                    }
+                    _ => q,
+                }
+            })
             .collect::<Vec<_>>()
             .join(", ")
     }

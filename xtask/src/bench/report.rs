@@ -131,6 +131,17 @@ impl ScenarioResult {
         }
     }
 
+    /// Marks a contender as not run in this scenario, and why.
+    pub fn exclude(&mut self, contender: Contender, why: &str) {
+        if let Some(entry) = self
+            .contenders
+            .iter_mut()
+            .find(|c| c.contender == contender)
+        {
+            entry.unavailable = Some(why.to_owned());
+        }
+    }
+
     /// Keep a run and say how it went.
     pub fn record(&mut self, lab: &Lab, contender: Contender, runs: u32, record: RunRecord) {
         let time = record
