@@ -219,6 +219,11 @@ impl Manifest {
             .map_err(|e| Error::config(location(&e), e.to_string()))?;
         interpolate(&mut doc, "", env)?;
         let strategy = take_strategy(&mut doc)?;
+        for section in ["source", "sink", "state"] {
+            if let Some(fields) = doc.get(section) {
+                check_connection(section, fields)?;
+            }
+        }
         let raw: RawManifest = serde_path_to_error::deserialize(doc).map_err(|e| {
             let path = e.path().to_string();
             Error::config(
@@ -404,6 +409,49 @@ fn join(path: &str, key: &str) -> String {
 }
 
 /// Takes `sink.strategy` out of the document: its keys belong to the strategy component.
+/// Deserializes one connection section as its `kind`'s config, so an error names the field
+/// inside it (`sink.compression`): through the `kind`-tagged [`Connection`], serde only
+/// knows the section. Sections that are not mappings or name no known kind are left to
+/// the manifest's own deserialization, which says what is wrong with them.
+fn check_connection(at: &str, section: &Yaml) -> Result<()> {
+    fn fields<T: serde::de::DeserializeOwned>(at: &str, fields: Yaml) -> Result<()> {
+        serde_path_to_error::deserialize::<_, T>(fields)
+            .map(|_| ())
+            .map_err(|e| {
+                let field = match e.path().to_string() {
+                    inner if inner == "." => at.to_string(),
+                    inner => format!("{at}.{inner}"),
+                };
+                Error::config(field, e.inner().to_string())
+            })
+    }
+    let Some(map) = section.as_mapping() else {
+        return Ok(());
+    };
+    let mut rest = map.clone();
+    let kind = rest.remove("kind");
+    let rest = Yaml::Mapping(rest);
+    match kind.as_ref().and_then(Yaml::as_str) {
+        #[cfg(feature = "sqlite")]
+        Some("sqlite") => fields::<crate::connectors::sqlite::config::SqliteConfig>(at, rest),
+        #[cfg(feature = "postgres")]
+        Some("postgres") => fields::<crate::connectors::postgres::config::PostgresConfig>(at, rest),
+        #[cfg(feature = "mssql")]
+        Some("mssql") => fields::<crate::connectors::mssql::config::MssqlConfig>(at, rest),
+        #[cfg(feature = "clickhouse")]
+        Some("clickhouse") => {
+            fields::<crate::connectors::clickhouse::config::ClickhouseConfig>(at, rest)
+        }
+        #[cfg(feature = "rest")]
+        Some("rest") => fields::<crate::connectors::rest::config::RestConfig>(at, rest),
+        #[cfg(feature = "kafka")]
+        Some("kafka") => fields::<crate::connectors::kafka::config::KafkaConfig>(at, rest),
+        #[cfg(feature = "bigquery")]
+        Some("bigquery") => fields::<crate::connectors::bigquery::config::BigqueryConfig>(at, rest),
+        _ => Ok(()),
+    }
+}
+
 fn take_strategy(doc: &mut Yaml) -> Result<StrategySection> {
     let section = doc
         .get_mut("sink")
@@ -485,7 +533,14 @@ sink:
         let cases = [
             (GOOD.replace("pipeline: orders", "pipeline: orders\nextra: 1"), "extra"),
             (GOOD.replace("path: src.db, ", ""), "source"),
-            (GOOD.replace("table: orders }", "table: orders, colour: red }"), "source"),
+            (GOOD.replace("table: orders }", "table: orders, colour: red }"), "source.colour"),
+            (
+                GOOD.replace(
+                    "kind: postgres\n  url: ${PG_URL}",
+                    "kind: clickhouse\n  url: http://h:8123/db\n  compression: zstd",
+                ),
+                "sink.compression",
+            ),
             (GOOD.replace("url: ${PG_URL}", "url: ${MISSING}"), "sink.url"),
             (GOOD.replace("url: ${PG_URL}", "url: mysql://x"), "sink.url"),
             (GOOD.replace("  table: analytics.orders\n", ""), "sink.table"),

@@ -225,3 +225,28 @@ async fn a_crash_between_partition_replacements_converges_on_rerun() {
     run(&yaml, None).await.unwrap();
     assert_eq!(s.target_rows().await, s.source_rows().await);
 }
+
+#[tokio::test]
+async fn inserts_load_the_same_rows_gzipped_or_plain() {
+    let Some(mut s) = setup("ch_compression").await else {
+        return;
+    };
+    let full_refresh = |compression: &str| {
+        s.manifest("mode: full_refresh, unique_key: [id]").replace(
+            "  strategy:",
+            &format!("  compression: {compression}\n  strategy:"),
+        )
+    };
+    let (plain, gzip, zstd) = (
+        full_refresh("none"),
+        full_refresh("gzip"),
+        full_refresh("zstd"),
+    );
+    run(&plain, None).await.unwrap();
+    assert_eq!(s.target_rows().await, s.source_rows().await);
+    s.pg.exec("UPDATE src.events SET note = 'v2 ' || id").await;
+    run(&gzip, None).await.unwrap();
+    assert_eq!(s.target_rows().await, s.source_rows().await);
+    let err = run_fails(&zstd, None, Kind::Config).await;
+    assert_eq!(err.field.as_deref(), Some("sink.compression"), "{err}");
+}

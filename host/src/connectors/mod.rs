@@ -249,7 +249,9 @@ pub async fn connect(
         )),
         #[cfg(feature = "clickhouse")]
         Connection::Clickhouse(c) => Ok(Box::new(
-            clickhouse::ClickhouseSession::connect(c.url.expose(), role).await?,
+            clickhouse::ClickhouseSession::connect(c.url.expose(), role)
+                .await?
+                .with_compression(c.compression),
         )),
         #[allow(unreachable_patterns)]
         other => Err(Error::new(

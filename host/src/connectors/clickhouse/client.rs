@@ -8,6 +8,7 @@
 //! are replaced by literals ([`super::types::literal`]) outside quoted text.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+use super::config::Compression;
 use super::types::{self, ChType, Reader};
 use crate::connectors::{Dialect, SqlSession, Statement, TableName};
 use crate::error::{Error, Kind, Result};
@@ -39,6 +41,7 @@ pub struct ClickhouseSession {
     /// The server has `DateTime64` (20.1 and later).
     datetime64: bool,
     version: String,
+    compression: Compression,
 }
 
 impl fmt::Debug for ClickhouseSession {
@@ -85,6 +88,7 @@ impl ClickhouseSession {
             role,
             datetime64: false,
             version: String::new(),
+            compression: Compression::default(),
         };
         let rows = session
             .query(&Statement::new("SELECT version()"), &[DataType::Text])
@@ -100,6 +104,12 @@ impl ClickhouseSession {
             .unwrap_or(0);
         session.datetime64 = major >= 20;
         Ok(session)
+    }
+
+    /// Sets how insert bodies are encoded (the manifest's `compression`).
+    pub fn with_compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
     }
 
     fn fail(&self, what: &str, e: impl fmt::Display) -> Error {
@@ -543,58 +553,37 @@ impl SqlSession for ClickhouseSession {
                     })
             })
             .collect::<Result<_>>()?;
-        let columns: Vec<Column> = schema.columns.clone();
-        let rows = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let encoder = BodyEncoder {
+            columns: schema.columns.clone(),
+            targets,
+            compression: self.compression,
+        };
+        let rows = Arc::new(AtomicU64::new(0));
         let encode_error: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
+        let (chunks_tx, chunks_rx) = mpsc::channel(2);
         let (counter, failed) = (rows.clone(), encode_error.clone());
-        let body = async_stream(
-            move |out: mpsc::Sender<std::result::Result<Vec<u8>, std::io::Error>>| async move {
-                let mut chunk = Vec::with_capacity(INSERT_CHUNK);
-                while let Some(batch) = rx.recv().await {
-                    for row in 0..batch.num_rows() {
-                        for (i, (c, t)) in columns.iter().zip(&targets).enumerate() {
-                            let v = value_at(batch.column(i), &c.data_type, row);
-                            if let Err(e) = types::write_value(&mut chunk, t, &v, &c.name) {
-                                *failed.lock().expect("not poisoned") = Some(e);
-                                let _ = out
-                                    .send(Err(std::io::Error::other("row encoding failed")))
-                                    .await;
-                                return;
-                            }
-                        }
-                    }
-                    counter.fetch_add(
-                        batch.num_rows() as u64,
-                        std::sync::atomic::Ordering::Relaxed,
-                    );
-                    if chunk.len() >= INSERT_CHUNK
-                        && out
-                            .send(Ok(std::mem::replace(
-                                &mut chunk,
-                                Vec::with_capacity(INSERT_CHUNK),
-                            )))
-                            .await
-                            .is_err()
-                    {
-                        return;
-                    }
-                }
-                if !chunk.is_empty() {
-                    let _ = out.send(Ok(chunk)).await;
-                }
-            },
-        );
+        tokio::spawn(async move {
+            if let Err(e) = encoder.run(&mut rx, &chunks_tx, &counter).await {
+                *failed.lock().expect("not poisoned") = Some(e);
+                let _ = chunks_tx
+                    .send(Err(std::io::Error::other("row encoding failed")))
+                    .await;
+            }
+        });
+        let body = futures_util::stream::unfold(chunks_rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
         let query = format!(
             "INSERT INTO {} ({}) FORMAT RowBinary",
             crate::connectors::render::table_ref(table),
             crate::connectors::render::column_list(&schema.names())
         );
+        let mut request = self.request(Some(&query));
+        if self.compression == Compression::Gzip {
+            request = request.header("Content-Encoding", "gzip");
+        }
         let sent = self
-            .send(
-                self.request(Some(&query))
-                    .body(reqwest::Body::wrap_stream(body)),
-                "insert",
-            )
+            .send(request.body(reqwest::Body::wrap_stream(body)), "insert")
             .await;
         if let Some(e) = encode_error.lock().expect("not poisoned").take() {
             return Err(e);
@@ -630,19 +619,91 @@ fn no_transactions() -> Error {
     )
 }
 
-/// A body stream fed by a task running `produce`.
-fn async_stream<F, Fut>(
-    produce: F,
-) -> impl futures_util::Stream<Item = std::result::Result<Vec<u8>, std::io::Error>> + Send + 'static
-where
-    F: FnOnce(mpsc::Sender<std::result::Result<Vec<u8>, std::io::Error>>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = mpsc::channel(2);
-    tokio::spawn(produce(tx));
-    futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    })
+/// Encodes Arrow batches as a RowBinary insert body for the target's column types.
+struct BodyEncoder {
+    columns: Vec<Column>,
+    targets: Vec<ChType>,
+    compression: Compression,
+}
+
+type BodyChunk = std::result::Result<Vec<u8>, std::io::Error>;
+
+impl BodyEncoder {
+    /// Encodes every batch from `rx` into `out` in chunks of about [`INSERT_CHUNK`] bytes,
+    /// counting rows in `rows`. Stops quietly when the request is gone.
+    async fn run(
+        self,
+        rx: &mut mpsc::Receiver<RecordBatch>,
+        out: &mpsc::Sender<BodyChunk>,
+        rows: &AtomicU64,
+    ) -> Result<()> {
+        let mut body = BodyWriter::new(self.compression);
+        let mut row_bytes = Vec::with_capacity(INSERT_CHUNK);
+        while let Some(batch) = rx.recv().await {
+            for row in 0..batch.num_rows() {
+                for (i, (c, t)) in self.columns.iter().zip(&self.targets).enumerate() {
+                    let v = value_at(batch.column(i), &c.data_type, row);
+                    types::write_value(&mut row_bytes, t, &v, &c.name)?;
+                }
+            }
+            rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            if row_bytes.len() >= INSERT_CHUNK {
+                let chunk = body.write(&row_bytes)?;
+                row_bytes.clear();
+                if !chunk.is_empty() && out.send(Ok(chunk)).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        let mut last = body.write(&row_bytes)?;
+        last.extend(body.finish()?);
+        if !last.is_empty() {
+            let _ = out.send(Ok(last)).await;
+        }
+        Ok(())
+    }
+}
+
+/// An insert body's encoding: RowBinary as is, or gzipped on the way.
+enum BodyWriter {
+    Plain,
+    Gzip(flate2::write::GzEncoder<Vec<u8>>),
+}
+
+impl BodyWriter {
+    fn new(compression: Compression) -> Self {
+        match compression {
+            Compression::None => BodyWriter::Plain,
+            Compression::Gzip => BodyWriter::Gzip(flate2::write::GzEncoder::new(
+                Vec::with_capacity(INSERT_CHUNK),
+                flate2::Compression::fast(),
+            )),
+        }
+    }
+
+    /// Takes `bytes`; returns what is ready to send (possibly nothing yet).
+    fn write(&mut self, bytes: &[u8]) -> Result<Vec<u8>> {
+        use std::io::Write;
+        match self {
+            BodyWriter::Plain => Ok(bytes.to_vec()),
+            BodyWriter::Gzip(gz) => {
+                gz.write_all(bytes).map_err(gzip_error)?;
+                Ok(std::mem::take(gz.get_mut()))
+            }
+        }
+    }
+
+    /// The encoding's trailer.
+    fn finish(self) -> Result<Vec<u8>> {
+        match self {
+            BodyWriter::Plain => Ok(Vec::new()),
+            BodyWriter::Gzip(gz) => gz.finish().map_err(gzip_error),
+        }
+    }
+}
+
+fn gzip_error(e: std::io::Error) -> Error {
+    Error::new(Kind::Sink, format!("ClickHouse: gzip: {e}"))
 }
 
 #[cfg(test)]

@@ -14,6 +14,20 @@ pub struct ClickhouseConfig {
     /// `database.table` or `table` (the URL's database).
     #[serde(default)]
     pub table: Option<String>,
+    /// How insert bodies travel: `gzip` (default) or `none`.
+    #[serde(default)]
+    pub compression: Compression,
+}
+
+/// The encoding of insert bodies (`Content-Encoding`); reads are never compressed.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// gzip at its fastest level: RowBinary shrinks several times for little CPU, which
+    /// pays off whenever the server is not on the same machine.
+    #[default]
+    Gzip,
+    None,
 }
 
 impl ClickhouseConfig {
