@@ -49,7 +49,7 @@ pub const PROFILES: [(&str, &str); 6] = [
     ),
     (
         "clickhouse_live",
-        "a ClickHouse server: vendor_live reads DPONE_LIVE_CLICKHOUSE_URL (the connector is not built yet)",
+        "a ClickHouse server: mock_local uses the private one of `cargo xtask` (DPONE_MATRIX_CLICKHOUSE_URL or DPONE_TEST_CLICKHOUSE_URL), vendor_live reads DPONE_LIVE_CLICKHOUSE_URL",
     ),
     (
         "bigquery_live",
