@@ -408,7 +408,6 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-/// Takes `sink.strategy` out of the document: its keys belong to the strategy component.
 /// Deserializes one connection section as its `kind`'s config, so an error names the field
 /// inside it (`sink.compression`): through the `kind`-tagged [`Connection`], serde only
 /// knows the section. Sections that are not mappings or name no known kind are left to
@@ -452,6 +451,7 @@ fn check_connection(at: &str, section: &Yaml) -> Result<()> {
     }
 }
 
+/// Takes `sink.strategy` out of the document: its keys belong to the strategy component.
 fn take_strategy(doc: &mut Yaml) -> Result<StrategySection> {
     let section = doc
         .get_mut("sink")

@@ -250,3 +250,20 @@ async fn inserts_load_the_same_rows_gzipped_or_plain() {
     let err = run_fails(&zstd, None, Kind::Config).await;
     assert_eq!(err.field.as_deref(), Some("sink.compression"), "{err}");
 }
+
+/// ClickHouse's primary key enforces nothing, so even a swap (which on PostgreSQL relies on
+/// the target's key refusing duplicates while staging loads) checks keys in staging.
+#[tokio::test]
+async fn a_full_refresh_swap_refuses_duplicate_keys() {
+    let Some(mut s) = setup("ch_duplicate_keys").await else {
+        return;
+    };
+    let yaml = s.manifest("mode: full_refresh, unique_key: [id]");
+    run(&yaml, None).await.unwrap();
+    let before = s.target_rows().await;
+    s.pg.exec("ALTER TABLE src.events DROP CONSTRAINT events_pkey; INSERT INTO src.events SELECT id, day, 'dup' FROM src.events WHERE id <= 3")
+        .await;
+    let err = run_fails(&yaml, None, Kind::KeyViolation).await;
+    assert!(err.message.contains("3 duplicated keys"), "{err}");
+    assert_eq!(s.target_rows().await, before, "the target changed");
+}

@@ -161,6 +161,15 @@ pub async fn run(
 ) -> Result<CampaignReport> {
     let started = Instant::now();
     let Campaign { id, spec } = campaign(manifest, prepared).await?;
+    // Chunks fence each other with a lock in the sink's transaction; a sink that publishes
+    // the whole target has none, so one process works its campaign at a time.
+    let _campaign_lock = if connectors::publishes_whole_target(manifest.sink.kind()) {
+        let mut state = runner::open_state(manifest).await?;
+        state.lock_pipeline(&manifest.pipeline).await?;
+        Some(state)
+    } else {
+        None
+    };
     let mut ledger = open_ledger(manifest, &id, true).await?;
     let existing = ledger.chunks().await?;
     match start {

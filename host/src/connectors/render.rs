@@ -533,8 +533,9 @@ impl RowSelection<'_> {
     }
 }
 
-/// The condition selecting these rows (and its parameters), for sinks that rewrite a
-/// table instead of deleting or updating in place (ClickHouse).
+/// The condition selecting these rows, and its parameters: the WHERE clause of
+/// [`delete_rows`] and [`update_rows`], and what sinks without DELETE and UPDATE
+/// (ClickHouse) rewrite a table by.
 pub fn row_condition(
     dialect: Dialect,
     rows: RowSelection<'_>,
@@ -548,7 +549,8 @@ pub fn row_condition(
     })
 }
 
-/// The condition of a non-empty filter (and its parameters), as [`row_condition`].
+/// The condition of a filter, as [`row_condition`]. An empty filter is refused: a strategy
+/// that wants every row gone says so with `truncate-and-insert`.
 pub fn filter_condition(filter: &[Term], manifest_predicate: Option<&str>) -> Result<Statement> {
     if filter.is_empty() {
         return Err(Error::new(
@@ -572,41 +574,49 @@ pub fn delete_rows(
     rows: RowSelection<'_>,
     manifest_predicate: Option<&str>,
 ) -> Result<Statement> {
-    let mut w = Where::new(&dollar);
-    rows.render(dialect, &mut w, manifest_predicate)?;
+    let cond = row_condition(dialect, rows, manifest_predicate)?;
     Ok(Statement {
-        sql: format!("DELETE FROM {}{}", table_ref(rows.target), w.sql()),
-        params: w.params,
+        sql: format!("DELETE FROM {} WHERE {}", table_ref(rows.target), cond.sql),
+        params: cond.params,
     })
 }
 
-/// `UPDATE target SET c = $n, ... WHERE <key match> AND <filter>`.
-pub fn update_rows(
-    dialect: Dialect,
-    rows: RowSelection<'_>,
-    assignments: &[(String, Value)],
-    manifest_predicate: Option<&str>,
-) -> Result<Statement> {
+/// Refuses an update that would change nothing.
+pub fn check_assignments(assignments: &[(String, Value)]) -> Result<()> {
     if assignments.is_empty() {
         return Err(Error::new(
             crate::Kind::Unsupported,
             "update-rows with no assignments changes nothing",
         ));
     }
-    let mut w = Where::new(&dollar);
+    Ok(())
+}
+
+/// `UPDATE target SET c = $n, ... WHERE <key match> AND <filter>` (the condition's
+/// parameters first).
+pub fn update_rows(
+    dialect: Dialect,
+    rows: RowSelection<'_>,
+    assignments: &[(String, Value)],
+    manifest_predicate: Option<&str>,
+) -> Result<Statement> {
+    check_assignments(assignments)?;
+    let mut cond = row_condition(dialect, rows, manifest_predicate)?;
     let sets: Vec<String> = assignments
         .iter()
-        .map(|(c, v)| format!("{} = {}", quote_ident(c), w.param(v)))
+        .map(|(c, v)| {
+            cond.params.push(v.clone());
+            format!("{} = ${}", quote_ident(c), cond.params.len())
+        })
         .collect();
-    rows.render(dialect, &mut w, manifest_predicate)?;
     Ok(Statement {
         sql: format!(
-            "UPDATE {} SET {}{}",
+            "UPDATE {} SET {} WHERE {}",
             table_ref(rows.target),
             sets.join(", "),
-            w.sql()
+            cond.sql
         ),
-        params: w.params,
+        params: cond.params,
     })
 }
 
@@ -622,10 +632,11 @@ pub struct NewRows<'a> {
     pub extra: &'a [(String, Value)],
 }
 
-/// `INSERT INTO target (cols, extra) SELECT s.cols, $n.. FROM staging AS s WHERE NOT EXISTS
-/// (SELECT 1 FROM target WHERE target.k = s.k AND <filter>)`. Unqualified filter columns
-/// resolve to the target, the innermost table.
-pub fn insert_new_rows(
+/// `SELECT s.cols, $n.. FROM staging AS s WHERE NOT EXISTS (SELECT 1 FROM target WHERE
+/// target.k = s.k AND <filter>)`: the rows [`insert_new_rows`] inserts. Unqualified filter
+/// columns resolve to the target, the innermost table. ClickHouse has no correlated
+/// subquery: there the keys are `NOT IN` the filtered target's keys.
+pub fn new_rows_select(
     dialect: Dialect,
     rows: NewRows<'_>,
     manifest_predicate: Option<&str>,
@@ -641,82 +652,80 @@ pub fn insert_new_rows(
     nonempty_key(key)?;
     let t = table_ref(target);
     let mut w = Where::new(&dollar);
-    let extra_values: Vec<String> = extra.iter().map(|(_, v)| w.param(v)).collect();
-    for k in key {
-        w.parts.push(format!("{t}.{q} = s.{q}", q = quote_ident(k)));
-    }
-    for f in filter {
-        w.term(f, manifest_predicate)?;
-    }
-    let mut target_columns = columns.to_vec();
-    target_columns.extend(extra.iter().map(|(c, _)| c.clone()));
     let mut select: Vec<String> = columns
         .iter()
         .map(|c| format!("s.{}", quote_ident(c)))
         .collect();
-    select.extend(extra_values);
-    if is_clickhouse(dialect) {
-        // No correlated subquery: the staging keys not among the filtered target keys.
-        let conditions = &w.parts[key.len()..];
-        let filtered = if conditions.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", conditions.join(" AND "))
-        };
-        let keys = column_list(key);
+    select.extend(extra.iter().map(|(_, v)| w.param(v)));
+    let clickhouse = is_clickhouse(dialect);
+    if !clickhouse {
+        for k in key {
+            w.parts.push(format!("{t}.{q} = s.{q}", q = quote_ident(k)));
+        }
+    }
+    for f in filter {
+        w.term(f, manifest_predicate)?;
+    }
+    let absent = if clickhouse {
         let s_keys: Vec<String> = key
             .iter()
             .map(|k| format!("s.{}", quote_ident(k)))
             .collect();
-        return Ok(Statement {
-            sql: format!(
-                "INSERT INTO {t} ({}) SELECT {} FROM {} AS s WHERE ({}) NOT IN (SELECT {keys} FROM {t}{filtered})",
-                column_list(&target_columns),
-                select.join(", "),
-                table_ref(staging),
-                s_keys.join(", "),
-            ),
-            params: w.params,
-        });
-    }
+        format!(
+            "({}) NOT IN (SELECT {} FROM {t}{})",
+            s_keys.join(", "),
+            column_list(key),
+            w.sql()
+        )
+    } else {
+        format!("NOT EXISTS (SELECT 1 FROM {t}{})", w.sql())
+    };
     Ok(Statement {
         sql: format!(
-            "INSERT INTO {t} ({}) SELECT {} FROM {} AS s WHERE NOT EXISTS (SELECT 1 FROM {t}{})",
-            column_list(&target_columns),
+            "SELECT {} FROM {} AS s WHERE {absent}",
             select.join(", "),
-            table_ref(staging),
-            w.sql()
+            table_ref(staging)
         ),
         params: w.params,
     })
 }
 
-/// `DELETE FROM target WHERE <filter>`. An empty filter is refused: a strategy that wants
-/// every row gone says so with `truncate-and-insert`.
+/// `INSERT INTO target (cols, extra) <new_rows_select>`.
+pub fn insert_new_rows(
+    dialect: Dialect,
+    rows: NewRows<'_>,
+    manifest_predicate: Option<&str>,
+) -> Result<Statement> {
+    let select = new_rows_select(dialect, rows, manifest_predicate)?;
+    let mut target_columns = rows.columns.to_vec();
+    target_columns.extend(rows.extra.iter().map(|(c, _)| c.clone()));
+    Ok(Statement {
+        sql: format!(
+            "INSERT INTO {} ({}) {}",
+            table_ref(rows.target),
+            column_list(&target_columns),
+            select.sql
+        ),
+        params: select.params,
+    })
+}
+
+/// `DELETE FROM target WHERE <filter>`; an empty filter is refused ([`filter_condition`]).
 pub fn delete_where(
     target: &TableName,
     filter: &[Term],
     manifest_predicate: Option<&str>,
 ) -> Result<Statement> {
-    if filter.is_empty() {
-        return Err(Error::new(
-            crate::Kind::Unsupported,
-            "delete-where with an empty filter would delete every row",
-        ));
-    }
-    let mut w = Where::new(&dollar);
-    for t in filter {
-        w.term(t, manifest_predicate)?;
-    }
+    let cond = filter_condition(filter, manifest_predicate)?;
     Ok(Statement {
-        sql: format!("DELETE FROM {}{}", table_ref(target), w.sql()),
-        params: w.params,
+        sql: format!("DELETE FROM {} WHERE {}", table_ref(target), cond.sql),
+        params: cond.params,
     })
 }
 
 /// Empties the target inside the current transaction.
 pub fn truncate(dialect: Dialect, target: &TableName) -> String {
-    if is_postgres(dialect) || is_clickhouse(dialect) {
+    if is_postgres(dialect) {
         format!("TRUNCATE TABLE {}", table_ref(target))
     } else {
         format!("DELETE FROM {}", table_ref(target))
@@ -959,15 +968,15 @@ mod tests {
         .unwrap();
         assert_eq!(
             expire.sql,
-            "UPDATE \"public\".\"orders\" SET \"to\" = $1, \"cur\" = $2 WHERE EXISTS (SELECT 1 FROM \"public\".\"__dpone_stg_r1\" AS s \
-             WHERE s.\"id\" = \"public\".\"orders\".\"id\" AND s.\"h\" IS DISTINCT FROM \"public\".\"orders\".\"h\") AND \"cur\" = $3"
+            "UPDATE \"public\".\"orders\" SET \"to\" = $2, \"cur\" = $3 WHERE EXISTS (SELECT 1 FROM \"public\".\"__dpone_stg_r1\" AS s \
+             WHERE s.\"id\" = \"public\".\"orders\".\"id\" AND s.\"h\" IS DISTINCT FROM \"public\".\"orders\".\"h\") AND \"cur\" = $1"
         );
         assert_eq!(
             expire.params,
             [
+                Value::Boolean(true),
                 Value::TimestampTz(9),
-                Value::Boolean(false),
-                Value::Boolean(true)
+                Value::Boolean(false)
             ]
         );
         let insert = insert_new_rows(

@@ -158,6 +158,11 @@ impl SqlSink {
             schema.require(k, "sink.strategy.unique_key")?;
         }
         if let Some(existing) = self.describe().await? {
+            #[cfg(feature = "clickhouse")]
+            if !self.session.transactional() {
+                super::clickhouse::publish::check_engine(self.session.as_mut(), &self.target)
+                    .await?;
+            }
             if !self.session.transactional()
                 && let Some(c) = existing
                     .columns
@@ -286,6 +291,9 @@ impl SqlSink {
         key: &[String],
         filter: &[Term],
     ) -> Result<KeyCheck> {
+        if !self.session.transactional() {
+            self.settle().await?;
+        }
         let current = self.current().clone();
         self.key_check(current, schema, key, filter).await
     }
@@ -335,7 +343,8 @@ impl SqlSink {
         }
         self.statements.push("BEGIN".into());
         if !self.session.transactional() {
-            // The transaction is the shadow the first change creates.
+            // The transaction is the shadow the first change creates. There is no lock to
+            // fence with: backfill holds the pipeline lock for such sinks instead.
             self.in_transaction = true;
             return Ok(());
         }
@@ -398,13 +407,13 @@ impl SqlSink {
         self.released_in_transaction.clear();
         self.statements.push("ROLLBACK".into());
         if !self.session.transactional() {
-            if let Some(shadow) = self.shadow.take() {
-                self.drop_now(&shadow).await?;
-            }
-            if let Some((copy, _)) = self.pending_partitions.take() {
-                self.drop_now(&copy).await?;
-            }
+            // Forget the transaction first, so a failed drop cannot leave it half open.
+            let shadow = self.shadow.take();
+            let copy = self.pending_partitions.take().map(|(copy, _)| copy);
             self.pending_inserts.clear();
+            for table in shadow.into_iter().chain(copy) {
+                self.drop_now(&table).await?;
+            }
             return Ok(());
         }
         if self.dry_run {
@@ -546,18 +555,40 @@ impl SqlSink {
     ) -> Result<u64> {
         self.require_transaction("insert-new-rows")?;
         if !self.session.transactional() {
-            let shadow = self.materialize().await?;
-            let predicate = self.manifest_predicate.as_deref();
+            self.settle().await?;
+            let predicate = self.manifest_predicate.clone();
+            let predicate = predicate.as_deref();
+            let current = self.current().clone();
             let rows = NewRows {
-                target: &shadow,
+                target: &current,
                 staging,
                 columns,
                 key,
                 filter,
                 extra,
             };
+            let select = render::new_rows_select(self.dialect(), rows, predicate)?;
+            let new = self
+                .query(
+                    Statement {
+                        sql: format!("SELECT count() FROM ({})", select.sql),
+                        params: select.params,
+                    },
+                    &[DataType::Int64],
+                )
+                .await?;
+            let new = first_count(&new, 0);
+            if new == 0 && !self.dry_run {
+                return Ok(0);
+            }
+            let shadow = self.materialize().await?;
+            let rows = NewRows {
+                target: &shadow,
+                ..rows
+            };
             let stmt = render::insert_new_rows(self.dialect(), rows, predicate)?;
-            return self.counted_insert(&shadow, stmt).await;
+            self.execute(stmt).await?;
+            return Ok(new);
         }
         let predicate = self.manifest_predicate.as_deref();
         let rows = NewRows {
@@ -702,7 +733,7 @@ impl SqlSink {
     ) -> Result<u64> {
         self.require_transaction("truncate-and-insert")?;
         if !self.session.transactional() {
-            self.settle().await?;
+            self.discard_pending().await?;
             let previous = self.new_shadow().await?;
             self.retire(previous).await?;
             return self.insert_from_staging(staging, columns).await;
@@ -719,7 +750,7 @@ impl SqlSink {
     pub async fn swap(&mut self, staging: &TableName) -> Result<()> {
         self.require_transaction("swap")?;
         if !self.session.transactional() {
-            self.settle().await?;
+            self.discard_pending().await?;
             let previous = self.current().clone();
             self.shadow = Some(staging.clone());
             return self.retire(previous).await;
@@ -734,7 +765,7 @@ impl SqlSink {
     /// Drops a staging table; an append still pending from it (no transactions) is
     /// applied to the shadow first.
     pub async fn drop_staging(&mut self, staging: &TableName) -> Result<()> {
-        if self.pending_inserts.iter().any(|(t, _)| t == staging) {
+        if self.in_transaction && self.pending_inserts.iter().any(|(t, _)| t == staging) {
             self.settle().await?;
         }
         self.drop_now(staging).await
@@ -748,7 +779,8 @@ impl SqlSink {
     }
 
     fn release(&mut self, staging: &TableName) {
-        if self.in_transaction {
+        // Without transactions a drop is final at once.
+        if self.in_transaction && self.session.transactional() {
             self.released_in_transaction.push(staging.clone());
         } else {
             self.live_staging.retain(|t| t != staging);
@@ -781,6 +813,9 @@ impl SqlSink {
     pub fn reconnected(&mut self, session: Box<dyn SqlSession>) {
         self.session = session;
         self.in_transaction = false;
+        self.shadow = None;
+        self.pending_partitions = None;
+        self.pending_inserts.clear();
     }
 }
 
@@ -791,6 +826,16 @@ impl SqlSink {
     async fn settle(&mut self) -> Result<()> {
         if self.pending_partitions.is_some() || !self.pending_inserts.is_empty() {
             self.materialize().await?;
+        }
+        Ok(())
+    }
+
+    /// Forgets pending appends and partition replacements that a wholesale replacement of
+    /// the target makes moot.
+    async fn discard_pending(&mut self) -> Result<()> {
+        self.pending_inserts.clear();
+        if let Some((copy, _)) = self.pending_partitions.take() {
+            self.drop_now(&copy).await?;
         }
         Ok(())
     }
@@ -886,7 +931,7 @@ impl SqlSink {
         self.settle().await?;
         let current = self.current().clone();
         let matched = self.count_where(&current, Some(&cond)).await?;
-        if matched == 0 {
+        if matched == 0 && !self.dry_run {
             return Ok(0);
         }
         let previous = self.new_shadow().await?;
@@ -912,16 +957,11 @@ impl SqlSink {
         cond: Statement,
         assignments: &[(String, Value)],
     ) -> Result<u64> {
-        if assignments.is_empty() {
-            return Err(Error::new(
-                Kind::Unsupported,
-                "update-rows with no assignments changes nothing",
-            ));
-        }
+        render::check_assignments(assignments)?;
         self.settle().await?;
         let current = self.current().clone();
         let matched = self.count_where(&current, Some(&cond)).await?;
-        if matched == 0 {
+        if matched == 0 && !self.dry_run {
             return Ok(0);
         }
         let columns = self.existing_target().await?.names();
@@ -963,19 +1003,36 @@ impl SqlSink {
             let target = self.target.clone();
             return self.apply_pending(&target).await;
         };
-        let old = self.target.sibling(format!("__dpone_old_{}", self.run_tag));
-        let sql = format!(
-            "RENAME TABLE {} TO {}, {} TO {}",
-            render::table_ref(&self.target),
-            render::table_ref(&old),
-            render::table_ref(&shadow),
-            render::table_ref(&self.target)
-        );
+        self.staging_seq += 1;
+        let old = self
+            .target
+            .sibling(format!("__dpone_old_{}_{}", self.run_tag, self.staging_seq));
+        #[cfg(feature = "clickhouse")]
+        let (sql, retired) = super::clickhouse::publish::statement(
+            self.session.as_mut(),
+            &self.target,
+            &shadow,
+            &old,
+        )
+        .await?;
+        #[cfg(not(feature = "clickhouse"))]
+        let (sql, retired): (String, TableName) = {
+            let _ = old;
+            return Err(Error::internal("no sink without transactions is built in"));
+        };
         self.execute(Statement::new(sql)).await?;
         self.live_staging.retain(|t| *t != shadow);
         crate::failpoint("sink.after_publish");
-        self.execute(Statement::new(render::drop_table(&old)))
-            .await?;
+        // The new target is published: a leftover old copy is worth a warning, not a
+        // failed run whose state would then lag behind the target.
+        if let Err(e) = self
+            .execute(Statement::new(render::drop_table(&retired)))
+            .await
+        {
+            tracing::warn!(
+                "the target is published, but its old copy {retired} was not dropped: {e}"
+            );
+        }
         Ok(())
     }
 }

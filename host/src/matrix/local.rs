@@ -192,10 +192,13 @@ impl<'a> Behaviour<'a> {
                         .or_default()
                         .push((r[n].clone(), r[..n].to_vec(), current));
                 }
+                // By start; versions that started in the same instant (a sink that keeps
+                // whole seconds, two runs in one second) put the current one last.
                 for versions in actual.values_mut() {
                     versions.sort_by(|a, b| {
                         crate::model::compare_values(&a.0, &b.0)
                             .unwrap_or(std::cmp::Ordering::Equal)
+                            .then(a.2.cmp(&b.2))
                     });
                 }
                 let columns = self.schema.names();

@@ -3,9 +3,13 @@
 //! Every request is one POST. Statements go in the body; a bulk insert puts its
 //! `INSERT ... FORMAT RowBinary` in the `query` parameter and streams the rows as the body.
 //! Reads are `FORMAT RowBinary`, decoded as the bytes arrive, with the column types taken
-//! from a `LIMIT 0` run of the same query. Small queries use `TabSeparatedWithNamesAndTypes`.
-//! The servers dpone supports (18.16 and later) bind no parameters, so `$n` placeholders
-//! are replaced by literals ([`super::types::literal`]) outside quoted text.
+//! from a `LIMIT 0` run of the same query (`TabSeparatedWithNamesAndTypes`; the server has no
+//! RowBinary with types before 19.x). Small queries (`query`) ask the server to finish
+//! before it answers (`wait_end_of_query`), so an error is an HTTP error; a streamed read
+//! that fails after its first bytes ends with the server's exception text, which the
+//! decoder reports when the bytes stop making rows. The servers dpone supports (18.16 and
+//! later) bind no parameters, so `$n` placeholders are replaced by literals
+//! ([`bind`]).
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,20 +120,21 @@ impl ClickhouseSession {
         Error::new(self.role, format!("ClickHouse: {what}: {e}"))
     }
 
-    fn request(&self, query: Option<&str>) -> reqwest::RequestBuilder {
-        let mut params = vec![("database", self.database.as_str())];
-        if let Some(q) = query {
-            params.push(("query", q));
-        }
+    /// A POST with the session's database and credentials and these URL parameters.
+    fn request(&self, params: &[(&str, &str)]) -> reqwest::RequestBuilder {
         self.http
             .post(self.endpoint.clone())
-            .query(&params)
+            .query(&[("database", self.database.as_str())])
+            .query(params)
             .basic_auth(&self.user, Some(&self.password))
     }
 
     /// Sends `req` and fails with the server's message when it answers with an error.
     async fn send(&self, req: reqwest::RequestBuilder, what: &str) -> Result<reqwest::Response> {
-        let response = req.send().await.map_err(|e| self.fail(what, e))?;
+        let response = req
+            .send()
+            .await
+            .map_err(|e| self.fail(what, with_causes(&e)))?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -140,16 +145,21 @@ impl ClickhouseSession {
 
     /// Runs SQL that returns nothing.
     async fn run(&self, sql: String, what: &str) -> Result<()> {
-        let response = self.send(self.request(None).body(sql), what).await?;
-        response.bytes().await.map_err(|e| self.fail(what, e))?;
+        let response = self.send(self.request(&[]).body(sql), what).await?;
+        response
+            .bytes()
+            .await
+            .map_err(|e| self.fail(what, with_causes(&e)))?;
         Ok(())
     }
 
     /// The column types a query returns, from a `LIMIT 0` run of it.
     async fn result_types(&self, sql: &str) -> Result<Vec<ChType>> {
-        let probe = format!("SELECT * FROM ({sql}) LIMIT 0 FORMAT TabSeparatedWithNamesAndTypes");
+        // On their own lines, so a comment at the end of `sql` cannot swallow the rest.
+        let probe =
+            format!("SELECT * FROM (\n{sql}\n) LIMIT 0 FORMAT TabSeparatedWithNamesAndTypes");
         let response = self
-            .send(self.request(None).body(probe), "describe a query")
+            .send(self.request(&[]).body(probe), "describe a query")
             .await?;
         let body = response
             .bytes()
@@ -163,8 +173,9 @@ impl ClickhouseSession {
             .collect()
     }
 
-    /// Starts `sql` as a RowBinary read whose columns are read as `wanted`.
-    async fn rows(&self, sql: &str, wanted: &[DataType]) -> Result<Rows> {
+    /// Starts `sql` as a RowBinary read whose columns are read as `wanted`; `small` waits
+    /// for the whole result on the server (errors come back as HTTP errors).
+    async fn rows(&self, sql: &str, wanted: &[DataType], small: bool) -> Result<Rows> {
         let native = self.result_types(sql).await?;
         if native.len() != wanted.len() {
             return Err(self.fail(
@@ -176,9 +187,14 @@ impl ClickhouseSession {
                 ),
             ));
         }
+        let wait: &[(&str, &str)] = if small {
+            &[("wait_end_of_query", "1")]
+        } else {
+            &[]
+        };
         let response = self
             .send(
-                self.request(None).body(format!("{sql} FORMAT RowBinary")),
+                self.request(wait).body(format!("{sql}\nFORMAT RowBinary")),
                 "read",
             )
             .await?;
@@ -225,7 +241,8 @@ impl ClickhouseSession {
     ) -> Result<Option<Vec<(String, ChType, String)>>> {
         let stmt = Statement {
             sql:
-                "SELECT name, type, comment FROM system.columns WHERE database = $1 AND table = $2"
+                "SELECT name, type, comment FROM system.columns WHERE database = $1 AND table = $2 \
+                 AND default_kind NOT IN ('MATERIALIZED', 'ALIAS')"
                     .into(),
             params: vec![
                 Value::Text(self.database_of(table).to_string()),
@@ -266,14 +283,12 @@ impl Rows {
     async fn next(&mut self) -> Result<Option<Vec<Vec<Value>>>> {
         let Some(chunk) = self.body.next().await else {
             if !self.buf.is_empty() {
-                return Err(Error::new(
-                    self.role,
-                    "ClickHouse: read: the response ended inside a row",
-                ));
+                return Err(self.broken("the response ended inside a row"));
             }
             return Ok(None);
         };
-        let chunk = chunk.map_err(|e| Error::new(self.role, format!("ClickHouse: read: {e}")))?;
+        let chunk = chunk
+            .map_err(|e| Error::new(self.role, format!("ClickHouse: read: {}", with_causes(&e))))?;
         self.buf.extend_from_slice(&chunk);
         let mut reader = Reader {
             buf: &self.buf,
@@ -284,7 +299,8 @@ impl Rows {
             let start = reader.pos;
             let mut row = Vec::with_capacity(self.native.len());
             for (t, want) in self.native.iter().zip(&self.wanted) {
-                match reader.value(t, want)? {
+                let value = reader.value(t, want);
+                match value.map_err(|e| self.broken(&e.message))? {
                     Some(v) => row.push(v),
                     None => {
                         reader.pos = start;
@@ -300,6 +316,33 @@ impl Rows {
     }
 }
 
+impl Rows {
+    /// A read whose bytes stopped making rows: the server's exception when it appended
+    /// one (it does once the response has started), else `why`.
+    fn broken(&self, why: &str) -> Error {
+        let text = String::from_utf8_lossy(&self.buf);
+        let message = match text.find("Code: ") {
+            Some(at) if text[at..].contains("DB::Exception") => {
+                server_message(reqwest::StatusCode::OK, &text[at..])
+            }
+            _ => why.to_string(),
+        };
+        Error::new(self.role, format!("ClickHouse: read: {message}"))
+    }
+}
+
+/// An error with its causes (reqwest's own message leaves out why a connection failed).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
+/// Percent-decodes a URL's user or password.
 fn decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -308,6 +351,7 @@ fn decode(s: &str) -> String {
         if bytes[i] == b'%'
             && let Some(b) = s
                 .get(i + 1..i + 3)
+                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
         {
             out.push(b);
@@ -334,42 +378,53 @@ fn split_tsv(line: &[u8]) -> impl Iterator<Item = &[u8]> {
     line.split(|b| *b == b'\t')
 }
 
-/// `sql` with `$n` replaced by the literal of `params[n-1]`, outside quoted text and
-/// identifiers.
-pub fn bind(sql: &str, params: &[Value]) -> Result<String> {
-    if params.is_empty() {
-        return Ok(sql.to_string());
-    }
+/// `sql` as ClickHouse reads it: each `$n` replaced by the literal of `params[n-1]`
+/// ([`types::literal`]; `datetime64` as the server has it), and each `"identifier"`, which
+/// dpone renders the standard way (a quote doubled inside), re-quoted with ClickHouse's
+/// backslash escapes, which it applies inside double quotes too. Quoted text and
+/// backquoted names pass through.
+pub fn bind(sql: &str, params: &[Value], datetime64: bool) -> Result<String> {
     let mut out = String::with_capacity(sql.len() + params.len() * 8);
-    let mut chars = sql.char_indices().peekable();
-    let mut quote: Option<char> = None;
-    while let Some((_, c)) = chars.next() {
-        if let Some(q) = quote {
-            out.push(c);
-            if c == '\\' {
-                if let Some((_, next)) = chars.next() {
-                    out.push(next);
-                }
-            } else if c == q {
-                quote = None;
-            }
-            continue;
-        }
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
         match c {
-            '\'' | '"' | '`' => {
-                quote = Some(c);
+            '\'' | '`' => {
                 out.push(c);
+                while let Some(inner) = chars.next() {
+                    out.push(inner);
+                    if inner == '\\' {
+                        out.extend(chars.next());
+                    } else if inner == c {
+                        break;
+                    }
+                }
             }
-            '$' if chars.peek().is_some_and(|(_, d)| d.is_ascii_digit()) => {
+            '"' => {
+                let mut name = String::new();
+                loop {
+                    match chars.next() {
+                        Some('"') if chars.peek() == Some(&'"') => {
+                            chars.next();
+                            name.push('"');
+                        }
+                        Some('"') | None => break,
+                        Some(inner) => name.push(inner),
+                    }
+                }
+                out.push('"');
+                out.push_str(&name.replace('\\', "\\\\").replace('"', "\\\""));
+                out.push('"');
+            }
+            '$' if chars.peek().is_some_and(char::is_ascii_digit) => {
                 let mut n = 0usize;
-                while let Some((_, d)) = chars.peek().filter(|(_, d)| d.is_ascii_digit()) {
-                    n = n * 10 + d.to_digit(10).unwrap_or(0) as usize;
+                while let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
+                    n = n.saturating_mul(10).saturating_add(d as usize);
                     chars.next();
                 }
                 let v = params.get(n.wrapping_sub(1)).ok_or_else(|| {
                     Error::internal(format!("statement refers to ${n}, {} bound", params.len()))
                 })?;
-                out.push_str(&types::literal(v));
+                out.push_str(&types::literal(v, datetime64));
             }
             c => out.push(c),
         }
@@ -381,13 +436,20 @@ pub fn bind(sql: &str, params: &[Value]) -> Result<String> {
 /// in the background; `None` for any other statement.
 fn mutated_table(sql: &str) -> Option<TableName> {
     let sql = sql.trim_start();
-    let upper = sql.to_ascii_uppercase();
-    if !upper.starts_with("ALTER TABLE ")
-        || !(upper.contains(" DELETE WHERE") || upper.contains(" UPDATE "))
+    let words: Vec<String> = sql
+        .split_whitespace()
+        .map(str::to_ascii_uppercase)
+        .collect();
+    let mutation =
+        words.windows(2).any(|w| w == ["DELETE", "WHERE"]) || words.iter().any(|w| w == "UPDATE");
+    if !(words.first().is_some_and(|w| w == "ALTER")
+        && words.get(1).is_some_and(|w| w == "TABLE")
+        && mutation)
     {
         return None;
     }
-    let mut rest = &sql["ALTER TABLE ".len()..];
+    // Past `ALTER` and `TABLE`, whatever the spacing.
+    let mut rest = sql["ALTER".len()..].trim_start()["TABLE".len()..].trim_start();
     let mut parts = Vec::new();
     loop {
         let (name, after) = match rest.strip_prefix('"') {
@@ -439,7 +501,7 @@ impl SqlSession for ClickhouseSession {
     }
 
     fn read_placeholder(&self, _n: usize, value: &Value) -> String {
-        types::literal(value)
+        types::literal(value, self.datetime64)
     }
 
     fn transactional(&self) -> bool {
@@ -449,7 +511,7 @@ impl SqlSession for ClickhouseSession {
     /// Runs a statement. Mutations are waited for, so their effect is visible when this
     /// returns. The HTTP interface reports no affected-row count: always 0.
     async fn execute(&mut self, stmt: &Statement) -> Result<u64> {
-        let sql = bind(&stmt.sql, &stmt.params)?;
+        let sql = bind(&stmt.sql, &stmt.params, self.datetime64)?;
         self.run(sql, "statement").await?;
         if let Some(table) = mutated_table(&stmt.sql) {
             self.wait_for_mutations(&table).await?;
@@ -458,8 +520,8 @@ impl SqlSession for ClickhouseSession {
     }
 
     async fn query(&mut self, stmt: &Statement, types: &[DataType]) -> Result<Vec<Vec<Value>>> {
-        let sql = bind(&stmt.sql, &stmt.params)?;
-        let mut rows = self.rows(&sql, types).await?;
+        let sql = bind(&stmt.sql, &stmt.params, self.datetime64)?;
+        let mut rows = self.rows(&sql, types, true).await?;
         let mut out = Vec::new();
         while let Some(mut more) = rows.next().await? {
             out.append(&mut more);
@@ -471,25 +533,6 @@ impl SqlSession for ClickhouseSession {
         let Some(columns) = self.column_types(table).await? else {
             return Ok(None);
         };
-        let stmt = Statement {
-            sql: "SELECT primary_key FROM system.tables WHERE database = $1 AND name = $2".into(),
-            params: vec![
-                Value::Text(self.database_of(table).to_string()),
-                Value::Text(table.name.clone()),
-            ],
-        };
-        let key = match self
-            .query(&stmt, &[DataType::Text])
-            .await?
-            .first()
-            .map(|r| &r[0])
-        {
-            Some(Value::Text(k)) if !k.is_empty() => k
-                .split(',')
-                .map(|c| c.trim().trim_matches('`').trim_matches('"').to_string())
-                .collect(),
-            _ => Vec::new(),
-        };
         Ok(Some(Schema {
             columns: columns
                 .into_iter()
@@ -499,7 +542,9 @@ impl SqlSession for ClickhouseSession {
                     name,
                 })
                 .collect(),
-            primary_key: key,
+            // ClickHouse's primary key orders rows and enforces nothing: a table reports
+            // none, so strategies check keys in staging themselves.
+            primary_key: Vec::new(),
         }))
     }
 
@@ -509,9 +554,9 @@ impl SqlSession for ClickhouseSession {
         schema: &Schema,
         tx: mpsc::Sender<RecordBatch>,
     ) -> Result<()> {
-        let sql = bind(&stmt.sql, &stmt.params)?;
+        let sql = bind(&stmt.sql, &stmt.params, self.datetime64)?;
         let wanted: Vec<DataType> = schema.columns.iter().map(|c| c.data_type).collect();
-        let mut rows = self.rows(&sql, &wanted).await?;
+        let mut rows = self.rows(&sql, &wanted, false).await?;
         let mut batch: Vec<Vec<Value>> = Vec::with_capacity(BATCH_ROWS);
         while let Some(more) = rows.next().await? {
             for row in more {
@@ -578,7 +623,7 @@ impl SqlSession for ClickhouseSession {
             crate::connectors::render::table_ref(table),
             crate::connectors::render::column_list(&schema.names())
         );
-        let mut request = self.request(Some(&query));
+        let mut request = self.request(&[("query", &query)]);
         if self.compression == Compression::Gzip {
             request = request.header("Content-Encoding", "gzip");
         }
@@ -589,7 +634,7 @@ impl SqlSession for ClickhouseSession {
             return Err(e);
         }
         sent?.bytes().await.map_err(|e| self.fail("insert", e))?;
-        Ok(rows.load(std::sync::atomic::Ordering::Relaxed))
+        Ok(rows.load(Ordering::Relaxed))
     }
 
     async fn begin(&mut self) -> Result<()> {
@@ -716,10 +761,15 @@ mod tests {
         let mut params = vec![Value::Int(7), Value::Text("o'k".into())];
         params.extend((3..=10).map(Value::Int));
         assert_eq!(
-            bind(sql, &params).unwrap(),
+            bind(sql, &params, false).unwrap(),
             "SELECT '$1', \"a$1\" FROM t WHERE x = toInt64(7) AND y IN ('o\\'k', toInt64(10))"
         );
-        assert!(bind("SELECT $3", &[Value::Int(1)]).is_err());
+        assert!(bind("SELECT $3", &[Value::Int(1)], false).is_err());
+        // Identifiers come quoted the standard way and leave quoted ClickHouse's way.
+        assert_eq!(
+            bind("SELECT \"a\"\"b\\c\" FROM `x\"y`", &[], false).unwrap(),
+            "SELECT \"a\\\"b\\\\c\" FROM `x\"y`"
+        );
     }
 
     #[test]
@@ -732,7 +782,7 @@ mod tests {
             })
         );
         assert_eq!(
-            mutated_table("ALTER TABLE t UPDATE x = 1 WHERE 1").map(|t| t.name),
+            mutated_table("alter  table\n t UPDATE x = 1 WHERE 1").map(|t| t.name),
             Some("t".into())
         );
         assert_eq!(

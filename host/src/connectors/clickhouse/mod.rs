@@ -3,6 +3,7 @@
 pub mod client;
 pub mod config;
 pub mod partitions;
+pub mod publish;
 pub mod types;
 
 pub use client::ClickhouseSession;

@@ -14,15 +14,8 @@ use crate::connectors::{SqlSession, Statement, TableName, render};
 use crate::error::Result;
 use crate::model::{DataType, Value};
 
+use super::publish::database_is;
 use super::types::quote_string;
-
-/// `database = '<schema>'`, or the session's database for an unqualified table.
-fn database_is(table: &TableName) -> String {
-    match &table.schema {
-        Some(s) => format!("database = {}", quote_string(s.as_bytes())),
-        None => "database = currentDatabase()".into(),
-    }
-}
 
 /// Whether `target`'s partition key is exactly `column`.
 pub async fn partition_key_is(

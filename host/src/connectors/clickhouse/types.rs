@@ -96,6 +96,8 @@ impl ChType {
             _ => (name, None),
         };
         let int_arg = |a: Option<&str>| a.and_then(|a| a.trim().parse::<u8>().ok());
+        // Wider decimals are 32 bytes (Decimal256); DateTime64 counts at most nanoseconds.
+        let at_most = |p: Option<u8>, max: u8| p.filter(|p| *p <= max);
         Ok(match (head, args) {
             ("Nullable", Some(inner)) => ChType::Nullable(Box::new(ChType::parse(inner)?)),
             ("LowCardinality", Some(inner)) => ChType::parse(inner)?,
@@ -112,7 +114,7 @@ impl ChType {
             ("Decimal", Some(a)) => {
                 let (p, s) = a.split_once(',').ok_or_else(unsupported)?;
                 ChType::Decimal {
-                    precision: int_arg(Some(p)).ok_or_else(unsupported)?,
+                    precision: at_most(int_arg(Some(p)), 38).ok_or_else(unsupported)?,
                     scale: int_arg(Some(s)).ok_or_else(unsupported)?,
                 }
             }
@@ -134,7 +136,7 @@ impl ChType {
             ("DateTime64", Some(a)) => {
                 let mut parts = a.splitn(2, ',');
                 ChType::DateTime64 {
-                    precision: int_arg(parts.next()).ok_or_else(unsupported)?,
+                    precision: at_most(int_arg(parts.next()), 9).ok_or_else(unsupported)?,
                     tz: parts.next().is_some(),
                 }
             }
@@ -225,7 +227,11 @@ pub fn native_type(t: &DataType, datetime64: bool) -> String {
         DataType::Float32 => "Float32".into(),
         DataType::Float64 => "Float64".into(),
         DataType::Decimal(Some(d)) => {
-            format!("Decimal({}, {})", d.precision.min(38), d.scale.max(0))
+            let precision = d.precision.clamp(1, 38);
+            format!(
+                "Decimal({precision}, {})",
+                d.scale.clamp(0, precision as i8)
+            )
         }
         DataType::Decimal(None) => "Decimal(38, 10)".into(),
         DataType::Text | DataType::Json | DataType::Bytes => "String".into(),
@@ -283,8 +289,12 @@ pub fn quote_string(bytes: &[u8]) -> String {
 }
 
 /// The SQL literal for a value. The server has no bound parameters before 19.x, so the
-/// ClickHouse session renders every parameter as a literal of exactly this value.
-pub fn literal(v: &Value) -> String {
+/// ClickHouse session renders every parameter as a literal of exactly this value. A
+/// timestamp with a fraction of a second is a `DateTime64` where the server has it
+/// (`datetime64`); before 20.1 it is rounded down to its second, the only thing a
+/// `DateTime` can be compared with or set to (exact for the cursor bounds `>` and `<=`;
+/// docs/connectors/clickhouse.md#types says where else it matters).
+pub fn literal(v: &Value, datetime64: bool) -> String {
     match v {
         Value::Null => "NULL".into(),
         Value::Boolean(b) => u8::from(*b).to_string(),
@@ -302,8 +312,19 @@ pub fn literal(v: &Value) -> String {
             format!("unhex('{hex}')")
         }
         Value::Date(d) => format!("toDate('{}')", time::format_date(*d)),
-        Value::Timestamp(us) => format!("toDateTime({})", us.div_euclid(MICROS)),
-        Value::TimestampTz(us) => format!("toDateTime({}, 'UTC')", us.div_euclid(MICROS)),
+        Value::Timestamp(us) | Value::TimestampTz(us) => {
+            let zone = if matches!(v, Value::TimestampTz(_)) {
+                ", 'UTC'"
+            } else {
+                ""
+            };
+            let seconds = decimal_text(i128::from(*us), 6);
+            if datetime64 && us.rem_euclid(MICROS) != 0 {
+                format!("toDateTime64(toDecimal64('{seconds}', 6), 6{zone})")
+            } else {
+                format!("toDateTime({}{zone})", us.div_euclid(MICROS))
+            }
+        }
         Value::Uuid(u) => format!("toUUID({})", quote_string(u.as_bytes())),
     }
 }
@@ -317,7 +338,7 @@ pub struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let out = self.buf.get(self.pos..self.pos + n)?;
+        let out = self.buf.get(self.pos..self.pos.checked_add(n)?)?;
         self.pos += n;
         Some(out)
     }
@@ -395,7 +416,7 @@ impl<'a> Reader<'a> {
                 let ticks = le!(i64);
                 let p = 10i64.pow(u32::from(*precision));
                 Value::TimestampTz(if p >= MICROS {
-                    ticks / (p / MICROS)
+                    ticks.div_euclid(p / MICROS)
                 } else {
                     ticks * (MICROS / p)
                 })
@@ -498,6 +519,12 @@ pub fn write_value(out: &mut Vec<u8>, t: &ChType, v: &Value, column: &str) -> Re
             return Ok(());
         }
         out.push(0);
+    }
+    if *v == Value::Null {
+        return Err(Error::new(
+            Kind::Sink,
+            format!("ClickHouse: column `{column}` is not Nullable and cannot take NULL"),
+        ));
     }
     let bad = |why: &str| {
         Error::new(
@@ -814,17 +841,39 @@ mod tests {
 
     #[test]
     fn literals_escape_and_type_their_values() {
-        assert_eq!(literal(&Value::Text("a'b\\c\n".into())), "'a\\'b\\\\c\\n'");
-        assert_eq!(literal(&Value::Bytes(vec![0, 171])), "unhex('00AB')");
         assert_eq!(
-            literal(&Value::Decimal("-1.50".into())),
+            literal(&Value::Text("a'b\\c\n".into()), false),
+            "'a\\'b\\\\c\\n'"
+        );
+        assert_eq!(literal(&Value::Bytes(vec![0, 171]), false), "unhex('00AB')");
+        assert_eq!(
+            literal(&Value::Decimal("-1.50".into()), false),
             "toDecimal128('-1.50', 2)"
         );
-        assert_eq!(literal(&Value::Date(0)), "toDate('1970-01-01')");
+        assert_eq!(literal(&Value::Date(0), false), "toDate('1970-01-01')");
         assert_eq!(
-            literal(&Value::TimestampTz(86_400 * MICROS)),
+            literal(&Value::TimestampTz(86_400 * MICROS), false),
             "toDateTime(86400, 'UTC')"
         );
+        // A fraction of a second is a DateTime64 where the server has it, else floored.
+        assert_eq!(
+            literal(&Value::Timestamp(-1_500_000), false),
+            "toDateTime(-2)"
+        );
+        assert_eq!(
+            literal(&Value::TimestampTz(1_500_000), true),
+            "toDateTime64(toDecimal64('1.500000', 6), 6, 'UTC')"
+        );
+        assert_eq!(native_type(&DataType::Timestamp, true), "DateTime64(6)");
+        assert_eq!(
+            native_type(&DataType::TimestampTz, false),
+            "DateTime('UTC')"
+        );
+        assert!(
+            ChType::parse("Decimal(76, 2)").is_err(),
+            "Decimal256 is 32 bytes"
+        );
+        assert!(ChType::parse("DateTime64(18)").is_err());
         assert_eq!(unescape_tsv(b"a\\tb\\\\"), b"a\tb\\");
     }
 }
