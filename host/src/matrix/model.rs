@@ -5,9 +5,11 @@
 //! 5% and inserts 5% new keys. Every row has a key (`id`, or `region, id` as a compound key
 //! whose text part holds separator characters), a cursor (`updated_at`), a partition
 //! column (`day`, 12 days), a decimal and a label, then 120 sparse wide columns: NULL
-//! except on every tenth row, where a third of them carry values of mixed types (integers,
-//! decimals with trailing zeros, text with unicode and control characters, empty strings
-//! next to NULLs, dates, timestamps, booleans, bytes). The same seed gives the same rows.
+//! except on every tenth row, where a third of them carry values of mixed types (integers
+//! including the smallest and largest 64-bit ones, decimals with trailing zeros, text with
+//! unicode and control characters, empty strings next to NULLs, dates, timestamps with a
+//! time zone, booleans, bytes). The same seed gives the same rows; pairs with ClickHouse
+//! keep to what its `Date` and `DateTime` hold ([`Domain`]).
 
 use std::collections::BTreeMap;
 
@@ -211,10 +213,10 @@ fn row(cfg: &ModelConfig, id: i64, version: u64) -> Vec<Value> {
         }
         let r = rng.next();
         out.push(match wide_type(i) {
-            DataType::Int64 => Value::Int(if r.is_multiple_of(7) {
-                i64::MIN + 1
-            } else {
-                (r >> 1) as i64
+            DataType::Int64 => Value::Int(match r % 7 {
+                0 => i64::MIN,
+                1 => i64::MAX,
+                _ => (r >> 1) as i64,
             }),
             DataType::Decimal(_) => Value::Decimal(decimal_text(
                 i128::from((r % 2_000_000) as i64 - 1_000_000) * 10,

@@ -172,7 +172,8 @@ impl Table {
     }
 
     /// The select list that writes the columns as CSV a ClickHouse table made by dpone
-    /// reads: booleans as 0/1, timestamps with a time zone as UTC text.
+    /// reads: booleans as 0/1, timestamps with a time zone as UTC text, bytes as hex text
+    /// (PostgreSQL's `\x...` reads as an escape in ClickHouse's CSV).
     pub fn clickhouse_csv_columns(&self) -> String {
         self.columns
             .iter()
@@ -180,6 +181,7 @@ impl Table {
                 let q = quote(&c.name);
                 match base_type(&c.sql_type) {
                     "boolean" => format!("{q}::int AS {q}"),
+                    "bytea" => format!("encode({q}, 'hex') AS {q}"),
                     "timestamptz" => {
                         format!("to_char({q} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS {q}")
                     }
