@@ -28,6 +28,9 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
+/// How long [`StateStore::lock_pipeline`] waits for another run's lock.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A state store on its own connection.
 pub struct StateStore {
     session: Box<dyn SqlSession>,
@@ -118,13 +121,24 @@ impl StateStore {
     }
 
     /// Makes this process the only one running `pipeline` until the store is dropped.
-    /// Fails, without touching anything, when another run of it holds the lock.
+    /// Fails, without touching anything, when another run of it still holds the lock after
+    /// [`LOCK_WAIT`]: a run that was just killed holds it until its server notices the
+    /// closed connection, which a restart right after the crash must not mistake for a
+    /// concurrent run.
     pub async fn lock_pipeline(&mut self, pipeline: &str) -> Result<()> {
-        let locked = self
-            .session
-            .try_lock(&format!("dpone.pipeline.{pipeline}"))
-            .await
-            .map_err(|e| Error::state(e.message))?;
+        let name = format!("dpone.pipeline.{pipeline}");
+        let started = std::time::Instant::now();
+        let locked = loop {
+            let locked = self
+                .session
+                .try_lock(&name)
+                .await
+                .map_err(|e| Error::state(e.message))?;
+            if locked || started.elapsed() >= LOCK_WAIT {
+                break locked;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
         if locked {
             Ok(())
         } else {

@@ -23,6 +23,8 @@ struct Endpoints {
     state: String,
     /// Backfill workers: 1 where the sink publishes the whole target per chunk.
     workers: usize,
+    /// The values both ends hold.
+    domain: Domain,
 }
 
 impl Endpoints {
@@ -34,6 +36,7 @@ impl Endpoints {
             sink: format!("kind: sqlite\n  path: {d}/dst.db\n  table: model"),
             state: format!("{{ kind: sqlite, path: {d}/state.db }}"),
             workers: 2,
+            domain: Domain::Full,
         }
     }
 
@@ -44,6 +47,7 @@ impl Endpoints {
             sink: format!("kind: postgres\n  url: \"{url}\"\n  table: dst.model"),
             state: format!("{{ kind: postgres, url: \"{url}\" }}"),
             workers: 2,
+            domain: Domain::Full,
         }
     }
 
@@ -58,6 +62,7 @@ impl Endpoints {
             sink: format!("kind: clickhouse\n  url: \"{clickhouse}\"\n  table: {db}.model"),
             state: format!("{{ kind: postgres, url: \"{url}\" }}"),
             workers: 1,
+            domain: Domain::Epoch,
         }
     }
 
@@ -72,6 +77,7 @@ impl Endpoints {
             sink: format!("kind: postgres\n  url: \"{url}\"\n  table: dst.model"),
             state: format!("{{ kind: postgres, url: \"{url}\" }}"),
             workers: 2,
+            domain: Domain::Full,
         }
     }
 
@@ -85,8 +91,8 @@ impl Endpoints {
 
 async fn three_generations(endpoints: Endpoints, name: &str, strategy: &str) {
     let (options, semantics, compound) = strategy_options(strategy);
-    let cfg =
-        ModelConfig::from_env(20_261_127, compound, Domain::Full).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = ModelConfig::from_env(20_261_127, compound, endpoints.domain)
+        .unwrap_or_else(|e| panic!("{e}"));
     let first =
         Manifest::parse(&endpoints.manifest(name, "mode: full_refresh"), &|_| None).unwrap();
     let model = Behaviour::new(&first, cfg);
@@ -123,11 +129,7 @@ async fn crash_then_converge(endpoints: Endpoints, name: &str, strategy: &str, f
         seed: 7,
         rows: 600,
         compound_key: compound,
-        domain: if endpoints.workers == 1 {
-            Domain::Epoch
-        } else {
-            Domain::Full
-        },
+        domain: endpoints.domain,
     };
     // Backfill: a campaign per generation (a finished campaign runs nothing again).
     let options = |generation: usize| {

@@ -586,6 +586,7 @@ fn clickhouse(lab: &Lab, table: &Table, runs: u32) -> Result<ScenarioResult> {
     for contender in [Contender::Sling, Contender::Dlt] {
         result.exclude(contender, "not benchmarked against ClickHouse");
     }
+    result.relabel(Contender::Pipe, "CSV pipe (psql COPY | curl INSERT)");
     contenders::clickhouse_sql(lab, &format!("DROP DATABASE IF EXISTS {CH_DB}"))?;
     contenders::clickhouse_sql(lab, &format!("CREATE DATABASE {CH_DB}"))?;
     let expected = lab.server.sql(

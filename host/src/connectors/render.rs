@@ -46,7 +46,7 @@ pub fn native_type(dialect: Dialect, t: &DataType) -> String {
 /// rendering differs in the places that use them.
 fn is_clickhouse(dialect: Dialect) -> bool {
     #[cfg(feature = "clickhouse")]
-    if let Dialect::Clickhouse { .. } = dialect {
+    if matches!(dialect, Dialect::Clickhouse { .. }) {
         return true;
     }
     let _ = dialect;

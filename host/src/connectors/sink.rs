@@ -996,8 +996,29 @@ impl SqlSink {
         Ok(matched)
     }
 
-    /// Publishes the shadow: one `RENAME` moves the target aside and the shadow in its
-    /// place, then the old target is dropped.
+    /// The statement that puts `shadow` in the target's place, and the table then holding
+    /// the old rows (connectors/clickhouse/publish.rs).
+    #[cfg(feature = "clickhouse")]
+    async fn publish_statement(
+        &mut self,
+        shadow: &TableName,
+        old: &TableName,
+    ) -> Result<(String, TableName)> {
+        super::clickhouse::publish::statement(self.session.as_mut(), &self.target, shadow, old)
+            .await
+    }
+
+    #[cfg(not(feature = "clickhouse"))]
+    async fn publish_statement(
+        &mut self,
+        _shadow: &TableName,
+        _old: &TableName,
+    ) -> Result<(String, TableName)> {
+        Err(Error::internal("no sink without transactions is built in"))
+    }
+
+    /// Publishes the shadow: one statement puts it in the target's place, then the old
+    /// rows are dropped.
     async fn publish_shadow(&mut self) -> Result<()> {
         let Some(shadow) = self.shadow.take() else {
             let target = self.target.clone();
@@ -1007,19 +1028,7 @@ impl SqlSink {
         let old = self
             .target
             .sibling(format!("__dpone_old_{}_{}", self.run_tag, self.staging_seq));
-        #[cfg(feature = "clickhouse")]
-        let (sql, retired) = super::clickhouse::publish::statement(
-            self.session.as_mut(),
-            &self.target,
-            &shadow,
-            &old,
-        )
-        .await?;
-        #[cfg(not(feature = "clickhouse"))]
-        let (sql, retired): (String, TableName) = {
-            let _ = old;
-            return Err(Error::internal("no sink without transactions is built in"));
-        };
+        let (sql, retired) = self.publish_statement(&shadow, &old).await?;
         self.execute(Statement::new(sql)).await?;
         self.live_staging.retain(|t| *t != shadow);
         crate::failpoint("sink.after_publish");

@@ -131,6 +131,17 @@ impl ScenarioResult {
         }
     }
 
+    /// Names a contender differently in this scenario.
+    pub fn relabel(&mut self, contender: Contender, label: &str) {
+        if let Some(entry) = self
+            .contenders
+            .iter_mut()
+            .find(|c| c.contender == contender)
+        {
+            entry.label = label.to_owned();
+        }
+    }
+
     /// Marks a contender as not run in this scenario, and why.
     pub fn exclude(&mut self, contender: Contender, why: &str) {
         if let Some(entry) = self
