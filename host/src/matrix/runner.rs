@@ -191,19 +191,45 @@ const EXAMPLE_ENV: [(&str, &str); 7] = [
     ("DPONE_MATRIX_BIGQUERY_CREDENTIALS_JSON", "{}"),
 ];
 
+/// Whether the server of `scheme://[user[:password]@]host:port/...` accepts a connection
+/// within a second.
+fn answers(url: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    let authority = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split(['/', '?'])
+        .next()
+        .unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    host_port
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .is_some_and(|addr| {
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1)).is_ok()
+        })
+}
+
 /// The manifest variables a profile provides in `mode`, or `None` when it is not available.
 fn endpoint(mode: Mode, profile: &str) -> Option<Vec<(&'static str, String)>> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let one = |var: &'static str, value: Option<String>| value.map(|v| vec![(var, v)]);
     match (mode, profile) {
         (Mode::MockContract, _) => None,
+        // A local service counts only while it answers, so a stopped one makes its cases
+        // not_run rather than failed.
         (Mode::MockLocal, "postgres_live") => one(
             "DPONE_MATRIX_POSTGRES_URL",
-            env("DPONE_MATRIX_POSTGRES_URL").or_else(|| env("DPONE_TEST_POSTGRES_URL")),
+            env("DPONE_MATRIX_POSTGRES_URL")
+                .or_else(|| env("DPONE_TEST_POSTGRES_URL"))
+                .filter(|url| answers(url)),
         ),
         (Mode::MockLocal, "clickhouse_live") => one(
             "DPONE_MATRIX_CLICKHOUSE_URL",
-            env("DPONE_MATRIX_CLICKHOUSE_URL").or_else(|| env("DPONE_TEST_CLICKHOUSE_URL")),
+            env("DPONE_MATRIX_CLICKHOUSE_URL")
+                .or_else(|| env("DPONE_TEST_CLICKHOUSE_URL"))
+                .filter(|url| answers(url)),
         ),
         (Mode::MockLocal, _) => None,
         (Mode::VendorLive, "postgres_live") => {
@@ -657,4 +683,22 @@ pub fn table(summary: &Summary) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answers;
+
+    #[test]
+    fn a_profile_server_counts_only_while_it_accepts_connections() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(answers(&format!("postgres://u:p@127.0.0.1:{port}/db")));
+        assert!(answers(&format!(
+            "http://default@127.0.0.1:{port}/default?x=1"
+        )));
+        drop(listener);
+        assert!(!answers(&format!("http://127.0.0.1:{port}/default")));
+        assert!(!answers("not a url"));
+    }
 }
