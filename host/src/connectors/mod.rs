@@ -181,6 +181,32 @@ pub trait SqlSession: Send {
         Ok(())
     }
 
+    /// Refuses an existing target (described as `schema`) that this session cannot
+    /// finalize with `key` as the key; any target will do by default.
+    async fn check_target(
+        &mut self,
+        _table: &TableName,
+        _schema: &Schema,
+        _key: &[String],
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Without transactions ([`Self::transactional`]): the statement that puts `shadow` in
+    /// `target`'s place at once, and the table then holding the old rows (`old` names a
+    /// free name for it), to drop after.
+    async fn swap_statement(
+        &mut self,
+        _target: &TableName,
+        _shadow: &TableName,
+        _old: &TableName,
+    ) -> Result<(String, TableName)> {
+        Err(Error::new(
+            crate::Kind::Unsupported,
+            "this sink has transactions: it publishes inside one, not by swapping a shadow",
+        ))
+    }
+
     /// Takes the advisory lock `name` for as long as this session lives (also across
     /// processes and machines sharing the database); `false` when another session holds
     /// it. Released when the session ends, including when its process dies.

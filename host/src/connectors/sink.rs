@@ -150,34 +150,17 @@ impl SqlSink {
         self.session.query(&stmt, types).await
     }
 
-    /// Creates the target (and its schema, on PostgreSQL) when missing. Without
-    /// transactions, an existing target's key columns must not be nullable: rows are
-    /// matched by `IN`, where a NULL key never matches.
+    /// Creates the target (and its schema, on PostgreSQL) when missing; an existing one
+    /// must pass the session's [`SqlSession::check_target`].
     pub async fn ensure_target(&mut self, schema: &Schema, key: &[String]) -> Result<()> {
         for k in key {
             schema.require(k, "sink.strategy.unique_key")?;
         }
         if let Some(existing) = self.describe().await? {
-            #[cfg(feature = "clickhouse")]
-            if !self.session.transactional() {
-                super::clickhouse::publish::check_engine(self.session.as_mut(), &self.target)
-                    .await?;
-            }
-            if !self.session.transactional()
-                && let Some(c) = existing
-                    .columns
-                    .iter()
-                    .find(|c| c.nullable && key.contains(&c.name))
-            {
-                return Err(Error::config(
-                    "sink.strategy.unique_key",
-                    format!(
-                        "key column `{}` of the target {} is Nullable: make it non-Nullable (ClickHouse matches keys with IN, where NULL never matches)",
-                        c.name, self.target
-                    ),
-                ));
-            }
-            return Ok(());
+            return self
+                .session
+                .check_target(&self.target, &existing, key)
+                .await;
         }
         self.ensure_schema().await?;
         let ddl = render::create_table(self.dialect(), &self.target, schema, key, false);
@@ -483,27 +466,21 @@ impl SqlSink {
         filter: &[Term],
     ) -> Result<u64> {
         self.require_transaction("delete-rows")?;
-        if !self.session.transactional() {
-            let current = self.current().clone();
-            let rows = RowSelection {
-                target: &current,
-                staging,
-                key,
-                key_match,
-                filter,
-            };
-            let predicate = self.manifest_predicate.as_deref();
-            let cond = render::row_condition(self.dialect(), rows, predicate)?;
-            return self.shadow_delete(cond).await;
-        }
+        // With transactions there is no shadow: the current table is the target.
+        let current = self.current().clone();
         let rows = RowSelection {
-            target: &self.target,
+            target: &current,
             staging,
             key,
             key_match,
             filter,
         };
-        let stmt = render::delete_rows(self.dialect(), rows, self.manifest_predicate.as_deref())?;
+        let predicate = self.manifest_predicate.as_deref();
+        if !self.session.transactional() {
+            let cond = render::row_condition(self.dialect(), rows, predicate)?;
+            return self.shadow_delete(cond).await;
+        }
+        let stmt = render::delete_rows(self.dialect(), rows, predicate)?;
         self.execute(stmt).await
     }
 
@@ -516,26 +493,19 @@ impl SqlSink {
         assignments: &[(String, Value)],
     ) -> Result<u64> {
         self.require_transaction("update-rows")?;
-        if !self.session.transactional() {
-            let current = self.current().clone();
-            let rows = RowSelection {
-                target: &current,
-                staging,
-                key,
-                key_match,
-                filter,
-            };
-            let predicate = self.manifest_predicate.as_deref();
-            let cond = render::row_condition(self.dialect(), rows, predicate)?;
-            return self.shadow_update(cond, assignments).await;
-        }
+        let current = self.current().clone();
         let rows = RowSelection {
-            target: &self.target,
+            target: &current,
             staging,
             key,
             key_match,
             filter,
         };
+        if !self.session.transactional() {
+            let predicate = self.manifest_predicate.as_deref();
+            let cond = render::row_condition(self.dialect(), rows, predicate)?;
+            return self.shadow_update(cond, assignments).await;
+        }
         let stmt = render::update_rows(
             self.dialect(),
             rows,
@@ -556,17 +526,19 @@ impl SqlSink {
         self.require_transaction("insert-new-rows")?;
         if !self.session.transactional() {
             self.settle().await?;
-            let predicate = self.manifest_predicate.clone();
-            let predicate = predicate.as_deref();
-            let current = self.current().clone();
-            let rows = NewRows {
-                target: &current,
-                staging,
-                columns,
-                key,
-                filter,
-                extra,
-            };
+        }
+        let predicate = self.manifest_predicate.clone();
+        let predicate = predicate.as_deref();
+        let current = self.current().clone();
+        let rows = NewRows {
+            target: &current,
+            staging,
+            columns,
+            key,
+            filter,
+            extra,
+        };
+        if !self.session.transactional() {
             let select = render::new_rows_select(self.dialect(), rows, predicate)?;
             let new = self
                 .query(
@@ -590,15 +562,6 @@ impl SqlSink {
             self.execute(stmt).await?;
             return Ok(new);
         }
-        let predicate = self.manifest_predicate.as_deref();
-        let rows = NewRows {
-            target: &self.target,
-            staging,
-            columns,
-            key,
-            filter,
-            extra,
-        };
         let stmt = render::insert_new_rows(self.dialect(), rows, predicate)?;
         self.execute(stmt).await
     }
@@ -996,27 +959,6 @@ impl SqlSink {
         Ok(matched)
     }
 
-    /// The statement that puts `shadow` in the target's place, and the table then holding
-    /// the old rows (connectors/clickhouse/publish.rs).
-    #[cfg(feature = "clickhouse")]
-    async fn publish_statement(
-        &mut self,
-        shadow: &TableName,
-        old: &TableName,
-    ) -> Result<(String, TableName)> {
-        super::clickhouse::publish::statement(self.session.as_mut(), &self.target, shadow, old)
-            .await
-    }
-
-    #[cfg(not(feature = "clickhouse"))]
-    async fn publish_statement(
-        &mut self,
-        _shadow: &TableName,
-        _old: &TableName,
-    ) -> Result<(String, TableName)> {
-        Err(Error::internal("no sink without transactions is built in"))
-    }
-
     /// Publishes the shadow: one statement puts it in the target's place, then the old
     /// rows are dropped.
     async fn publish_shadow(&mut self) -> Result<()> {
@@ -1028,7 +970,10 @@ impl SqlSink {
         let old = self
             .target
             .sibling(format!("__dpone_old_{}_{}", self.run_tag, self.staging_seq));
-        let (sql, retired) = self.publish_statement(&shadow, &old).await?;
+        let (sql, retired) = self
+            .session
+            .swap_statement(&self.target, &shadow, &old)
+            .await?;
         self.execute(Statement::new(sql)).await?;
         self.live_staging.retain(|t| *t != shadow);
         crate::failpoint("sink.after_publish");

@@ -224,17 +224,7 @@ fn dpone_clickhouse(lab: &Lab, table: &Table, run_name: &str) -> Result<Measured
     );
     let path = lab.dirs.work.join(format!("{pipeline}.yaml"));
     fs::write(&path, manifest).with_context(|| format!("could not write {}", path.display()))?;
-    let report = lab.dirs.work.join(format!("{run_name}.report.json"));
-    let mut cmd = measured(&lab.host, &lab.dirs.rss(run_name));
-    cmd.arg("run")
-        .arg("--manifest")
-        .arg(&path)
-        .arg("--report-json")
-        .arg(&report);
-    lab.dpone_env(&mut cmd);
-    let mut measured = run_measured(&mut cmd, &lab.dirs.log(run_name), &lab.dirs.rss(run_name))?;
-    measured.dpone = Some(read_report(&report)?);
-    Ok(measured)
+    run_dpone(lab, &path, run_name)
 }
 
 /// `psql -c "COPY (SELECT ...) TO STDOUT (FORMAT csv)" | curl --data-binary @- ".../?query=
@@ -251,54 +241,27 @@ fn pipe_clickhouse(lab: &Lab, table: &Table, run_name: &str) -> Result<Measured>
         table.clickhouse_csv_columns(),
         quote(table.name)
     );
-    let server = &lab.server;
-    let started = Instant::now();
-    let out_name = format!("{run_name}-out");
-    let in_name = format!("{run_name}-in");
-    let mut producer = measured(&server.psql, &lab.dirs.rss(&out_name));
-    producer
-        .args(server.psql_args(SRC_DB))
-        .arg("-c")
-        .arg(&copy_out)
-        .stdout(Stdio::piped())
-        .stderr(log_file(&lab.dirs.log(&out_name))?);
-    let mut producer = producer
-        .spawn()
-        .context("could not start the producing psql")?;
-    let stream = producer
-        .stdout
-        .take()
-        .context("no stdout on the producing psql")?;
-    let consumed = {
-        let mut consumer = measured(Path::new("/usr/bin/curl"), &lab.dirs.rss(&in_name));
-        let query = format!("INSERT INTO {target} FORMAT CSV").replace(' ', "%20");
-        consumer
-            .args([
-                "-sS",
-                "--fail-with-body",
-                "-H",
-                "Transfer-Encoding: chunked",
-                "--data-binary",
-                "@-",
-            ])
-            .arg(format!("{}?query={query}", lab.clickhouse.endpoint()));
-        let in_log = log_file(&lab.dirs.log(&in_name))?;
-        consumer
-            .stdin(Stdio::from(stream))
-            .stdout(in_log.try_clone()?)
-            .stderr(in_log);
-        consumer.spawn().context("could not start curl")
-    };
-    let consumed = consumed.and_then(|mut child| Ok(child.wait()?));
-    let produced = producer.wait();
-    let wall_seconds = started.elapsed().as_secs_f64();
-    check_status(produced?, &lab.dirs.log(&out_name))?;
-    check_status(consumed?, &lab.dirs.log(&in_name))?;
-    Ok(Measured {
-        wall_seconds,
-        peak_rss_kib: read_rss(&lab.dirs.rss(&out_name))? + read_rss(&lab.dirs.rss(&in_name))?,
-        dpone: None,
-    })
+    let query = format!("INSERT INTO {target} FORMAT CSV").replace(' ', "%20");
+    let args = [
+        "-sS",
+        "--fail-with-body",
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        "@-",
+    ]
+    .map(String::from)
+    .into_iter()
+    .chain([format!("{}?query={query}", lab.clickhouse.endpoint())])
+    .collect::<Vec<_>>();
+    piped(
+        lab,
+        run_name,
+        Instant::now(),
+        &copy_out,
+        Path::new("/usr/bin/curl"),
+        &args,
+    )
 }
 
 fn dpone(lab: &Lab, table: &Table, load: Load, rep: u32, run_name: &str) -> Result<Measured> {
@@ -310,11 +273,16 @@ fn dpone(lab: &Lab, table: &Table, load: Load, rep: u32, run_name: &str) -> Resu
     };
     let pipeline = format!("bench_{scenario}_{}_r{rep}", table.name);
     let manifest = write_manifest(lab, table, load, &pipeline)?;
+    run_dpone(lab, &manifest, run_name)
+}
+
+/// `dpone-host run` of `manifest`, measured, with its run report.
+fn run_dpone(lab: &Lab, manifest: &Path, run_name: &str) -> Result<Measured> {
     let report = lab.dirs.work.join(format!("{run_name}.report.json"));
     let mut cmd = measured(&lab.host, &lab.dirs.rss(run_name));
     cmd.arg("run")
         .arg("--manifest")
-        .arg(&manifest)
+        .arg(manifest)
         .arg("--report-json")
         .arg(&report);
     lab.dpone_env(&mut cmd);
@@ -422,13 +390,33 @@ fn pipe(lab: &Lab, table: &Table, load: Load, run_name: &str) -> Result<Measured
         table.column_list()
     );
 
+    let mut args = server.psql_args(DST_DB);
+    args.push("--single-transaction".into());
+    for statement in statements {
+        args.extend(["-c".into(), statement]);
+    }
+    piped(lab, run_name, started, &copy_out, &server.psql, &args)
+}
+
+/// `psql -c <copy_out>` (a `COPY ... TO STDOUT`) piped into `program args`, both under GNU
+/// time; the wall time counts from `started`, the peak RSS is the sum of both processes,
+/// which run side by side.
+fn piped(
+    lab: &Lab,
+    run_name: &str,
+    started: Instant,
+    copy_out: &str,
+    program: &Path,
+    args: &[String],
+) -> Result<Measured> {
+    let server = &lab.server;
     let out_name = format!("{run_name}-out");
     let in_name = format!("{run_name}-in");
     let mut producer = measured(&server.psql, &lab.dirs.rss(&out_name));
     producer
         .args(server.psql_args(SRC_DB))
         .arg("-c")
-        .arg(&copy_out)
+        .arg(copy_out)
         .stdout(Stdio::piped())
         .stderr(log_file(&lab.dirs.log(&out_name))?);
     let mut producer = producer
@@ -443,21 +431,16 @@ fn pipe(lab: &Lab, table: &Table, load: Load, run_name: &str) -> Result<Measured
     // a failed consumer leaves the producer writing into a full pipe, the wait below would
     // never return. So it lives only in this block.
     let consumed = {
-        let mut consumer = measured(&server.psql, &lab.dirs.rss(&in_name));
-        consumer
-            .args(server.psql_args(DST_DB))
-            .arg("--single-transaction");
-        for statement in &statements {
-            consumer.arg("-c").arg(statement);
-        }
+        let mut consumer = measured(program, &lab.dirs.rss(&in_name));
         let in_log = log_file(&lab.dirs.log(&in_name))?;
         consumer
+            .args(args)
             .stdin(Stdio::from(copy_stream))
             .stdout(in_log.try_clone()?)
             .stderr(in_log);
         consumer
             .spawn()
-            .context("could not start the consuming psql")
+            .with_context(|| format!("could not start {}", program.display()))
     };
     let consumed = consumed.and_then(|mut child| Ok(child.wait()?));
     // Wait for the producer whatever happened to the consumer, so no child is left behind.

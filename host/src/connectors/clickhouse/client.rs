@@ -7,7 +7,7 @@
 //! RowBinary with types before 19.x). Small queries (`query`) ask the server to finish
 //! before it answers (`wait_end_of_query`), so an error is an HTTP error; a streamed read
 //! that fails after its first bytes ends with the server's exception text, which the
-//! decoder reports when the bytes stop making rows. The servers dpone supports (18.16 and
+//! decoder finds at the end of the response. The servers dpone supports (18.16 and
 //! later) bind no parameters, so `$n` placeholders are replaced by literals
 //! ([`bind`]).
 
@@ -201,6 +201,7 @@ impl ClickhouseSession {
         Ok(Rows {
             body: Box::pin(response.bytes_stream()),
             buf: Vec::new(),
+            tail: Vec::new(),
             native,
             wanted: wanted.to_vec(),
             role: self.role,
@@ -273,16 +274,22 @@ impl ClickhouseSession {
 struct Rows {
     body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
     buf: Vec<u8>,
+    /// The last bytes received, decoded or not: where the server's exception text is when
+    /// it aborted the response (the text itself may have decoded as rows).
+    tail: Vec<u8>,
     native: Vec<ChType>,
     wanted: Vec<DataType>,
     role: Kind,
 }
 
+/// Bytes of a response kept in [`Rows::tail`]: more than a server exception's text.
+const TAIL: usize = 4096;
+
 impl Rows {
     /// The rows of the next chunk of the response (possibly none); `None` at its end.
     async fn next(&mut self) -> Result<Option<Vec<Vec<Value>>>> {
         let Some(chunk) = self.body.next().await else {
-            if !self.buf.is_empty() {
+            if !self.buf.is_empty() || self.server_exception().is_some() {
                 return Err(self.broken("the response ended inside a row"));
             }
             return Ok(None);
@@ -290,6 +297,9 @@ impl Rows {
         let chunk = chunk
             .map_err(|e| Error::new(self.role, format!("ClickHouse: read: {}", with_causes(&e))))?;
         self.buf.extend_from_slice(&chunk);
+        self.tail.extend_from_slice(&chunk);
+        let excess = self.tail.len().saturating_sub(TAIL);
+        self.tail.drain(..excess);
         let mut reader = Reader {
             buf: &self.buf,
             pos: 0,
@@ -317,16 +327,20 @@ impl Rows {
 }
 
 impl Rows {
+    /// The exception text the server appends when it aborts a response it had started,
+    /// if the response ends with one.
+    fn server_exception(&self) -> Option<String> {
+        let text = String::from_utf8_lossy(&self.tail);
+        let at = text.rfind("Code: ")?;
+        text[at..]
+            .contains("DB::Exception")
+            .then(|| server_message(reqwest::StatusCode::OK, &text[at..]))
+    }
+
     /// A read whose bytes stopped making rows: the server's exception when it appended
-    /// one (it does once the response has started), else `why`.
+    /// one, else `why`.
     fn broken(&self, why: &str) -> Error {
-        let text = String::from_utf8_lossy(&self.buf);
-        let message = match text.find("Code: ") {
-            Some(at) if text[at..].contains("DB::Exception") => {
-                server_message(reqwest::StatusCode::OK, &text[at..])
-            }
-            _ => why.to_string(),
-        };
+        let message = self.server_exception().unwrap_or_else(|| why.to_string());
         Error::new(self.role, format!("ClickHouse: read: {message}"))
     }
 }
@@ -649,6 +663,41 @@ impl SqlSession for ClickhouseSession {
         Err(no_transactions())
     }
 
+    /// A shadow copy of the target must be able to stand in for it (a non-replicated
+    /// MergeTree family table), and its key columns must not be Nullable: keys are matched
+    /// with `IN`, where NULL never matches.
+    async fn check_target(
+        &mut self,
+        table: &TableName,
+        schema: &Schema,
+        key: &[String],
+    ) -> Result<()> {
+        super::publish::check_engine(self, table).await?;
+        match schema
+            .columns
+            .iter()
+            .find(|c| c.nullable && key.contains(&c.name))
+        {
+            Some(c) => Err(Error::config(
+                "sink.strategy.unique_key",
+                format!(
+                    "key column `{}` of the target {table} is Nullable: make it non-Nullable (ClickHouse matches keys with IN, where NULL never matches)",
+                    c.name
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    async fn swap_statement(
+        &mut self,
+        target: &TableName,
+        shadow: &TableName,
+        old: &TableName,
+    ) -> Result<(String, TableName)> {
+        super::publish::statement(self, target, shadow, old).await
+    }
+
     async fn try_lock(&mut self, _name: &str) -> Result<bool> {
         Err(Error::new(
             Kind::Unsupported,
@@ -754,6 +803,34 @@ fn gzip_error(e: std::io::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_read_the_server_aborted_reports_its_exception() {
+        // One whole Int64 row, then the text 18.16 appends when a query fails mid-stream.
+        let mut body = 7i64.to_le_bytes().to_vec();
+        body.extend_from_slice(
+            b"Code: 241, e.displayText() = DB::Exception: Memory limit exceeded, e.what() = DB::Exception\n",
+        );
+        let mut rows = Rows {
+            body: Box::pin(futures_util::stream::iter([Ok(bytes::Bytes::from(body))])),
+            buf: Vec::new(),
+            tail: Vec::new(),
+            native: vec![ChType::Int64],
+            wanted: vec![DataType::Int64],
+            role: Kind::Source,
+        };
+        let err = loop {
+            match rows.next().await {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the aborted read ended cleanly"),
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            err.message.contains("DB::Exception: Memory limit exceeded"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn binds_placeholders_outside_quotes_only() {
