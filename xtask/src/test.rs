@@ -43,13 +43,11 @@ pub fn run(root: &Path, cargo_test_args: &[String]) -> Result<()> {
             .env("DPONE_TEST_POSTGRES_URL", &url)
             .env("DPONE_TEST_CLICKHOUSE_URL", ch.url())
             .env("DPONE_COMPONENTS_DIR", build::components_dir(root))
-            // The matrix's contract needs no service, so the default run includes it (with
-            // the known capability gaps of unbuilt connectors allowed); mock_local is
-            // `cargo xtask matrix --mode mock_local`.
+            // The matrix's contract needs no service, so the default run includes it;
+            // mock_local is `cargo xtask matrix --mode mock_local`.
             .env("DPONE_RUN_INTEGRATION", "1")
             .env("DPONE_RUN_INTEGRATION_MATRIX", "1")
             .env("DPONE_MATRIX_RUN_MODE", "mock_contract")
-            .env("DPONE_MATRIX_ALLOW_CAPABILITY_GAPS", "1")
             .env(
                 "DPONE_MATRIX_ARTIFACT_DIR",
                 build::target_dir(root).join("matrix/mock_contract"),

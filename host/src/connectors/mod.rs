@@ -380,8 +380,10 @@ pub fn sink_capabilities(kind: &str) -> crate::model::SinkCapabilities {
         // No server transactions: begin..commit is a copy-on-write shadow of the target
         // published by one RENAME (connectors/sink.rs), atomic for readers of the target.
         "clickhouse" => (true, true, true, false),
-        // Producer transactions, but messages are never deleted or rewritten.
-        "kafka" => (true, false, false, true),
+        // Producer transactions on a compacted topic keyed by the unique key (DESIGN.md
+        // section 3): a changed row is an upsert event, a deleted one a tombstone, so the
+        // keyed view consumers read is mutable although no message is ever rewritten.
+        "kafka" => (true, false, false, false),
         _ => (false, false, false, false),
     };
     crate::model::SinkCapabilities {

@@ -9,10 +9,34 @@ use tokio::sync::mpsc;
 
 use super::model::{self, ID, ModelConfig};
 use super::oracle::{Expected, Key, Oracle, first_difference, key_of, sort_rows};
-use crate::connectors::{self, Open, SqlSession, Statement, TableName, render};
+use crate::connectors::{self, Dialect, Open, SqlSession, Statement, TableName, render};
 use crate::error::{Error, Kind, Result};
 use crate::manifest::{Connection, Manifest};
 use crate::model::{BATCH_ROWS, Column, DataType, Schema, Value, batch_of, rows_of};
+
+/// Waits until every PostgreSQL transaction that started before now has ended (the
+/// cluster's snapshot xmin passed this moment's next transaction id), for up to a minute.
+async fn wait_for_older_transactions(s: &mut dyn SqlSession) -> Result<()> {
+    async fn xid(s: &mut dyn SqlSession, f: &str) -> Result<i64> {
+        let sql = format!("SELECT {f}(pg_current_snapshot())::text::bigint");
+        let rows = s.query(&Statement::new(sql), &[DataType::Int64]).await?;
+        match rows.first().and_then(|r| r.first()) {
+            Some(Value::Int(x)) => Ok(*x),
+            other => Err(Error::source(format!("{f} returned {other:?}"))),
+        }
+    }
+    let next = xid(s, "pg_snapshot_xmax").await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while xid(s, "pg_snapshot_xmin").await? < next {
+        if std::time::Instant::now() > deadline {
+            return Err(Error::source(format!(
+                "a PostgreSQL transaction older than xid {next} is still open after 60 s (see pg_stat_activity): an xmin run would not load the seeded rows"
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
 
 /// The model table of one pipeline: where its source and target live.
 #[derive(Debug)]
@@ -48,9 +72,19 @@ impl<'a> Behaviour<'a> {
 
     /// Generation `number`'s rows, written to the source: generation 0 replaces the source
     /// table, later ones change it in place (deletes, then changed and new rows).
+    /// On PostgreSQL it returns once every transaction older than the seeding has ended, so
+    /// an xmin run sees all of it (xmin loads a transaction's rows only then).
     pub async fn seed(&self, number: u32) -> Result<Vec<Vec<Value>>> {
         let rows = model::generation(&self.cfg, number);
         let mut s = connectors::connect(self.source, Kind::Source, Open::Create).await?;
+        self.write(s.as_mut(), number, &rows).await?;
+        if s.dialect() == Dialect::Postgres {
+            wait_for_older_transactions(s.as_mut()).await?;
+        }
+        Ok(rows)
+    }
+
+    async fn write(&self, s: &mut dyn SqlSession, number: u32, rows: &[Vec<Value>]) -> Result<()> {
         let table = render::table_ref(&self.source_table);
         if number == 0 {
             if let Some(sql) = render::create_namespace(s.dialect(), &self.source_table) {
@@ -66,8 +100,8 @@ impl<'a> Behaviour<'a> {
                 false,
             )))
             .await?;
-            insert(s.as_mut(), &self.source_table, &self.schema, &rows).await?;
-            return Ok(rows);
+            insert(s, &self.source_table, &self.schema, rows).await?;
+            return Ok(());
         }
         let id = |r: &Vec<Value>| match r[ID] {
             Value::Int(i) => i,
@@ -108,8 +142,8 @@ impl<'a> Behaviour<'a> {
                 .filter(|r| !before.contains_key(&id(r)) || changed(r))
                 .cloned()
                 .collect();
-            insert(s.as_mut(), &self.source_table, &self.schema, &again).await?;
-            return Ok(rows);
+            insert(s, &self.source_table, &self.schema, &again).await?;
+            return Ok(());
         }
         let names = self.schema.names();
         let set: Vec<String> = names
@@ -136,8 +170,8 @@ impl<'a> Behaviour<'a> {
             .filter(|r| !before.contains_key(&id(r)))
             .cloned()
             .collect();
-        insert(s.as_mut(), &self.source_table, &self.schema, &fresh).await?;
-        Ok(rows)
+        insert(s, &self.source_table, &self.schema, &fresh).await?;
+        Ok(())
     }
 
     /// Reads the target's model columns (plus `extra`, appended) in no particular order.

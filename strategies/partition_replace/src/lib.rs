@@ -10,7 +10,7 @@
 //! where the sink and the target allow it (PostgreSQL: a target declaratively partitioned
 //! by `partition.column` alone, each touched partition holding only staged values) and
 //! deletes + inserts otherwise; `required` fails instead of falling back; `fallback` always
-//! deletes + inserts. Append-only logs (Kafka) are refused. State: `last_partitions` (how many partitions the last run replaced).
+//! deletes + inserts. Append-only sinks are refused. State: `last_partitions` (how many partitions the last run replaced).
 
 use dpone_strategy_sdk::source::ScanBounds;
 use dpone_strategy_sdk::{
