@@ -9,13 +9,14 @@ use tokio::sync::mpsc;
 
 use super::model::{self, ID, ModelConfig};
 use super::oracle::{Expected, Key, Oracle, first_difference, key_of, sort_rows};
-use crate::connectors::{self, Dialect, Open, SqlSession, Statement, TableName, render};
+use crate::connectors::{self, Open, SqlSession, Statement, TableName, render};
 use crate::error::{Error, Kind, Result};
 use crate::manifest::{Connection, Manifest};
 use crate::model::{BATCH_ROWS, Column, DataType, Schema, Value, batch_of, rows_of};
 
 /// Waits until every PostgreSQL transaction that started before now has ended (the
 /// cluster's snapshot xmin passed this moment's next transaction id), for up to a minute.
+#[cfg(feature = "postgres")]
 async fn wait_for_older_transactions(s: &mut dyn SqlSession) -> Result<()> {
     async fn xid(s: &mut dyn SqlSession, f: &str) -> Result<i64> {
         let sql = format!("SELECT {f}(pg_current_snapshot())::text::bigint");
@@ -78,7 +79,8 @@ impl<'a> Behaviour<'a> {
         let rows = model::generation(&self.cfg, number);
         let mut s = connectors::connect(self.source, Kind::Source, Open::Create).await?;
         self.write(s.as_mut(), number, &rows).await?;
-        if s.dialect() == Dialect::Postgres {
+        #[cfg(feature = "postgres")]
+        if s.dialect() == connectors::Dialect::Postgres {
             wait_for_older_transactions(s.as_mut()).await?;
         }
         Ok(rows)
