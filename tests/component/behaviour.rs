@@ -190,6 +190,42 @@ async fn crash_then_converge(endpoints: Endpoints, name: &str, strategy: &str, f
     model.check(&oracle, "after the crash").await.unwrap();
 }
 
+/// Seeding a PostgreSQL source returns only once every transaction older than it has ended
+/// (xids are per cluster, so another test's open transaction counts), so an xmin run right
+/// after it loads every seeded row.
+#[tokio::test]
+async fn seeding_waits_for_older_transactions() {
+    use sqlx::{Connection, Executor};
+    let Some(server) = crate::support::postgres_url() else {
+        return;
+    };
+    let name = "seeding_waits";
+    let endpoints = Endpoints::postgres(&server, name).await;
+    let manifest =
+        Manifest::parse(&endpoints.manifest(name, "mode: full_refresh"), &|_| None).unwrap();
+    let cfg = ModelConfig {
+        seed: 1,
+        rows: 100,
+        compound_key: false,
+        domain: Domain::Full,
+    };
+    let model = Behaviour::new(&manifest, cfg);
+    let mut older = sqlx::PgConnection::connect(&server).await.unwrap();
+    older
+        .execute("BEGIN; SELECT pg_current_xact_id()")
+        .await
+        .unwrap();
+    let seeding = model.seed(0);
+    tokio::pin!(seeding);
+    let early = tokio::time::timeout(std::time::Duration::from_millis(500), &mut seeding).await;
+    assert!(
+        early.is_err(),
+        "seeding returned while an older transaction was open"
+    );
+    older.execute("COMMIT").await.unwrap();
+    assert_eq!(seeding.await.unwrap().len(), 100);
+}
+
 macro_rules! crash_cases {
     ($module:ident, $pair:literal, $failpoint:literal, $($strategy:ident),*) => {
         mod $module {
