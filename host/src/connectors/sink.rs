@@ -466,7 +466,7 @@ impl SqlSink {
         filter: &[Term],
     ) -> Result<u64> {
         self.require_transaction("delete-rows")?;
-        // With transactions there is no shadow: the current table is the target.
+        // The shadow when one is open, else the target itself.
         let current = self.current().clone();
         let rows = RowSelection {
             target: &current,
@@ -501,17 +501,12 @@ impl SqlSink {
             key_match,
             filter,
         };
+        let predicate = self.manifest_predicate.as_deref();
         if !self.session.transactional() {
-            let predicate = self.manifest_predicate.as_deref();
             let cond = render::row_condition(self.dialect(), rows, predicate)?;
             return self.shadow_update(cond, assignments).await;
         }
-        let stmt = render::update_rows(
-            self.dialect(),
-            rows,
-            assignments,
-            self.manifest_predicate.as_deref(),
-        )?;
+        let stmt = render::update_rows(self.dialect(), rows, assignments, predicate)?;
         self.execute(stmt).await
     }
 
