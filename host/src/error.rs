@@ -22,6 +22,9 @@ pub enum Kind {
     Sandbox,
     /// A guest used a handle it does not own, or a bounded table is full.
     InvalidHandle,
+    /// The strategy made the host exceed a budget of the manifest's `limits` section; the
+    /// error's field names it.
+    Limit,
     /// A bug in the host.
     Internal,
 }
@@ -34,7 +37,7 @@ impl Kind {
             Kind::Source => 3,
             Kind::Sink | Kind::KeyViolation => 4,
             Kind::State => 5,
-            Kind::Sandbox | Kind::InvalidHandle => 6,
+            Kind::Sandbox | Kind::InvalidHandle | Kind::Limit => 6,
             Kind::Internal => 70,
         }
     }
@@ -49,6 +52,7 @@ impl Kind {
             Kind::Unsupported => "unsupported",
             Kind::Sandbox => "sandbox violation",
             Kind::InvalidHandle => "invalid handle",
+            Kind::Limit => "limit exceeded",
             Kind::Internal => "internal error",
         }
     }
@@ -78,6 +82,15 @@ impl Error {
     pub fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
         Error {
             kind: Kind::Config,
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+
+    /// A budget of the manifest's `limits` section (`field`, e.g. `limits.state_bytes`) ran out.
+    pub fn limit(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error {
+            kind: Kind::Limit,
             field: Some(field.into()),
             message: message.into(),
         }

@@ -351,18 +351,21 @@ async fn dispatch(command: Command) -> Result<()> {
             command: CdcCommand::DropSlot { manifest },
         } => {
             let manifest = Manifest::load(&manifest)?;
-            let feed = dpone_host::model::ChangeFeed {
-                slot: cdc_option(&manifest, "slot"),
-                publication: cdc_option(&manifest, "publication"),
-            };
-            let names = source_ops::feed_names(&manifest.pipeline, &feed)?;
+            let names = source_ops::manifest_feed(&manifest).ok_or_else(|| {
+                Error::config(
+                    "source.kind",
+                    format!(
+                        "a `{}` source has no change feed to drop",
+                        manifest.source.kind()
+                    ),
+                )
+            })?;
             let session =
                 connectors::connect(&manifest.source, Kind::Source, Open::Existing).await?;
-            let mut source = source_ops::SqlSource::new(session, manifest.source_table(), None);
-            // A publication the manifest names may be the user's own: only the default one,
-            // which dpone created, goes with the slot.
-            let own_publication = feed.publication.is_none();
-            let (slot, publication) = source.drop_feed(&names, own_publication).await?;
+            let mut source = source_ops::SqlSource::new(session, manifest.source_table(), None)
+                .with_feed(Some(names.clone()));
+            let own_publication = names.own_publication;
+            let (slot, publication) = source.drop_feed().await?;
             println!(
                 "slot {}: {}; publication {}: {}",
                 names.slot,
@@ -408,15 +411,6 @@ async fn dispatch(command: Command) -> Result<()> {
 
 /// `sink.strategy.cdc.<name>` as the manifest gives it, nested (`cdc: {slot: x}`) or
 /// dotted (`cdc.slot: x`).
-fn cdc_option(manifest: &Manifest, name: &str) -> Option<String> {
-    let options = &manifest.strategy.options;
-    options
-        .get(&format!("cdc.{name}"))
-        .or_else(|| options.get("cdc")?.get(name))?
-        .as_str()
-        .map(str::to_string)
-}
-
 async fn backfill(command: BackfillCommand) -> Result<()> {
     let (target, start, report_json) = match command {
         BackfillCommand::Plan { target } => return backfill_show(&target, false).await,

@@ -20,7 +20,10 @@ use serde_yaml_ng::Value as Yaml;
 
 use crate::connectors::TableName;
 use crate::error::{Error, Result};
-use crate::runtime::engine::{DEFAULT_FUEL, DEFAULT_MEMORY_MB, Limits};
+use crate::model::{SinkCapabilities, SourceCapabilities};
+use crate::runtime::engine::{
+    DEFAULT_FUEL, DEFAULT_MEMORY_MB, DEFAULT_STATE_BYTES, DEFAULT_STATE_ENTRIES, Limits,
+};
 
 /// A string that never prints: connection URLs carry passwords.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
@@ -111,14 +114,59 @@ impl Connection {
         }
     }
 
-    /// The roles this kind of connection can play.
-    pub fn roles(&self) -> &'static [Role] {
-        match self.kind() {
-            "sqlite" | "postgres" => &[Role::Source, Role::Sink, Role::State],
-            "rest" => &[Role::Source],
-            "bigquery" => &[Role::Sink],
-            _ => &[Role::Source, Role::Sink],
+    /// What this connector can do as a source, as it declares it; `None`: it is no source.
+    pub fn source_capabilities(&self) -> Option<SourceCapabilities> {
+        use crate::connectors as c;
+        match self {
+            #[cfg(feature = "sqlite")]
+            Connection::Sqlite(_) => Some(c::sqlite::config::SOURCE_CAPABILITIES),
+            #[cfg(feature = "postgres")]
+            Connection::Postgres(_) => Some(c::postgres::config::SOURCE_CAPABILITIES),
+            #[cfg(feature = "mssql")]
+            Connection::Mssql(_) => Some(c::mssql::config::SOURCE_CAPABILITIES),
+            #[cfg(feature = "clickhouse")]
+            Connection::Clickhouse(_) => Some(c::clickhouse::config::SOURCE_CAPABILITIES),
+            #[cfg(feature = "rest")]
+            Connection::Rest(_) => Some(c::rest::config::SOURCE_CAPABILITIES),
+            #[cfg(feature = "kafka")]
+            Connection::Kafka(_) => Some(c::kafka::config::SOURCE_CAPABILITIES),
+            #[cfg(feature = "bigquery")]
+            Connection::Bigquery(_) => None,
         }
+    }
+
+    /// What this connector can do as a sink, as it declares it; `None`: it is no sink.
+    pub fn sink_capabilities(&self) -> Option<SinkCapabilities> {
+        use crate::connectors as c;
+        match self {
+            #[cfg(feature = "sqlite")]
+            Connection::Sqlite(_) => Some(c::sqlite::config::SINK_CAPABILITIES),
+            #[cfg(feature = "postgres")]
+            Connection::Postgres(_) => Some(c::postgres::config::SINK_CAPABILITIES),
+            #[cfg(feature = "mssql")]
+            Connection::Mssql(_) => Some(c::mssql::config::SINK_CAPABILITIES),
+            #[cfg(feature = "clickhouse")]
+            Connection::Clickhouse(_) => Some(c::clickhouse::config::SINK_CAPABILITIES),
+            #[cfg(feature = "rest")]
+            Connection::Rest(_) => None,
+            #[cfg(feature = "kafka")]
+            Connection::Kafka(_) => Some(c::kafka::config::SINK_CAPABILITIES),
+            #[cfg(feature = "bigquery")]
+            Connection::Bigquery(_) => Some(c::bigquery::config::SINK_CAPABILITIES),
+        }
+    }
+
+    /// The roles this kind of connection can play.
+    pub fn roles(&self) -> Vec<Role> {
+        let state = matches!(self.kind(), "sqlite" | "postgres");
+        [
+            (self.source_capabilities().is_some(), Role::Source),
+            (self.sink_capabilities().is_some(), Role::Sink),
+            (state, Role::State),
+        ]
+        .into_iter()
+        .filter_map(|(has, role)| has.then_some(role))
+        .collect()
     }
 
     fn validate(&self, at: &str) -> Result<()> {
@@ -182,6 +230,10 @@ pub struct LimitsSection {
     pub fuel: Option<u64>,
     /// Cap on the strategy's linear memory, MiB. Default 64.
     pub memory_mb: Option<u64>,
+    /// State entries the pipeline may hold. Default 1000.
+    pub state_entries: Option<u64>,
+    /// Bytes of state keys and values the pipeline may hold. Default 1 MiB.
+    pub state_bytes: Option<u64>,
 }
 
 /// A parsed and validated manifest.
@@ -234,6 +286,8 @@ impl Manifest {
         let limits = Limits {
             fuel: raw.limits.fuel.unwrap_or(DEFAULT_FUEL),
             memory_mb: raw.limits.memory_mb.unwrap_or(DEFAULT_MEMORY_MB),
+            state_entries: raw.limits.state_entries.unwrap_or(DEFAULT_STATE_ENTRIES),
+            state_bytes: raw.limits.state_bytes.unwrap_or(DEFAULT_STATE_BYTES),
         };
         let state = match raw.state {
             Some(s) => s,
@@ -308,6 +362,30 @@ impl Manifest {
                 "is the source table itself: a pipeline cannot load a table into itself",
             ));
         }
+        #[cfg(feature = "postgres")]
+        for (at, conn) in [("sink", &self.sink), ("state", &self.state)] {
+            if let Connection::Postgres(c) = conn
+                && c.change_feed.is_some()
+            {
+                return Err(Error::config(
+                    format!("{at}.change_feed"),
+                    "only a source has a change feed; remove this key",
+                ));
+            }
+        }
+        for moved in ["slot", "publication"] {
+            let options = &self.strategy.options;
+            if options.contains_key(&format!("cdc.{moved}"))
+                || options.get("cdc").and_then(|c| c.get(moved)).is_some()
+            {
+                return Err(Error::config(
+                    format!("sink.strategy.cdc.{moved}"),
+                    format!(
+                        "moved to `source.change_feed.{moved}` in dpone 0.2 (the feed belongs to the source)"
+                    ),
+                ));
+            }
+        }
         self.state.validate("state")?;
         if self.state.table().is_some() {
             return Err(Error::config(
@@ -322,6 +400,18 @@ impl Manifest {
             return Err(Error::config(
                 "limits.memory_mb",
                 "must be between 1 and 4096",
+            ));
+        }
+        if self.limits.state_entries == 0 {
+            return Err(Error::config(
+                "limits.state_entries",
+                "must be greater than 0",
+            ));
+        }
+        if self.limits.state_bytes == 0 {
+            return Err(Error::config(
+                "limits.state_bytes",
+                "must be greater than 0",
             ));
         }
         if let Some(mode) = &self.strategy.mode

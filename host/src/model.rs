@@ -13,9 +13,12 @@ use arrow_array::{
 };
 use arrow_schema::{DataType as ArrowType, Field, Schema as ArrowSchema, SchemaRef, TimeUnit};
 
-pub use crate::runtime::bindings::dpone::strategy::sink::{KeyCheck, SinkCapabilities};
+pub use crate::runtime::bindings::dpone::strategy::sink::{
+    KeyCheck, SinkCapabilities, TargetReads,
+};
 pub use crate::runtime::bindings::dpone::strategy::source::{
-    ChangeFeed, ChangePart, CursorBound, FeedPosition, ScanBounds, ScanStats, XminBound,
+    ChangePart, ChangeWindow, CursorBound, Pushdown, RestartReason, RowVersionBound, ScanBounds,
+    ScanStats, SourceCapabilities,
 };
 pub use crate::runtime::bindings::dpone::strategy::types::{
     Column, CompareTerm, Comparison, DataType, DecimalSpec, InTerm, RangeTerm, Schema, Term, Value,
@@ -58,6 +61,27 @@ impl Schema {
             .map(|c| Field::new(&c.name, arrow_type(&c.data_type), c.nullable))
             .collect();
         Arc::new(ArrowSchema::new(fields))
+    }
+}
+
+/// A portable type as the WIT contract names it, e.g. `int64`, `decimal(12,2)`.
+pub fn type_name(t: &DataType) -> String {
+    match t {
+        DataType::Boolean => "boolean".into(),
+        DataType::Int16 => "int16".into(),
+        DataType::Int32 => "int32".into(),
+        DataType::Int64 => "int64".into(),
+        DataType::Float32 => "float32".into(),
+        DataType::Float64 => "float64".into(),
+        DataType::Decimal(Some(d)) => format!("decimal({},{})", d.precision, d.scale),
+        DataType::Decimal(None) => "decimal".into(),
+        DataType::Text => "text".into(),
+        DataType::Bytes => "bytes".into(),
+        DataType::Date => "date".into(),
+        DataType::Timestamp => "timestamp".into(),
+        DataType::TimestampTz => "timestamp-tz".into(),
+        DataType::Uuid => "uuid".into(),
+        DataType::Json => "json".into(),
     }
 }
 
@@ -424,6 +448,15 @@ pub fn value_from_json(j: &serde_json::Value) -> Result<Value> {
         "json" => Value::Json(text()?),
         _ => return Err(bad()),
     })
+}
+
+/// The bytes a value takes in memory and in the state store, roughly: its payload.
+pub fn value_size(v: &Value) -> usize {
+    match v {
+        Value::Decimal(s) | Value::Text(s) | Value::Uuid(s) | Value::Json(s) => s.len(),
+        Value::Bytes(b) => b.len(),
+        _ => 8,
+    }
 }
 
 /// Human-readable value for logs, plans and `state show`.

@@ -10,7 +10,7 @@ use cap_std::fs::Dir;
 use serde_yaml_ng::Value as Yaml;
 
 use crate::connectors::sink::SqlSink;
-use crate::connectors::source::SqlSource;
+use crate::connectors::source::{self as source_ops, SqlSource};
 use crate::connectors::{self, Open};
 use crate::error::{Error, Kind, Result};
 use crate::manifest::{Manifest, StrategySection};
@@ -630,7 +630,8 @@ impl Run<'_> {
                 source_session,
                 manifest.source_table(),
                 manifest.strategy.predicate_sql.clone(),
-            );
+            )
+            .with_feed(source_ops::manifest_feed(manifest));
             let schema = source.schema().await?;
             let options = strategy_options(info, &manifest.strategy, Some(&schema))?;
             let open = if opts.dry_run {
@@ -654,7 +655,7 @@ impl Run<'_> {
                     model::value_display(&chunk.range.high)
                 ));
             }
-            check_needs(info, &sink, opts.strategy.is_some())?;
+            check_needs(info, manifest, opts.strategy.is_some())?;
             Ok::<_, Error>((source, sink, options))
         };
         let (source, sink, options) = match prepared.await {
@@ -663,7 +664,7 @@ impl Run<'_> {
         };
         let colocated = manifest.state_colocated() && !opts.dry_run;
         let pipeline = Pipeline::new(
-            manifest.pipeline.clone(),
+            manifest,
             source,
             sink,
             state,
@@ -763,8 +764,14 @@ pub fn missing_capability(info: &StrategyInfo, caps: &SinkCapabilities) -> Optio
 }
 
 /// Refuses a strategy whose needs the sink cannot meet, before anything runs.
-fn check_needs(info: &StrategyInfo, sink: &SqlSink, overridden: bool) -> Result<()> {
-    match missing_capability(info, &sink.capabilities()) {
+fn check_needs(info: &StrategyInfo, manifest: &Manifest, overridden: bool) -> Result<()> {
+    let declared = manifest.sink.sink_capabilities().ok_or_else(|| {
+        Error::config(
+            "sink.kind",
+            format!("`{}` cannot be a sink", manifest.sink.kind()),
+        )
+    })?;
+    match missing_capability(info, &declared) {
         Some(what) => Err(Error::config(
             if overridden {
                 "--strategy"
@@ -774,7 +781,7 @@ fn check_needs(info: &StrategyInfo, sink: &SqlSink, overridden: bool) -> Result<
             format!(
                 "{} needs {what}, which sink `{}` does not offer",
                 info.name,
-                sink.target()
+                manifest.sink_table()
             ),
         )),
         None => Ok(()),
@@ -791,6 +798,7 @@ fn guest_error(e: crate::runtime::bindings::dpone::strategy::types::DponeError) 
         E::KeyViolation(m) => Error::new(Kind::KeyViolation, m),
         E::Unsupported(m) => Error::new(Kind::Unsupported, m),
         E::InvalidHandle(m) => Error::new(Kind::InvalidHandle, m),
+        E::LimitExceeded(f) => Error::limit(f.field, f.message),
     }
 }
 

@@ -15,27 +15,31 @@ async fn same(p: &mut Pair, what: &str) {
     assert_rows(&normalize(p.target_rows().await), &expected, what);
 }
 
-/// The slot's acknowledged LSN and the state's stored position, as integers.
+/// The slot's acknowledged LSN and the state's stored position (`pg:<LSN>` text inside the
+/// state entry), as integers.
 async fn positions(p: &mut Pair) -> (u64, u64) {
     let rows = p
         .sink
         .rows(&format!(
-            "SELECT CAST(confirmed_flush_lsn - '0/0' AS TEXT), \
+            "SELECT CAST(confirmed_flush_lsn AS TEXT), \
              (SELECT entry_value FROM dpone.state_entries WHERE pipeline = '{}' AND entry_key = 'cdc.position') \
              FROM pg_replication_slots WHERE slot_name = 'dpone_{}'",
             p.name, p.name
         ))
         .await;
-    let digits = |v: &Option<String>| -> u64 {
-        v.as_deref()
-            .unwrap_or_default()
-            .chars()
-            .filter(char::is_ascii_digit)
-            .collect::<String>()
-            .parse()
-            .unwrap()
+    let lsn = |text: &str| -> u64 {
+        let (hi, lo) = text.split_once('/').unwrap();
+        (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
     };
-    (digits(&rows[0][0]), digits(&rows[0][1]))
+    let stored = rows[0][1].as_deref().unwrap_or_default();
+    let position: String = stored
+        .split_once("pg:")
+        .unwrap_or_else(|| panic!("no pg: position in the state entry {stored}"))
+        .1
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit() || *c == '/')
+        .collect();
+    (lsn(rows[0][0].as_deref().unwrap()), lsn(&position))
 }
 
 async fn cdc_applies_changes_in_commit_order(mut p: Pair) {
@@ -300,6 +304,98 @@ async fn cdc_refuses_a_key_that_is_not_the_replica_identity(mut p: Pair) {
     assert!(err.message.contains("replica identity"), "{err}");
 }
 
+/// The feed is the source's, named in `source.change_feed`: the run creates and reads that
+/// slot and publication, and `cdc drop-slot` drops the slot but keeps a publication the
+/// manifest named (it may be the user's own).
+async fn cdc_reads_the_feed_the_source_section_names(mut p: Pair) {
+    p.seed(true).await;
+    let slot = format!("{}_named", p.name);
+    let feed =
+        format!("change_feed: {{ slot: {slot}, publication: {slot}_pub }}, table: src.orders }}");
+    let yaml = p.manifest(CDC).replacen("table: src.orders }", &feed, 1);
+    run(&yaml, None).await.unwrap();
+    p.change().await;
+    let applied = run(&yaml, None).await.unwrap();
+    assert!(
+        applied.message.contains("applied changes"),
+        "{}",
+        applied.message
+    );
+    same(&mut p, "through the named feed").await;
+    let named = |what: &str, q: String| (what.to_string(), q);
+    for (what, query) in [
+        named(
+            "slot",
+            format!("SELECT slot_name::text FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+        ),
+        named(
+            "publication",
+            format!("SELECT pubname::text FROM pg_publication WHERE pubname = '{slot}_pub'"),
+        ),
+    ] {
+        assert_eq!(p.source.rows(&query).await.len(), 1, "the named {what}");
+    }
+    let default = p
+        .source
+        .rows(&format!(
+            "SELECT slot_name::text FROM pg_replication_slots WHERE slot_name = 'dpone_{}'",
+            p.name
+        ))
+        .await;
+    assert!(default.is_empty(), "no default slot next to the named one");
+
+    let dir = scratch(&format!("{}_drop", p.name));
+    std::fs::write(dir.join("m.yaml"), &yaml).unwrap();
+    let m = dir.join("m.yaml");
+    let dropped = host(&dir, &["cdc", "drop-slot", "-m", m.to_str().unwrap()]);
+    let said = text(&dropped);
+    assert!(said.contains(&format!("slot {slot}: dropped")), "{said}");
+    assert!(said.contains("kept (named in the manifest)"), "{said}");
+}
+
+/// A position stored by dpone 0.1 was an integer LSN: it is not a position, so the run says
+/// so and takes a new snapshot, which converges whatever the target held.
+async fn cdc_takes_a_snapshot_over_a_position_of_dpone_0_1(mut p: Pair) {
+    p.seed(true).await;
+    let yaml = p.manifest(CDC);
+    run(&yaml, None).await.unwrap();
+    p.sink
+        .exec(&format!(
+            "UPDATE dpone.state_entries SET entry_value = '{{\"int\":12345}}' \
+             WHERE pipeline = '{}' AND entry_key = 'cdc.position'",
+            p.name
+        ))
+        .await;
+    p.change().await;
+    let report = run(&yaml, None).await.unwrap();
+    assert!(report.message.contains("snapshot"), "{}", report.message);
+    same(&mut p, "snapshot over a 0.1 position").await;
+    let (acked, stored) = positions(&mut p).await;
+    assert_eq!(
+        acked, stored,
+        "the snapshot stored the feed's start as a pg: position"
+    );
+}
+
+/// The 0.1 options `cdc.slot` and `cdc.publication` moved to the source section: a manifest
+/// that still has them is refused naming the old field and the new one.
+#[test]
+fn cdc_slot_options_moved_to_the_source_section() {
+    for strategy in [
+        "mode: cdc, unique_key: [id], cdc.slot: s",
+        "mode: cdc, unique_key: [id], cdc: { publication: p }",
+    ] {
+        let yaml = format!(
+            "pipeline: moved\nsource: {{ kind: sqlite, path: a.db, table: t }}\n\
+             sink: {{ kind: sqlite, path: b.db, table: t, strategy: {{ {strategy} }} }}\n"
+        );
+        let err = dpone_host::manifest::Manifest::parse(&yaml, &|_| None).unwrap_err();
+        let field = err.field.clone().unwrap_or_default();
+        assert!(field.starts_with("sink.strategy.cdc."), "{err}");
+        assert!(err.message.contains("source.change_feed."), "{err}");
+    }
+}
+
 async fn cdc_needs_a_postgres_source(p: Pair) {
     let err = run_fails(&p.manifest(CDC), None, Kind::Unsupported).await;
     assert!(err.message.contains("PostgreSQL"), "{err}");
@@ -321,7 +417,9 @@ mod postgres_to_postgres {
         cdc_unchanged_toast_values,
         cdc_partitioned_source,
         cdc_key_change_with_toast_refuses,
-        cdc_refuses_a_key_that_is_not_the_replica_identity
+        cdc_refuses_a_key_that_is_not_the_replica_identity,
+        cdc_reads_the_feed_the_source_section_names,
+        cdc_takes_a_snapshot_over_a_position_of_dpone_0_1
     );
 }
 

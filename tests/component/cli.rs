@@ -63,7 +63,7 @@ async fn validate_accepts_a_good_manifest_and_names_the_bad_field() {
     let dir = setup("cli_validate", MERGE).await;
     let ok = host(&dir, &["validate", "--manifest", "m.yaml"]);
     assert!(ok.status.success(), "{}", text(&ok));
-    assert!(text(&ok).contains("valid (incremental_merge 0.1.0, sqlite -> sqlite)"));
+    assert!(text(&ok).contains("valid (incremental_merge 0.2.0, sqlite -> sqlite)"));
 
     let bad = setup("cli_validate_bad", &format!("{MERGE}, colour: red")).await;
     let out = host(&bad, &["validate", "--manifest", "m.yaml"]);
@@ -130,7 +130,7 @@ async fn run_reports_json_and_state_show_lists_cursor_and_history() {
     let shown = text(&state);
     assert!(shown.contains("cursor.updated_at = timestamp("), "{shown}");
     assert!(
-        shown.contains("succeeded incremental_merge@0.1.0 read=50 written=50"),
+        shown.contains("succeeded incremental_merge@0.2.0 read=50 written=50"),
         "{shown}"
     );
 }
@@ -175,7 +175,7 @@ async fn strategy_inspect_lists_options_and_needs() {
     assert!(out.status.success(), "{}", text(&out));
     let shown = text(&out);
     assert!(
-        shown.starts_with("incremental_merge 0.1.0 (sha256 "),
+        shown.starts_with("incremental_merge 0.2.0 (sha256 "),
         "{shown}"
     );
     assert!(shown.contains("unique_key"), "{shown}");

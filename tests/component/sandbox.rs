@@ -38,6 +38,52 @@ async fn allocating_past_the_cap_is_stopped() {
 }
 
 #[tokio::test]
+async fn state_is_bounded_in_bytes_and_entries() {
+    for (attack, limits, field) in [
+        (
+            "state_bytes",
+            "limits: { state_bytes: 1000000 }",
+            "limits.state_bytes",
+        ),
+        (
+            "state_entries",
+            "limits: { state_entries: 50 }",
+            "limits.state_entries",
+        ),
+    ] {
+        let yaml = probe_manifest(attack, &format!("attack: {attack}"), limits).await;
+        let err = run_fails(&yaml, Some(&component("sandbox_probe")), Kind::Limit).await;
+        assert_eq!(err.field.as_deref(), Some(field), "{err}");
+        assert!(!err.message.contains("LEAKED"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn distinct_values_are_capped() {
+    let yaml = probe_manifest("distinct", "attack: distinct_values", "").await;
+    let err = run_fails(
+        &yaml,
+        Some(&component("sandbox_probe")),
+        Kind::InvalidHandle,
+    )
+    .await;
+    assert!(err.message.contains("at most 10000"), "{err}");
+}
+
+/// The loaders decode source rows as the staging schema declares them: a staging column of
+/// another type than its source column would load wrong values, so the load is refused.
+#[tokio::test]
+async fn a_staging_column_of_another_type_than_its_source_is_refused() {
+    let yaml = probe_manifest("mistyped", "attack: mistyped_staging", "").await;
+    let err = run_fails(&yaml, Some(&component("sandbox_probe")), Kind::Sandbox).await;
+    assert!(
+        err.message
+            .contains("declared float64 but the source column is int64"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn environment_variables_are_invisible() {
     let home = std::env::var("HOME").expect("the test host has HOME");
     let yaml = probe_manifest("env", "attack: env, target: HOME", "").await;
@@ -82,6 +128,16 @@ async fn a_component_of_another_world_is_refused() {
             .contains("does not implement the dpone:strategy/strategy world"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_component_of_the_previous_contract_is_refused_naming_both_versions() {
+    let yaml = probe_manifest("old_contract", "mode: full_refresh", "").await;
+    let err = run_fails(&yaml, Some(&component("old_contract")), Kind::Config).await;
+    assert_eq!(err.field.as_deref(), Some("--strategy"));
+    for named in ["dpone:strategy@0.1.0", "dpone:strategy@0.2.0", "rebuild"] {
+        assert!(err.message.contains(named), "{named} not named in: {err}");
+    }
 }
 
 #[tokio::test]

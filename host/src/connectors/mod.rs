@@ -365,31 +365,3 @@ pub(crate) fn check_declared(
 pub fn publishes_whole_target(kind: &str) -> bool {
     kind == "clickhouse"
 }
-
-/// The sink capabilities of a connection kind: what strategies can rely on when it is the
-/// sink. One table for every kind, so the matrix preflight and the runs agree.
-pub fn sink_capabilities(kind: &str) -> crate::model::SinkCapabilities {
-    let (transactions, rename_swap, native_partitions, append_only_log) = match kind {
-        // Transactional DDL: a rename swap commits with the rest; declarative partitions.
-        "postgres" => (true, true, true, false),
-        "sqlite" => (true, false, false, false),
-        // sp_rename inside a transaction; partition SWITCH.
-        "mssql" => (true, true, true, false),
-        // Multi-statement transactions; no rename of a table inside one.
-        "bigquery" => (true, false, true, false),
-        // No server transactions: begin..commit is a copy-on-write shadow of the target
-        // published by one RENAME (connectors/sink.rs), atomic for readers of the target.
-        "clickhouse" => (true, true, true, false),
-        // Producer transactions on a compacted topic keyed by the unique key (DESIGN.md
-        // section 3): a changed row is an upsert event, a deleted one a tombstone, so the
-        // keyed view consumers read is mutable although no message is ever rewritten.
-        "kafka" => (true, false, false, false),
-        _ => (false, false, false, false),
-    };
-    crate::model::SinkCapabilities {
-        transactions,
-        rename_swap,
-        native_partitions,
-        append_only_log,
-    }
-}

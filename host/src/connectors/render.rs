@@ -158,13 +158,13 @@ impl<'a> Where<'a> {
         bounds: &ScanBounds,
         manifest_predicate: Option<&str>,
     ) -> Result<()> {
-        if let Some(x) = &bounds.xmin {
+        if let Some(x) = &bounds.row_versions {
             let row_xid = row_xid64(dialect)?;
-            if let Some(after) = x.after {
-                let p = self.param(&Value::Int(xid_value(after)?));
+            if let Some(after) = &x.after {
+                let p = self.param(&xid_value(after)?);
                 self.parts.push(format!("{row_xid} > {p}"));
             }
-            let p = self.param(&Value::Int(xid_value(x.up_to)?));
+            let p = self.param(&xid_value(&x.up_to)?);
             self.parts.push(format!("{row_xid} <= {p}"));
         }
         if let Some(c) = &bounds.cursor {
@@ -198,7 +198,7 @@ fn row_xid64(dialect: Dialect) -> Result<&'static str> {
     if !is_postgres(dialect) {
         return Err(Error::new(
             crate::Kind::Unsupported,
-            "xmin bounds need a PostgreSQL source",
+            "row-version bounds need a PostgreSQL source (xmin)",
         ));
     }
     Ok(
@@ -208,13 +208,15 @@ fn row_xid64(dialect: Dialect) -> Result<&'static str> {
     )
 }
 
-fn xid_value(xid: u64) -> Result<i64> {
-    i64::try_from(xid).map_err(|_| {
-        Error::new(
-            crate::Kind::Unsupported,
-            format!("xid {xid} is out of range"),
-        )
-    })
+/// The transaction id of a row-version position, as the `bigint` [`row_xid64`] compares.
+fn xid_value(position: &str) -> Result<Value> {
+    #[cfg(feature = "postgres")]
+    return super::postgres::types::parse_xid_position(position).map(Value::Int);
+    #[cfg(not(feature = "postgres"))]
+    Err(Error::new(
+        crate::Kind::Unsupported,
+        format!("row-version position `{position}` needs a PostgreSQL source"),
+    ))
 }
 
 /// Checks that every column a scan's bounds name exists in `schema`.
@@ -866,7 +868,8 @@ mod tests {
                 }),
             ],
             limit: Some(10),
-            xmin: None,
+            row_versions: None,
+            since: None,
         };
         let st = select(Dialect::Postgres, &t, &s, &bounds, None, &dollar).unwrap();
         assert_eq!(
@@ -886,10 +889,11 @@ mod tests {
             cursor: None,
             filter: vec![],
             limit: None,
-            xmin: Some(crate::model::XminBound {
-                after: Some(7),
-                up_to: 9,
+            row_versions: Some(crate::model::RowVersionBound {
+                after: Some("pgxid:7".into()),
+                up_to: "pgxid:9".into(),
             }),
+            since: None,
         };
         let st = select(Dialect::Postgres, &t, &s, &bounds, None, &dollar).unwrap();
         assert!(st.sql.contains("| xmin::text::bigint)"), "{}", st.sql);

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use super::render::{KeyMatch, NewRows, RowSelection};
 use super::{Dialect, SqlSession, Statement, TableName, render};
 use crate::error::{Error, Kind, Result};
-use crate::model::{DataType, KeyCheck, Schema, SinkCapabilities, Term, Value};
+use crate::model::{DataType, KeyCheck, Schema, Term, Value};
 
 /// How a staging table will be used (mirrors the WIT `staging-kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,23 +104,6 @@ impl SqlSink {
 
     pub fn dialect(&self) -> Dialect {
         self.session.dialect()
-    }
-
-    /// SQL sinks have transactions and transactional DDL. PostgreSQL publishes by swap
-    /// (staging is created `LIKE` the target, so keys and indexes carry over) and swaps
-    /// native partitions; SQLite cannot copy a table's full definition, so it reloads in
-    /// place instead, and has no partitions. Never a log. The table is
-    /// [`super::sink_capabilities`].
-    pub fn capabilities(&self) -> SinkCapabilities {
-        let kind = match self.dialect() {
-            #[cfg(feature = "postgres")]
-            Dialect::Postgres => "postgres",
-            #[cfg(feature = "sqlite")]
-            Dialect::Sqlite => "sqlite",
-            #[cfg(feature = "clickhouse")]
-            Dialect::Clickhouse { .. } => "clickhouse",
-        };
-        super::sink_capabilities(kind)
     }
 
     /// The target's schema, `None` when it does not exist.

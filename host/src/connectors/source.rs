@@ -5,75 +5,76 @@ use tokio::sync::mpsc;
 
 use super::{SqlSession, TableName, render};
 use crate::error::{Error, Result};
-use crate::model::{ChangeFeed, ChangePart, DataType, FeedPosition, ScanBounds, Schema, Value};
+use crate::model::{ChangePart, ChangeWindow, DataType, ScanBounds, Schema, Value};
 
-/// The slot and publication of a feed, validated.
+/// The slot and publication of this pipeline's change feed (PostgreSQL), from the
+/// manifest's `source.change_feed`. A guest never names a feed: it can only reach its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeedNames {
     pub slot: String,
     pub publication: String,
+    /// The publication is dpone's default one, which retiring the pipeline drops; a
+    /// publication the manifest names may be the user's own and stays.
+    pub own_publication: bool,
 }
 
-/// Names a feed: the manifest's, else `dpone_<pipeline>` folded to a valid slot name. When
-/// folding changed the name (case, characters, length), a hash of the pipeline name is
-/// appended, so `orders-eu` and `orders_eu` never share a slot.
-pub fn feed_names(pipeline: &str, feed: &ChangeFeed) -> Result<FeedNames> {
-    let slot = match &feed.slot {
-        Some(s) => check_name(s, "sink.strategy.cdc.slot")?,
-        None => {
-            let plain = format!("dpone_{pipeline}");
-            let folded: String = plain
-                .chars()
-                .map(|c| {
-                    let c = c.to_ascii_lowercase();
-                    if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-            if folded == plain && folded.len() <= 63 {
-                folded
-            } else {
-                use sha2::Digest;
-                let digest = sha2::Sha256::digest(pipeline.as_bytes());
-                let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-                let base: String = folded.chars().take(54).collect();
-                format!("{base}_{hash}")
-            }
-        }
-    };
-    let publication = match &feed.publication {
-        Some(p) => check_name(p, "sink.strategy.cdc.publication")?,
-        None => slot.clone(),
-    };
-    Ok(FeedNames { slot, publication })
-}
-
-fn check_name(name: &str, field: &str) -> Result<String> {
-    let valid = !name.is_empty()
-        && name.len() <= 63
-        && name
+/// Names a feed: the manifest's (checked by the config), else `dpone_<pipeline>` folded to
+/// a valid slot name. When folding changed the name (case, characters, length), a hash of
+/// the pipeline name is appended, so `orders-eu` and `orders_eu` never share a slot.
+pub fn feed_names(pipeline: &str, slot: Option<&str>, publication: Option<&str>) -> FeedNames {
+    let slot = slot.map(str::to_string).unwrap_or_else(|| {
+        let plain = format!("dpone_{pipeline}");
+        let folded: String = plain
             .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if valid {
-        Ok(name.to_string())
-    } else {
-        Err(Error::config(
-            field,
-            format!("`{name}` must be 1-63 characters of a-z, 0-9 and _ (a replication slot name)"),
-        ))
+            .map(|c| {
+                let c = c.to_ascii_lowercase();
+                if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if folded == plain && folded.len() <= 63 {
+            folded
+        } else {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(pipeline.as_bytes());
+            let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+            let base: String = folded.chars().take(54).collect();
+            format!("{base}_{hash}")
+        }
+    });
+    FeedNames {
+        publication: publication.map_or_else(|| slot.clone(), str::to_string),
+        own_publication: publication.is_none(),
+        slot,
     }
 }
 
-/// What a change window asks for.
+/// The change feed of a manifest's source, when its connector has one.
+pub fn manifest_feed(manifest: &crate::manifest::Manifest) -> Option<FeedNames> {
+    match &manifest.source {
+        #[cfg(feature = "postgres")]
+        crate::manifest::Connection::Postgres(c) => {
+            let feed = c.change_feed.clone().unwrap_or_default();
+            Some(feed_names(
+                &manifest.pipeline,
+                feed.slot.as_deref(),
+                feed.publication.as_deref(),
+            ))
+        }
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+/// What a change scan asks for: positions as the guest passed them, checked at open.
 #[derive(Debug, Clone)]
-pub struct ChangeWindow {
-    pub names: FeedNames,
+pub struct ChangeRead {
     pub key: Vec<String>,
-    pub after: u64,
-    pub up_to: u64,
+    pub after: String,
+    pub up_to: String,
     pub part: ChangePart,
 }
 
@@ -83,13 +84,20 @@ pub enum ScanKind {
     /// Rows of the source table within bounds.
     Table(ScanBounds),
     /// A window of the change feed, compacted by key.
-    Changes(ChangeWindow),
+    Changes(ChangeRead),
 }
 
 fn no_feed() -> Error {
     Error::new(
         crate::Kind::Unsupported,
-        "change feeds need a PostgreSQL source (SQL Server change tables come with its connector)",
+        "this source has no change feed (PostgreSQL sources have one; SQL Server change tables come with its connector)",
+    )
+}
+
+fn no_row_versions() -> Error {
+    Error::new(
+        crate::Kind::Unsupported,
+        "this source has no row versions (PostgreSQL has xmin; SQL Server rowversion comes with its connector)",
     )
 }
 
@@ -99,6 +107,7 @@ pub struct SqlSource {
     table: TableName,
     schema: Option<Schema>,
     manifest_predicate: Option<String>,
+    feed: Option<FeedNames>,
 }
 
 impl std::fmt::Debug for SqlSource {
@@ -120,7 +129,18 @@ impl SqlSource {
             table,
             schema: None,
             manifest_predicate,
+            feed: None,
         }
+    }
+
+    /// This pipeline's change feed: the only one the source's feed operations reach.
+    pub fn with_feed(mut self, feed: Option<FeedNames>) -> Self {
+        self.feed = feed;
+        self
+    }
+
+    fn feed(&self) -> Result<&FeedNames> {
+        self.feed.as_ref().ok_or_else(no_feed)
     }
 
     pub fn table(&self) -> &TableName {
@@ -161,6 +181,15 @@ impl SqlSource {
     /// correctly in this dialect.
     pub fn check_bounds(&self, schema: &Schema, bounds: &ScanBounds) -> Result<()> {
         render::check_bound_columns(schema, bounds)?;
+        if bounds.since.is_some() {
+            return Err(Error::new(
+                crate::Kind::Unsupported,
+                "scans `since` a position need a resumable source (Kafka, REST); a table resumes by a cursor column",
+            ));
+        }
+        if bounds.row_versions.is_some() && !self.has_row_versions() {
+            return Err(no_row_versions());
+        }
         #[cfg(feature = "sqlite")]
         if self.dialect() == super::Dialect::Sqlite
             && let Some(c) = &bounds.cursor
@@ -221,8 +250,8 @@ impl SqlSource {
             .unwrap_or(Value::Null))
     }
 
-    /// Whether scans can be bounded by transaction id (PostgreSQL).
-    pub fn has_xmin(&self) -> bool {
+    /// Whether rows carry versions (PostgreSQL: `xmin`).
+    pub fn has_row_versions(&self) -> bool {
         match self.dialect() {
             #[cfg(feature = "postgres")]
             super::Dialect::Postgres => true,
@@ -231,64 +260,83 @@ impl SqlSource {
         }
     }
 
-    /// The safe upper xmin bound: the oldest running transaction id (64-bit) minus one.
-    pub async fn xmin_horizon(&mut self) -> Result<u64> {
-        if !self.has_xmin() {
-            return Err(crate::Error::new(
-                crate::Kind::Unsupported,
-                "xmin bounds need a PostgreSQL source",
-            ));
-        }
-        let stmt =
-            super::Statement::new("SELECT CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT)");
-        let rows = self.session.query(&stmt, &[DataType::Text]).await?;
-        match rows.first().and_then(|r| r.first()) {
-            Some(Value::Text(t)) => t
-                .parse::<u64>()
-                .map(|xmin| xmin.saturating_sub(1))
-                .map_err(|e| crate::Error::source(format!("snapshot xmin `{t}`: {e}"))),
-            other => Err(crate::Error::source(format!(
-                "snapshot xmin query returned {other:?}"
-            ))),
-        }
-    }
-
-    /// Whether the source has a change feed (PostgreSQL logical replication).
-    pub fn has_cdc(&self) -> bool {
-        self.has_xmin()
-    }
-
-    /// Creates the feed's publication and slot when missing (if `create`); where the feed
-    /// stands.
-    #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
-    pub async fn open_feed(&mut self, names: &FeedNames, create: bool) -> Result<FeedPosition> {
+    /// The safe upper row-version bound (PostgreSQL: the oldest running transaction id,
+    /// 64-bit, minus one) as a position.
+    pub async fn row_version_horizon(&mut self) -> Result<String> {
         match self.dialect() {
             #[cfg(feature = "postgres")]
             super::Dialect::Postgres => {
-                super::postgres::cdc::open_feed(self.session.as_mut(), &self.table, names, create)
-                    .await
+                let stmt = super::Statement::new(
+                    "SELECT CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT)",
+                );
+                let rows = self.session.query(&stmt, &[DataType::Text]).await?;
+                match rows.first().and_then(|r| r.first()) {
+                    Some(Value::Text(t)) => t
+                        .parse::<u64>()
+                        .map(|xmin| super::postgres::types::xid_position(xmin.saturating_sub(1)))
+                        .map_err(|e| crate::Error::source(format!("snapshot xmin `{t}`: {e}"))),
+                    other => Err(crate::Error::source(format!(
+                        "snapshot xmin query returned {other:?}"
+                    ))),
+                }
+            }
+            #[allow(unreachable_patterns)]
+            _ => Err(no_row_versions()),
+        }
+    }
+
+    /// Opens this pipeline's feed (creating it when missing, if `create`) and applies the
+    /// source's gap rule to `stored`.
+    #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
+    pub async fn open_feed(&mut self, stored: Option<&str>, create: bool) -> Result<ChangeWindow> {
+        let names = self.feed()?.clone();
+        match self.dialect() {
+            #[cfg(feature = "postgres")]
+            super::Dialect::Postgres => {
+                super::postgres::cdc::open_window(
+                    self.session.as_mut(),
+                    &self.table,
+                    &names,
+                    stored,
+                    create,
+                )
+                .await
             }
             #[allow(unreachable_patterns)]
             _ => Err(no_feed()),
         }
     }
 
-    /// Streams the compacted changes of `window`, with the columns of `columns`, into `tx`.
+    /// Checks the positions of a change read before it is opened.
+    #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
+    pub fn check_change_read(&self, read: &ChangeRead) -> Result<()> {
+        self.feed()?;
+        match self.dialect() {
+            #[cfg(feature = "postgres")]
+            super::Dialect::Postgres => super::postgres::cdc::check_window(read),
+            #[allow(unreachable_patterns)]
+            _ => Err(no_feed()),
+        }
+    }
+
+    /// Streams the compacted changes of `read`, with the columns of `columns`, into `tx`.
     #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
     pub async fn read_changes(
         &mut self,
         columns: &Schema,
-        window: &ChangeWindow,
+        read: &ChangeRead,
         tx: mpsc::Sender<RecordBatch>,
     ) -> Result<()> {
+        let names = self.feed()?.clone();
         match self.dialect() {
             #[cfg(feature = "postgres")]
             super::Dialect::Postgres => {
                 super::postgres::cdc::read_changes(
                     self.session.as_mut(),
                     &self.table,
+                    &names,
                     columns,
-                    window,
+                    read,
                     tx,
                 )
                 .await
@@ -298,31 +346,35 @@ impl SqlSource {
         }
     }
 
-    /// Lets the feed discard the changes up to `position`.
+    /// Lets this pipeline's feed discard the changes up to `position`.
     #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
-    pub async fn ack_feed(&mut self, names: &FeedNames, position: u64) -> Result<()> {
+    pub async fn ack_feed(&mut self, position: &str) -> Result<()> {
+        let names = self.feed()?.clone();
         match self.dialect() {
             #[cfg(feature = "postgres")]
             super::Dialect::Postgres => {
-                super::postgres::cdc::ack(self.session.as_mut(), names, position).await
+                let lsn = super::postgres::types::parse_lsn_position(position)?;
+                super::postgres::cdc::ack(self.session.as_mut(), &names, lsn).await
             }
             #[allow(unreachable_patterns)]
             _ => Err(no_feed()),
         }
     }
 
-    /// Drops the feed's slot and, when `publication`, its publication; says which of the
-    /// two existed.
+    /// Drops this pipeline's feed: the slot and, when dpone named it, the publication; says
+    /// which of the two existed.
     #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
-    pub async fn drop_feed(
-        &mut self,
-        names: &FeedNames,
-        publication: bool,
-    ) -> Result<(bool, bool)> {
+    pub async fn drop_feed(&mut self) -> Result<(bool, bool)> {
+        let names = self.feed()?.clone();
         match self.dialect() {
             #[cfg(feature = "postgres")]
             super::Dialect::Postgres => {
-                super::postgres::cdc::drop_feed(self.session.as_mut(), names, publication).await
+                super::postgres::cdc::drop_feed(
+                    self.session.as_mut(),
+                    &names,
+                    names.own_publication,
+                )
+                .await
             }
             #[allow(unreachable_patterns)]
             _ => Err(no_feed()),
@@ -353,27 +405,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn feed_names_default_and_check() {
-        let none = ChangeFeed {
-            slot: None,
-            publication: None,
-        };
-        let n = feed_names("orders_eu", &none).unwrap();
+    fn feed_names_default_and_fold() {
+        let n = feed_names("orders_eu", None, None);
         assert_eq!(n.slot, "dpone_orders_eu");
         assert_eq!(n.publication, n.slot);
-        let folded = feed_names("orders-eu", &none).unwrap().slot;
+        assert!(n.own_publication);
+        let folded = feed_names("orders-eu", None, None).slot;
         assert!(
             folded.starts_with("dpone_orders_eu_") && folded != n.slot,
             "{folded}"
         );
-        assert_ne!(folded, feed_names("Orders-EU", &none).unwrap().slot);
-        let long = feed_names(&"x".repeat(80), &none).unwrap().slot;
+        assert_ne!(folded, feed_names("Orders-EU", None, None).slot);
+        let long = feed_names(&"x".repeat(80), None, None).slot;
         assert!(long.len() <= 63, "{long}");
-        let bad = ChangeFeed {
-            slot: Some("Bad-Name".into()),
-            publication: None,
-        };
-        let e = feed_names("p", &bad).unwrap_err();
-        assert_eq!(e.field.as_deref(), Some("sink.strategy.cdc.slot"));
+        let named = feed_names("p", Some("s"), Some("pub"));
+        assert_eq!(
+            (named.slot.as_str(), named.publication.as_str()),
+            ("s", "pub")
+        );
+        assert!(!named.own_publication);
     }
 }

@@ -14,11 +14,10 @@ use super::local::Behaviour;
 use super::model::{Domain, ModelConfig};
 use super::oracle::Oracle;
 use crate::backfill::{self, Start};
-use crate::connectors::source::{SqlSource, feed_names};
+use crate::connectors::source::{SqlSource, manifest_feed};
 use crate::connectors::{self, Open, Statement, render};
 use crate::error::{Error, Kind, Result};
 use crate::manifest::Manifest;
-use crate::model::ChangeFeed;
 use crate::runner::{self, RunOptions};
 use crate::runtime::bindings::StrategyInfo;
 use crate::runtime::engine::{Limits, Runtime};
@@ -368,8 +367,11 @@ async fn preflight(
     checks.push("manifest".into());
     checks.push("component".into());
 
-    if let Some(what) = runner::missing_capability(&info, &connectors::sink_capabilities(case.sink))
-    {
+    let declared = manifest
+        .sink
+        .sink_capabilities()
+        .ok_or_else(|| format!("capabilities: `{}` cannot be a sink", case.sink))?;
+    if let Some(what) = runner::missing_capability(&info, &declared) {
         return Err(format!(
             "capabilities: {} needs {what}, which the {} sink does not offer",
             case.strategy, case.sink
@@ -470,16 +472,11 @@ async fn drop_leftovers(manifest: &Manifest) -> Result<()> {
     )))
     .await?;
     let session = connectors::connect(&manifest.source, Kind::Source, Open::Existing).await?;
-    let mut source = SqlSource::new(session, manifest.source_table(), None);
-    if source.has_cdc() {
-        let names = feed_names(
-            &manifest.pipeline,
-            &ChangeFeed {
-                slot: None,
-                publication: None,
-            },
-        )?;
-        source.drop_feed(&names, true).await?;
+    if let Some(feed) = manifest_feed(manifest) {
+        SqlSource::new(session, manifest.source_table(), None)
+            .with_feed(Some(feed))
+            .drop_feed()
+            .await?;
     }
     Ok(())
 }

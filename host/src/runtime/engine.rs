@@ -27,11 +27,21 @@ pub const DEFAULT_MEMORY_MB: u64 = 64;
 /// guest never starves the host's I/O or Ctrl-C handling.
 const FUEL_YIELD_INTERVAL: u64 = 10_000_000;
 
+/// Default cap on a pipeline's state entries (`limits.state_entries`).
+pub const DEFAULT_STATE_ENTRIES: u64 = 1000;
+
+/// Default cap on the bytes of a pipeline's state keys and values (`limits.state_bytes`).
+pub const DEFAULT_STATE_BYTES: u64 = 1 << 20;
+
 /// Sandbox limits of one run (the manifest's `limits` section).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub fuel: u64,
     pub memory_mb: u64,
+    /// State entries the pipeline may hold (committed and staged together).
+    pub state_entries: u64,
+    /// Bytes of keys and values the pipeline's state may hold.
+    pub state_bytes: u64,
 }
 
 impl Default for Limits {
@@ -39,6 +49,8 @@ impl Default for Limits {
         Limits {
             fuel: DEFAULT_FUEL,
             memory_mb: DEFAULT_MEMORY_MB,
+            state_entries: DEFAULT_STATE_ENTRIES,
+            state_bytes: DEFAULT_STATE_BYTES,
         }
     }
 }
@@ -174,6 +186,7 @@ impl Runtime {
                 (c, false)
             }
         };
+        refuse_other_contract(&self.engine, &component, origin, field)?;
         refuse_ambient_imports(&self.engine, &component, origin)?;
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             Error::new(
@@ -255,6 +268,40 @@ impl Runtime {
             // The caller gets its connections back to clean up and record the failure.
             Err(e) => Err((e, store.into_data())),
         }
+    }
+}
+
+/// The contract version this host speaks: the `package` line of `wit/strategy.wit`.
+pub const CONTRACT_VERSION: &str = "0.2.0";
+
+/// Refuses a component built against another version of the `dpone:strategy` package,
+/// naming both versions, before linking would fail with a less helpful message.
+fn refuse_other_contract(
+    engine: &Engine,
+    component: &Component,
+    origin: &str,
+    field: &str,
+) -> Result<()> {
+    let ty = component.component_type();
+    let names = ty
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .chain(ty.exports(engine).map(|(name, _)| name.to_string()));
+    let other = names
+        .filter_map(|name| {
+            let rest = name.strip_prefix("dpone:strategy/")?;
+            let (_, version) = rest.split_once('@')?;
+            (version != CONTRACT_VERSION).then(|| version.to_string())
+        })
+        .next();
+    match other {
+        None => Ok(()),
+        Some(version) => Err(Error::config(
+            field,
+            format!(
+                "{origin} was built against dpone:strategy@{version}; this dpone-host speaks dpone:strategy@{CONTRACT_VERSION}: rebuild the component against the wit/ directory of this release (docs/strategies.md lists what changed)"
+            ),
+        )),
     }
 }
 

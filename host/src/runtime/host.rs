@@ -16,17 +16,30 @@ use super::engine::GuestLimiter;
 use super::report::Progress;
 use crate::connectors::render::KeyMatch;
 use crate::connectors::sink::{SqlSink, StagingKind};
-use crate::connectors::source::{self as source_ops, ChangeWindow, ScanKind, SqlSource};
+use crate::connectors::source::{ChangeRead, ScanKind, SqlSource};
 use crate::connectors::{Statement, TableName};
 use crate::error::{Error, Kind, Result};
 use crate::model::{
-    self, ChangeFeed, ChangePart, Column, DataType, FeedPosition, ScanBounds, ScanStats, Schema,
-    Value,
+    self, ChangePart, ChangeWindow, Column, DataType, ScanBounds, ScanStats, Schema,
+    SinkCapabilities, SourceCapabilities, Value,
 };
+use crate::runtime::engine::Limits;
 use crate::state::StateStore;
 
 /// Live scan and staging handles a guest may hold at once.
 pub const MAX_HANDLES: usize = 256;
+
+/// The largest `limit` of `staging.distinct-values`: the values cross into the guest.
+pub const MAX_DISTINCT_VALUES: u32 = 10_000;
+
+fn no_stats() -> ScanStats {
+    ScanStats {
+        rows: 0,
+        bytes: 0,
+        max_cursor: None,
+        resume: None,
+    }
+}
 
 /// A scan the guest opened; the host runs it when the guest loads it into staging.
 #[derive(Debug)]
@@ -67,6 +80,13 @@ pub struct Pipeline {
     pub state: StateStore,
     /// State commits inside the sink's transaction.
     pub state_colocated: bool,
+    /// What the source and the sink connectors declare they can do.
+    pub source_capabilities: SourceCapabilities,
+    pub sink_capabilities: SinkCapabilities,
+    /// The budgets `state.put` checks (`limits.state_entries`, `limits.state_bytes`).
+    limits: Limits,
+    /// The committed entries, read at the first `state.put` to check the budgets.
+    committed_state: Option<BTreeMap<String, Value>>,
     /// The run's logical time (`clock.now`), microseconds since the epoch.
     pub now_micros: i64,
     /// `state.put` entries not yet durable.
@@ -87,8 +107,9 @@ impl std::fmt::Debug for Pipeline {
 }
 
 impl Pipeline {
+    /// The connectors of `manifest`'s pipeline and its state store, for one run.
     pub fn new(
-        name: String,
+        manifest: &crate::manifest::Manifest,
         source: SqlSource,
         sink: SqlSink,
         state: StateStore,
@@ -96,12 +117,17 @@ impl Pipeline {
         now_micros: i64,
         progress: Progress,
     ) -> Self {
+        let declared = "the manifest was validated: its source and sink play those roles";
         Pipeline {
-            name,
+            name: manifest.pipeline.clone(),
             source,
             sink,
             state,
             state_colocated,
+            source_capabilities: manifest.source.source_capabilities().expect(declared),
+            sink_capabilities: manifest.sink.sink_capabilities().expect(declared),
+            limits: manifest.limits,
+            committed_state: None,
             now_micros,
             pending_state: BTreeMap::new(),
             progress,
@@ -113,6 +139,57 @@ impl Pipeline {
 
     fn now_text(&self) -> String {
         model::time::format_timestamp(self.now_micros)
+    }
+
+    /// The staged state entries, to make durable now; the budget check counts them as
+    /// committed from here on.
+    fn take_pending_state(&mut self) -> BTreeMap<String, Value> {
+        let pending = std::mem::take(&mut self.pending_state);
+        if let Some(committed) = self.committed_state.as_mut() {
+            committed.extend(pending.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        pending
+    }
+
+    /// Stages `key = value` unless the pipeline's state (committed entries overlaid with
+    /// staged ones) would then exceed its budgets.
+    async fn put_state(&mut self, key: String, value: Value) -> Result<()> {
+        if self.committed_state.is_none() {
+            self.committed_state = Some(self.state.entries(&self.name).await?);
+        }
+        let committed = self.committed_state.as_ref().expect("read above");
+        let others = committed
+            .iter()
+            .filter(|(k, _)| !self.pending_state.contains_key(*k))
+            .chain(&self.pending_state)
+            .filter(|(k, _)| **k != key);
+        let size = |k: &str, v: &Value| (k.len() + model::value_size(v)) as u64;
+        let (mut entries, mut bytes) = (1u64, size(&key, &value));
+        for (k, v) in others {
+            entries += 1;
+            bytes += size(k, v);
+        }
+        let shown: String = key.chars().take(64).collect();
+        if entries > self.limits.state_entries {
+            return Err(Error::limit(
+                "limits.state_entries",
+                format!(
+                    "state entry {shown:?} would make {entries} entries, more than the pipeline may hold ({})",
+                    self.limits.state_entries
+                ),
+            ));
+        }
+        if bytes > self.limits.state_bytes {
+            return Err(Error::limit(
+                "limits.state_bytes",
+                format!(
+                    "state entry {shown:?} would make the pipeline's state {bytes} bytes, more than it may hold ({})",
+                    self.limits.state_bytes
+                ),
+            ));
+        }
+        self.pending_state.insert(key, value);
+        Ok(())
     }
 }
 
@@ -237,6 +314,10 @@ impl types::Host for RunState {
             Kind::KeyViolation => E::KeyViolation(err.message),
             Kind::Unsupported => E::Unsupported(err.message),
             Kind::InvalidHandle => E::InvalidHandle(err.message),
+            Kind::Limit => E::LimitExceeded(types::FieldError {
+                field: err.field.unwrap_or_else(|| "limits".into()),
+                message: err.message,
+            }),
             // Host bugs and sandbox breaches trap: the guest must not carry on.
             Kind::Sandbox | Kind::Internal => return Err(wasmtime::Error::new(err)),
         })
@@ -262,12 +343,7 @@ impl source::Host for RunState {
             Ok(source::SourceDescription {
                 name: p.source.table().to_string(),
                 schema,
-                capabilities: source::SourceCapabilities {
-                    cursor_scan: true,
-                    bounded_predicate: true,
-                    xmin: p.source.has_xmin(),
-                    cdc: p.source.has_cdc(),
-                },
+                capabilities: p.source_capabilities,
             })
         })
         .await
@@ -277,44 +353,34 @@ impl source::Host for RunState {
         let source = &mut self.pipeline()?.source;
         let schema = source.schema().await?;
         source.check_bounds(&schema, &bounds)?;
-        let stats = ScanStats {
-            rows: 0,
-            bytes: 0,
-            max_cursor: None,
-        };
         self.push(ScanHandle {
             scan: ScanKind::Table(bounds),
-            stats,
+            stats: no_stats(),
             loaded: false,
         })
     }
 
-    async fn open_feed(&mut self, feed: ChangeFeed) -> Result<FeedPosition> {
+    async fn open_feed(&mut self, stored: Option<String>) -> Result<ChangeWindow> {
         self.timed(async |s| {
             let p = s.pipeline()?;
-            let names = source_ops::feed_names(&p.name, &feed)?;
             let dry_run = p.sink.is_dry_run();
             if dry_run {
-                p.sink.note(format!(
-                    "open change feed: slot {}, publication {} (created when missing)",
-                    names.slot, names.publication
-                ));
+                p.sink
+                    .note("open the source's change feed (created when missing)".into());
             }
-            p.source.open_feed(&names, !dry_run).await
+            p.source.open_feed(stored.as_deref(), !dry_run).await
         })
         .await
     }
 
     async fn open_changes(
         &mut self,
-        feed: ChangeFeed,
         key: Vec<String>,
-        after: u64,
-        up_to: u64,
+        after: String,
+        up_to: String,
         part: ChangePart,
     ) -> Result<Resource<ScanHandle>> {
         let p = self.pipeline()?;
-        let names = source_ops::feed_names(&p.name, &feed)?;
         let schema = p.source.schema().await?;
         for k in &key {
             schema.require(k, "sink.strategy.unique_key")?;
@@ -325,35 +391,30 @@ impl source::Host for RunState {
                 "changes are applied by key: give at least one key column",
             ));
         }
-        let window = ChangeWindow {
-            names,
+        let read = ChangeRead {
             key,
             after,
             up_to,
             part,
         };
+        p.source.check_change_read(&read)?;
         self.push(ScanHandle {
-            scan: ScanKind::Changes(window),
-            stats: ScanStats {
-                rows: 0,
-                bytes: 0,
-                max_cursor: None,
-            },
+            scan: ScanKind::Changes(read),
+            stats: no_stats(),
             loaded: false,
         })
     }
 
-    async fn ack_feed(&mut self, feed: ChangeFeed, position: u64) -> Result<()> {
+    async fn ack_feed(&mut self, position: String) -> Result<()> {
         self.timed(async |s| {
             let p = s.pipeline()?;
-            let names = source_ops::feed_names(&p.name, &feed)?;
             if p.sink.is_dry_run() {
                 p.sink
                     .note(format!("acknowledge the change feed up to {position}"));
                 return Ok(());
             }
             crate::failpoint("cdc.before_ack");
-            p.source.ack_feed(&names, position).await
+            p.source.ack_feed(&position).await
         })
         .await
     }
@@ -368,8 +429,8 @@ impl source::Host for RunState {
             .await
     }
 
-    async fn xmin_horizon(&mut self) -> Result<u64> {
-        self.timed(async |s| s.pipeline()?.source.xmin_horizon().await)
+    async fn row_version_horizon(&mut self) -> Result<String> {
+        self.timed(async |s| s.pipeline()?.source.row_version_horizon().await)
             .await
     }
 }
@@ -391,6 +452,14 @@ impl sink::HostStaging for RunState {
         column: String,
         limit: u32,
     ) -> Result<Vec<Value>> {
+        if limit > MAX_DISTINCT_VALUES {
+            return Err(Error::new(
+                Kind::InvalidHandle,
+                format!(
+                    "distinct-values takes a limit of at most {MAX_DISTINCT_VALUES}, not {limit}"
+                ),
+            ));
+        }
         let (table, schema) = self.staging(&staging).await?;
         let t = schema.require(&column, "sink.strategy")?.data_type;
         self.timed(async |s| {
@@ -421,7 +490,7 @@ impl sink::HostStaging for RunState {
 
 impl sink::Host for RunState {
     async fn capabilities(&mut self) -> wasmtime::Result<sink::SinkCapabilities> {
-        Ok(self.pipeline()?.sink.capabilities())
+        Ok(self.pipeline()?.sink_capabilities)
     }
 
     async fn describe(&mut self) -> Result<sink::TargetDescription> {
@@ -518,7 +587,7 @@ impl sink::Host for RunState {
         self.timed(async |s| {
             let p = s.pipeline()?;
             let also = if p.state_colocated {
-                let pending = std::mem::take(&mut p.pending_state);
+                let pending = p.take_pending_state();
                 p.state.entry_writes(&p.name, &pending, &p.now_text())
             } else {
                 Vec::<Statement>::new()
@@ -715,6 +784,7 @@ struct LoadTarget {
 /// also appends row hashes) and the sink's bulk writer run concurrently over bounded
 /// channels (back-pressure), so memory stays at a few batches whatever the table size.
 async fn load(p: &mut Pipeline, target: &LoadTarget, scan: &ScanKind) -> Result<ScanStats> {
+    check_staging_types(&p.source.schema().await?, &target.source_schema)?;
     if p.sink.is_dry_run() {
         return plan_load(p, &target.table, &target.source_schema, scan).await;
     }
@@ -722,7 +792,8 @@ async fn load(p: &mut Pipeline, target: &LoadTarget, scan: &ScanKind) -> Result<
         cursor: None,
         filter: Vec::new(),
         limit: None,
-        xmin: None,
+        row_versions: None,
+        since: None,
     };
     let bounds = match scan {
         ScanKind::Table(bounds) => bounds,
@@ -739,11 +810,7 @@ async fn load(p: &mut Pipeline, target: &LoadTarget, scan: &ScanKind) -> Result<
         Some((i, source_schema.columns[i].data_type))
     });
     let staging_arrow = target.schema.to_arrow();
-    let mut stats = ScanStats {
-        rows: 0,
-        bytes: 0,
-        max_cursor: None,
-    };
+    let mut stats = no_stats();
     let progress = &mut p.progress;
     let count = async {
         while let Some(batch) = from_source.recv().await {
@@ -798,6 +865,36 @@ async fn load(p: &mut Pipeline, target: &LoadTarget, scan: &ScanKind) -> Result<
     Ok(stats)
 }
 
+/// Refuses a staging table whose columns do not have their source columns' types. The
+/// readers decode source rows as the staging schema declares them (a binary COPY decoder
+/// trusts the declared types), so an `int64` column staged as `float64` would load wrong
+/// values without an error. A strategy bug, so it traps; nothing is loaded.
+fn check_staging_types(source: &Schema, staging: &Schema) -> Result<()> {
+    for c in &staging.columns {
+        let Some(from) = source.column(&c.name) else {
+            return Err(Error::new(
+                Kind::Sandbox,
+                format!(
+                    "staging column {:?} is not a source column: a load fills staging from source columns of the same names",
+                    c.name
+                ),
+            ));
+        };
+        if from.data_type != c.data_type {
+            return Err(Error::new(
+                Kind::Sandbox,
+                format!(
+                    "staging column {:?} is declared {} but the source column is {}: stage source columns with the types `source.describe` gives (nothing was loaded)",
+                    c.name,
+                    model::type_name(&c.data_type),
+                    model::type_name(&from.data_type)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A dry run's load: no row moves. The plan shows the scan's query, and the counters come
 /// from aggregates so the strategy plans with the real row count and cursor.
 async fn plan_load(
@@ -810,14 +907,10 @@ async fn plan_load(
         ScanKind::Table(bounds) => bounds,
         ScanKind::Changes(w) => {
             p.sink.note(format!(
-                "read the {:?} of changes in ({}, {}] from slot {} into {staging}",
-                w.part, w.after, w.up_to, w.names.slot
+                "read the {:?} of changes after {} up to {} from the change feed into {staging}",
+                w.part, w.after, w.up_to
             ));
-            return Ok(ScanStats {
-                rows: 0,
-                bytes: 0,
-                max_cursor: None,
-            });
+            return Ok(no_stats());
         }
     };
     let query = p.source.select(schema, bounds, false)?;
@@ -829,9 +922,9 @@ async fn plan_load(
         _ => None,
     };
     Ok(ScanStats {
-        rows,
-        bytes: 0,
         max_cursor,
+        rows,
+        ..no_stats()
     })
 }
 
@@ -845,9 +938,9 @@ impl state::Host for RunState {
         Ok(p.state.entries(&name).await?.remove(&key))
     }
 
-    async fn put(&mut self, key: String, value: Value) -> wasmtime::Result<()> {
-        self.pipeline()?.pending_state.insert(key, value);
-        Ok(())
+    async fn put(&mut self, key: String, value: Value) -> Result<()> {
+        self.timed(async |s| s.pipeline()?.put_state(key, value).await)
+            .await
     }
 
     async fn commit(&mut self) -> Result<()> {
@@ -858,7 +951,7 @@ impl state::Host for RunState {
                 "state.commit while the sink transaction is open: commit the sink first",
             ));
         }
-        let pending = std::mem::take(&mut p.pending_state);
+        let pending = p.take_pending_state();
         if p.sink.is_dry_run() {
             for (k, v) in &pending {
                 p.sink

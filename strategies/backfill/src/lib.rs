@@ -169,7 +169,8 @@ impl Guest for Backfill {
             cursor: None,
             filter: range.clone(),
             limit: None,
-            xmin: None,
+            row_versions: None,
+            since: None,
         };
         let staged = stage(&bounds, &scratch())?;
         check_keys(&staged.staging, &key)?;

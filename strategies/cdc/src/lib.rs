@@ -1,28 +1,31 @@
-//! `cdc`: applies the source's change log (PostgreSQL logical replication, `pgoutput`).
+//! `cdc`: applies the source's change feed (PostgreSQL logical replication; SQL Server
+//! change tables with its connector), in commit order.
 //!
-//! The first run opens the feed (the host creates the publication and the slot when they do
-//! not exist), stages a full snapshot of the source and replaces the target with it, storing
-//! the feed position the slot started at. Every later run stages the changes of transactions
-//! that committed between the stored position and the feed's horizon, compacted by key (a
-//! key's last change wins), and applies them in one transaction: delete the keys whose last
-//! change is a delete, delete and re-insert the upserted keys, store the new position. Only
-//! then is the feed acknowledged, so a crash between the sink commit and the acknowledgement
-//! replays changes the target already has; applied by key they change nothing.
+//! The feed is the pipeline's own, configured in the manifest's `source` section; the host
+//! creates it when missing. Each run asks for the window that follows the stored position.
+//! When the host says the feed cannot continue from it (no stored position yet, the feed
+//! was created anew, or the changes after the stored position are gone: each source's gap
+//! rule lives in the host), the run stages a full snapshot of the source, replaces the
+//! target with it and stores the window's start. Otherwise it stages the changes of the
+//! window, compacted by key (a key's last change wins), and applies them in one
+//! transaction: delete the keys whose last change is a delete, delete and re-insert the
+//! upserted keys, store the window's end. Only then is the feed acknowledged, so a crash
+//! between the sink commit and the acknowledgement replays changes the target already has;
+//! applied by key they change nothing.
 //!
 //! A snapshot and the changes it overlaps converge for the same reason: each key ends as its
-//! last change in the log says. If the slot was dropped and recreated the log has a gap, and
-//! the run takes a new snapshot. State: `cdc.position` (LSN of the last applied change).
+//! last change in the log says. Positions are opaque text (`pg:16/B374D848`): this
+//! component stores and passes them, never computes with them. State: `cdc.position`. A
+//! position stored by dpone 0.1 (an integer) reads as none: the run takes a new snapshot.
 
-use dpone_strategy_sdk::source::{self, ChangeFeed, ChangePart};
+use dpone_strategy_sdk::source::{self, ChangePart, ChangeWindow, RestartReason};
 use dpone_strategy_sdk::{
     DponeError, Guest, OptionKind, Options, RunContext, RunSummary, StrategyInfo, UNIQUE_KEY,
     Value, check_keys, finalize, info, invalid_config, optional, required, scratch, sink, stage,
-    stage_scan, state, transactional_needs, whole_source,
+    stage_scan, state, transactional_needs, warn, whole_source,
 };
 
 const POSITION_STATE_KEY: &str = "cdc.position";
-const SLOT: &str = "cdc.slot";
-const PUBLICATION: &str = "cdc.publication";
 const MAX_LAG_MB: &str = "cdc.max_lag_mb";
 const DEFAULT_MAX_LAG_MB: i64 = 1024;
 
@@ -33,7 +36,7 @@ impl Guest for Cdc {
         StrategyInfo {
             name: "cdc".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "Applies inserts, updates and deletes from the source's change log (PostgreSQL pgoutput), in commit order.".into(),
+            description: "Applies inserts, updates and deletes from the source's change feed, in commit order.".into(),
             options: vec![
                 required(
                     UNIQUE_KEY,
@@ -41,19 +44,9 @@ impl Guest for Cdc {
                     "Key columns changes are applied by: the source's replica identity (its primary key); the primary key of a created target.",
                 ),
                 optional(
-                    SLOT,
-                    OptionKind::Text,
-                    "Replication slot to read (created when missing); default dpone_<pipeline>.",
-                ),
-                optional(
-                    PUBLICATION,
-                    OptionKind::Text,
-                    "Publication of the source table (created when missing); default the slot name.",
-                ),
-                optional(
                     MAX_LAG_MB,
                     OptionKind::Integer,
-                    "Warn when the slot keeps more than this much log on the source (default 1024).",
+                    "Warn when the feed keeps more than this much log on the source (default 1024).",
                 ),
             ],
             needs: transactional_needs(true),
@@ -68,94 +61,75 @@ impl Guest for Cdc {
         if max_lag_mb < 1 {
             return Err(invalid_config(MAX_LAG_MB, "must be at least 1"));
         }
-        if !source::describe()?.capabilities.cdc {
+        if !source::describe()?.capabilities.change_feed {
             return Err(DponeError::Unsupported(
-                "cdc needs a source with a change log (PostgreSQL)".into(),
+                "cdc needs a source with a change feed (PostgreSQL logical replication)".into(),
             ));
-        }
-        let feed = ChangeFeed {
-            slot: options.text(SLOT)?,
-            publication: options.text(PUBLICATION)?,
-        };
-        let position = source::open_feed(&feed)?;
-        let retained_mb = position.retained_bytes / (1024 * 1024);
-        if retained_mb as i64 > max_lag_mb {
-            dpone_strategy_sdk::log::log(
-                dpone_strategy_sdk::log::Level::Warn,
-                &format!(
-                    "the replication slot keeps {retained_mb} MB of log on the source (more than {MAX_LAG_MB} = {max_lag_mb}): run more often, or drop the slot with `dpone-host cdc drop-slot` if this pipeline is retired"
-                ),
-            );
         }
         let stored = match state::get(POSITION_STATE_KEY)? {
             None => None,
-            Some(Value::Int(p)) => Some(u64::try_from(p).unwrap_or(0)),
+            Some(Value::Text(position)) => Some(position),
             Some(other) => {
-                return Err(DponeError::State(format!(
-                    "state entry `{POSITION_STATE_KEY}` is not an integer: {other:?}"
-                )));
+                warn(&format!(
+                    "state entry `{POSITION_STATE_KEY}` is {other:?}, not a position (stored by dpone 0.1?): taking a new snapshot"
+                ));
+                None
             }
         };
-        match stored {
-            Some(_) if position.created => {
+        let window = source::open_feed(stored.as_deref())?;
+        let retained_mb = window.retained_bytes.unwrap_or(0) / (1024 * 1024);
+        if i64::try_from(retained_mb).unwrap_or(i64::MAX) > max_lag_mb {
+            warn(&format!(
+                "the change feed keeps {retained_mb} MB of log on the source (more than {MAX_LAG_MB} = {max_lag_mb}): run more often, or drop the feed with `dpone-host cdc drop-slot` if this pipeline is retired"
+            ));
+        }
+        match window.restart {
+            RestartReason::None => apply_changes(&key, &window),
+            RestartReason::NoStoredPosition => snapshot(&key, &window.after),
+            RestartReason::FeedCreated => {
                 info(
-                    "the replication slot was created anew, so the log has a gap: taking a new snapshot",
+                    "the change feed was created anew, so the log has a gap: taking a new snapshot",
                 );
-                snapshot(&key, position.acknowledged)
+                snapshot(&key, &window.after)
             }
-            // This pipeline acknowledges only what it stored; a slot past that was moved by
-            // someone else, and the changes in between are gone.
-            Some(stored) if stored < position.acknowledged => {
+            RestartReason::StoredPositionExpired => {
                 info(
-                    "the replication slot is past the stored position (someone else acknowledged changes): taking a new snapshot",
+                    "the change feed no longer holds the changes after the stored position (acknowledged by someone else, or aged out): taking a new snapshot",
                 );
-                snapshot(&key, position.acknowledged)
+                snapshot(&key, &window.after)
             }
-            Some(stored) => apply_changes(&feed, &key, stored, &position),
-            None => snapshot(&key, position.acknowledged),
         }
     }
 }
 
 /// Replaces the target with the whole source and stores `start`, the feed position the
 /// snapshot is consistent with or older than.
-fn snapshot(key: &[String], start: u64) -> Result<RunSummary, DponeError> {
+fn snapshot(key: &[String], start: &str) -> Result<RunSummary, DponeError> {
     info(&format!(
-        "initial snapshot; changes after {} follow in later runs",
-        lsn(start)
+        "initial snapshot; changes after {start} follow in later runs"
     ));
     let staged = stage(&whole_source(), &scratch())?;
     check_keys(&staged.staging, key)?;
     let rows_written = finalize(|| {
         sink::ensure_target(&staged.schema, key)?;
         let inserted = sink::truncate_and_insert(&staged.staging)?;
-        state::put(POSITION_STATE_KEY, &position_value(start)?);
+        state::put(POSITION_STATE_KEY, &Value::Text(start.into()))?;
         Ok(inserted)
     })?;
     let rows_deleted = 0;
     Ok(staged.finish(
         rows_written,
         rows_deleted,
-        format!(
-            "snapshot of {rows_written} rows; change log from {}",
-            lsn(start)
-        ),
+        format!("snapshot of {rows_written} rows; change log from {start}"),
     ))
 }
 
-fn apply_changes(
-    feed: &ChangeFeed,
-    key: &[String],
-    stored: u64,
-    position: &source::FeedPosition,
-) -> Result<RunSummary, DponeError> {
-    // The slot can be behind the state (a crash before the last acknowledgement): changes up
-    // to the stored position are already in the target.
-    let after = stored;
-    let up_to = position.horizon;
-    if after >= up_to {
-        source::ack_feed(feed, after)?;
-        info(&format!("no change committed after {}", lsn(after)));
+fn apply_changes(key: &[String], window: &ChangeWindow) -> Result<RunSummary, DponeError> {
+    let (after, up_to) = (&window.after, &window.up_to);
+    if after == up_to {
+        // The feed can be behind the state (a crash before the last acknowledgement).
+        source::ack_feed(after)?;
+        info(&format!("no change committed after {after}"));
         return Ok(RunSummary {
             rows_read: 0,
             rows_written: 0,
@@ -163,51 +137,35 @@ fn apply_changes(
             message: "no changes".into(),
         });
     }
-    info(&format!(
-        "applying changes in ({}, {}]",
-        lsn(after),
-        lsn(up_to)
-    ));
+    info(&format!("applying changes after {after} up to {up_to}"));
     let upserts = stage_scan(
-        &source::open_changes(feed, key, after, up_to, ChangePart::Upserts)?,
+        &source::open_changes(key, after, up_to, ChangePart::Upserts)?,
         &scratch(),
     )?;
     check_keys(&upserts.staging, key)?;
     let deletes = stage_scan(
-        &source::open_changes(feed, key, after, up_to, ChangePart::Deletes)?,
+        &source::open_changes(key, after, up_to, ChangePart::Deletes)?,
         &scratch(),
     )?;
     let (rows_deleted, rows_written) = finalize(|| {
         sink::ensure_target(&upserts.schema, key)?;
         let gone = sink::delete_rows(&deletes.staging, key, &sink::KeyMatch::InStaging, &[])?;
         let (replaced, inserted) = upserts.merge_by_key(key)?;
-        state::put(POSITION_STATE_KEY, &position_value(up_to)?);
+        state::put(POSITION_STATE_KEY, &Value::Text(up_to.clone()))?;
         Ok((gone + replaced, inserted))
     })?;
-    source::ack_feed(feed, up_to)?;
+    source::ack_feed(up_to)?;
     let deleted_keys = deletes.stats.rows;
     let deletes_summary = deletes.finish(0, 0, String::new());
     let mut summary = upserts.finish(
         rows_written,
         rows_deleted,
         format!(
-            "applied changes up to {}: {rows_written} keys upserted, {deleted_keys} deleted",
-            lsn(up_to)
+            "applied changes up to {up_to}: {rows_written} keys upserted, {deleted_keys} deleted"
         ),
     );
     summary.rows_read += deletes_summary.rows_read;
     Ok(summary)
-}
-
-fn position_value(position: u64) -> Result<Value, DponeError> {
-    i64::try_from(position)
-        .map(Value::Int)
-        .map_err(|_| DponeError::Source(format!("feed position {position} out of range")))
-}
-
-/// An LSN as PostgreSQL prints it.
-fn lsn(position: u64) -> String {
-    format!("{:X}/{:X}", position >> 32, position & 0xffff_ffff)
 }
 
 dpone_strategy_sdk::export_strategy!(Cdc);

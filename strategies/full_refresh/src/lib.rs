@@ -71,10 +71,12 @@ impl Guest for FullRefresh {
         // the target inside the publish transaction, so a failed run leaves no table behind.
         let target = sink::describe()?;
         let swap = capabilities.rename_swap && !reload_asked && target.exists;
-        // Publishable staging carries the target's primary key, so the load itself refused
-        // NULL and duplicate keys when that key is `unique_key`: checking again would only
-        // rescan staging.
+        // Publishable staging carries the target's primary key, so on a sink that enforces
+        // keys the load itself refused NULL and duplicate keys when that key is
+        // `unique_key`: checking again would only rescan staging. Where keys are
+        // informational (BigQuery, ClickHouse) the check always runs.
         let enforced_by_load = swap
+            && capabilities.keys_enforced
             && target
                 .schema
                 .is_some_and(|t| !key.is_empty() && t.primary_key == key);
@@ -100,7 +102,7 @@ impl Guest for FullRefresh {
             info("finalize: swapping staging in for the target");
             finalize(|| {
                 sink::swap(staged.staging)?;
-                state::put(LAST_RUN_STATE_KEY, &refreshed_at);
+                state::put(LAST_RUN_STATE_KEY, &refreshed_at)?;
                 Ok(())
             })?;
             (rows_read, "swapped in")
@@ -109,7 +111,7 @@ impl Guest for FullRefresh {
             let written = finalize(|| {
                 sink::ensure_target(&staged.schema, &key)?;
                 let written = sink::truncate_and_insert(&staged.staging)?;
-                state::put(LAST_RUN_STATE_KEY, &refreshed_at);
+                state::put(LAST_RUN_STATE_KEY, &refreshed_at)?;
                 Ok(written)
             })?;
             drop_staging(staged.staging);

@@ -53,7 +53,7 @@ impl Guest for IncrementalAppend {
             // Inside the transaction: a failed first run leaves no target behind.
             sink::ensure_target(&staged.schema, &key)?;
             let written = sink::insert_from_staging(&staged.staging)?;
-            staged.put_cursor();
+            staged.put_cursor()?;
             Ok(written)
         })?;
         Ok(staged.finish(rows_written, 0, format!("appended {rows_written} rows")))

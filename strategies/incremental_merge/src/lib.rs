@@ -51,7 +51,7 @@ impl Guest for IncrementalMerge {
         check_keys(&staged.staging, &key)?;
         let (rows_deleted, rows_written) = finalize(|| {
             let (deleted, inserted) = staged.merge_by_key(&key)?;
-            staged.put_cursor();
+            staged.put_cursor()?;
             Ok((deleted, inserted))
         })?;
         Ok(staged.finish(

@@ -78,7 +78,8 @@ impl Guest for PartitionReplace {
             cursor: None,
             filter: options.filter(PREDICATE)?,
             limit: None,
-            xmin: None,
+            row_versions: None,
+            since: None,
         };
 
         let staged = stage(&bounds, &scratch())?;
@@ -93,7 +94,7 @@ impl Guest for PartitionReplace {
         ));
         let (rows_deleted, rows_written) = finalize(|| {
             let replaced = replace_partitions(&staged, &column, partitions, &key, mode)?;
-            state::put("last_partitions", &Value::Int(count as i64));
+            state::put("last_partitions", &Value::Int(count as i64))?;
             Ok(replaced)
         })?;
         Ok(staged.finish(

@@ -53,14 +53,15 @@ impl Guest for Replace {
             cursor: None,
             filter: predicate.clone(),
             limit: None,
-            xmin: None,
+            row_versions: None,
+            since: None,
         };
         let staged = stage(&window, &scratch())?;
         check_keys(&staged.staging, &key)?;
         let (rows_deleted, rows_written) = finalize(|| {
             let (deleted, inserted) = replace_scope(&staged, &predicate, &key)?;
             let window_rows = i64::try_from(inserted).unwrap_or(i64::MAX);
-            state::put(WINDOW_ROWS_STATE_KEY, &Value::Int(window_rows));
+            state::put(WINDOW_ROWS_STATE_KEY, &Value::Int(window_rows))?;
             Ok((deleted, inserted))
         })?;
         Ok(staged.finish(

@@ -5,18 +5,25 @@
 //! needed:
 //! - `loop`: spins forever (fuel or epoch deadlines must stop it);
 //! - `alloc`: allocates and touches 1 GiB in 1 MiB chunks (the memory cap must stop it);
-//! - `env`: reads the environment variable `target` and counts all variables.
+//! - `env`: reads the environment variable `target` and counts all variables;
+//! - `state_bytes`: stages 64 KiB state values under new keys until the host refuses;
+//! - `state_entries`: stages tiny state values under new keys until the host refuses;
+//! - `distinct_values`: asks staging for `u32::MAX` distinct values;
+//! - `mistyped_staging`: stages the source with its first column declared `float64` whatever
+//!   its type, then loads the source into it.
 //!
 //! A successful `env` attack returns `ok` with a message saying what leaked (`LEAKED ...`);
-//! a blocked one returns `unsupported("blocked: <error>")`. It touches no source, sink or
-//! state. Its sibling `sandbox_escape` tries files, sockets and the clock: those need WASI
+//! a blocked one returns `unsupported("blocked: <error>")`; the host's own refusals come
+//! back as they are. The first three attacks touch no source, sink or state; the others
+//! create staging tables (the host drops them) and stage state that is never committed. Its sibling `sandbox_escape` tries files, sockets and the clock: those need WASI
 //! imports the host refuses to link, so they live in a component of their own.
 
 use std::hint::black_box;
 
+use dpone_strategy_sdk::types::DataType;
 use dpone_strategy_sdk::{
     CapabilityNeeds, DponeError, Guest, OptionKind, Options, RunContext, RunSummary, StrategyInfo,
-    invalid_config, optional, required,
+    Value, invalid_config, optional, required, scratch, sink, source, state, whole_source,
 };
 
 const ATTACK: &str = "attack";
@@ -32,7 +39,11 @@ impl Guest for SandboxProbe {
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Test-only hostile component that attempts to escape the sandbox.".into(),
             options: vec![
-                required(ATTACK, OptionKind::Text, "One of loop, alloc, env."),
+                required(
+                    ATTACK,
+                    OptionKind::Text,
+                    "One of loop, alloc, env, state_bytes, state_entries, distinct_values, mistyped_staging.",
+                ),
                 optional(
                     TARGET,
                     OptionKind::Text,
@@ -54,6 +65,10 @@ impl Guest for SandboxProbe {
             "loop" => spin(),
             "alloc" => alloc_gib(),
             "env" => read_env(&options.required_text(TARGET)?),
+            "state_bytes" => flood_state(64 * 1024),
+            "state_entries" => flood_state(1),
+            "distinct_values" => all_distinct_values(),
+            "mistyped_staging" => mistyped_staging(),
             other => Err(invalid_config(ATTACK, &format!("unknown attack {other:?}"))),
         }?;
         Ok(RunSummary {
@@ -91,6 +106,30 @@ fn read_env(name: &str) -> Result<String, DponeError> {
         Err(_) if count > 0 => Ok(format!("LEAKED env: {count} variables visible")),
         Err(err) => Err(blocked_by(format!("{name}: {err}; no variables visible"))),
     }
+}
+
+/// Stages `size`-byte values under new keys; a host without a budget would keep them all.
+fn flood_state(size: usize) -> Result<String, DponeError> {
+    let value = Value::Text("x".repeat(size));
+    for n in 0..1_000_000 {
+        state::put(&format!("flood.{n}"), &value)?;
+    }
+    Ok("LEAKED state: a million entries staged".into())
+}
+
+fn all_distinct_values() -> Result<String, DponeError> {
+    let schema = source::describe()?.schema;
+    let staging = sink::create_staging(&schema, &scratch())?;
+    let values = staging.distinct_values(&schema.columns[0].name, u32::MAX)?;
+    Ok(format!("LEAKED distinct values: {} returned", values.len()))
+}
+
+fn mistyped_staging() -> Result<String, DponeError> {
+    let mut schema = source::describe()?.schema;
+    schema.columns[0].data_type = DataType::Float64;
+    let staging = sink::create_staging(&schema, &scratch())?;
+    let stats = sink::load(&staging, &source::open_scan(&whole_source())?)?;
+    Ok(format!("LEAKED mistyped load: {} rows", stats.rows))
 }
 
 fn blocked_by(err: impl std::fmt::Display) -> DponeError {

@@ -186,7 +186,7 @@ impl Guest for Scd2 {
                     check.duplicate_groups, check.null_key_rows
                 )));
             }
-            state::put("last_scd2_at", &now);
+            state::put("last_scd2_at", &now)?;
             Ok((expired, inserted))
         })?;
         info(&format!(

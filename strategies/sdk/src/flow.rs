@@ -28,10 +28,11 @@ impl Staged {
     }
 
     /// Stages the new cursor position, so it becomes durable with the finalize transaction.
-    pub fn put_cursor(&self) {
+    pub fn put_cursor(&self) -> Result<(), DponeError> {
         if let Some((key, cursor)) = &self.next_cursor {
-            state::put(key, cursor);
+            state::put(key, cursor)?;
         }
+        Ok(())
     }
 
     /// Ends a finalized run: drops staging and reports what the run did.
@@ -75,7 +76,8 @@ pub fn whole_source() -> ScanBounds {
         cursor: None,
         filter: Vec::new(),
         limit: None,
-        xmin: None,
+        row_versions: None,
+        since: None,
     }
 }
 
@@ -129,7 +131,8 @@ pub fn stage_incremental(cursor_column: Option<&str>) -> Result<Staged, DponeErr
         cursor,
         filter: Vec::new(),
         limit: None,
-        xmin: None,
+        row_versions: None,
+        since: None,
     };
     let mut staged = stage(&bounds, &scratch())?;
     if let Some(column) = cursor_column

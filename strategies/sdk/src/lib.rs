@@ -62,6 +62,7 @@ pub fn info(message: &str) {
     log::log(log::Level::Info, message);
 }
 
-fn warn(message: &str) {
+/// Logs `message` at warn level.
+pub fn warn(message: &str) {
     log::log(log::Level::Warn, message);
 }

@@ -166,7 +166,7 @@ impl Guest for SnapshotDiff {
                 )?,
                 DeletePolicy::Ignore => 0,
             };
-            state::put("last_snapshot_at", &now);
+            state::put("last_snapshot_at", &now)?;
             Ok((inserted, removed))
         })?;
         info(&format!(

@@ -4,6 +4,19 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::manifest::Secret;
+use crate::model::{SinkCapabilities, TargetReads};
+
+/// What BigQuery can do, declared once for the run, the matrix and the docs. Multi-statement
+/// transactions; no rename inside one; primary keys are informational, never enforced.
+pub const SINK_CAPABILITIES: SinkCapabilities = SinkCapabilities {
+    transactions: true,
+    keys_enforced: false,
+    rename_swap: false,
+    native_partitions: true,
+    append_only_log: false,
+    target_reads: TargetReads::Native,
+    transaction_time_limit_ms: None,
+};
 
 /// A BigQuery dataset.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

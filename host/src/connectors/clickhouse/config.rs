@@ -4,6 +4,28 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::manifest::Secret;
+use crate::model::{Pushdown, SinkCapabilities, SourceCapabilities, TargetReads};
+
+/// What ClickHouse can do, declared once for the run, the matrix and the docs. No server
+/// transactions: begin..commit is a copy-on-write shadow of the target published by one RENAME,
+/// atomic for readers; the primary key is a sort key, never unique.
+pub const SOURCE_CAPABILITIES: SourceCapabilities = SourceCapabilities {
+    pushdown: Pushdown::Full,
+    cheap_aggregates: true,
+    resumable: false,
+    row_versions: false,
+    change_feed: false,
+};
+
+pub const SINK_CAPABILITIES: SinkCapabilities = SinkCapabilities {
+    transactions: true,
+    keys_enforced: false,
+    rename_swap: true,
+    native_partitions: true,
+    append_only_log: false,
+    target_reads: TargetReads::Native,
+    transaction_time_limit_ms: None,
+};
 
 /// A ClickHouse server, over its HTTP interface.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -6,6 +6,30 @@ use serde::Deserialize;
 use crate::connectors::{DeclaredColumn, check_declared};
 use crate::error::{Error, Result};
 use crate::manifest::Secret;
+use crate::model::{Pushdown, SinkCapabilities, SourceCapabilities, TargetReads};
+
+/// What Kafka can do, declared once for the run, the matrix and the docs. A compacted topic
+/// keyed by the unique key: a changed row is an upsert, a deleted one a tombstone, finalized in
+/// one producer transaction (bounded by the broker's default `transaction.timeout.ms`, 60 s);
+/// reads of the target copy the topic up to its high watermarks. As a source: offsets resume,
+/// nothing is pushed down.
+pub const SOURCE_CAPABILITIES: SourceCapabilities = SourceCapabilities {
+    pushdown: Pushdown::None,
+    cheap_aggregates: false,
+    resumable: true,
+    row_versions: false,
+    change_feed: false,
+};
+
+pub const SINK_CAPABILITIES: SinkCapabilities = SinkCapabilities {
+    transactions: true,
+    keys_enforced: false,
+    rename_swap: false,
+    native_partitions: false,
+    append_only_log: false,
+    target_reads: TargetReads::StagedCopy,
+    transaction_time_limit_ms: Some(60_000),
+};
 
 /// SASL credentials.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

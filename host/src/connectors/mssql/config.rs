@@ -4,6 +4,28 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::manifest::Secret;
+use crate::model::{Pushdown, SinkCapabilities, SourceCapabilities, TargetReads};
+
+/// What SQL Server can do, declared once for the run, the matrix and the docs. sp_rename inside
+/// a transaction; partition SWITCH; `rowversion` row versions; change tables are the change
+/// feed.
+pub const SOURCE_CAPABILITIES: SourceCapabilities = SourceCapabilities {
+    pushdown: Pushdown::Full,
+    cheap_aggregates: true,
+    resumable: false,
+    row_versions: true,
+    change_feed: true,
+};
+
+pub const SINK_CAPABILITIES: SinkCapabilities = SinkCapabilities {
+    transactions: true,
+    keys_enforced: true,
+    rename_swap: true,
+    native_partitions: true,
+    append_only_log: false,
+    target_reads: TargetReads::Native,
+    transaction_time_limit_ms: None,
+};
 
 /// A SQL Server database.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

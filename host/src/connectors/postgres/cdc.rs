@@ -19,10 +19,82 @@ use arrow_array::{Array, BinaryArray, RecordBatch, StringArray};
 use tokio::sync::mpsc;
 
 use super::pgoutput::{self, Datum, Message};
-use crate::connectors::source::{ChangeWindow as Window, FeedNames};
+use super::types::{lsn_position, parse_lsn_position};
+use crate::connectors::source::{ChangeRead, FeedNames};
 use crate::connectors::{SqlSession, Statement, TableName, render};
 use crate::error::{Error, Kind, Result};
-use crate::model::{ChangePart, DataType, FeedPosition, Schema, Value};
+use crate::model::{ChangePart, ChangeWindow, DataType, RestartReason, Schema, Value};
+
+/// Where a slot stands.
+#[derive(Debug, Clone, Copy)]
+struct FeedPosition {
+    /// This call created the feed: no change before `acknowledged` is in it.
+    created: bool,
+    /// Changes up to here are acknowledged; the slot holds the ones after it.
+    acknowledged: u64,
+    /// Every transaction that committed before the call lies at or before this LSN.
+    horizon: u64,
+    /// WAL the slot keeps on the server.
+    retained_bytes: u64,
+}
+
+/// A change read with its positions parsed, on this pipeline's feed.
+#[derive(Debug)]
+struct Window<'a> {
+    names: &'a FeedNames,
+    key: &'a [String],
+    after: u64,
+    up_to: u64,
+    part: ChangePart,
+}
+
+/// Opens the feed (see [`open_feed`]) and applies PostgreSQL's gap rule: the slot holds
+/// every change after its acknowledged LSN and none before, and this pipeline acknowledges
+/// only what it stored, so a stored LSN behind the slot's means someone else moved the slot
+/// and the changes in between are gone. A stored LSN ahead of it is a crash between the
+/// sink commit and the acknowledgement: the window starts at the stored LSN.
+pub async fn open_window(
+    s: &mut dyn SqlSession,
+    table: &TableName,
+    names: &FeedNames,
+    stored: Option<&str>,
+    create: bool,
+) -> Result<ChangeWindow> {
+    let stored = stored.map(parse_lsn_position).transpose()?;
+    let feed = open_feed(s, table, names, create).await?;
+    let restart = match stored {
+        None => RestartReason::NoStoredPosition,
+        Some(_) if feed.created => RestartReason::FeedCreated,
+        Some(lsn) if lsn < feed.acknowledged => RestartReason::StoredPositionExpired,
+        Some(_) => RestartReason::None,
+    };
+    let after = match (restart, stored) {
+        (RestartReason::None, Some(lsn)) => lsn,
+        _ => feed.acknowledged,
+    };
+    Ok(ChangeWindow {
+        restart,
+        after: lsn_position(after),
+        up_to: lsn_position(feed.horizon.max(after)),
+        retained_bytes: Some(feed.retained_bytes),
+    })
+}
+
+/// Checks a change read's positions: both LSNs, in order.
+pub fn check_window(read: &ChangeRead) -> Result<()> {
+    let after = parse_lsn_position(&read.after)?;
+    let up_to = parse_lsn_position(&read.up_to)?;
+    if after > up_to {
+        return Err(Error::new(
+            Kind::InvalidHandle,
+            format!(
+                "a change window ends before it starts ({} after {}): pass the positions of one `open-feed` window",
+                read.after, read.up_to
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// Rows per statement when compacted changes are read back through the server.
 const ROWS_PER_READ: usize = 5_000;
@@ -56,7 +128,7 @@ pub fn lsn_text(lsn: u64) -> String {
 
 /// Creates the publication and the slot when missing (only when `create`: a dry run
 /// reports a missing feed as one about to be created) and reports the feed's position.
-pub async fn open_feed(
+async fn open_feed(
     s: &mut dyn SqlSession,
     table: &TableName,
     names: &FeedNames,
@@ -116,7 +188,7 @@ pub async fn open_feed(
             != Some("true")
     {
         return Err(Error::config(
-            "sink.strategy.cdc.publication",
+            "source.change_feed.publication",
             format!(
                 "publication `{}` publishes the partitions of {table} under their own names: create it WITH (publish_via_partition_root = true)",
                 names.publication
@@ -124,7 +196,7 @@ pub async fn open_feed(
         ));
     } else if one_text(s, published).await?.as_deref() != Some("1") {
         return Err(Error::config(
-            "sink.strategy.cdc.publication",
+            "source.change_feed.publication",
             format!(
                 "publication `{}` exists but does not publish {table}",
                 names.publication
@@ -158,7 +230,7 @@ pub async fn open_feed(
             }
             _ => {
                 return Err(Error::config(
-                    "sink.strategy.cdc.slot",
+                    "source.change_feed.slot",
                     format!(
                         "slot `{}` exists but is not a pgoutput slot of this database",
                         names.slot
@@ -341,11 +413,20 @@ type Compacted = HashMap<Vec<Option<Vec<u8>>>, Option<Vec<Datum>>>;
 pub async fn read_changes(
     s: &mut dyn SqlSession,
     table: &TableName,
+    names: &FeedNames,
     schema: &Schema,
-    window: &Window,
+    read: &ChangeRead,
     tx: mpsc::Sender<RecordBatch>,
 ) -> Result<()> {
-    let key_at = key_positions(schema, &window.key)?;
+    check_window(read)?;
+    let window = &Window {
+        names,
+        key: &read.key,
+        after: parse_lsn_position(&read.after)?,
+        up_to: parse_lsn_position(&read.up_to)?,
+        part: read.part,
+    };
+    let key_at = key_positions(schema, window.key)?;
     let compacted = compact(s, table, schema, window, &key_at).await?;
     let mut rows = Vec::new();
     for (key, last) in compacted {
@@ -452,7 +533,7 @@ async fn compact(
     s: &mut dyn SqlSession,
     table: &TableName,
     schema: &Schema,
-    window: &Window,
+    window: &Window<'_>,
     key_at: &[usize],
 ) -> Result<Compacted> {
     let peek_schema = Schema {
@@ -518,7 +599,7 @@ struct Decoder<'a> {
     /// Positions of the key columns in `schema`.
     key_at: &'a [usize],
     schema: &'a Schema,
-    window: &'a Window,
+    window: &'a Window<'a>,
     /// Our relation's oid and, per column of the relation, its position in `schema`.
     relation: Option<(u32, Vec<Option<usize>>)>,
     /// The open transaction's changes: (old key if the key changed or the row went, new row).
@@ -542,7 +623,7 @@ impl<'a> Decoder<'a> {
         table: &'a TableName,
         namespace: &'a str,
         schema: &'a Schema,
-        window: &'a Window,
+        window: &'a Window<'a>,
         key_at: &'a [usize],
     ) -> Self {
         Decoder {

@@ -651,3 +651,71 @@ mod tests {
         assert!(decode_value(Some(25), Some(b"12x"), &DataType::Decimal(None)).is_err());
     }
 }
+
+/// Source positions (WIT `position`): LSNs of the change feed as `pg:<hi>/<lo>` (the way
+/// PostgreSQL prints an LSN, behind a prefix), 64-bit transaction ids of row versions as
+/// `pgxid:<decimal>`. Only this module reads them; strategies store them as text.
+pub fn lsn_position(lsn: u64) -> String {
+    format!("pg:{}", super::cdc::lsn_text(lsn))
+}
+
+/// The LSN of a `pg:` position; a state error naming the text otherwise.
+pub fn parse_lsn_position(position: &str) -> Result<u64> {
+    position
+        .strip_prefix("pg:")
+        .and_then(|lsn| super::cdc::parse_lsn(lsn).ok())
+        .ok_or_else(|| {
+            Error::new(
+                Kind::State,
+                format!(
+                    "`{position}` is not a change-feed position of a PostgreSQL source (pg:<LSN>, e.g. pg:16/B374D848)"
+                ),
+            )
+        })
+}
+
+pub fn xid_position(xid: u64) -> String {
+    format!("pgxid:{xid}")
+}
+
+/// The transaction id of a `pgxid:` position, as the `bigint` it is compared with.
+pub fn parse_xid_position(position: &str) -> Result<i64> {
+    position
+        .strip_prefix("pgxid:")
+        .and_then(|xid| xid.parse::<i64>().ok())
+        .filter(|xid| *xid >= 0)
+        .ok_or_else(|| {
+            Error::new(
+                Kind::State,
+                format!(
+                    "`{position}` is not a row-version position of a PostgreSQL source (pgxid:<transaction id>)"
+                ),
+            )
+        })
+}
+
+#[cfg(test)]
+mod position_tests {
+    use super::*;
+
+    #[test]
+    fn positions_round_trip_and_refuse_foreign_text() {
+        let lsn = (0x16 << 32) | 0xB374_D848;
+        assert_eq!(lsn_position(lsn), "pg:16/B374D848");
+        assert_eq!(parse_lsn_position("pg:16/B374D848").unwrap(), lsn);
+        assert_eq!(xid_position(743), "pgxid:743");
+        assert_eq!(parse_xid_position("pgxid:743").unwrap(), 743);
+        for bad in [
+            "16/B374D848",
+            "mssql:0x0000002A000001F80003",
+            "pg:zz",
+            "pgxid:743",
+        ] {
+            let e = parse_lsn_position(bad).unwrap_err();
+            assert_eq!(e.kind, Kind::State, "{bad}");
+        }
+        for bad in ["743", "pgxid:-1", "pg:16/B374D848", "pgxid:"] {
+            assert!(parse_xid_position(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -7,6 +7,18 @@ use serde::Deserialize;
 use crate::connectors::{DeclaredColumn, check_declared};
 use crate::error::{Error, Result};
 use crate::manifest::Secret;
+use crate::model::{Pushdown, SourceCapabilities};
+
+/// What a REST API can do, declared once for the run, the matrix and the docs. Pages resume
+/// from a cursor; the API filters nothing the manifest does not map, so the host applies every
+/// bound.
+pub const SOURCE_CAPABILITIES: SourceCapabilities = SourceCapabilities {
+    pushdown: Pushdown::None,
+    cheap_aggregates: false,
+    resumable: true,
+    row_versions: false,
+    change_feed: false,
+};
 
 /// How the API pages its records.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -3,6 +3,28 @@
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::model::{Pushdown, SinkCapabilities, SourceCapabilities, TargetReads};
+
+/// What SQLite can do, declared once for the run, the matrix and the docs. Transactions and
+/// enforced keys; no rename of a table with its full definition (it reloads in place) and no
+/// partitions.
+pub const SOURCE_CAPABILITIES: SourceCapabilities = SourceCapabilities {
+    pushdown: Pushdown::Full,
+    cheap_aggregates: true,
+    resumable: false,
+    row_versions: false,
+    change_feed: false,
+};
+
+pub const SINK_CAPABILITIES: SinkCapabilities = SinkCapabilities {
+    transactions: true,
+    keys_enforced: true,
+    rename_swap: false,
+    native_partitions: false,
+    append_only_log: false,
+    target_reads: TargetReads::Native,
+    transaction_time_limit_ms: None,
+};
 
 /// A SQLite database file: the embedded default source, sink and state store.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
