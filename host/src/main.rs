@@ -10,8 +10,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use dpone_host::backfill::{self, Start};
-use dpone_host::connectors::{self, Open, source as source_ops};
-use dpone_host::error::{Error, Kind, Result};
+use dpone_host::connectors;
+use dpone_host::error::{Error, Result};
 use dpone_host::manifest::Manifest;
 use dpone_host::matrix;
 use dpone_host::runner::{self, RunOptions};
@@ -351,7 +351,7 @@ async fn dispatch(command: Command) -> Result<()> {
             command: CdcCommand::DropSlot { manifest },
         } => {
             let manifest = Manifest::load(&manifest)?;
-            let names = source_ops::manifest_feed(&manifest).ok_or_else(|| {
+            let mut feed = connectors::manifest_feed(&manifest).ok_or_else(|| {
                 Error::config(
                     "source.kind",
                     format!(
@@ -360,23 +360,7 @@ async fn dispatch(command: Command) -> Result<()> {
                     ),
                 )
             })?;
-            let session =
-                connectors::connect(&manifest.source, Kind::Source, Open::Existing).await?;
-            let mut source = source_ops::SqlSource::new(session, manifest.source_table(), None)
-                .with_feed(Some(names.clone()));
-            let own_publication = names.own_publication;
-            let (slot, publication) = source.drop_feed().await?;
-            println!(
-                "slot {}: {}; publication {}: {}",
-                names.slot,
-                if slot { "dropped" } else { "did not exist" },
-                names.publication,
-                match (own_publication, publication) {
-                    (false, _) => "kept (named in the manifest)",
-                    (true, true) => "dropped",
-                    (true, false) => "did not exist",
-                }
-            );
+            println!("{}", feed.drop_feed().await?);
             println!("the next run of this pipeline takes a new snapshot");
             Ok(())
         }

@@ -10,7 +10,7 @@ use cap_std::fs::Dir;
 use serde_yaml_ng::Value as Yaml;
 
 use crate::connectors::sink::SqlSink;
-use crate::connectors::source::{self as source_ops, SqlSource};
+use crate::connectors::source::SqlSource;
 use crate::connectors::{self, Open};
 use crate::error::{Error, Kind, Result};
 use crate::manifest::{Manifest, StrategySection};
@@ -631,7 +631,7 @@ impl Run<'_> {
                 manifest.source_table(),
                 manifest.strategy.predicate_sql.clone(),
             )
-            .with_feed(source_ops::manifest_feed(manifest));
+            .with_feed(connectors::manifest_feed(manifest));
             let schema = source.schema().await?;
             let options = strategy_options(info, &manifest.strategy, Some(&schema))?;
             let open = if opts.dry_run {

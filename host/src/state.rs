@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::connectors::{Dialect, SqlSession, Statement, TableName, render};
+use crate::connectors::{SqlSession, Statement, TableName, render};
 use crate::error::{Error, Result};
 use crate::model::{DataType, Value, value_from_json, value_to_json};
 
@@ -49,31 +49,15 @@ impl std::fmt::Debug for StateStore {
     }
 }
 
-fn tables(dialect: Dialect) -> (TableName, TableName) {
-    let schema = match dialect {
-        #[cfg(feature = "postgres")]
-        Dialect::Postgres => Some("dpone".to_string()),
-        #[allow(unreachable_patterns)]
-        _ => None,
-    };
-    let prefix = if schema.is_some() { "" } else { "dpone_" };
-    (
-        TableName {
-            schema: schema.clone(),
-            name: format!("{prefix}state_entries"),
-        },
-        TableName {
-            schema,
-            name: format!("{prefix}runs"),
-        },
-    )
-}
-
 impl StateStore {
     /// Opens the store; creates its tables when missing if `create`, otherwise a store
     /// without tables reads as empty and refuses writes.
     pub async fn open(mut session: Box<dyn SqlSession>, create: bool) -> Result<Self> {
-        let (entries, runs) = tables(session.dialect());
+        let d = session.dialect();
+        let (entries, runs) = (
+            d.bookkeeping_table("state_entries"),
+            d.bookkeeping_table("runs"),
+        );
         if !create {
             let absent = session
                 .table_schema(&entries)
@@ -87,13 +71,9 @@ impl StateStore {
                 absent,
             });
         }
-        let mut ddl = Vec::new();
-        if let Some(schema) = &entries.schema {
-            ddl.push(format!(
-                "CREATE SCHEMA IF NOT EXISTS {}",
-                render::quote_ident(schema)
-            ));
-        }
+        let mut ddl: Vec<String> = render::create_namespace(session.dialect(), &entries)
+            .into_iter()
+            .collect();
         ddl.push(format!(
             "CREATE TABLE IF NOT EXISTS {} (pipeline TEXT NOT NULL, entry_key TEXT NOT NULL, \
              entry_value TEXT NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (pipeline, entry_key))",

@@ -8,8 +8,6 @@
 //! so a chunk that runs twice (its worker died after committing, before `finish`) is
 //! harmless.
 
-#[cfg(feature = "postgres")]
-use crate::connectors::Dialect;
 use crate::connectors::{SqlSession, Statement, TableName, render};
 use crate::error::{Error, Result};
 use crate::model::{DataType, RangeTerm, Value, value_from_json, value_to_json};
@@ -57,26 +55,11 @@ impl Ledger {
         campaign: &str,
         create: bool,
     ) -> Result<Self> {
-        let table = match session.dialect() {
-            #[cfg(feature = "postgres")]
-            Dialect::Postgres => TableName {
-                schema: Some("dpone".into()),
-                name: "backfill_chunks".into(),
-            },
-            #[allow(unreachable_patterns)]
-            _ => TableName {
-                schema: None,
-                name: "dpone_backfill_chunks".into(),
-            },
-        };
+        let table = session.dialect().bookkeeping_table("backfill_chunks");
         if create {
-            let mut ddl = Vec::new();
-            if let Some(schema) = &table.schema {
-                ddl.push(format!(
-                    "CREATE SCHEMA IF NOT EXISTS {}",
-                    render::quote_ident(schema)
-                ));
-            }
+            let mut ddl: Vec<String> = render::create_namespace(session.dialect(), &table)
+                .into_iter()
+                .collect();
             ddl.push(format!(
                 "CREATE TABLE IF NOT EXISTS {} (pipeline TEXT NOT NULL, campaign TEXT NOT NULL, \
                  chunk_index BIGINT NOT NULL, range_low TEXT NOT NULL, range_high TEXT NOT NULL, \
@@ -171,12 +154,7 @@ impl Ledger {
             params,
         )
         .await?;
-        let skip_locked = match self.session.dialect() {
-            #[cfg(feature = "postgres")]
-            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
-            #[allow(unreachable_patterns)]
-            _ => "",
-        };
+        let skip_locked = self.session.dialect().skip_locked();
         let mut params = self.scope();
         params.extend([
             Value::Text(owner.into()),

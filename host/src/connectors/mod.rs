@@ -1,15 +1,20 @@
 //! Connectors: where the SQL lives.
 //!
 //! Every connector is a folder with the same file roles:
-//! - `config.rs`: its manifest section, serde with `deny_unknown_fields`, pure `validate()`;
+//! - `config.rs`: its manifest section, serde with `deny_unknown_fields`, pure `validate()`,
+//!   and the capabilities it declares;
 //! - `client.rs`: the driver, implementing [`SqlSession`];
+//! - `dialect.rs` (SQL connectors): its [`dialect::SqlDialect`], everything its SQL does
+//!   differently;
 //! - `types.rs`: native type <-> portable type mapping and value binding;
 //! - `mod.rs`: declarations only.
 //!
 //! What is the same for every SQL dialect (rendering statements from structured bounds and
-//! the finalize primitives) lives here once: [`render`] builds statements, [`source`] and
-//! [`sink`] implement the strategy-facing operations over any [`SqlSession`].
+//! the finalize primitives) lives here once: [`render`] builds statements through the
+//! dialect, [`source`] and [`sink`] implement the strategy-facing operations over any
+//! [`SqlSession`].
 
+pub mod dialect;
 pub mod render;
 pub mod sink;
 pub mod source;
@@ -34,19 +39,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
-use crate::model::{Schema, Value};
-
-/// The SQL dialects the connectors speak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    #[cfg(feature = "postgres")]
-    Postgres,
-    #[cfg(feature = "sqlite")]
-    Sqlite,
-    /// `datetime64`: the server has `DateTime64` (20.1 and later).
-    #[cfg(feature = "clickhouse")]
-    Clickhouse { datetime64: bool },
-}
+use crate::model::{ChangeWindow, Schema, Value};
 
 /// A schema-qualified table name, as written in the manifest (`schema.table` or `table`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +87,7 @@ impl std::fmt::Display for TableName {
     }
 }
 
-/// SQL text with `$1..$n` placeholders and the values bound to them, in order.
+/// SQL text with the dialect's placeholders and the values bound to them, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Statement {
     pub sql: String,
@@ -123,7 +116,8 @@ impl From<String> for Statement {
 /// are bound, bulk rows travel in the driver's bulk format.
 #[async_trait]
 pub trait SqlSession: Send {
-    fn dialect(&self) -> Dialect;
+    /// How this database's SQL is written.
+    fn dialect(&self) -> &dyn dialect::SqlDialect;
 
     /// Whether `begin`/`commit`/`rollback` bracket an atomic transaction. Without them
     /// (ClickHouse) the sink publishes its finalization through shadow tables instead.
@@ -132,10 +126,10 @@ pub trait SqlSession: Send {
     }
 
     /// The placeholder for parameter `n` (1-based) in a statement passed to [`read`]
-    /// (`Self::read`). PostgreSQL's COPY cannot bind parameters, so its reader binds them
-    /// through session settings instead; every other statement uses `$n`.
-    fn read_placeholder(&self, n: usize, _value: &Value) -> String {
-        format!("${n}")
+    /// (`Self::read`): the dialect's by default. PostgreSQL's COPY cannot bind parameters,
+    /// so its reader binds them through session settings instead.
+    fn read_placeholder(&self, n: usize, value: &Value) -> Result<String> {
+        self.dialect().placeholder(n, value)
     }
 
     /// Runs a statement; returns the rows it affected.
@@ -207,10 +201,99 @@ pub trait SqlSession: Send {
         ))
     }
 
+    /// The safe upper row-version bound now, as a position: every transaction at or
+    /// before it has finished. `unsupported` where rows carry no version.
+    async fn row_version_horizon(&mut self) -> Result<String> {
+        Err(Error::new(
+            crate::Kind::Unsupported,
+            "this source has no row versions (PostgreSQL has xmin; SQL Server rowversion comes with its connector)",
+        ))
+    }
+
+    /// With transactions: replaces the target's native partitions holding the staged values
+    /// of `column` inside the open transaction, noting each statement in `statements`;
+    /// `None`, changing nothing, when the target is not natively partitioned so (the
+    /// strategy then deletes and inserts). `suffix` names this run's swap tables. Returns
+    /// (rows deleted, rows inserted).
+    async fn replace_partitions(
+        &mut self,
+        _target: &TableName,
+        _staging: &TableName,
+        _columns: &[String],
+        _column: &str,
+        _suffix: &str,
+        _statements: &mut Vec<String>,
+    ) -> Result<Option<(u64, u64)>> {
+        Ok(None)
+    }
+
+    /// Without transactions: whether `table`'s partition key is exactly `column`, so the
+    /// shadow can replace the partitions a copy loaded from staging has rows in.
+    async fn partitioned_by(&mut self, _table: &TableName, _column: &str) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// Without transactions: the statements that replace the partitions of `target`
+    /// which `copy` (created like it) has rows in, each atomic for its partition.
+    async fn partition_replacements(
+        &mut self,
+        _target: &TableName,
+        _copy: &TableName,
+    ) -> Result<Vec<String>> {
+        Err(Error::new(
+            crate::Kind::Unsupported,
+            "this sink has no native partitions",
+        ))
+    }
+
     /// Takes the advisory lock `name` for as long as this session lives (also across
     /// processes and machines sharing the database); `false` when another session holds
     /// it. Released when the session ends, including when its process dies.
     async fn try_lock(&mut self, name: &str) -> Result<bool>;
+}
+
+/// A source's change feed, opened for one pipeline: its names come from the manifest's
+/// `source` section, never from a strategy. Positions are the source's own text.
+#[async_trait]
+pub trait ChangeFeed: Send {
+    /// Opens the feed (creating it when missing, if `create`; a dry run does not) and
+    /// applies the source's gap rule to `stored`.
+    async fn open(&mut self, stored: Option<&str>, create: bool) -> Result<ChangeWindow>;
+
+    /// Checks a change read's positions before the read is opened.
+    fn check_read(&self, read: &source::ChangeRead) -> Result<()>;
+
+    /// Streams the compacted changes of `read`, as batches of `columns`, into `tx`.
+    async fn read(
+        &mut self,
+        columns: &Schema,
+        read: &source::ChangeRead,
+        tx: mpsc::Sender<RecordBatch>,
+    ) -> Result<()>;
+
+    /// Lets the feed discard every change up to `position`.
+    async fn ack(&mut self, position: &str) -> Result<()>;
+
+    /// Drops the feed (retiring the pipeline); says what it dropped, for the operator.
+    async fn drop_feed(&mut self) -> Result<String>;
+}
+
+/// The change feed of a manifest's source, when its connector has one (connected at its
+/// first use).
+pub fn manifest_feed(manifest: &crate::manifest::Manifest) -> Option<Box<dyn ChangeFeed>> {
+    match &manifest.source {
+        #[cfg(feature = "postgres")]
+        crate::manifest::Connection::Postgres(c) => {
+            Some(Box::new(postgres::feed::PostgresFeed::new(
+                c.url.clone(),
+                manifest.source_table(),
+                &manifest.pipeline,
+                c.change_feed.as_ref(),
+            )))
+        }
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
 }
 
 /// The kind of a driver error in a session of `role`. A unique-key violation is a

@@ -1,104 +1,57 @@
 //! Statement rendering, shared by every SQL dialect.
 //!
 //! Strategies hand the host structured bounds and filters; this module turns them into SQL
-//! with quoted identifiers and `$n` placeholders. Values only ever travel as parameters.
+//! through the connector's [`SqlDialect`]: identifiers quoted by it, values written as its
+//! placeholders. Values only ever travel as parameters (or, on servers without them, as the
+//! dialect's audited literals); the one raw SQL text is the manifest's `predicate_sql`.
 //! Everything here is pure, so `dpone-host plan` can print the exact statements a run issues.
 
-use super::{Dialect, Statement, TableName};
+use super::dialect::{KeyMatch, SqlDialect};
+use super::{Statement, TableName};
 use crate::error::{Error, Result};
-use crate::model::{Comparison, DataType, ScanBounds, Schema, Term, Value};
+use crate::model::{Comparison, ScanBounds, Schema, Term, Value};
 
-/// Quotes an identifier for both dialects: `"` doubled inside `"..."`.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// `"schema"."table"` or `"table"`.
-pub fn table_ref(table: &TableName) -> String {
-    match &table.schema {
-        Some(s) => format!("{}.{}", quote_ident(s), quote_ident(&table.name)),
-        None => quote_ident(&table.name),
-    }
-}
-
-/// `"a", "b", "c"`.
-pub fn column_list(columns: &[String]) -> String {
-    columns
-        .iter()
-        .map(|c| quote_ident(c))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The dialect's DDL type for a portable type.
-pub fn native_type(dialect: Dialect, t: &DataType) -> String {
-    match dialect {
-        #[cfg(feature = "postgres")]
-        Dialect::Postgres => super::postgres::types::native_type(t),
-        #[cfg(feature = "sqlite")]
-        Dialect::Sqlite => super::sqlite::types::native_type(t),
-        #[cfg(feature = "clickhouse")]
-        Dialect::Clickhouse { datetime64 } => super::clickhouse::types::native_type(t, datetime64),
-    }
-}
-
-/// ClickHouse has no DDL transactions, no `UPDATE` and no correlated subqueries: its
-/// rendering differs in the places that use them.
-fn is_clickhouse(dialect: Dialect) -> bool {
-    #[cfg(feature = "clickhouse")]
-    if matches!(dialect, Dialect::Clickhouse { .. }) {
-        return true;
-    }
-    let _ = dialect;
-    false
-}
-
-/// The statement creating a table's schema (a database on ClickHouse) when missing;
-/// `None` where tables live in one namespace (SQLite).
-pub fn create_namespace(dialect: Dialect, table: &TableName) -> Option<String> {
-    let schema = quote_ident(table.schema.as_ref()?);
-    if is_clickhouse(dialect) {
-        Some(format!("CREATE DATABASE IF NOT EXISTS {schema}"))
-    } else if is_postgres(dialect) {
-        Some(format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
-    } else {
-        None
-    }
-}
-
-/// Renders placeholders: `$n` for ordinary statements; a session may render its own for
-/// reads (see [`super::SqlSession::read_placeholder`]).
-pub type Placeholder<'a> = &'a dyn Fn(usize, &Value) -> String;
-
-/// The `$n` placeholder.
-pub fn dollar(n: usize, _: &Value) -> String {
-    format!("${n}")
-}
+/// Renders a placeholder for parameter `n` holding a value: the dialect's, or a session's
+/// own for reads (see [`super::SqlSession::read_placeholder`]).
+pub type Placeholder<'a> = &'a dyn Fn(usize, &Value) -> Result<String>;
 
 /// Builds a WHERE clause and its parameters.
 struct Where<'a> {
+    d: &'a dyn SqlDialect,
     parts: Vec<String>,
     params: Vec<Value>,
     placeholder: Placeholder<'a>,
 }
 
 impl<'a> Where<'a> {
-    fn new(placeholder: Placeholder<'a>) -> Self {
+    fn new(d: &'a dyn SqlDialect, placeholder: Placeholder<'a>) -> Self {
         Where {
+            d,
             parts: Vec::new(),
             params: Vec::new(),
             placeholder,
         }
     }
 
-    fn param(&mut self, v: &Value) -> String {
+    fn param(&mut self, v: &Value) -> Result<String> {
+        if self.params.len() >= self.d.max_params() {
+            return Err(Error::new(
+                crate::Kind::Unsupported,
+                format!(
+                    "the statement would bind more than {} parameters, the most this database takes in one statement",
+                    self.d.max_params()
+                ),
+            ));
+        }
         self.params.push(v.clone());
         (self.placeholder)(self.params.len(), v)
     }
 
-    fn compare(&mut self, column: &str, op: &str, v: &Value) {
-        let p = self.param(v);
-        self.parts.push(format!("{} {op} {p}", quote_ident(column)));
+    fn compare(&mut self, column: &str, op: &str, v: &Value) -> Result<()> {
+        let p = self.param(v)?;
+        self.parts
+            .push(format!("{} {op} {p}", self.d.quote_ident(column)));
+        Ok(())
     }
 
     fn term(&mut self, term: &Term, manifest_predicate: Option<&str>) -> Result<()> {
@@ -121,24 +74,35 @@ impl<'a> Where<'a> {
                     Comparison::Gt => ">",
                     Comparison::Ge => ">=",
                 };
-                self.compare(&c.column, op, &c.value);
+                self.compare(&c.column, op, &c.value)?;
             }
             Term::Range(r) => {
-                self.compare(&r.column, ">=", &r.low);
+                self.compare(&r.column, ">=", &r.low)?;
                 self.compare(
                     &r.column,
                     if r.high_inclusive { "<=" } else { "<" },
                     &r.high,
-                );
+                )?;
             }
             Term::InList(i) if i.values.is_empty() => self.parts.push("1 = 0".into()),
             Term::InList(i) => {
-                let ps: Vec<String> = i.values.iter().map(|v| self.param(v)).collect();
-                self.parts
-                    .push(format!("{} IN ({})", quote_ident(&i.column), ps.join(", ")));
+                let ps = i
+                    .values
+                    .iter()
+                    .map(|v| self.param(v))
+                    .collect::<Result<Vec<_>>>()?;
+                self.parts.push(format!(
+                    "{} IN ({})",
+                    self.d.quote_ident(&i.column),
+                    ps.join(", ")
+                ));
             }
-            Term::IsNull(c) => self.parts.push(format!("{} IS NULL", quote_ident(c))),
-            Term::IsNotNull(c) => self.parts.push(format!("{} IS NOT NULL", quote_ident(c))),
+            Term::IsNull(c) => self
+                .parts
+                .push(format!("{} IS NULL", self.d.quote_ident(c))),
+            Term::IsNotNull(c) => self
+                .parts
+                .push(format!("{} IS NOT NULL", self.d.quote_ident(c))),
             Term::ManifestPredicate => {
                 let sql = manifest_predicate.ok_or_else(|| {
                     Error::config(
@@ -152,27 +116,23 @@ impl<'a> Where<'a> {
         Ok(())
     }
 
-    fn bounds(
-        &mut self,
-        dialect: Dialect,
-        bounds: &ScanBounds,
-        manifest_predicate: Option<&str>,
-    ) -> Result<()> {
+    fn bounds(&mut self, bounds: &ScanBounds, manifest_predicate: Option<&str>) -> Result<()> {
         if let Some(x) = &bounds.row_versions {
-            let row_xid = row_xid64(dialect)?;
             if let Some(after) = &x.after {
-                let p = self.param(&xid_value(after)?);
-                self.parts.push(format!("{row_xid} > {p}"));
+                let (row_version, v) = self.d.row_version(after)?;
+                let p = self.param(&v)?;
+                self.parts.push(format!("{row_version} > {p}"));
             }
-            let p = self.param(&xid_value(&x.up_to)?);
-            self.parts.push(format!("{row_xid} <= {p}"));
+            let (row_version, v) = self.d.row_version(&x.up_to)?;
+            let p = self.param(&v)?;
+            self.parts.push(format!("{row_version} <= {p}"));
         }
         if let Some(c) = &bounds.cursor {
             if let Some(after) = c.after.as_ref().filter(|v| **v != Value::Null) {
-                self.compare(&c.column, ">", after);
+                self.compare(&c.column, ">", after)?;
             }
             if let Some(up_to) = c.up_to.as_ref().filter(|v| **v != Value::Null) {
-                self.compare(&c.column, "<=", up_to);
+                self.compare(&c.column, "<=", up_to)?;
             }
         }
         for t in &bounds.filter {
@@ -188,39 +148,23 @@ impl<'a> Where<'a> {
             format!(" WHERE {}", self.parts.join(" AND "))
         }
     }
-}
 
-/// A row's transaction id widened to 64 bits (PostgreSQL): the row's 32-bit `xmin` placed
-/// in the epoch of the snapshot's next xid, or the previous epoch when it is above that
-/// xid's low half (the row predates the last wraparound). Exact for every xid younger than
-/// 2^31 transactions, which covers every row not yet frozen.
-fn row_xid64(dialect: Dialect) -> Result<&'static str> {
-    if !is_postgres(dialect) {
-        return Err(Error::new(
-            crate::Kind::Unsupported,
-            "row-version bounds need a PostgreSQL source (xmin)",
-        ));
+    fn condition(self) -> Statement {
+        Statement {
+            sql: self.parts.join(" AND "),
+            params: self.params,
+        }
     }
-    Ok(
-        "((((pg_snapshot_xmax(pg_current_snapshot())::text::bigint >> 32) << 32) | xmin::text::bigint) \
-       - CASE WHEN xmin::text::bigint > (pg_snapshot_xmax(pg_current_snapshot())::text::bigint & 4294967295) \
-       THEN 4294967296 ELSE 0 END)",
-    )
 }
 
-/// The transaction id of a row-version position, as the `bigint` [`row_xid64`] compares.
-fn xid_value(position: &str) -> Result<Value> {
-    #[cfg(feature = "postgres")]
-    return super::postgres::types::parse_xid_position(position).map(Value::Int);
-    #[cfg(not(feature = "postgres"))]
-    Err(Error::new(
-        crate::Kind::Unsupported,
-        format!("row-version position `{position}` needs a PostgreSQL source"),
-    ))
+/// The dialect's own placeholders: what every statement but a session's reads uses.
+fn placeholders(d: &dyn SqlDialect) -> impl Fn(usize, &Value) -> Result<String> + '_ {
+    move |n, v| d.placeholder(n, v)
 }
 
-/// Checks that every column a scan's bounds name exists in `schema`.
-pub fn check_bound_columns(schema: &Schema, bounds: &ScanBounds) -> Result<()> {
+/// Checks that every column a scan's bounds name exists in `schema`, and that the dialect
+/// compares the cursor correctly.
+pub fn check_bound_columns(d: &dyn SqlDialect, schema: &Schema, bounds: &ScanBounds) -> Result<()> {
     let mut names: Vec<&str> = bounds.cursor.iter().map(|c| c.column.as_str()).collect();
     for t in &bounds.filter {
         match t {
@@ -234,32 +178,38 @@ pub fn check_bound_columns(schema: &Schema, bounds: &ScanBounds) -> Result<()> {
     for n in names {
         schema.require(n, "sink.strategy")?;
     }
+    if let Some(c) = &bounds.cursor {
+        d.check_cursor(
+            &c.column,
+            &schema.require(&c.column, "sink.strategy")?.data_type,
+        )?;
+    }
     Ok(())
 }
 
 /// `SELECT <columns> FROM <table> WHERE <bounds> [ORDER BY cursor] [LIMIT n]`. A limited
 /// cursor scan is ordered by the cursor so the rows it takes are the first ones past it.
 pub fn select(
-    dialect: Dialect,
+    d: &dyn SqlDialect,
     table: &TableName,
     schema: &Schema,
     bounds: &ScanBounds,
     manifest_predicate: Option<&str>,
     placeholder: Placeholder<'_>,
 ) -> Result<Statement> {
-    let mut w = Where::new(placeholder);
-    w.bounds(dialect, bounds, manifest_predicate)?;
+    let mut w = Where::new(d, placeholder);
+    w.bounds(bounds, manifest_predicate)?;
     let mut sql = format!(
         "SELECT {} FROM {}{}",
-        column_list(&schema.names()),
-        table_ref(table),
+        d.column_list(&schema.names()),
+        d.table_ref(table),
         w.sql()
     );
     if let Some(limit) = bounds.limit {
         if let Some(c) = &bounds.cursor {
-            sql.push_str(&format!(" ORDER BY {}", quote_ident(&c.column)));
+            sql.push_str(&format!(" ORDER BY {}", d.quote_ident(&c.column)));
         }
-        sql.push_str(&format!(" LIMIT {limit}"));
+        sql.push_str(&d.limit(limit));
     }
     Ok(Statement {
         sql,
@@ -269,227 +219,65 @@ pub fn select(
 
 /// `SELECT <aggregate> FROM (<bounded select>) AS scan`, so limits apply before aggregating.
 pub fn aggregate(
-    dialect: Dialect,
+    d: &dyn SqlDialect,
     table: &TableName,
     schema: &Schema,
     bounds: &ScanBounds,
     manifest_predicate: Option<&str>,
     aggregate: &str,
 ) -> Result<Statement> {
-    let inner = select(dialect, table, schema, bounds, manifest_predicate, &dollar)?;
+    let inner = select(
+        d,
+        table,
+        schema,
+        bounds,
+        manifest_predicate,
+        &placeholders(d),
+    )?;
     Ok(Statement {
         sql: format!("SELECT {aggregate} FROM ({}) AS scan", inner.sql),
         params: inner.params,
     })
 }
 
-/// The largest value of `column`, NULL over no rows (a ClickHouse aggregate over no rows
-/// gives the type's default, 0 or 1970-01-01, instead).
-pub fn max_of(dialect: Dialect, column: &str) -> String {
-    let c = quote_ident(column);
-    if is_clickhouse(dialect) {
-        format!("if(count() = 0, NULL, max({c}))")
-    } else {
-        format!("MAX({c})")
-    }
+/// The statement creating a table's schema when missing; `None` where tables live in one
+/// namespace.
+pub fn create_namespace(d: &dyn SqlDialect, table: &TableName) -> Option<String> {
+    d.create_namespace(&d.quote_ident(table.schema.as_ref()?))
 }
 
-/// `CREATE TABLE` for a target (`key` becomes its primary key) or a staging table (no
-/// constraints, so key checks can see NULLs and duplicates; PostgreSQL: UNLOGGED).
-pub fn create_table(
-    dialect: Dialect,
-    table: &TableName,
-    schema: &Schema,
-    key: &[String],
-    staging: bool,
-) -> String {
-    let clickhouse = is_clickhouse(dialect);
-    let mut cols: Vec<String> = schema
-        .columns
-        .iter()
-        .map(|c| {
-            let not_null = !staging && (!c.nullable || key.contains(&c.name));
-            let t = native_type(dialect, &c.data_type);
-            match (clickhouse, not_null) {
-                (true, _) => clickhouse_column(&c.name, &c.data_type, &t, not_null),
-                (false, true) => format!("{} {t} NOT NULL", quote_ident(&c.name)),
-                (false, false) => format!("{} {t}", quote_ident(&c.name)),
-            }
-        })
-        .collect();
-    if clickhouse {
-        // MergeTree sorts by the key (never Nullable); staging needs no order.
-        let order = if staging || key.is_empty() {
-            "tuple()".to_string()
-        } else {
-            format!("({})", column_list(key))
-        };
-        let if_not_exists = if staging { "" } else { "IF NOT EXISTS " };
-        return format!(
-            "CREATE TABLE {if_not_exists}{} ({}) ENGINE = MergeTree ORDER BY {order}",
-            table_ref(table),
-            cols.join(", ")
-        );
-    }
-    if !staging && !key.is_empty() {
-        cols.push(format!("PRIMARY KEY ({})", column_list(key)));
-    }
-    let unlogged = if staging && is_postgres(dialect) {
-        "UNLOGGED "
-    } else {
-        ""
-    };
-    let if_not_exists = if staging { "" } else { "IF NOT EXISTS " };
-    format!(
-        "CREATE {unlogged}TABLE {if_not_exists}{} ({})",
-        table_ref(table),
-        cols.join(", ")
-    )
-}
-
-/// `"c" Nullable(T) COMMENT 'dpone:boolean'`: a ClickHouse column definition.
-fn clickhouse_column(name: &str, portable: &DataType, t: &str, not_null: bool) -> String {
-    let t = if not_null {
-        t.to_string()
-    } else {
-        format!("Nullable({t})")
-    };
-    #[cfg(feature = "clickhouse")]
-    if let Some(comment) = super::clickhouse::types::type_comment(portable) {
-        return format!("{} {t} COMMENT '{comment}'", quote_ident(name));
-    }
-    let _ = portable;
-    format!("{} {t}", quote_ident(name))
-}
-
-/// A staging table shaped like the target, to be swapped in. PostgreSQL copies the whole
-/// definition (defaults, constraints, indexes); elsewhere columns and primary key.
+/// A staging table shaped like the target, to be swapped in: the dialect's copy of the
+/// definition where it has one, else the target's columns and primary key.
 pub fn create_like(
-    dialect: Dialect,
+    d: &dyn SqlDialect,
     staging: &TableName,
     target: &TableName,
     target_schema: &Schema,
 ) -> String {
-    if is_postgres(dialect) {
-        return format!(
-            "CREATE TABLE {} (LIKE {} INCLUDING ALL)",
-            table_ref(staging),
-            table_ref(target)
-        );
-    }
-    if is_clickhouse(dialect) {
-        // Same columns, engine, sorting and partition key.
-        return format!(
-            "CREATE TABLE {} AS {}",
-            table_ref(staging),
-            table_ref(target)
-        );
-    }
-    create_table(
-        dialect,
-        staging,
-        target_schema,
-        &target_schema.primary_key,
-        false,
-    )
-    .replace("IF NOT EXISTS ", "")
+    d.create_like(&d.table_ref(staging), &d.table_ref(target))
+        .unwrap_or_else(|| {
+            d.create_table(staging, target_schema, &target_schema.primary_key, false)
+                .replace("IF NOT EXISTS ", "")
+        })
 }
 
-fn is_postgres(dialect: Dialect) -> bool {
-    #[cfg(feature = "postgres")]
-    if dialect == Dialect::Postgres {
-        return true;
-    }
-    let _ = dialect;
-    false
+pub fn drop_table(d: &dyn SqlDialect, table: &TableName) -> String {
+    format!("DROP TABLE IF EXISTS {}", d.table_ref(table))
 }
 
-pub fn drop_table(table: &TableName) -> String {
-    format!("DROP TABLE IF EXISTS {}", table_ref(table))
-}
-
-/// `INSERT INTO target (cols) SELECT cols FROM staging`.
-pub fn insert_from(target: &TableName, staging: &TableName, columns: &[String]) -> String {
-    let cols = column_list(columns);
+/// `INSERT INTO target (cols) SELECT cols FROM source`.
+pub fn insert_from(
+    d: &dyn SqlDialect,
+    target: &TableName,
+    source: &TableName,
+    columns: &[String],
+) -> String {
+    let cols = d.column_list(columns);
     format!(
         "INSERT INTO {} ({cols}) SELECT {cols} FROM {}",
-        table_ref(target),
-        table_ref(staging)
+        d.table_ref(target),
+        d.table_ref(source)
     )
-}
-
-/// How a target row's key relates to staging (the WIT `key-match`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyMatch {
-    InStaging,
-    InStagingDiffering(String),
-    NotInStaging,
-}
-
-/// `[NOT] EXISTS (SELECT 1 FROM staging AS s WHERE s.k = <target>.k ...)`: the condition
-/// on a target row, correlated through the target's full name (SQLite cannot alias the
-/// table of a DELETE or UPDATE). Keys were checked to be non-NULL, so `=` is exact.
-fn key_match(
-    dialect: Dialect,
-    target: &TableName,
-    staging: &TableName,
-    key: &[String],
-    m: &KeyMatch,
-) -> String {
-    if is_clickhouse(dialect) {
-        return key_match_in(staging, key, m);
-    }
-    let t = table_ref(target);
-    let mut on: Vec<String> = key
-        .iter()
-        .map(|k| format!("s.{q} = {t}.{q}", q = quote_ident(k)))
-        .collect();
-    if let KeyMatch::InStagingDiffering(column) = m {
-        let q = quote_ident(column);
-        let differs = if is_postgres(dialect) {
-            "IS DISTINCT FROM"
-        } else {
-            "IS NOT"
-        };
-        on.push(format!("s.{q} {differs} {t}.{q}"));
-    }
-    let not = if *m == KeyMatch::NotInStaging {
-        "NOT "
-    } else {
-        ""
-    };
-    format!(
-        "{not}EXISTS (SELECT 1 FROM {} AS s WHERE {})",
-        table_ref(staging),
-        on.join(" AND ")
-    )
-}
-
-/// `(k..) [NOT] IN (SELECT k.. FROM staging)`: the key match without a correlated
-/// subquery (ClickHouse). A differing column compares as (is NULL, text) pairs, so NULL
-/// differs from every value and equals NULL.
-fn key_match_in(staging: &TableName, key: &[String], m: &KeyMatch) -> String {
-    let keys = format!("({})", column_list(key));
-    let in_staging = format!(
-        "{keys} IN (SELECT {} FROM {})",
-        column_list(key),
-        table_ref(staging)
-    );
-    match m {
-        KeyMatch::InStaging => in_staging,
-        KeyMatch::NotInStaging => format!("NOT ({in_staging})"),
-        KeyMatch::InStagingDiffering(column) => {
-            let c = quote_ident(column);
-            let fingerprint = format!(
-                "{}, isNull({c}), ifNull(toString({c}), '')",
-                column_list(key)
-            );
-            format!(
-                "{in_staging} AND ({fingerprint}) NOT IN (SELECT {fingerprint} FROM {})",
-                table_ref(staging)
-            )
-        }
-    }
 }
 
 fn nonempty_key(key: &[String]) -> Result<()> {
@@ -512,73 +300,63 @@ pub struct RowSelection<'a> {
     pub filter: &'a [Term],
 }
 
-impl RowSelection<'_> {
-    /// The WHERE clause (and parameters, after `w`'s) selecting these rows.
-    fn render(
-        &self,
-        dialect: Dialect,
-        w: &mut Where<'_>,
-        manifest_predicate: Option<&str>,
-    ) -> Result<()> {
-        nonempty_key(self.key)?;
-        w.parts.push(key_match(
-            dialect,
-            self.target,
-            self.staging,
-            self.key,
-            self.key_match,
-        ));
-        for t in self.filter {
-            w.term(t, manifest_predicate)?;
-        }
-        Ok(())
-    }
-}
-
 /// The condition selecting these rows, and its parameters: the WHERE clause of
-/// [`delete_rows`] and [`update_rows`], and what sinks without DELETE and UPDATE
-/// (ClickHouse) rewrite a table by.
+/// [`delete_rows`] and [`update_rows`], and what sinks without DELETE and UPDATE rewrite a
+/// table by.
 pub fn row_condition(
-    dialect: Dialect,
+    d: &dyn SqlDialect,
     rows: RowSelection<'_>,
     manifest_predicate: Option<&str>,
 ) -> Result<Statement> {
-    let mut w = Where::new(&dollar);
-    rows.render(dialect, &mut w, manifest_predicate)?;
-    Ok(Statement {
-        sql: w.parts.join(" AND "),
-        params: w.params,
-    })
+    nonempty_key(rows.key)?;
+    let placeholder = placeholders(d);
+    let mut w = Where::new(d, &placeholder);
+    w.parts.push(d.key_match(
+        &d.table_ref(rows.target),
+        &d.table_ref(rows.staging),
+        rows.key,
+        rows.key_match,
+    ));
+    for t in rows.filter {
+        w.term(t, manifest_predicate)?;
+    }
+    Ok(w.condition())
 }
 
 /// The condition of a filter, as [`row_condition`]. An empty filter is refused: a strategy
 /// that wants every row gone says so with `truncate-and-insert`.
-pub fn filter_condition(filter: &[Term], manifest_predicate: Option<&str>) -> Result<Statement> {
+pub fn filter_condition(
+    d: &dyn SqlDialect,
+    filter: &[Term],
+    manifest_predicate: Option<&str>,
+) -> Result<Statement> {
     if filter.is_empty() {
         return Err(Error::new(
             crate::Kind::Unsupported,
             "delete-where with an empty filter would delete every row",
         ));
     }
-    let mut w = Where::new(&dollar);
+    let placeholder = placeholders(d);
+    let mut w = Where::new(d, &placeholder);
     for t in filter {
         w.term(t, manifest_predicate)?;
     }
-    Ok(Statement {
-        sql: w.parts.join(" AND "),
-        params: w.params,
-    })
+    Ok(w.condition())
 }
 
 /// `DELETE FROM target WHERE <key match> AND <filter>`.
 pub fn delete_rows(
-    dialect: Dialect,
+    d: &dyn SqlDialect,
     rows: RowSelection<'_>,
     manifest_predicate: Option<&str>,
 ) -> Result<Statement> {
-    let cond = row_condition(dialect, rows, manifest_predicate)?;
+    let cond = row_condition(d, rows, manifest_predicate)?;
     Ok(Statement {
-        sql: format!("DELETE FROM {} WHERE {}", table_ref(rows.target), cond.sql),
+        sql: format!(
+            "DELETE FROM {} WHERE {}",
+            d.table_ref(rows.target),
+            cond.sql
+        ),
         params: cond.params,
     })
 }
@@ -597,24 +375,23 @@ pub fn check_assignments(assignments: &[(String, Value)]) -> Result<()> {
 /// `UPDATE target SET c = $n, ... WHERE <key match> AND <filter>` (the condition's
 /// parameters first).
 pub fn update_rows(
-    dialect: Dialect,
+    d: &dyn SqlDialect,
     rows: RowSelection<'_>,
     assignments: &[(String, Value)],
     manifest_predicate: Option<&str>,
 ) -> Result<Statement> {
     check_assignments(assignments)?;
-    let mut cond = row_condition(dialect, rows, manifest_predicate)?;
-    let sets: Vec<String> = assignments
-        .iter()
-        .map(|(c, v)| {
-            cond.params.push(v.clone());
-            format!("{} = ${}", quote_ident(c), cond.params.len())
-        })
-        .collect();
+    let mut cond = row_condition(d, rows, manifest_predicate)?;
+    let mut sets = Vec::with_capacity(assignments.len());
+    for (c, v) in assignments {
+        cond.params.push(v.clone());
+        let p = d.placeholder(cond.params.len(), v)?;
+        sets.push(format!("{} = {p}", d.quote_ident(c)));
+    }
     Ok(Statement {
         sql: format!(
             "UPDATE {} SET {} WHERE {}",
-            table_ref(rows.target),
+            d.table_ref(rows.target),
             sets.join(", "),
             cond.sql
         ),
@@ -634,12 +411,11 @@ pub struct NewRows<'a> {
     pub extra: &'a [(String, Value)],
 }
 
-/// `SELECT s.cols, $n.. FROM staging AS s WHERE NOT EXISTS (SELECT 1 FROM target WHERE
-/// target.k = s.k AND <filter>)`: the rows [`insert_new_rows`] inserts. Unqualified filter
-/// columns resolve to the target, the innermost table. ClickHouse has no correlated
-/// subquery: there the keys are `NOT IN` the filtered target's keys.
+/// `SELECT s.cols, $n.. FROM staging AS s WHERE <no target row with the key satisfies
+/// filter>`: the rows [`insert_new_rows`] inserts. Unqualified filter columns resolve to
+/// the target, the innermost table.
 pub fn new_rows_select(
-    dialect: Dialect,
+    d: &dyn SqlDialect,
     rows: NewRows<'_>,
     manifest_predicate: Option<&str>,
 ) -> Result<Statement> {
@@ -652,41 +428,24 @@ pub fn new_rows_select(
         extra,
     } = rows;
     nonempty_key(key)?;
-    let t = table_ref(target);
-    let mut w = Where::new(&dollar);
+    let placeholder = placeholders(d);
+    let mut w = Where::new(d, &placeholder);
     let mut select: Vec<String> = columns
         .iter()
-        .map(|c| format!("s.{}", quote_ident(c)))
+        .map(|c| format!("s.{}", d.quote_ident(c)))
         .collect();
-    select.extend(extra.iter().map(|(_, v)| w.param(v)));
-    let clickhouse = is_clickhouse(dialect);
-    if !clickhouse {
-        for k in key {
-            w.parts.push(format!("{t}.{q} = s.{q}", q = quote_ident(k)));
-        }
+    for (_, v) in extra {
+        select.push(w.param(v)?);
     }
     for f in filter {
         w.term(f, manifest_predicate)?;
     }
-    let absent = if clickhouse {
-        let s_keys: Vec<String> = key
-            .iter()
-            .map(|k| format!("s.{}", quote_ident(k)))
-            .collect();
-        format!(
-            "({}) NOT IN (SELECT {} FROM {t}{})",
-            s_keys.join(", "),
-            column_list(key),
-            w.sql()
-        )
-    } else {
-        format!("NOT EXISTS (SELECT 1 FROM {t}{})", w.sql())
-    };
+    let absent = d.no_target_row(&d.table_ref(target), key, &w.parts);
     Ok(Statement {
         sql: format!(
             "SELECT {} FROM {} AS s WHERE {absent}",
             select.join(", "),
-            table_ref(staging)
+            d.table_ref(staging)
         ),
         params: w.params,
     })
@@ -694,18 +453,18 @@ pub fn new_rows_select(
 
 /// `INSERT INTO target (cols, extra) <new_rows_select>`.
 pub fn insert_new_rows(
-    dialect: Dialect,
+    d: &dyn SqlDialect,
     rows: NewRows<'_>,
     manifest_predicate: Option<&str>,
 ) -> Result<Statement> {
-    let select = new_rows_select(dialect, rows, manifest_predicate)?;
+    let select = new_rows_select(d, rows, manifest_predicate)?;
     let mut target_columns = rows.columns.to_vec();
     target_columns.extend(rows.extra.iter().map(|(c, _)| c.clone()));
     Ok(Statement {
         sql: format!(
             "INSERT INTO {} ({}) {}",
-            table_ref(rows.target),
-            column_list(&target_columns),
+            d.table_ref(rows.target),
+            d.column_list(&target_columns),
             select.sql
         ),
         params: select.params,
@@ -714,69 +473,68 @@ pub fn insert_new_rows(
 
 /// `DELETE FROM target WHERE <filter>`; an empty filter is refused ([`filter_condition`]).
 pub fn delete_where(
+    d: &dyn SqlDialect,
     target: &TableName,
     filter: &[Term],
     manifest_predicate: Option<&str>,
 ) -> Result<Statement> {
-    let cond = filter_condition(filter, manifest_predicate)?;
+    let cond = filter_condition(d, filter, manifest_predicate)?;
     Ok(Statement {
-        sql: format!("DELETE FROM {} WHERE {}", table_ref(target), cond.sql),
+        sql: format!("DELETE FROM {} WHERE {}", d.table_ref(target), cond.sql),
         params: cond.params,
     })
 }
 
-/// Empties the target inside the current transaction.
-pub fn truncate(dialect: Dialect, target: &TableName) -> String {
-    if is_postgres(dialect) {
-        format!("TRUNCATE TABLE {}", table_ref(target))
-    } else {
-        format!("DELETE FROM {}", table_ref(target))
-    }
-}
-
 /// Drops the target and renames staging into its place; run inside one transaction.
-pub fn swap(target: &TableName, staging: &TableName) -> [String; 2] {
+pub fn swap(d: &dyn SqlDialect, target: &TableName, staging: &TableName) -> [String; 2] {
     [
-        drop_table(target),
+        drop_table(d, target),
         format!(
             "ALTER TABLE {} RENAME TO {}",
-            table_ref(staging),
-            quote_ident(&target.name)
+            d.table_ref(staging),
+            d.quote_ident(&target.name)
         ),
     ]
 }
 
 /// The two queries of a key check over the rows of `table` matching `filter`: (rows, rows
 /// with a NULL key component, key groups occurring more than once), and up to five of the
-/// duplicated keys. The filter's `$n` repeat inside one statement: one set of parameters.
+/// duplicated keys. The filter's parameters repeat inside one statement: one set of them.
 pub fn key_checks(
+    d: &dyn SqlDialect,
     table: &TableName,
     key: &[String],
     filter: &[Term],
     manifest_predicate: Option<&str>,
 ) -> Result<(Statement, Statement)> {
     nonempty_key(key)?;
-    let mut w = Where::new(&dollar);
+    let placeholder = placeholders(d);
+    let mut w = Where::new(d, &placeholder);
     for f in filter {
         w.term(f, manifest_predicate)?;
     }
     let scope = if filter.is_empty() {
-        table_ref(table)
+        d.table_ref(table)
     } else {
-        format!("(SELECT * FROM {}{}) AS scoped", table_ref(table), w.sql())
+        format!(
+            "(SELECT * FROM {}{}) AS scoped",
+            d.table_ref(table),
+            w.sql()
+        )
     };
     let any_null: Vec<String> = key
         .iter()
-        .map(|k| format!("{} IS NULL", quote_ident(k)))
+        .map(|k| format!("{} IS NULL", d.quote_ident(k)))
         .collect();
-    let cols = column_list(key);
+    let cols = d.column_list(key);
     let counts = format!(
         "SELECT (SELECT COUNT(*) FROM {scope}), (SELECT COUNT(*) FROM {scope} WHERE {nulls}), \
          (SELECT COUNT(*) FROM (SELECT 1 FROM {scope} GROUP BY {cols} HAVING COUNT(*) > 1) AS d)",
         nulls = any_null.join(" OR "),
     );
     let sample = format!(
-        "SELECT {cols} FROM {scope} GROUP BY {cols} HAVING COUNT(*) > 1 ORDER BY {cols} LIMIT 5"
+        "SELECT {cols} FROM {scope} GROUP BY {cols} HAVING COUNT(*) > 1 ORDER BY {cols}{}",
+        d.limit(5)
     );
     Ok((
         Statement {
@@ -791,22 +549,64 @@ pub fn key_checks(
 }
 
 /// Up to `limit` distinct values of a column, sorted.
-pub fn distinct_values(table: &TableName, column: &str, limit: u32) -> String {
-    let c = quote_ident(column);
+pub fn distinct_values(d: &dyn SqlDialect, table: &TableName, column: &str, limit: u32) -> String {
+    let c = d.quote_ident(column);
     format!(
-        "SELECT DISTINCT {c} FROM {} ORDER BY {c} LIMIT {limit}",
-        table_ref(table)
+        "SELECT DISTINCT {c} FROM {} ORDER BY {c}{}",
+        d.table_ref(table),
+        d.limit(u64::from(limit))
     )
 }
 
-pub fn count(table: &TableName) -> String {
-    format!("SELECT COUNT(*) FROM {}", table_ref(table))
+pub fn count(d: &dyn SqlDialect, table: &TableName) -> String {
+    format!("SELECT COUNT(*) FROM {}", d.table_ref(table))
+}
+
+/// `"a", "b"` in the standard quoting, for connectors' own SQL on servers that use it.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `"schema"."table"` or `"table"` in the standard quoting (see [`quote_ident`]).
+pub fn table_ref(table: &TableName) -> String {
+    match &table.schema {
+        Some(s) => format!("{}.{}", quote_ident(s), quote_ident(&table.name)),
+        None => quote_ident(&table.name),
+    }
+}
+
+/// `"a", "b", "c"` in the standard quoting (see [`quote_ident`]).
+pub fn column_list(columns: &[String]) -> String {
+    columns
+        .iter()
+        .map(|c| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Column, CompareTerm, CursorBound, InTerm, RangeTerm};
+    use crate::model::{Column, CompareTerm, CursorBound, DataType, InTerm, RangeTerm};
+
+    /// The defaults alone: standard SQL.
+    #[derive(Debug)]
+    struct Standard;
+
+    impl SqlDialect for Standard {
+        fn max_params(&self) -> usize {
+            3
+        }
+
+        fn native_type(&self, _: &DataType) -> String {
+            "TEXT".into()
+        }
+    }
+
+    #[cfg(feature = "postgres")]
+    const PG: &dyn SqlDialect = &crate::connectors::postgres::dialect::PostgresDialect;
+    #[cfg(feature = "sqlite")]
+    const SQLITE: &dyn SqlDialect = &crate::connectors::sqlite::dialect::SqliteDialect;
 
     fn selection<'a>(
         target: &'a TableName,
@@ -871,7 +671,7 @@ mod tests {
             row_versions: None,
             since: None,
         };
-        let st = select(Dialect::Postgres, &t, &s, &bounds, None, &dollar).unwrap();
+        let st = select(PG, &t, &s, &bounds, None, &placeholders(PG)).unwrap();
         assert_eq!(
             st.sql,
             "SELECT \"id\", \"up\"\"dated\" FROM \"public\".\"orders\" WHERE \"up\"\"dated\" > $1 \
@@ -895,13 +695,13 @@ mod tests {
             }),
             since: None,
         };
-        let st = select(Dialect::Postgres, &t, &s, &bounds, None, &dollar).unwrap();
+        let st = select(PG, &t, &s, &bounds, None, &placeholders(PG)).unwrap();
         assert!(st.sql.contains("| xmin::text::bigint)"), "{}", st.sql);
         assert!(st.sql.contains(" > $1 AND "), "{}", st.sql);
         assert!(st.sql.ends_with(" <= $2"), "{}", st.sql);
         assert_eq!(st.params, [Value::Int(7), Value::Int(9)]);
         #[cfg(feature = "sqlite")]
-        assert!(select(Dialect::Sqlite, &t, &s, &bounds, None, &dollar).is_err());
+        assert!(select(SQLITE, &t, &s, &bounds, None, &placeholders(SQLITE)).is_err());
     }
 
     #[test]
@@ -916,25 +716,35 @@ mod tests {
             })
         };
         assert_eq!(
-            delete_where(&t, &[range(false)], None).unwrap().sql,
+            delete_where(&Standard, &t, &[range(false)], None)
+                .unwrap()
+                .sql,
             "DELETE FROM \"public\".\"orders\" WHERE \"id\" >= $1 AND \"id\" < $2"
         );
         assert_eq!(
-            delete_where(&t, &[range(true)], None).unwrap().sql,
+            delete_where(&Standard, &t, &[range(true)], None)
+                .unwrap()
+                .sql,
             "DELETE FROM \"public\".\"orders\" WHERE \"id\" >= $1 AND \"id\" <= $2"
         );
-        assert!(delete_where(&t, &[], None).is_err());
+        assert!(delete_where(&Standard, &t, &[], None).is_err());
     }
 
     #[test]
     fn manifest_predicate_is_the_only_raw_sql() {
         let (t, _) = orders();
-        let st = delete_where(&t, &[Term::ManifestPredicate], Some("region = 'eu'")).unwrap();
+        let st = delete_where(
+            &Standard,
+            &t,
+            &[Term::ManifestPredicate],
+            Some("region = 'eu'"),
+        )
+        .unwrap();
         assert_eq!(
             st.sql,
             "DELETE FROM \"public\".\"orders\" WHERE (region = 'eu')"
         );
-        let err = delete_where(&t, &[Term::ManifestPredicate], None).unwrap_err();
+        let err = delete_where(&Standard, &t, &[Term::ManifestPredicate], None).unwrap_err();
         assert_eq!(err.field.as_deref(), Some("sink.strategy.predicate_sql"));
     }
 
@@ -946,7 +756,7 @@ mod tests {
         let id = ["id".into()];
         assert_eq!(
             delete_rows(
-                Dialect::Postgres,
+                PG,
                 selection(&t, &stg, &id, &KeyMatch::InStaging, &[]),
                 None
             )
@@ -961,7 +771,7 @@ mod tests {
         });
         let differing = KeyMatch::InStagingDiffering("h".into());
         let expire = update_rows(
-            Dialect::Postgres,
+            PG,
             selection(&t, &stg, &id, &differing, std::slice::from_ref(&current)),
             &[
                 ("to".into(), Value::TimestampTz(9)),
@@ -984,7 +794,7 @@ mod tests {
             ]
         );
         let insert = insert_new_rows(
-            Dialect::Postgres,
+            PG,
             NewRows {
                 target: &t,
                 staging: &stg,
@@ -1003,37 +813,40 @@ mod tests {
         );
         assert!(
             delete_rows(
-                Dialect::Postgres,
+                PG,
                 selection(&t, &stg, &[], &KeyMatch::NotInStaging, &[]),
                 None
             )
             .is_err()
         );
         assert_eq!(
-            insert_from(&t, &stg, &s.names()),
+            insert_from(PG, &t, &stg, &s.names()),
             "INSERT INTO \"public\".\"orders\" (\"id\", \"up\"\"dated\") SELECT \"id\", \"up\"\"dated\" FROM \"public\".\"__dpone_stg_r1\""
         );
         assert_eq!(
-            truncate(Dialect::Postgres, &t),
+            PG.truncate(&PG.table_ref(&t)),
             "TRUNCATE TABLE \"public\".\"orders\""
         );
         assert_eq!(
-            swap(&t, &stg),
+            swap(PG, &t, &stg),
             [
                 "DROP TABLE IF EXISTS \"public\".\"orders\"".to_string(),
                 "ALTER TABLE \"public\".\"__dpone_stg_r1\" RENAME TO \"orders\"".to_string()
             ]
         );
         assert!(
-            create_table(Dialect::Postgres, &stg, &s, &[], true)
+            PG.create_table(&stg, &s, &[], true)
                 .starts_with("CREATE UNLOGGED TABLE \"public\".\"__dpone_stg_r1\"")
         );
         assert_eq!(
-            create_like(Dialect::Postgres, &stg, &t, &s),
+            create_like(PG, &stg, &t, &s),
             "CREATE TABLE \"public\".\"__dpone_stg_r1\" (LIKE \"public\".\"orders\" INCLUDING ALL)"
         );
         assert_eq!(
-            key_checks(&stg, &["id".into()], &[], None).unwrap().0.sql,
+            key_checks(PG, &stg, &["id".into()], &[], None)
+                .unwrap()
+                .0
+                .sql,
             "SELECT (SELECT COUNT(*) FROM \"public\".\"__dpone_stg_r1\"), (SELECT COUNT(*) FROM \"public\".\"__dpone_stg_r1\" WHERE \"id\" IS NULL), \
              (SELECT COUNT(*) FROM (SELECT 1 FROM \"public\".\"__dpone_stg_r1\" GROUP BY \"id\" HAVING COUNT(*) > 1) AS d)"
         );
@@ -1050,7 +863,7 @@ mod tests {
         let key = ["a".into(), "b".into()];
         assert_eq!(
             delete_rows(
-                Dialect::Sqlite,
+                SQLITE,
                 selection(
                     &t,
                     &stg,
@@ -1066,7 +879,7 @@ mod tests {
         );
         assert_eq!(
             delete_rows(
-                Dialect::Sqlite,
+                SQLITE,
                 selection(&t, &stg, &key, &KeyMatch::NotInStaging, &[]),
                 None
             )
@@ -1074,6 +887,78 @@ mod tests {
             .sql,
             "DELETE FROM \"orders\" WHERE NOT EXISTS (SELECT 1 FROM \"stg\" AS s WHERE s.\"a\" = \"orders\".\"a\" AND s.\"b\" = \"orders\".\"b\")"
         );
-        assert_eq!(truncate(Dialect::Sqlite, &t), "DELETE FROM \"orders\"");
+        assert_eq!(
+            SQLITE.truncate(&SQLITE.table_ref(&t)),
+            "DELETE FROM \"orders\""
+        );
+    }
+
+    #[test]
+    fn statements_past_the_parameter_limit_are_refused() {
+        let (t, _) = orders();
+        let many = Term::InList(InTerm {
+            column: "id".into(),
+            values: (1..=4).map(Value::Int).collect(),
+        });
+        let err = delete_where(&Standard, &t, &[many], None).unwrap_err();
+        assert!(err.message.contains("more than 3 parameters"), "{err}");
+    }
+
+    #[cfg(feature = "clickhouse")]
+    #[test]
+    fn clickhouse_quotes_its_way_writes_literals_and_matches_keys_with_in() {
+        use crate::connectors::clickhouse::dialect::ClickhouseDialect;
+        let ch = &ClickhouseDialect { datetime64: false };
+        let t = TableName {
+            schema: Some("db".into()),
+            name: "or\\ders\"x".into(),
+        };
+        let stg = t.sibling("stg".into());
+        let id = ["id".into()];
+        let note = Term::Compare(CompareTerm {
+            column: "note".into(),
+            op: Comparison::Eq,
+            value: Value::Text("it's -- $1 /* */".into()),
+        });
+        let st = delete_rows(
+            ch,
+            selection(
+                &t,
+                &stg,
+                &id,
+                &KeyMatch::NotInStaging,
+                std::slice::from_ref(&note),
+            ),
+            Some("x = '$1' -- $2"),
+        )
+        .unwrap();
+        assert_eq!(
+            st.sql,
+            "DELETE FROM \"db\".\"or\\\\ders\\\"x\" WHERE NOT ((\"id\") IN (SELECT \"id\" FROM \"db\".\"stg\")) \
+             AND \"note\" = 'it\\'s -- $1 /* */'"
+        );
+        let with_predicate = delete_rows(
+            ch,
+            selection(
+                &t,
+                &stg,
+                &id,
+                &KeyMatch::InStaging,
+                &[Term::ManifestPredicate],
+            ),
+            Some("x = '$1' -- $2"),
+        )
+        .unwrap();
+        assert!(
+            with_predicate.sql.ends_with("AND (x = '$1' -- $2)"),
+            "the manifest predicate passes untouched: {}",
+            with_predicate.sql
+        );
+        let bad = Term::Compare(CompareTerm {
+            column: "amount".into(),
+            op: Comparison::Eq,
+            value: Value::Decimal("1); DROP TABLE t; --".into()),
+        });
+        assert!(delete_where(ch, &t, &[bad], None).is_err());
     }
 }

@@ -5,19 +5,17 @@
 //! Staging tables are named `__dpone_stg_<run>_<n>` next to the target and are dropped by the
 //! strategy, or by [`SqlSink::drop_leftovers`] when a run fails.
 //!
-//! Sessions without transactions (ClickHouse) get the same contract from a copy-on-write
-//! shadow: the first change after `begin` copies the target to `__dpone_shd_<run>_<n>`,
-//! every change rewrites or appends to the shadow (a delete is a copy without the rows, an
-//! update a copy with the new values), and `commit` publishes the shadow with one
-//! multi-table `RENAME` (the old target goes to `__dpone_old_<run>`, then is dropped).
-//! `rollback`, or a crash before the rename, leaves the target as it was; the shadows are
-//! this run's leftovers. docs/connectors/clickhouse.md lists the crash windows.
+//! Sessions without transactions (ClickHouse) get the same contract from the copy-on-write
+//! shadow of [`shadow`], whatever their dialect.
 
 use arrow_array::RecordBatch;
 use tokio::sync::mpsc;
 
-use super::render::{KeyMatch, NewRows, RowSelection};
-use super::{Dialect, SqlSession, Statement, TableName, render};
+use super::dialect::{KeyMatch, SqlDialect};
+use super::render::{NewRows, RowSelection};
+
+mod shadow;
+use super::{SqlSession, Statement, TableName, render};
 use crate::error::{Error, Kind, Result};
 use crate::model::{DataType, KeyCheck, Schema, Term, Value};
 
@@ -45,16 +43,9 @@ pub struct SqlSink {
     pub statements: Vec<String>,
     /// A lock every transaction takes first ([`Self::set_fence`]).
     fence: Option<String>,
-    /// Without session transactions: the table that becomes the target at commit, once
-    /// the open transaction changed anything.
-    shadow: Option<TableName>,
-    /// Without session transactions: partitions to replace natively at commit, from a
-    /// table shaped like the target (ClickHouse `REPLACE PARTITION`).
-    pending_partitions: Option<(TableName, Vec<String>)>,
-    /// Without session transactions: staging tables to append (with their columns) at
-    /// commit, while nothing else changed, so an append costs one `INSERT ... SELECT`
-    /// and no copy of the target.
-    pending_inserts: Vec<(TableName, Vec<String>)>,
+    /// Without session transactions: the open transaction's copy-on-write view of the
+    /// target ([`shadow`]).
+    shadow: shadow::Shadow,
 }
 
 impl std::fmt::Debug for SqlSink {
@@ -92,9 +83,7 @@ impl SqlSink {
             dry_run,
             statements: Vec::new(),
             fence: None,
-            shadow: None,
-            pending_partitions: None,
-            pending_inserts: Vec::new(),
+            shadow: shadow::Shadow::default(),
         }
     }
 
@@ -102,7 +91,7 @@ impl SqlSink {
         &self.target
     }
 
-    pub fn dialect(&self) -> Dialect {
+    pub fn dialect(&self) -> &dyn SqlDialect {
         self.session.dialect()
     }
 
@@ -146,7 +135,9 @@ impl SqlSink {
                 .await;
         }
         self.ensure_schema().await?;
-        let ddl = render::create_table(self.dialect(), &self.target, schema, key, false);
+        let ddl = self
+            .dialect()
+            .create_table(&self.target, schema, key, false);
         self.execute(Statement::new(ddl)).await?;
         Ok(())
     }
@@ -189,7 +180,7 @@ impl SqlSink {
             },
         };
         let ddl = match &target_schema {
-            None => render::create_table(self.dialect(), &staging, schema, &[], true),
+            None => self.dialect().create_table(&staging, schema, &[], true),
             Some(t) => render::create_like(self.dialect(), &staging, &self.target, t),
         };
         self.execute(Statement::new(ddl)).await?;
@@ -209,14 +200,17 @@ impl SqlSink {
 
     pub async fn staging_row_count(&mut self, staging: &TableName) -> Result<u64> {
         let rows = self
-            .query(render::count(staging), &[DataType::Int64])
+            .query(render::count(self.dialect(), staging), &[DataType::Int64])
             .await?;
         Ok(first_count(&rows, 0))
     }
 
     pub async fn target_row_count(&mut self) -> Result<u64> {
         let rows = self
-            .query(render::count(&self.target), &[DataType::Int64])
+            .query(
+                render::count(self.dialect(), &self.target),
+                &[DataType::Int64],
+            )
             .await?;
         Ok(first_count(&rows, 0))
     }
@@ -230,7 +224,7 @@ impl SqlSink {
     ) -> Result<Vec<Value>> {
         let rows = self
             .query(
-                render::distinct_values(staging, column, limit),
+                render::distinct_values(self.dialect(), staging, column, limit),
                 std::slice::from_ref(t),
             )
             .await?;
@@ -257,10 +251,12 @@ impl SqlSink {
         key: &[String],
         filter: &[Term],
     ) -> Result<KeyCheck> {
-        if !self.session.transactional() {
+        let current = if self.session.transactional() {
+            self.target.clone()
+        } else {
             self.settle().await?;
-        }
-        let current = self.current().clone();
+            self.shadow_current().clone()
+        };
         self.key_check(current, schema, key, filter).await
     }
 
@@ -279,8 +275,13 @@ impl SqlSink {
                     .map(|c| c.data_type)
             })
             .collect::<Result<_>>()?;
-        let (counts, sample) =
-            render::key_checks(&table, key, filter, self.manifest_predicate.as_deref())?;
+        let (counts, sample) = render::key_checks(
+            self.dialect(),
+            &table,
+            key,
+            filter,
+            self.manifest_predicate.as_deref(),
+        )?;
         let counts = self.query(counts, &[DataType::Int64; 3]).await?;
         let (rows, null_key_rows, duplicate_groups) = (
             first_count(&counts, 0),
@@ -350,7 +351,7 @@ impl SqlSink {
                     "a sink without transactions cannot hold the state store",
                 ));
             }
-            self.publish_shadow().await?;
+            self.shadow_publish().await?;
         }
         for stmt in also {
             self.execute(stmt).await?;
@@ -373,14 +374,7 @@ impl SqlSink {
         self.released_in_transaction.clear();
         self.statements.push("ROLLBACK".into());
         if !self.session.transactional() {
-            // Forget the transaction first, so a failed drop cannot leave it half open.
-            let shadow = self.shadow.take();
-            let copy = self.pending_partitions.take().map(|(copy, _)| copy);
-            self.pending_inserts.clear();
-            for table in shadow.into_iter().chain(copy) {
-                self.drop_now(&table).await?;
-            }
-            return Ok(());
+            return self.shadow_rollback().await;
         }
         if self.dry_run {
             return Ok(());
@@ -419,26 +413,10 @@ impl SqlSink {
     ) -> Result<u64> {
         self.require_transaction("insert-from-staging")?;
         if !self.session.transactional() {
-            if self.shadow.is_none() && self.pending_partitions.is_none() {
-                self.pending_inserts
-                    .push((staging.clone(), columns.to_vec()));
-                self.statements.push(format!(
-                    "-- at commit: INSERT INTO {} SELECT ... FROM {staging}",
-                    self.target
-                ));
-                let staging = staging.clone();
-                return self.count_where(&staging, None).await;
-            }
-            let shadow = self.materialize().await?;
-            let sql = render::insert_from(&shadow, staging, columns);
-            return self.counted_insert(&shadow, Statement::new(sql)).await;
+            return self.shadow_insert_from(staging, columns).await;
         }
-        self.execute(Statement::new(render::insert_from(
-            &self.target,
-            staging,
-            columns,
-        )))
-        .await
+        let sql = render::insert_from(self.dialect(), &self.target, staging, columns);
+        self.execute(Statement::new(sql)).await
     }
 
     pub async fn delete_rows(
@@ -449,21 +427,18 @@ impl SqlSink {
         filter: &[Term],
     ) -> Result<u64> {
         self.require_transaction("delete-rows")?;
-        // The shadow when one is open, else the target itself.
-        let current = self.current().clone();
+        if !self.session.transactional() {
+            let cond = self.shadow_row_condition(staging, key, key_match, filter)?;
+            return self.shadow_delete(cond).await;
+        }
         let rows = RowSelection {
-            target: &current,
+            target: &self.target,
             staging,
             key,
             key_match,
             filter,
         };
-        let predicate = self.manifest_predicate.as_deref();
-        if !self.session.transactional() {
-            let cond = render::row_condition(self.dialect(), rows, predicate)?;
-            return self.shadow_delete(cond).await;
-        }
-        let stmt = render::delete_rows(self.dialect(), rows, predicate)?;
+        let stmt = render::delete_rows(self.dialect(), rows, self.manifest_predicate.as_deref())?;
         self.execute(stmt).await
     }
 
@@ -476,19 +451,18 @@ impl SqlSink {
         assignments: &[(String, Value)],
     ) -> Result<u64> {
         self.require_transaction("update-rows")?;
-        let current = self.current().clone();
+        if !self.session.transactional() {
+            let cond = self.shadow_row_condition(staging, key, key_match, filter)?;
+            return self.shadow_update(cond, assignments).await;
+        }
         let rows = RowSelection {
-            target: &current,
+            target: &self.target,
             staging,
             key,
             key_match,
             filter,
         };
         let predicate = self.manifest_predicate.as_deref();
-        if !self.session.transactional() {
-            let cond = render::row_condition(self.dialect(), rows, predicate)?;
-            return self.shadow_update(cond, assignments).await;
-        }
         let stmt = render::update_rows(self.dialect(), rows, assignments, predicate)?;
         self.execute(stmt).await
     }
@@ -503,61 +477,45 @@ impl SqlSink {
     ) -> Result<u64> {
         self.require_transaction("insert-new-rows")?;
         if !self.session.transactional() {
-            self.settle().await?;
+            return self
+                .shadow_insert_new_rows(staging, columns, key, filter, extra)
+                .await;
         }
-        let predicate = self.manifest_predicate.clone();
-        let predicate = predicate.as_deref();
-        let current = self.current().clone();
         let rows = NewRows {
-            target: &current,
+            target: &self.target,
             staging,
             columns,
             key,
             filter,
             extra,
         };
-        if !self.session.transactional() {
-            let select = render::new_rows_select(self.dialect(), rows, predicate)?;
-            let new = self
-                .query(
-                    Statement {
-                        sql: format!("SELECT count() FROM ({})", select.sql),
-                        params: select.params,
-                    },
-                    &[DataType::Int64],
-                )
-                .await?;
-            let new = first_count(&new, 0);
-            if new == 0 && !self.dry_run {
-                return Ok(0);
-            }
-            let shadow = self.materialize().await?;
-            let rows = NewRows {
-                target: &shadow,
-                ..rows
-            };
-            let stmt = render::insert_new_rows(self.dialect(), rows, predicate)?;
-            self.execute(stmt).await?;
-            return Ok(new);
-        }
-        let stmt = render::insert_new_rows(self.dialect(), rows, predicate)?;
+        let stmt =
+            render::insert_new_rows(self.dialect(), rows, self.manifest_predicate.as_deref())?;
         self.execute(stmt).await
     }
 
     pub async fn delete_where(&mut self, filter: &[Term]) -> Result<u64> {
         self.require_transaction("delete-where")?;
         if !self.session.transactional() {
-            let cond = render::filter_condition(filter, self.manifest_predicate.as_deref())?;
+            let cond = render::filter_condition(
+                self.dialect(),
+                filter,
+                self.manifest_predicate.as_deref(),
+            )?;
             return self.shadow_delete(cond).await;
         }
-        let stmt = render::delete_where(&self.target, filter, self.manifest_predicate.as_deref())?;
+        let stmt = render::delete_where(
+            self.dialect(),
+            &self.target,
+            filter,
+            self.manifest_predicate.as_deref(),
+        )?;
         self.execute(stmt).await
     }
 
     /// Replaces the target's native partitions holding the staged values of `column`
     /// inside the open transaction; `None`, changing nothing, when the target cannot take
     /// it natively (the caller falls back to delete + insert). Returns (deleted, inserted).
-    #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
     pub async fn replace_partitions(
         &mut self,
         staging: &TableName,
@@ -572,99 +530,22 @@ impl SqlSink {
             ));
             return Ok(None);
         }
+        if !self.session.transactional() {
+            return self
+                .shadow_replace_partitions(staging, columns, column)
+                .await;
+        }
         let suffix = format!("dpone_{}", self.run_tag);
-        match self.dialect() {
-            #[cfg(feature = "postgres")]
-            Dialect::Postgres => {
-                super::postgres::partitions::replace(
-                    self.session.as_mut(),
-                    &self.target,
-                    staging,
-                    columns,
-                    column,
-                    &suffix,
-                    &mut self.statements,
-                )
-                .await
-            }
-            #[cfg(feature = "clickhouse")]
-            Dialect::Clickhouse { .. } => {
-                self.clickhouse_replace_partitions(staging, columns, column)
-                    .await
-            }
-            #[allow(unreachable_patterns)]
-            _ => Ok(None),
-        }
-    }
-
-    /// Loads the staged rows into a copy of the target and notes its partitions for
-    /// `REPLACE PARTITION` at commit; `None` when the target is not partitioned by exactly
-    /// `column`, or the transaction already changed the target another way.
-    #[cfg(feature = "clickhouse")]
-    async fn clickhouse_replace_partitions(
-        &mut self,
-        staging: &TableName,
-        columns: &[String],
-        column: &str,
-    ) -> Result<Option<(u64, u64)>> {
-        use super::clickhouse::partitions;
-        if self.shadow.is_some() || self.pending_partitions.is_some() {
-            return Ok(None);
-        }
-        let target = self.target.clone();
-        if !partitions::partition_key_is(self.session.as_mut(), &target, column).await? {
-            return Ok(None);
-        }
-        self.staging_seq += 1;
-        let copy = self
-            .target
-            .sibling(format!("__dpone_prt_{}_{}", self.run_tag, self.staging_seq));
-        let target_schema = self.existing_target().await?;
-        let ddl = render::create_like(self.dialect(), &copy, &target, &target_schema);
-        self.execute(Statement::new(ddl)).await?;
-        self.live_staging.push(copy.clone());
-        let inserted = self
-            .counted_insert(
-                &copy,
-                Statement::new(render::insert_from(&copy, staging, columns)),
+        self.session
+            .replace_partitions(
+                &self.target,
+                staging,
+                columns,
+                column,
+                &suffix,
+                &mut self.statements,
             )
-            .await?;
-        let ids = partitions::partition_ids(self.session.as_mut(), &copy).await?;
-        let q = render::quote_ident(column);
-        let touched = Statement::new(format!(
-            "{q} IN (SELECT {q} FROM {})",
-            render::table_ref(&copy)
-        ));
-        let deleted = self.count_where(&target, Some(&touched)).await?;
-        self.statements.push(format!(
-            "-- at commit: REPLACE PARTITION of {} for partitions {ids:?} from {copy}",
-            self.target
-        ));
-        self.pending_partitions = Some((copy, ids));
-        Ok(Some((deleted, inserted)))
-    }
-
-    /// Applies the pending partition replacements and appends to `into` (the target, or a
-    /// shadow created like it).
-    async fn apply_pending(&mut self, into: &TableName) -> Result<()> {
-        for (staging, columns) in std::mem::take(&mut self.pending_inserts) {
-            let sql = render::insert_from(into, &staging, &columns);
-            self.execute(Statement::new(sql)).await?;
-        }
-        let Some((copy, ids)) = self.pending_partitions.take() else {
-            return Ok(());
-        };
-        #[cfg(feature = "clickhouse")]
-        for (i, id) in ids.iter().enumerate() {
-            let sql = super::clickhouse::partitions::replace_sql(into, &copy, id);
-            self.execute(Statement::new(sql)).await?;
-            if i == 0 {
-                crate::failpoint("sink.partition_replaced");
-            }
-        }
-        #[cfg(not(feature = "clickhouse"))]
-        let _ = (into, ids);
-        self.drop_now(&copy).await
+            .await
     }
 
     pub async fn truncate_and_insert(
@@ -674,16 +555,13 @@ impl SqlSink {
     ) -> Result<u64> {
         self.require_transaction("truncate-and-insert")?;
         if !self.session.transactional() {
-            self.discard_pending().await?;
-            let previous = self.new_shadow().await?;
-            self.retire(previous).await?;
-            return self.insert_from_staging(staging, columns).await;
+            self.shadow_empty().await?;
+            return self.shadow_insert_from(staging, columns).await;
         }
-        self.execute(Statement::new(render::truncate(
-            self.dialect(),
-            &self.target,
-        )))
-        .await?;
+        let truncate = self
+            .dialect()
+            .truncate(&self.dialect().table_ref(&self.target));
+        self.execute(Statement::new(truncate)).await?;
         self.insert_from_staging(staging, columns).await
     }
 
@@ -691,12 +569,9 @@ impl SqlSink {
     pub async fn swap(&mut self, staging: &TableName) -> Result<()> {
         self.require_transaction("swap")?;
         if !self.session.transactional() {
-            self.discard_pending().await?;
-            let previous = self.current().clone();
-            self.shadow = Some(staging.clone());
-            return self.retire(previous).await;
+            return self.shadow_swap(staging).await;
         }
-        for sql in render::swap(&self.target, staging) {
+        for sql in render::swap(self.dialect(), &self.target, staging) {
             self.execute(Statement::new(sql)).await?;
         }
         self.release(staging);
@@ -706,14 +581,14 @@ impl SqlSink {
     /// Drops a staging table; an append still pending from it (no transactions) is
     /// applied to the shadow first.
     pub async fn drop_staging(&mut self, staging: &TableName) -> Result<()> {
-        if self.in_transaction && self.pending_inserts.iter().any(|(t, _)| t == staging) {
+        if self.in_transaction && self.shadow.appends_from(staging) {
             self.settle().await?;
         }
         self.drop_now(staging).await
     }
 
     async fn drop_now(&mut self, staging: &TableName) -> Result<()> {
-        self.execute(Statement::new(render::drop_table(staging)))
+        self.execute(Statement::new(render::drop_table(self.dialect(), staging)))
             .await?;
         self.release(staging);
         Ok(())
@@ -754,218 +629,7 @@ impl SqlSink {
     pub fn reconnected(&mut self, session: Box<dyn SqlSession>) {
         self.session = session;
         self.in_transaction = false;
-        self.shadow = None;
-        self.pending_partitions = None;
-        self.pending_inserts.clear();
-    }
-}
-
-/// The copy-on-write shadow of sessions without transactions (module docs).
-impl SqlSink {
-    /// Applies pending partition replacements to a shadow, so a change that builds on the
-    /// transaction's view of the target sees them.
-    async fn settle(&mut self) -> Result<()> {
-        if self.pending_partitions.is_some() || !self.pending_inserts.is_empty() {
-            self.materialize().await?;
-        }
-        Ok(())
-    }
-
-    /// Forgets pending appends and partition replacements that a wholesale replacement of
-    /// the target makes moot.
-    async fn discard_pending(&mut self) -> Result<()> {
-        self.pending_inserts.clear();
-        if let Some((copy, _)) = self.pending_partitions.take() {
-            self.drop_now(&copy).await?;
-        }
-        Ok(())
-    }
-
-    /// The table holding the open transaction's view of the target.
-    fn current(&self) -> &TableName {
-        self.shadow.as_ref().unwrap_or(&self.target)
-    }
-
-    /// Creates an empty shadow shaped like the target and makes it current; returns the
-    /// table that was current.
-    async fn new_shadow(&mut self) -> Result<TableName> {
-        self.staging_seq += 1;
-        let shadow = self
-            .target
-            .sibling(format!("__dpone_shd_{}_{}", self.run_tag, self.staging_seq));
-        let target_schema = self.existing_target().await?;
-        let ddl = render::create_like(self.dialect(), &shadow, &self.target, &target_schema);
-        self.execute(Statement::new(ddl)).await?;
-        self.live_staging.push(shadow.clone());
-        Ok(std::mem::replace(self.current_mut(), shadow))
-    }
-
-    /// The target's schema; the target must exist (a dry run plans against an empty one).
-    async fn existing_target(&mut self) -> Result<Schema> {
-        match self.describe().await? {
-            Some(schema) => Ok(schema),
-            None if self.dry_run => Ok(Schema {
-                columns: Vec::new(),
-                primary_key: Vec::new(),
-            }),
-            None => Err(Error::new(
-                Kind::Sink,
-                format!(
-                    "the target {} does not exist: call ensure-target first",
-                    self.target
-                ),
-            )),
-        }
-    }
-
-    fn current_mut(&mut self) -> &mut TableName {
-        self.shadow.get_or_insert_with(|| self.target.clone())
-    }
-
-    /// Drops a table that stopped being current, unless it is the target itself.
-    async fn retire(&mut self, previous: TableName) -> Result<()> {
-        if previous == self.target {
-            return Ok(());
-        }
-        self.drop_now(&previous).await
-    }
-
-    /// The shadow, copying the target into a new one on the first change.
-    async fn materialize(&mut self) -> Result<TableName> {
-        if let Some(shadow) = &self.shadow {
-            return Ok(shadow.clone());
-        }
-        let previous = self.new_shadow().await?;
-        let shadow = self.current().clone();
-        let sql = format!(
-            "INSERT INTO {} SELECT * FROM {}",
-            render::table_ref(&shadow),
-            render::table_ref(&previous)
-        );
-        self.execute(Statement::new(sql)).await?;
-        self.apply_pending(&shadow).await?;
-        Ok(shadow)
-    }
-
-    async fn count_where(&mut self, table: &TableName, cond: Option<&Statement>) -> Result<u64> {
-        let stmt = match cond {
-            None => Statement::new(render::count(table)),
-            Some(c) => Statement {
-                sql: format!("{} WHERE ifNull(({}), 0)", render::count(table), c.sql),
-                params: c.params.clone(),
-            },
-        };
-        let rows = self.query(stmt, &[DataType::Int64]).await?;
-        Ok(first_count(&rows, 0))
-    }
-
-    /// Runs an insert into `table` and returns the rows it added (the server does not say).
-    async fn counted_insert(&mut self, table: &TableName, stmt: Statement) -> Result<u64> {
-        let before = self.count_where(table, None).await?;
-        self.execute(stmt).await?;
-        Ok(self.count_where(table, None).await?.saturating_sub(before))
-    }
-
-    /// Deletes the current rows matching `cond` by copying the others into a new shadow;
-    /// copies nothing when no row matches.
-    async fn shadow_delete(&mut self, cond: Statement) -> Result<u64> {
-        self.settle().await?;
-        let current = self.current().clone();
-        let matched = self.count_where(&current, Some(&cond)).await?;
-        if matched == 0 && !self.dry_run {
-            return Ok(0);
-        }
-        let previous = self.new_shadow().await?;
-        let sql = format!(
-            "INSERT INTO {} SELECT * FROM {} WHERE NOT ifNull(({}), 0)",
-            render::table_ref(self.current()),
-            render::table_ref(&previous),
-            cond.sql
-        );
-        self.execute(Statement {
-            sql,
-            params: cond.params,
-        })
-        .await?;
-        self.retire(previous).await?;
-        Ok(matched)
-    }
-
-    /// Sets `assignments` on the current rows matching `cond` by copying every row into a
-    /// new shadow with the new values where `cond` holds.
-    async fn shadow_update(
-        &mut self,
-        cond: Statement,
-        assignments: &[(String, Value)],
-    ) -> Result<u64> {
-        render::check_assignments(assignments)?;
-        self.settle().await?;
-        let current = self.current().clone();
-        let matched = self.count_where(&current, Some(&cond)).await?;
-        if matched == 0 && !self.dry_run {
-            return Ok(0);
-        }
-        let columns = self.existing_target().await?.names();
-        let mut params = cond.params;
-        let select: Vec<String> = columns
-            .iter()
-            .map(|c| {
-                let q = render::quote_ident(c);
-                match assignments.iter().find(|(a, _)| a == c) {
-                    Some((_, v)) => {
-                        params.push(v.clone());
-                        format!(
-                            "if(ifNull(({}), 0), ${}, {q}) AS {q}",
-                            cond.sql,
-                            params.len()
-                        )
-                    }
-                    None => q,
-                }
-            })
-            .collect();
-        let previous = self.new_shadow().await?;
-        let sql = format!(
-            "INSERT INTO {} ({}) SELECT {} FROM {}",
-            render::table_ref(self.current()),
-            render::column_list(&columns),
-            select.join(", "),
-            render::table_ref(&previous)
-        );
-        self.execute(Statement { sql, params }).await?;
-        self.retire(previous).await?;
-        Ok(matched)
-    }
-
-    /// Publishes the shadow: one statement puts it in the target's place, then the old
-    /// rows are dropped.
-    async fn publish_shadow(&mut self) -> Result<()> {
-        let Some(shadow) = self.shadow.take() else {
-            let target = self.target.clone();
-            return self.apply_pending(&target).await;
-        };
-        self.staging_seq += 1;
-        let old = self
-            .target
-            .sibling(format!("__dpone_old_{}_{}", self.run_tag, self.staging_seq));
-        let (sql, retired) = self
-            .session
-            .swap_statement(&self.target, &shadow, &old)
-            .await?;
-        self.execute(Statement::new(sql)).await?;
-        self.live_staging.retain(|t| *t != shadow);
-        crate::failpoint("sink.after_publish");
-        // The new target is published: a leftover old copy is worth a warning, not a
-        // failed run whose state would then lag behind the target.
-        if let Err(e) = self
-            .execute(Statement::new(render::drop_table(&retired)))
-            .await
-        {
-            tracing::warn!(
-                "the target is published, but its old copy {retired} was not dropped: {e}"
-            );
-        }
-        Ok(())
+        self.shadow = shadow::Shadow::default();
     }
 }
 

@@ -80,22 +80,21 @@ impl<'a> Behaviour<'a> {
         let mut s = connectors::connect(self.source, Kind::Source, Open::Create).await?;
         self.write(s.as_mut(), number, &rows).await?;
         #[cfg(feature = "postgres")]
-        if s.dialect() == connectors::Dialect::Postgres {
+        if matches!(self.source, crate::manifest::Connection::Postgres(_)) {
             wait_for_older_transactions(s.as_mut()).await?;
         }
         Ok(rows)
     }
 
     async fn write(&self, s: &mut dyn SqlSession, number: u32, rows: &[Vec<Value>]) -> Result<()> {
-        let table = render::table_ref(&self.source_table);
+        let table = s.dialect().table_ref(&self.source_table);
         if number == 0 {
             if let Some(sql) = render::create_namespace(s.dialect(), &self.source_table) {
                 s.execute(&Statement::new(sql)).await?;
             }
             s.execute(&Statement::new(format!("DROP TABLE IF EXISTS {table}")))
                 .await?;
-            s.execute(&Statement::new(render::create_table(
-                s.dialect(),
+            s.execute(&Statement::new(s.dialect().create_table(
                 &self.source_table,
                 &self.schema,
                 &self.schema.primary_key,
@@ -152,8 +151,9 @@ impl<'a> Behaviour<'a> {
             .iter()
             .enumerate()
             .skip(1)
-            .map(|(i, n)| format!("{} = ${}", render::quote_ident(n), i + 1))
+            .map(|(i, n)| format!("{} = ${}", s.dialect().quote_ident(n), i + 1))
             .collect();
+        // Only sessions with transactions get here: their placeholders are `$n`.
         let update = format!("UPDATE {table} SET {} WHERE id = $1", set.join(", "));
         s.begin().await?;
         for row in rows.iter().filter(changed) {
@@ -183,8 +183,8 @@ impl<'a> Behaviour<'a> {
         let mut s = connectors::connect(self.sink, Kind::Sink, Open::Existing).await?;
         let stmt = Statement::new(format!(
             "SELECT {} FROM {}",
-            render::column_list(&columns.names()),
-            render::table_ref(&self.sink_table)
+            s.dialect().column_list(&columns.names()),
+            s.dialect().table_ref(&self.sink_table)
         ));
         let (tx, mut rx) = mpsc::channel(crate::model::CHANNEL_BATCHES);
         let collect = async {

@@ -14,7 +14,6 @@ use super::local::Behaviour;
 use super::model::{Domain, ModelConfig};
 use super::oracle::Oracle;
 use crate::backfill::{self, Start};
-use crate::connectors::source::{SqlSource, manifest_feed};
 use crate::connectors::{self, Open, Statement, render};
 use crate::error::{Error, Kind, Result};
 use crate::manifest::Manifest;
@@ -466,17 +465,10 @@ async fn run_model(
 /// Drops the case's target table and, on a PostgreSQL source, its replication slot.
 async fn drop_leftovers(manifest: &Manifest) -> Result<()> {
     let mut sink = connectors::connect(&manifest.sink, Kind::Sink, Open::Existing).await?;
-    sink.execute(&Statement::new(format!(
-        "DROP TABLE IF EXISTS {}",
-        render::table_ref(&manifest.sink_table())
-    )))
-    .await?;
-    let session = connectors::connect(&manifest.source, Kind::Source, Open::Existing).await?;
-    if let Some(feed) = manifest_feed(manifest) {
-        SqlSource::new(session, manifest.source_table(), None)
-            .with_feed(Some(feed))
-            .drop_feed()
-            .await?;
+    let drop = render::drop_table(sink.dialect(), &manifest.sink_table());
+    sink.execute(&Statement::new(drop)).await?;
+    if let Some(mut feed) = connectors::manifest_feed(manifest) {
+        feed.drop_feed().await?;
     }
     Ok(())
 }

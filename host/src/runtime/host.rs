@@ -14,7 +14,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::dpone::strategy::{clock, log, sink, source, state, types};
 use super::engine::GuestLimiter;
 use super::report::Progress;
-use crate::connectors::render::KeyMatch;
+use crate::connectors::dialect::KeyMatch;
 use crate::connectors::sink::{SqlSink, StagingKind};
 use crate::connectors::source::{ChangeRead, ScanKind, SqlSource};
 use crate::connectors::{Statement, TableName};

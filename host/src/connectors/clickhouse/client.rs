@@ -8,8 +8,8 @@
 //! before it answers (`wait_end_of_query`), so an error is an HTTP error; a streamed read
 //! that fails after its first bytes ends with the server's exception text, which the
 //! decoder finds at the end of the response. The servers dpone supports (18.16 and
-//! later) bind no parameters, so `$n` placeholders are replaced by literals
-//! ([`bind`]).
+//! later) bind no parameters over HTTP, so statements arrive with values written as the
+//! dialect's audited literals (`dialect.rs`) and are sent as they are.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,8 +22,10 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::config::Compression;
+use super::dialect::{ClickhouseDialect, text_literal};
 use super::types::{self, ChType, Reader};
-use crate::connectors::{Dialect, SqlSession, Statement, TableName};
+use crate::connectors::dialect::SqlDialect;
+use crate::connectors::{SqlSession, Statement, TableName};
 use crate::error::{Error, Kind, Result};
 use crate::model::{BATCH_ROWS, Column, DataType, Schema, Value, batch_of, value_at};
 
@@ -42,8 +44,8 @@ pub struct ClickhouseSession {
     password: String,
     database: String,
     role: Kind,
-    /// The server has `DateTime64` (20.1 and later).
-    datetime64: bool,
+    /// How statements are written for this server (`DateTime64` from 20.1).
+    dialect: ClickhouseDialect,
     version: String,
     compression: Compression,
 }
@@ -90,7 +92,7 @@ impl ClickhouseSession {
                 database
             },
             role,
-            datetime64: false,
+            dialect: ClickhouseDialect { datetime64: false },
             version: String::new(),
             compression: Compression::default(),
         };
@@ -106,7 +108,7 @@ impl ClickhouseSession {
             .next()
             .and_then(|m| m.parse().ok())
             .unwrap_or(0);
-        session.datetime64 = major >= 20;
+        session.dialect.datetime64 = major >= 20;
         Ok(session)
     }
 
@@ -211,14 +213,11 @@ impl ClickhouseSession {
     /// Waits until no mutation of `table` is still running, failing if one takes longer
     /// than [`MUTATION_TIMEOUT`].
     async fn wait_for_mutations(&mut self, table: &TableName) -> Result<()> {
-        let pending = Statement {
-            sql: "SELECT count() FROM system.mutations WHERE database = $1 AND table = $2 AND is_done = 0"
-                .into(),
-            params: vec![
-                Value::Text(self.database_of(table).to_string()),
-                Value::Text(table.name.clone()),
-            ],
-        };
+        let pending = Statement::new(format!(
+            "SELECT count() FROM system.mutations WHERE database = {} AND table = {} AND is_done = 0",
+            text_literal(self.database_of(table)),
+            text_literal(&table.name)
+        ));
         let started = std::time::Instant::now();
         loop {
             let rows = self.query(&pending, &[DataType::Int64]).await?;
@@ -240,16 +239,12 @@ impl ClickhouseSession {
         &mut self,
         table: &TableName,
     ) -> Result<Option<Vec<(String, ChType, String)>>> {
-        let stmt = Statement {
-            sql:
-                "SELECT name, type, comment FROM system.columns WHERE database = $1 AND table = $2 \
-                 AND default_kind NOT IN ('MATERIALIZED', 'ALIAS')"
-                    .into(),
-            params: vec![
-                Value::Text(self.database_of(table).to_string()),
-                Value::Text(table.name.clone()),
-            ],
-        };
+        let stmt = Statement::new(format!(
+            "SELECT name, type, comment FROM system.columns WHERE database = {} AND table = {} \
+             AND default_kind NOT IN ('MATERIALIZED', 'ALIAS')",
+            text_literal(self.database_of(table)),
+            text_literal(&table.name)
+        ));
         let rows = self.query(&stmt, &[DataType::Text; 3]).await?;
         if rows.is_empty() {
             return Ok(None);
@@ -392,60 +387,6 @@ fn split_tsv(line: &[u8]) -> impl Iterator<Item = &[u8]> {
     line.split(|b| *b == b'\t')
 }
 
-/// `sql` as ClickHouse reads it: each `$n` replaced by the literal of `params[n-1]`
-/// ([`types::literal`]; `datetime64` as the server has it), and each `"identifier"`, which
-/// dpone renders the standard way (a quote doubled inside), re-quoted with ClickHouse's
-/// backslash escapes, which it applies inside double quotes too. Quoted text and
-/// backquoted names pass through.
-pub fn bind(sql: &str, params: &[Value], datetime64: bool) -> Result<String> {
-    let mut out = String::with_capacity(sql.len() + params.len() * 8);
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' | '`' => {
-                out.push(c);
-                while let Some(inner) = chars.next() {
-                    out.push(inner);
-                    if inner == '\\' {
-                        out.extend(chars.next());
-                    } else if inner == c {
-                        break;
-                    }
-                }
-            }
-            '"' => {
-                let mut name = String::new();
-                loop {
-                    match chars.next() {
-                        Some('"') if chars.peek() == Some(&'"') => {
-                            chars.next();
-                            name.push('"');
-                        }
-                        Some('"') | None => break,
-                        Some(inner) => name.push(inner),
-                    }
-                }
-                out.push('"');
-                out.push_str(&name.replace('\\', "\\\\").replace('"', "\\\""));
-                out.push('"');
-            }
-            '$' if chars.peek().is_some_and(char::is_ascii_digit) => {
-                let mut n = 0usize;
-                while let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
-                    n = n.saturating_mul(10).saturating_add(d as usize);
-                    chars.next();
-                }
-                let v = params.get(n.wrapping_sub(1)).ok_or_else(|| {
-                    Error::internal(format!("statement refers to ${n}, {} bound", params.len()))
-                })?;
-                out.push_str(&types::literal(v, datetime64));
-            }
-            c => out.push(c),
-        }
-    }
-    Ok(out)
-}
-
 /// The table of `ALTER TABLE <table> DELETE|UPDATE ...`: a mutation, which the server runs
 /// in the background; `None` for any other statement.
 fn mutated_table(sql: &str) -> Option<TableName> {
@@ -470,12 +411,10 @@ fn mutated_table(sql: &str) -> Option<TableName> {
             Some(quoted) => {
                 let mut name = String::new();
                 let mut chars = quoted.char_indices();
+                // Quoted by the dialect: `\` escapes the next character.
                 let end = loop {
                     match chars.next()? {
-                        (i, '"') if quoted[i + 1..].starts_with('"') => {
-                            name.push('"');
-                            chars.next();
-                        }
+                        (_, '\\') => name.push(chars.next()?.1),
                         (i, '"') => break i + 1,
                         (_, c) => name.push(c),
                     }
@@ -508,14 +447,8 @@ fn mutated_table(sql: &str) -> Option<TableName> {
 
 #[async_trait]
 impl SqlSession for ClickhouseSession {
-    fn dialect(&self) -> Dialect {
-        Dialect::Clickhouse {
-            datetime64: self.datetime64,
-        }
-    }
-
-    fn read_placeholder(&self, _n: usize, value: &Value) -> String {
-        types::literal(value, self.datetime64)
+    fn dialect(&self) -> &dyn SqlDialect {
+        &self.dialect
     }
 
     fn transactional(&self) -> bool {
@@ -525,8 +458,7 @@ impl SqlSession for ClickhouseSession {
     /// Runs a statement. Mutations are waited for, so their effect is visible when this
     /// returns. The HTTP interface reports no affected-row count: always 0.
     async fn execute(&mut self, stmt: &Statement) -> Result<u64> {
-        let sql = bind(&stmt.sql, &stmt.params, self.datetime64)?;
-        self.run(sql, "statement").await?;
+        self.run(stmt.sql.clone(), "statement").await?;
         if let Some(table) = mutated_table(&stmt.sql) {
             self.wait_for_mutations(&table).await?;
         }
@@ -534,8 +466,7 @@ impl SqlSession for ClickhouseSession {
     }
 
     async fn query(&mut self, stmt: &Statement, types: &[DataType]) -> Result<Vec<Vec<Value>>> {
-        let sql = bind(&stmt.sql, &stmt.params, self.datetime64)?;
-        let mut rows = self.rows(&sql, types, true).await?;
+        let mut rows = self.rows(&stmt.sql, types, true).await?;
         let mut out = Vec::new();
         while let Some(mut more) = rows.next().await? {
             out.append(&mut more);
@@ -568,9 +499,8 @@ impl SqlSession for ClickhouseSession {
         schema: &Schema,
         tx: mpsc::Sender<RecordBatch>,
     ) -> Result<()> {
-        let sql = bind(&stmt.sql, &stmt.params, self.datetime64)?;
         let wanted: Vec<DataType> = schema.columns.iter().map(|c| c.data_type).collect();
-        let mut rows = self.rows(&sql, &wanted, false).await?;
+        let mut rows = self.rows(&stmt.sql, &wanted, false).await?;
         let mut batch: Vec<Vec<Value>> = Vec::with_capacity(BATCH_ROWS);
         while let Some(more) = rows.next().await? {
             for row in more {
@@ -634,8 +564,8 @@ impl SqlSession for ClickhouseSession {
         });
         let query = format!(
             "INSERT INTO {} ({}) FORMAT RowBinary",
-            crate::connectors::render::table_ref(table),
-            crate::connectors::render::column_list(&schema.names())
+            self.dialect.table_ref(table),
+            self.dialect.column_list(&schema.names())
         );
         let mut request = self.request(&[("query", &query)]);
         if self.compression == Compression::Gzip {
@@ -696,6 +626,22 @@ impl SqlSession for ClickhouseSession {
         old: &TableName,
     ) -> Result<(String, TableName)> {
         super::publish::statement(self, target, shadow, old).await
+    }
+
+    async fn partitioned_by(&mut self, table: &TableName, column: &str) -> Result<bool> {
+        super::partitions::partition_key_is(self, table, column).await
+    }
+
+    async fn partition_replacements(
+        &mut self,
+        target: &TableName,
+        copy: &TableName,
+    ) -> Result<Vec<String>> {
+        let ids = super::partitions::partition_ids(self, copy).await?;
+        Ok(ids
+            .iter()
+            .map(|id| super::partitions::replace_sql(target, copy, id))
+            .collect())
     }
 
     async fn try_lock(&mut self, _name: &str) -> Result<bool> {
@@ -833,26 +779,9 @@ mod tests {
     }
 
     #[test]
-    fn binds_placeholders_outside_quotes_only() {
-        let sql = "SELECT '$1', \"a$1\" FROM t WHERE x = $1 AND y IN ($2, $10)";
-        let mut params = vec![Value::Int(7), Value::Text("o'k".into())];
-        params.extend((3..=10).map(Value::Int));
-        assert_eq!(
-            bind(sql, &params, false).unwrap(),
-            "SELECT '$1', \"a$1\" FROM t WHERE x = toInt64(7) AND y IN ('o\\'k', toInt64(10))"
-        );
-        assert!(bind("SELECT $3", &[Value::Int(1)], false).is_err());
-        // Identifiers come quoted the standard way and leave quoted ClickHouse's way.
-        assert_eq!(
-            bind("SELECT \"a\"\"b\\c\" FROM `x\"y`", &[], false).unwrap(),
-            "SELECT \"a\\\"b\\\\c\" FROM `x\"y`"
-        );
-    }
-
-    #[test]
     fn recognizes_mutations_and_server_errors() {
         assert_eq!(
-            mutated_table("ALTER TABLE \"db\".\"a\"\"b\" DELETE WHERE id IN (1)"),
+            mutated_table("ALTER TABLE \"db\".\"a\\\"b\" DELETE WHERE id IN (1)"),
             Some(TableName {
                 schema: Some("db".into()),
                 name: "a\"b".into()

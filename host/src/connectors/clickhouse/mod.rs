@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod config;
+pub mod dialect;
 pub mod partitions;
 pub mod publish;
 pub mod types;

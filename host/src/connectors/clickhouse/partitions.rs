@@ -10,12 +10,12 @@
 //! which a crash leaves some partitions replaced: the re-run replaces them again with the
 //! same rows, which converges.
 
-use crate::connectors::{SqlSession, Statement, TableName, render};
+use super::dialect::{NAMES, text_literal};
+use super::publish::database_is;
+use crate::connectors::dialect::SqlDialect;
+use crate::connectors::{SqlSession, Statement, TableName};
 use crate::error::Result;
 use crate::model::{DataType, Value};
-
-use super::publish::database_is;
-use super::types::quote_string;
 
 /// Whether `target`'s partition key is exactly `column`.
 pub async fn partition_key_is(
@@ -26,7 +26,7 @@ pub async fn partition_key_is(
     let sql = format!(
         "SELECT partition_key FROM system.tables WHERE {} AND name = {}",
         database_is(target),
-        quote_string(target.name.as_bytes())
+        text_literal(&target.name)
     );
     let rows = s.query(&Statement::new(sql), &[DataType::Text]).await?;
     Ok(match rows.first().and_then(|r| r.first()) {
@@ -47,7 +47,7 @@ pub async fn partition_ids(s: &mut dyn SqlSession, table: &TableName) -> Result<
     let sql = format!(
         "SELECT DISTINCT partition_id FROM system.parts WHERE {} AND table = {} AND active ORDER BY partition_id",
         database_is(table),
-        quote_string(table.name.as_bytes())
+        text_literal(&table.name)
     );
     let rows = s.query(&Statement::new(sql), &[DataType::Text]).await?;
     Ok(rows
@@ -63,8 +63,8 @@ pub async fn partition_ids(s: &mut dyn SqlSession, table: &TableName) -> Result<
 pub fn replace_sql(target: &TableName, copy: &TableName, id: &str) -> String {
     format!(
         "ALTER TABLE {} REPLACE PARTITION ID {} FROM {}",
-        render::table_ref(target),
-        quote_string(id.as_bytes()),
-        render::table_ref(copy)
+        NAMES.table_ref(target),
+        text_literal(id),
+        NAMES.table_ref(copy)
     )
 }

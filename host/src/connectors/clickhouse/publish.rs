@@ -8,16 +8,16 @@
 //! server in this repository's tests (Debian's 18.16); the `Atomic` one is rendered the same
 //! way and its statement unit-tested.
 
-use crate::connectors::{SqlSession, Statement, TableName, render};
+use super::dialect::{NAMES, text_literal};
+use crate::connectors::dialect::SqlDialect;
+use crate::connectors::{SqlSession, Statement, TableName};
 use crate::error::{Error, Result};
 use crate::model::{DataType, Value};
-
-use super::types::quote_string;
 
 /// `database = '<schema>'`, or the session's database for an unqualified table.
 pub fn database_is(table: &TableName) -> String {
     match &table.schema {
-        Some(s) => format!("database = {}", quote_string(s.as_bytes())),
+        Some(s) => format!("database = {}", text_literal(s)),
         None => "database = currentDatabase()".into(),
     }
 }
@@ -39,7 +39,7 @@ pub async fn check_engine(s: &mut dyn SqlSession, target: &TableName) -> Result<
     let sql = format!(
         "SELECT engine FROM system.tables WHERE {} AND name = {}",
         database_is(target),
-        quote_string(target.name.as_bytes())
+        text_literal(&target.name)
     );
     match text(s, sql).await? {
         Some(engine) if engine.ends_with("MergeTree") && !engine.starts_with("Replicated") => {
@@ -66,7 +66,7 @@ pub async fn statement(
     let sql = format!(
         "SELECT engine FROM system.databases WHERE name = {}",
         match &target.schema {
-            Some(db) => quote_string(db.as_bytes()),
+            Some(db) => text_literal(db),
             None => "currentDatabase()".into(),
         }
     );
@@ -83,17 +83,17 @@ fn swap_sql(
     if atomic {
         let sql = format!(
             "EXCHANGE TABLES {} AND {}",
-            render::table_ref(target),
-            render::table_ref(shadow)
+            NAMES.table_ref(target),
+            NAMES.table_ref(shadow)
         );
         (sql, shadow.clone())
     } else {
         let sql = format!(
             "RENAME TABLE {} TO {}, {} TO {}",
-            render::table_ref(target),
-            render::table_ref(old),
-            render::table_ref(shadow),
-            render::table_ref(target)
+            NAMES.table_ref(target),
+            NAMES.table_ref(old),
+            NAMES.table_ref(shadow),
+            NAMES.table_ref(target)
         );
         (sql, old.clone())
     }

@@ -294,8 +294,8 @@ pub fn quote_string(bytes: &[u8]) -> String {
 /// (`datetime64`); before 20.1 it is rounded down to its second, the only thing a
 /// `DateTime` can be compared with or set to (exact for the cursor bounds `>` and `<=`;
 /// docs/connectors/clickhouse.md#types says where else it matters).
-pub fn literal(v: &Value, datetime64: bool) -> String {
-    match v {
+pub fn literal(v: &Value, datetime64: bool) -> Result<String> {
+    Ok(match v {
         Value::Null => "NULL".into(),
         Value::Boolean(b) => u8::from(*b).to_string(),
         Value::Int(i) => format!("toInt64({i})"),
@@ -303,7 +303,7 @@ pub fn literal(v: &Value, datetime64: bool) -> String {
         Value::Float(f) if f.is_infinite() => if *f > 0.0 { "inf" } else { "-inf" }.into(),
         Value::Float(f) => format!("{f:?}"),
         Value::Decimal(d) => {
-            let scale = d.split_once('.').map_or(0, |(_, frac)| frac.len());
+            let scale = check_decimal_text(d)?;
             format!("toDecimal128({}, {scale})", quote_string(d.as_bytes()))
         }
         Value::Text(s) | Value::Json(s) => quote_string(s.as_bytes()),
@@ -325,7 +325,46 @@ pub fn literal(v: &Value, datetime64: bool) -> String {
                 format!("toDateTime({}{zone})", us.div_euclid(MICROS))
             }
         }
-        Value::Uuid(u) => format!("toUUID({})", quote_string(u.as_bytes())),
+        Value::Uuid(u) => {
+            check_uuid_text(u)?;
+            format!("toUUID('{u}')")
+        }
+    })
+}
+
+/// The scale of canonical decimal text (`-12.50`: an optional sign, digits, an optional
+/// fraction); anything else is refused before it reaches SQL text.
+fn check_decimal_text(d: &str) -> Result<usize> {
+    let unsigned = d.strip_prefix('-').unwrap_or(d);
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty()
+        || !digits(whole)
+        || !digits(fraction)
+        || (d.contains('.') && fraction.is_empty())
+    {
+        return Err(Error::new(
+            Kind::InvalidHandle,
+            format!("{d:?} is not decimal text (an optional -, digits, an optional .digits)"),
+        ));
+    }
+    Ok(fraction.len())
+}
+
+/// Refuses text that is not a hyphenated UUID (8-4-4-4-12 hex digits).
+fn check_uuid_text(u: &str) -> Result<()> {
+    let groups: Vec<&str> = u.split('-').collect();
+    let shaped = groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()));
+    if shaped {
+        Ok(())
+    } else {
+        Err(Error::new(
+            Kind::InvalidHandle,
+            format!("{u:?} is not a UUID (8-4-4-4-12 hex digits)"),
+        ))
     }
 }
 
@@ -841,6 +880,7 @@ mod tests {
 
     #[test]
     fn literals_escape_and_type_their_values() {
+        let literal = |v: &Value, datetime64| literal(v, datetime64).unwrap();
         assert_eq!(
             literal(&Value::Text("a'b\\c\n".into()), false),
             "'a\\'b\\\\c\\n'"
@@ -864,6 +904,29 @@ mod tests {
             literal(&Value::TimestampTz(1_500_000), true),
             "toDateTime64(toDecimal64('1.500000', 6), 6, 'UTC')"
         );
+        assert_eq!(
+            literal(
+                &Value::Uuid("0e3c1d2a-0000-4000-8000-00000000abcd".into()),
+                false
+            ),
+            "toUUID('0e3c1d2a-0000-4000-8000-00000000abcd')"
+        );
+        for bad in ["1e5", "1.", "-", "1.5'); DROP TABLE t; --", ""] {
+            assert!(
+                super::literal(&Value::Decimal(bad.into()), false).is_err(),
+                "{bad}"
+            );
+        }
+        for bad in [
+            "0e3c1d2a",
+            "0e3c1d2a-0000-4000-8000-00000000abc'",
+            "zzzzzzzz-0000-4000-8000-000000000000",
+        ] {
+            assert!(
+                super::literal(&Value::Uuid(bad.into()), false).is_err(),
+                "{bad}"
+            );
+        }
         assert_eq!(native_type(&DataType::Timestamp, true), "DateTime64(6)");
         assert_eq!(
             native_type(&DataType::TimestampTz, false),

@@ -14,9 +14,11 @@ use sqlx::{Arguments, Column as _, ConnectOptions, Connection, Executor, Row, Ty
 use tokio::sync::mpsc;
 
 use super::copy::{CopyDecoder, CopyEncoder};
+use super::dialect::PostgresDialect;
 use super::types::{self, Param, PgType};
+use crate::connectors::dialect::SqlDialect;
 use crate::connectors::render::{quote_ident, table_ref};
-use crate::connectors::{Dialect, SqlSession, Statement, TableName};
+use crate::connectors::{SqlSession, Statement, TableName};
 use crate::error::{Error, Kind, Result};
 use crate::model::{Column, DataType, Schema, Value};
 
@@ -171,18 +173,18 @@ impl PostgresSession {
 
 #[async_trait]
 impl SqlSession for PostgresSession {
-    fn dialect(&self) -> Dialect {
-        Dialect::Postgres
+    fn dialect(&self) -> &dyn SqlDialect {
+        &PostgresDialect
     }
 
     /// COPY cannot bind parameters, so [`Self::read`] stores each one as the session
     /// setting `dpone.p{n}` (bound as text, never spliced) and the statement reads it back
     /// cast to the value's type. A NULL needs no setting.
-    fn read_placeholder(&self, n: usize, value: &Value) -> String {
-        match value {
+    fn read_placeholder(&self, n: usize, value: &Value) -> Result<String> {
+        Ok(match value {
             Value::Null => "NULL".into(),
             v => format!("current_setting('dpone.p{n}')::{}", types::param_cast(v)),
-        }
+        })
     }
 
     async fn execute(&mut self, stmt: &Statement) -> Result<u64> {
@@ -467,6 +469,34 @@ impl SqlSession for PostgresSession {
             params: vec![Value::Text(name.into())],
         };
         self.query(&stmt, &[DataType::Text]).await.map(drop)
+    }
+
+    /// The oldest transaction id still running (64-bit, so wraparound needs no resync)
+    /// minus one: every transaction at or below it has finished.
+    async fn row_version_horizon(&mut self) -> Result<String> {
+        let stmt = Statement::new("SELECT CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT)");
+        let rows = self.query(&stmt, &[DataType::Text]).await?;
+        match rows.first().and_then(|r| r.first()) {
+            Some(Value::Text(t)) => t
+                .parse::<u64>()
+                .map(|xmin| types::xid_position(xmin.saturating_sub(1)))
+                .map_err(|e| Error::source(format!("snapshot xmin `{t}`: {e}"))),
+            other => Err(Error::source(format!(
+                "snapshot xmin query returned {other:?}"
+            ))),
+        }
+    }
+
+    async fn replace_partitions(
+        &mut self,
+        target: &TableName,
+        staging: &TableName,
+        columns: &[String],
+        column: &str,
+        suffix: &str,
+        statements: &mut Vec<String>,
+    ) -> Result<Option<(u64, u64)>> {
+        super::partitions::replace(self, target, staging, columns, column, suffix, statements).await
     }
 
     async fn try_lock(&mut self, name: &str) -> Result<bool> {
@@ -1036,7 +1066,7 @@ mod tests {
         let ph: Vec<String> = params
             .iter()
             .enumerate()
-            .map(|(i, v)| s.read_placeholder(i + 1, v))
+            .map(|(i, v)| s.read_placeholder(i + 1, v).unwrap())
             .collect();
         assert_eq!(ph[0], "current_setting('dpone.p1')::bigint");
         assert_eq!(ph[8], "NULL");
@@ -1152,7 +1182,7 @@ mod tests {
         let columns: Vec<String> = cases
             .iter()
             .enumerate()
-            .map(|(i, (v, _))| s.read_placeholder(i + 1, v))
+            .map(|(i, (v, _))| s.read_placeholder(i + 1, v).unwrap())
             .collect();
         let schema = Schema {
             columns: cases

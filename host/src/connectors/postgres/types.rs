@@ -656,14 +656,14 @@ mod tests {
 /// PostgreSQL prints an LSN, behind a prefix), 64-bit transaction ids of row versions as
 /// `pgxid:<decimal>`. Only this module reads them; strategies store them as text.
 pub fn lsn_position(lsn: u64) -> String {
-    format!("pg:{}", super::cdc::lsn_text(lsn))
+    format!("pg:{}", super::feed::lsn_text(lsn))
 }
 
 /// The LSN of a `pg:` position; a state error naming the text otherwise.
 pub fn parse_lsn_position(position: &str) -> Result<u64> {
     position
         .strip_prefix("pg:")
-        .and_then(|lsn| super::cdc::parse_lsn(lsn).ok())
+        .and_then(|lsn| super::feed::parse_lsn(lsn).ok())
         .ok_or_else(|| {
             Error::new(
                 Kind::State,

@@ -27,9 +27,11 @@ use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteConnection, Sqli
 use sqlx::{Arguments, Column as _, ConnectOptions, Executor, Row};
 use tokio::sync::mpsc;
 
+use super::dialect::SqliteDialect;
 use super::types::{self, Stored, bind_all, stored_date, stored_timestamp, stored_timestamp_tz};
+use crate::connectors::dialect::SqlDialect;
 use crate::connectors::render::{column_list, quote_ident};
-use crate::connectors::{Dialect, SqlSession, Statement, TableName};
+use crate::connectors::{SqlSession, Statement, TableName};
 use crate::error::{Error, Kind, Result};
 use crate::model::{self, BATCH_ROWS, Column, DataType, DecimalSpec, Schema, Value, arrow_type};
 
@@ -422,8 +424,8 @@ fn finish_batch(
 
 #[async_trait]
 impl SqlSession for SqliteSession {
-    fn dialect(&self) -> Dialect {
-        Dialect::Sqlite
+    fn dialect(&self) -> &dyn SqlDialect {
+        &SqliteDialect
     }
 
     async fn execute(&mut self, stmt: &Statement) -> Result<u64> {
@@ -1045,7 +1047,6 @@ mod tests {
         let mut s = SqliteSession::connect(&dir.db(), true, Kind::Sink)
             .await
             .unwrap();
-        assert_eq!(s.dialect(), Dialect::Sqlite);
         let schema = all_types_schema();
         let table_name = "all \"types\"";
         let table = TableName {
@@ -1192,7 +1193,7 @@ mod tests {
         let cutoff_at = (1_000 - 10_000) * 86_400_123_457;
         let cutoff_day = 2_000 * 3 - 30_000;
         let cutoff_tz = (1_500 - 10_000) * 86_400_123_457;
-        let p = |n: usize, v: &Value| s.read_placeholder(n, v);
+        let p = |n: usize, v: &Value| s.read_placeholder(n, v).unwrap();
         let params = vec![
             Value::Timestamp(cutoff_at),
             Value::Text("g3".into()),

@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod config;
+pub mod dialect;
 pub mod types;
 
 pub use client::SqliteSession;

@@ -18,12 +18,154 @@ use std::time::Duration;
 use arrow_array::{Array, BinaryArray, RecordBatch, StringArray};
 use tokio::sync::mpsc;
 
+use super::PostgresSession;
+use super::config::ChangeFeedConfig;
 use super::pgoutput::{self, Datum, Message};
 use super::types::{lsn_position, parse_lsn_position};
-use crate::connectors::source::{ChangeRead, FeedNames};
+use crate::connectors::ChangeFeed;
+use crate::connectors::source::ChangeRead;
 use crate::connectors::{SqlSession, Statement, TableName, render};
 use crate::error::{Error, Kind, Result};
 use crate::model::{ChangePart, ChangeWindow, DataType, RestartReason, Schema, Value};
+
+/// The slot and publication of this pipeline's change feed (PostgreSQL), from the
+/// manifest's `source.change_feed`. A guest never names a feed: it can only reach its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedNames {
+    pub slot: String,
+    pub publication: String,
+    /// The publication is dpone's default one, which retiring the pipeline drops; a
+    /// publication the manifest names may be the user's own and stays.
+    pub own_publication: bool,
+}
+
+/// Names a feed: the manifest's (checked by the config), else `dpone_<pipeline>` folded to
+/// a valid slot name. When folding changed the name (case, characters, length), a hash of
+/// the pipeline name is appended, so `orders-eu` and `orders_eu` never share a slot.
+pub fn feed_names(pipeline: &str, slot: Option<&str>, publication: Option<&str>) -> FeedNames {
+    let slot = slot.map(str::to_string).unwrap_or_else(|| {
+        let plain = format!("dpone_{pipeline}");
+        let folded: String = plain
+            .chars()
+            .map(|c| {
+                let c = c.to_ascii_lowercase();
+                if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if folded == plain && folded.len() <= 63 {
+            folded
+        } else {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(pipeline.as_bytes());
+            let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+            let base: String = folded.chars().take(54).collect();
+            format!("{base}_{hash}")
+        }
+    });
+    FeedNames {
+        publication: publication.map_or_else(|| slot.clone(), str::to_string),
+        own_publication: publication.is_none(),
+        slot,
+    }
+}
+
+/// This pipeline's change feed on a PostgreSQL source, read over a connection of its own
+/// (opened at the first use, so runs of other strategies open none).
+pub struct PostgresFeed {
+    url: crate::manifest::Secret,
+    table: TableName,
+    names: FeedNames,
+    session: Option<PostgresSession>,
+}
+
+impl std::fmt::Debug for PostgresFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresFeed")
+            .field("table", &self.table)
+            .field("names", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresFeed {
+    /// The feed `config` names (or the default names) for `pipeline`'s source `table`.
+    pub fn new(
+        url: crate::manifest::Secret,
+        table: TableName,
+        pipeline: &str,
+        config: Option<&ChangeFeedConfig>,
+    ) -> Self {
+        let config = config.cloned().unwrap_or_default();
+        PostgresFeed {
+            url,
+            table,
+            names: feed_names(
+                pipeline,
+                config.slot.as_deref(),
+                config.publication.as_deref(),
+            ),
+            session: None,
+        }
+    }
+
+    async fn session(&mut self) -> Result<&mut PostgresSession> {
+        if self.session.is_none() {
+            self.session = Some(PostgresSession::connect(self.url.expose(), Kind::Source).await?);
+        }
+        Ok(self.session.as_mut().expect("connected above"))
+    }
+}
+
+#[async_trait::async_trait]
+impl ChangeFeed for PostgresFeed {
+    async fn open(&mut self, stored: Option<&str>, create: bool) -> Result<ChangeWindow> {
+        let (table, names) = (self.table.clone(), self.names.clone());
+        open_window(self.session().await?, &table, &names, stored, create).await
+    }
+
+    fn check_read(&self, read: &ChangeRead) -> Result<()> {
+        check_window(read)
+    }
+
+    async fn read(
+        &mut self,
+        columns: &Schema,
+        read: &ChangeRead,
+        tx: mpsc::Sender<RecordBatch>,
+    ) -> Result<()> {
+        let (table, names) = (self.table.clone(), self.names.clone());
+        read_changes(self.session().await?, &table, &names, columns, read, tx).await
+    }
+
+    async fn ack(&mut self, position: &str) -> Result<()> {
+        let lsn = parse_lsn_position(position)?;
+        let names = self.names.clone();
+        ack(self.session().await?, &names, lsn).await
+    }
+
+    /// Drops the slot and the default-named publication dpone created; a publication the
+    /// manifest names may be the user's own and stays.
+    async fn drop_feed(&mut self) -> Result<String> {
+        let names = self.names.clone();
+        let (slot, publication) =
+            drop_feed(self.session().await?, &names, names.own_publication).await?;
+        Ok(format!(
+            "slot {}: {}; publication {}: {}",
+            names.slot,
+            if slot { "dropped" } else { "did not exist" },
+            names.publication,
+            match (names.own_publication, publication) {
+                (false, _) => "kept (named in the manifest)",
+                (true, true) => "dropped",
+                (true, false) => "did not exist",
+            }
+        ))
+    }
+}
 
 /// Where a slot stands.
 #[derive(Debug, Clone, Copy)]
@@ -53,7 +195,7 @@ struct Window<'a> {
 /// only what it stored, so a stored LSN behind the slot's means someone else moved the slot
 /// and the changes in between are gone. A stored LSN ahead of it is a crash between the
 /// sink commit and the acknowledgement: the window starts at the stored LSN.
-pub async fn open_window(
+async fn open_window(
     s: &mut dyn SqlSession,
     table: &TableName,
     names: &FeedNames,
@@ -81,7 +223,7 @@ pub async fn open_window(
 }
 
 /// Checks a change read's positions: both LSNs, in order.
-pub fn check_window(read: &ChangeRead) -> Result<()> {
+fn check_window(read: &ChangeRead) -> Result<()> {
     let after = parse_lsn_position(&read.after)?;
     let up_to = parse_lsn_position(&read.up_to)?;
     if after > up_to {
@@ -355,7 +497,7 @@ async fn horizon(s: &mut dyn SqlSession) -> Result<u64> {
 
 /// Advances the slot to `position` (never backwards: a replayed window is acknowledged
 /// already).
-pub async fn ack(s: &mut dyn SqlSession, names: &FeedNames, position: u64) -> Result<()> {
+async fn ack(s: &mut dyn SqlSession, names: &FeedNames, position: u64) -> Result<()> {
     let current = Statement {
         sql: "SELECT CAST(confirmed_flush_lsn AS text) FROM pg_replication_slots WHERE slot_name = $1"
             .into(),
@@ -379,7 +521,7 @@ pub async fn ack(s: &mut dyn SqlSession, names: &FeedNames, position: u64) -> Re
 
 /// Drops the slot and, when `publication`, the publication (`dpone-host cdc drop-slot`);
 /// returns which of them existed and were dropped.
-pub async fn drop_feed(
+async fn drop_feed(
     s: &mut dyn SqlSession,
     names: &FeedNames,
     publication: bool,
@@ -410,7 +552,7 @@ pub async fn drop_feed(
 type Compacted = HashMap<Vec<Option<Vec<u8>>>, Option<Vec<Datum>>>;
 
 /// Streams the window's compacted changes of `part` as batches of `schema` into `tx`.
-pub async fn read_changes(
+async fn read_changes(
     s: &mut dyn SqlSession,
     table: &TableName,
     names: &FeedNames,
@@ -470,7 +612,7 @@ pub async fn read_changes(
                 "SELECT {} FROM jsonb_populate_recordset(NULL::{}, {})",
                 render::column_list(&columns),
                 render::table_ref(table),
-                s.read_placeholder(1, &json)
+                s.read_placeholder(1, &json)?
             ),
             params: vec![json],
         };
@@ -560,9 +702,9 @@ async fn compact(
         sql: format!(
             "SELECT CAST(lsn AS text), data FROM pg_logical_slot_peek_binary_changes({}, CAST({} AS pg_lsn), NULL, \
              'proto_version', '1', 'publication_names', {})",
-            s.read_placeholder(1, &params[0]),
-            s.read_placeholder(2, &params[1]),
-            s.read_placeholder(3, &params[2]),
+            s.read_placeholder(1, &params[0])?,
+            s.read_placeholder(2, &params[1])?,
+            s.read_placeholder(3, &params[2])?,
         ),
         params,
     };
@@ -816,5 +958,32 @@ mod tests {
         }
         assert!(parse_lsn("16B3748").is_err());
         assert!(parse_lsn("x/1").is_err());
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn feed_names_default_and_fold() {
+        let n = feed_names("orders_eu", None, None);
+        assert_eq!(n.slot, "dpone_orders_eu");
+        assert_eq!(n.publication, n.slot);
+        assert!(n.own_publication);
+        let folded = feed_names("orders-eu", None, None).slot;
+        assert!(
+            folded.starts_with("dpone_orders_eu_") && folded != n.slot,
+            "{folded}"
+        );
+        assert_ne!(folded, feed_names("Orders-EU", None, None).slot);
+        let long = feed_names(&"x".repeat(80), None, None).slot;
+        assert!(long.len() <= 63, "{long}");
+        let named = feed_names("p", Some("s"), Some("pub"));
+        assert_eq!(
+            (named.slot.as_str(), named.publication.as_str()),
+            ("s", "pub")
+        );
+        assert!(!named.own_publication);
     }
 }

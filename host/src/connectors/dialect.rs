@@ -1,0 +1,240 @@
+//! What differs between SQL dialects: one [`SqlDialect`] per SQL connector, in its
+//! `dialect.rs`. [`super::render`] builds every statement from these answers, so no shared
+//! code asks which database it talks to.
+//!
+//! The defaults are standard SQL as PostgreSQL and SQLite speak it: `"x"` identifiers,
+//! `$n` parameters, `LIMIT n`, correlated `EXISTS` subqueries, transactional DDL.
+
+use std::fmt::Debug;
+
+use super::TableName;
+use crate::error::{Error, Kind, Result};
+use crate::model::{Column, DataType, Schema, Value};
+
+/// How a target row's key relates to staging (the WIT `key-match`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyMatch {
+    InStaging,
+    InStagingDiffering(String),
+    NotInStaging,
+}
+
+/// One SQL dialect. Contract: every identifier goes through [`Self::quote_ident`], every
+/// value through [`Self::placeholder`] (a bound parameter, or on servers without them the
+/// dialect's audited literal), so no rendered statement carries text a value or a name
+/// could break out of.
+pub trait SqlDialect: Send + Sync + Debug {
+    /// Quotes an identifier: `"` doubled inside `"..."` by default.
+    fn quote_ident(&self, name: &str) -> String {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+
+    /// What parameter `n` (1-based), holding `value`, is written as: `$n` by default.
+    /// Fails only where the dialect renders the value itself and it is not well-formed.
+    fn placeholder(&self, n: usize, _value: &Value) -> Result<String> {
+        Ok(format!("${n}"))
+    }
+
+    /// The most parameters one statement may bind; a statement needing more is refused
+    /// with an error instead of failing at the server.
+    fn max_params(&self) -> usize;
+
+    /// The DDL type of a portable type.
+    fn native_type(&self, t: &DataType) -> String;
+
+    /// `CREATE <namespace> IF NOT EXISTS <quoted>` for a table's schema (a database on
+    /// ClickHouse); `None` where tables live in one namespace.
+    fn create_namespace(&self, _quoted: &str) -> Option<String> {
+        None
+    }
+
+    /// The table dpone keeps its own bookkeeping in (state, run history, backfill ledger):
+    /// `dpone.<name>` where the database has namespaces, else `dpone_<name>`.
+    fn bookkeeping_table(&self, name: &str) -> TableName {
+        if self.create_namespace("dpone").is_some() {
+            TableName {
+                schema: Some("dpone".into()),
+                name: name.into(),
+            }
+        } else {
+            TableName {
+                schema: None,
+                name: format!("dpone_{name}"),
+            }
+        }
+    }
+
+    /// What a `SELECT` of rows to claim ends with so concurrent claimers skip each other's
+    /// rows (`FOR UPDATE SKIP LOCKED`); nothing where writers are serialized anyway.
+    fn skip_locked(&self) -> &'static str {
+        ""
+    }
+
+    /// A column definition of `CREATE TABLE`.
+    fn column_def(&self, column: &Column, not_null: bool) -> String {
+        let t = self.native_type(&column.data_type);
+        let q = self.quote_ident(&column.name);
+        if not_null {
+            format!("{q} {t} NOT NULL")
+        } else {
+            format!("{q} {t}")
+        }
+    }
+
+    /// Whether `CREATE TABLE` declares the key as a `PRIMARY KEY` constraint.
+    fn declares_primary_key(&self) -> bool {
+        true
+    }
+
+    /// Words between `CREATE` and `TABLE` for a staging table (`UNLOGGED `: it is rebuilt,
+    /// never recovered).
+    fn staging_table_kind(&self) -> &'static str {
+        ""
+    }
+
+    /// What follows the column list of `CREATE TABLE` (an engine clause).
+    fn table_options(&self, _key: &[String], _staging: bool) -> String {
+        String::new()
+    }
+
+    /// `CREATE TABLE staging` shaped like the existing `target` (columns, key and, where
+    /// the dialect can copy them, indexes and defaults); `None`: from the target's schema.
+    fn create_like(&self, _staging: &str, _target: &str) -> Option<String> {
+        None
+    }
+
+    /// ` LIMIT n`, appended to a `SELECT`.
+    fn limit(&self, n: u64) -> String {
+        format!(" LIMIT {n}")
+    }
+
+    /// The largest value of a quoted column, NULL over no rows.
+    fn max_of(&self, quoted: &str) -> String {
+        format!("MAX({quoted})")
+    }
+
+    /// `a` and `b` differ, NULL-safe: NULL differs from every value and equals NULL.
+    fn null_safe_differs(&self, a: &str, b: &str) -> String {
+        format!("{a} IS DISTINCT FROM {b}")
+    }
+
+    /// The condition on a row of `target` (a table reference) that holds when its key
+    /// relates to `staging` as `m`. By default a correlated `[NOT] EXISTS (SELECT 1 FROM
+    /// staging AS s WHERE s.k = target.k ...)`, correlated through the target's full name
+    /// (SQLite cannot alias the table of a DELETE or UPDATE). Keys were checked to be
+    /// non-NULL, so `=` is exact.
+    fn key_match(&self, target: &str, staging: &str, key: &[String], m: &KeyMatch) -> String {
+        let mut on: Vec<String> = key
+            .iter()
+            .map(|k| format!("s.{q} = {target}.{q}", q = self.quote_ident(k)))
+            .collect();
+        if let KeyMatch::InStagingDiffering(column) = m {
+            let q = self.quote_ident(column);
+            on.push(self.null_safe_differs(&format!("s.{q}"), &format!("{target}.{q}")));
+        }
+        let not = if *m == KeyMatch::NotInStaging {
+            "NOT "
+        } else {
+            ""
+        };
+        format!(
+            "{not}EXISTS (SELECT 1 FROM {staging} AS s WHERE {})",
+            on.join(" AND ")
+        )
+    }
+
+    /// The condition on a staging row `s` that holds when no row of `target` has its key
+    /// and satisfies every one of `filter` (rendered conditions on the target's columns).
+    fn no_target_row(&self, target: &str, key: &[String], filter: &[String]) -> String {
+        let mut on: Vec<String> = key
+            .iter()
+            .map(|k| format!("{target}.{q} = s.{q}", q = self.quote_ident(k)))
+            .collect();
+        on.extend(filter.iter().cloned());
+        format!(
+            "NOT EXISTS (SELECT 1 FROM {target} WHERE {})",
+            on.join(" AND ")
+        )
+    }
+
+    /// `cond` as a condition that is false where it is NULL.
+    fn holds(&self, cond: &str) -> String {
+        format!("COALESCE(({cond}), FALSE)")
+    }
+
+    /// `then` where `cond` holds, else `otherwise`.
+    fn choose(&self, cond: &str, then: &str, otherwise: &str) -> String {
+        format!(
+            "CASE WHEN {} THEN {then} ELSE {otherwise} END",
+            self.holds(cond)
+        )
+    }
+
+    /// Empties a table inside the open transaction.
+    fn truncate(&self, table: &str) -> String {
+        format!("DELETE FROM {table}")
+    }
+
+    /// The expression of a row's version and the value a row-version position binds as,
+    /// for the `row-versions` scan bound; `unsupported` where rows carry no version.
+    fn row_version(&self, _position: &str) -> Result<(&'static str, Value)> {
+        Err(Error::new(
+            Kind::Unsupported,
+            "this source has no row versions (PostgreSQL has xmin; SQL Server rowversion comes with its connector)",
+        ))
+    }
+
+    /// Refuses a scan bound this dialect cannot compare correctly (SQLite keeps decimals
+    /// as text, which would compare as text).
+    fn check_cursor(&self, _column: &str, _t: &DataType) -> Result<()> {
+        Ok(())
+    }
+
+    /// `"schema"."table"` or `"table"`.
+    fn table_ref(&self, table: &TableName) -> String {
+        match &table.schema {
+            Some(s) => format!("{}.{}", self.quote_ident(s), self.quote_ident(&table.name)),
+            None => self.quote_ident(&table.name),
+        }
+    }
+
+    /// `"a", "b", "c"`.
+    fn column_list(&self, columns: &[String]) -> String {
+        columns
+            .iter()
+            .map(|c| self.quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `CREATE TABLE` for a target (`key` becomes its primary key) or a staging table
+    /// (no constraints, so key checks can see NULLs and duplicates).
+    fn create_table(
+        &self,
+        table: &TableName,
+        schema: &Schema,
+        key: &[String],
+        staging: bool,
+    ) -> String {
+        let mut cols: Vec<String> = schema
+            .columns
+            .iter()
+            .map(|c| self.column_def(c, !staging && (!c.nullable || key.contains(&c.name))))
+            .collect();
+        if !staging && !key.is_empty() && self.declares_primary_key() {
+            cols.push(format!("PRIMARY KEY ({})", self.column_list(key)));
+        }
+        let kind = if staging {
+            self.staging_table_kind()
+        } else {
+            ""
+        };
+        let if_not_exists = if staging { "" } else { "IF NOT EXISTS " };
+        format!(
+            "CREATE {kind}TABLE {if_not_exists}{} ({}){}",
+            self.table_ref(table),
+            cols.join(", "),
+            self.table_options(key, staging)
+        )
+    }
+}
