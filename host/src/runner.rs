@@ -9,8 +9,6 @@ use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use serde_yaml_ng::Value as Yaml;
 
-use crate::connectors::sink::SqlSink;
-use crate::connectors::source::SqlSource;
 use crate::connectors::{self, Open};
 use crate::error::{Error, Kind, Result};
 use crate::manifest::{Manifest, StrategySection};
@@ -624,29 +622,10 @@ impl Run<'_> {
             ..
         } = *self;
         let prepared = async {
-            let source_session =
-                connectors::connect(&manifest.source, Kind::Source, Open::Existing).await?;
-            let mut source = SqlSource::new(
-                source_session,
-                manifest.source_table(),
-                manifest.strategy.predicate_sql.clone(),
-            )
-            .with_feed(connectors::manifest_feed(manifest));
+            let mut source = connectors::connect_source(manifest).await?;
             let schema = source.schema().await?;
             let options = strategy_options(info, &manifest.strategy, Some(&schema))?;
-            let open = if opts.dry_run {
-                Open::Plan
-            } else {
-                Open::Create
-            };
-            let sink_session = connectors::connect(&manifest.sink, Kind::Sink, open).await?;
-            let mut sink = SqlSink::new(
-                sink_session,
-                manifest.sink_table(),
-                run_id,
-                manifest.strategy.predicate_sql.clone(),
-                opts.dry_run,
-            );
+            let mut sink = connectors::connect_sink(manifest, run_id, opts.dry_run).await?;
             if let Some(chunk) = &self.chunk {
                 sink.set_fence(format!(
                     "dpone.chunk.{}.{}.{}",
@@ -732,15 +711,14 @@ impl Run<'_> {
         // Leftovers exist only after failures or careless strategies; never leave them, even
         // when the failure was the sink connection itself.
         if !pipeline.sink.drop_leftovers().await && !opts.dry_run {
-            match connectors::connect(&manifest.sink, Kind::Sink, Open::Existing).await {
-                Ok(session) => {
-                    pipeline.sink.reconnected(session);
+            match pipeline.sink.reconnect().await {
+                Ok(()) => {
                     pipeline.sink.drop_leftovers().await;
                 }
                 Err(e) => tracing::warn!("could not reconnect to drop staging tables: {e}"),
             }
         }
-        report.sink_statements = std::mem::take(&mut pipeline.sink.statements);
+        report.sink_statements = pipeline.sink.statements().to_vec();
         (result, pipeline.state)
     }
 }

@@ -16,7 +16,6 @@ use futures_util::future::join_all;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
-use crate::connectors::source::SqlSource;
 use crate::connectors::{self, Open};
 use crate::error::{Error, Kind, Result};
 use crate::manifest::Manifest;
@@ -46,9 +45,7 @@ pub struct Campaign {
 
 /// Plans the campaign of `manifest` (reads the source schema, writes nothing).
 pub async fn campaign(manifest: &Manifest, prepared: &Prepared) -> Result<Campaign> {
-    let session = connectors::connect(&manifest.source, Kind::Source, Open::Existing).await?;
-    let mut source = SqlSource::new(session, manifest.source_table(), None);
-    let schema = source.schema().await?;
+    let schema = connectors::connect_source(manifest).await?.schema().await?;
     let options = runner::strategy_options(&prepared.info, &manifest.strategy, Some(&schema))?;
     let spec = plan::campaign_spec(&options, &schema)?;
     if spec.parallel_workers > 1 && connectors::publishes_whole_target(manifest.sink.kind()) {

@@ -39,7 +39,9 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
-use crate::model::{ChangeWindow, Schema, Value};
+use crate::model::{ChangeWindow, DataType, KeyCheck, ScanBounds, Schema, Term, Value};
+use dialect::KeyMatch;
+use sink::StagingKind;
 
 /// A schema-qualified table name, as written in the manifest (`schema.table` or `table`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,6 +254,179 @@ pub trait SqlSession: Send {
     async fn try_lock(&mut self, name: &str) -> Result<bool>;
 }
 
+/// The source of a run, whatever its kind: what the `source` imports of the contract need.
+/// [`source::SqlSource`] serves every SQL database over a [`SqlSession`].
+#[async_trait]
+pub trait Source: Send {
+    /// The source object as configured, e.g. `public.orders`.
+    fn name(&self) -> String;
+
+    /// The source's columns and key; read once per run.
+    async fn schema(&mut self) -> Result<Schema>;
+
+    /// Checks a scan's bounds before it runs: every column exists and compares correctly.
+    fn check_bounds(&self, schema: &Schema, bounds: &ScanBounds) -> Result<()>;
+
+    /// Streams the rows within `bounds`, as batches of `columns` of at most
+    /// [`crate::model::BATCH_ROWS`] rows, into `tx`; stops quietly when the receiver is gone.
+    async fn read(
+        &mut self,
+        columns: &Schema,
+        bounds: &ScanBounds,
+        tx: mpsc::Sender<RecordBatch>,
+    ) -> Result<()>;
+
+    /// What a scan would run, for a dry run's plan.
+    fn describe_scan(&self, columns: &Schema, bounds: &ScanBounds) -> Result<String>;
+
+    /// Largest value of `column` among rows within `bounds`; NULL when none match.
+    async fn max_value(&mut self, column: &str, bounds: &ScanBounds) -> Result<Value>;
+
+    /// Rows within `bounds`.
+    async fn row_count(&mut self, bounds: &ScanBounds) -> Result<u64>;
+
+    /// The safe upper row-version bound now, as a position.
+    async fn row_version_horizon(&mut self) -> Result<String>;
+
+    /// This pipeline's change feed, when the source has one.
+    fn change_feed(&mut self) -> Option<&mut dyn ChangeFeed>;
+}
+
+/// Where a run stages rows: tables of this run next to the target. A sink that cannot
+/// stage rows itself gets these from an embedded store.
+#[async_trait]
+pub trait Staging: Send {
+    /// Creates an empty staging table with `schema`, named uniquely for this run.
+    async fn create_staging(&mut self, schema: &Schema, kind: StagingKind) -> Result<TableName>;
+
+    /// Appends every batch from `rx` to `staging`; returns rows written.
+    async fn load(
+        &mut self,
+        staging: &TableName,
+        schema: &Schema,
+        rx: mpsc::Receiver<RecordBatch>,
+    ) -> Result<u64>;
+
+    async fn staging_row_count(&mut self, staging: &TableName) -> Result<u64>;
+
+    /// Up to `limit` distinct values of `column` (of type `t`) in staging, sorted.
+    async fn distinct_values(
+        &mut self,
+        staging: &TableName,
+        column: &str,
+        t: &DataType,
+        limit: u32,
+    ) -> Result<Vec<Value>>;
+
+    /// NULL key components and duplicate key groups in staging.
+    async fn check_keys(
+        &mut self,
+        staging: &TableName,
+        schema: &Schema,
+        key: &[String],
+    ) -> Result<KeyCheck>;
+
+    /// Drops a staging table.
+    async fn drop_staging(&mut self, staging: &TableName) -> Result<()>;
+}
+
+/// The sink of a run, whatever its kind: the target, its finalization primitives and the
+/// run's staging. Contract: nothing touches the target outside `begin`..`commit` except
+/// `ensure_target` (creating a missing target); a failed run's leftovers go with
+/// [`Sink::drop_leftovers`]. [`sink::SqlSink`] serves every SQL database over a
+/// [`SqlSession`], with the copy-on-write shadow where the session has no transactions.
+#[async_trait]
+pub trait Sink: Staging {
+    fn target(&self) -> &TableName;
+
+    /// The target's schema, `None` when it does not exist.
+    async fn describe(&mut self) -> Result<Option<Schema>>;
+
+    /// Creates the target when missing; an existing one must suit `key`.
+    async fn ensure_target(&mut self, schema: &Schema, key: &[String]) -> Result<()>;
+
+    async fn begin(&mut self) -> Result<()>;
+
+    /// Commits, running `also` (the colocated state store's writes) in the same transaction.
+    async fn commit(&mut self, also: Vec<Statement>) -> Result<()>;
+
+    async fn rollback(&mut self) -> Result<()>;
+
+    fn in_transaction(&self) -> bool;
+
+    /// Every transaction first takes the lock `fence` (a backfill chunk).
+    fn set_fence(&mut self, fence: String);
+
+    async fn insert_from_staging(&mut self, staging: &TableName, columns: &[String])
+    -> Result<u64>;
+
+    async fn delete_rows(
+        &mut self,
+        staging: &TableName,
+        key: &[String],
+        key_match: &KeyMatch,
+        filter: &[Term],
+    ) -> Result<u64>;
+
+    async fn update_rows(
+        &mut self,
+        staging: &TableName,
+        key: &[String],
+        key_match: &KeyMatch,
+        filter: &[Term],
+        assignments: &[(String, Value)],
+    ) -> Result<u64>;
+
+    async fn insert_new_rows(
+        &mut self,
+        staging: &TableName,
+        columns: &[String],
+        key: &[String],
+        filter: &[Term],
+        extra: &[(String, Value)],
+    ) -> Result<u64>;
+
+    /// NULL key components and duplicate keys among the target rows matching `filter`.
+    async fn check_target_keys(
+        &mut self,
+        schema: &Schema,
+        key: &[String],
+        filter: &[Term],
+    ) -> Result<KeyCheck>;
+
+    async fn delete_where(&mut self, filter: &[Term]) -> Result<u64>;
+
+    /// Replaces the target's native partitions holding the staged values of `column`;
+    /// `None`, changing nothing, when it cannot. Returns (deleted, inserted).
+    async fn replace_partitions(
+        &mut self,
+        staging: &TableName,
+        columns: &[String],
+        column: &str,
+    ) -> Result<Option<(u64, u64)>>;
+
+    async fn truncate_and_insert(&mut self, staging: &TableName, columns: &[String])
+    -> Result<u64>;
+
+    /// Publishes staging as the target inside the open transaction.
+    async fn swap(&mut self, staging: &TableName) -> Result<()>;
+
+    fn is_dry_run(&self) -> bool;
+
+    /// Notes a step the plan shows.
+    fn note(&mut self, step: String);
+
+    /// Every statement issued (or, in a dry run, that would be issued), in order.
+    fn statements(&self) -> &[String];
+
+    /// After a failed run: rolls back and drops the run's staging; whether all of it went.
+    async fn drop_leftovers(&mut self) -> bool;
+
+    /// Opens a new connection in place of one that died mid-run (the server rolled its
+    /// transaction back), so [`Sink::drop_leftovers`] can still remove the run's staging.
+    async fn reconnect(&mut self) -> Result<()>;
+}
+
 /// A source's change feed, opened for one pipeline: its names come from the manifest's
 /// `source` section, never from a strategy. Positions are the source's own text.
 #[async_trait]
@@ -318,6 +493,38 @@ pub enum Open {
     Create,
     /// A dry run: never create anything; a missing embedded database reads as empty.
     Plan,
+}
+
+/// Opens a manifest's source for a run: its connection, the manifest predicate its
+/// strategies may refer to, and its change feed.
+pub async fn connect_source(manifest: &crate::manifest::Manifest) -> Result<Box<dyn Source>> {
+    let session = connect(&manifest.source, crate::Kind::Source, Open::Existing).await?;
+    let source = source::SqlSource::new(
+        session,
+        manifest.source_table(),
+        manifest.strategy.predicate_sql.clone(),
+    )
+    .with_feed(manifest_feed(manifest));
+    Ok(Box::new(source))
+}
+
+/// Opens a manifest's sink for run `run_id`; a dry run creates nothing and records what it
+/// would do.
+pub async fn connect_sink(
+    manifest: &crate::manifest::Manifest,
+    run_id: &str,
+    dry_run: bool,
+) -> Result<Box<dyn Sink>> {
+    let open = if dry_run { Open::Plan } else { Open::Create };
+    let session = connect(&manifest.sink, crate::Kind::Sink, open).await?;
+    Ok(Box::new(sink::SqlSink::new(
+        session,
+        manifest.sink.clone(),
+        manifest.sink_table(),
+        run_id,
+        manifest.strategy.predicate_sql.clone(),
+        dry_run,
+    )))
 }
 
 /// Opens one connection for a manifest section. `open` only matters for embedded

@@ -1,12 +1,12 @@
-//! The sink operations strategies call, over any [`SqlSession`].
+//! [`SqlSink`]: the [`Staging`] and [`Sink`] of every SQL database, over any [`SqlSession`].
 //!
 //! Contract: nothing here touches the target outside `begin`..`commit` except
 //! `ensure_target` (creating a missing target) and `swap` (inside the transaction too).
 //! Staging tables are named `__dpone_stg_<run>_<n>` next to the target and are dropped by the
-//! strategy, or by [`SqlSink::drop_leftovers`] when a run fails.
+//! strategy, or by [`Sink::drop_leftovers`] when a run fails.
 //!
 //! Sessions without transactions (ClickHouse) get the same contract from the copy-on-write
-//! shadow of [`shadow`], whatever their dialect.
+//! shadow of `sink/shadow.rs`, whatever their dialect.
 
 use arrow_array::RecordBatch;
 use tokio::sync::mpsc;
@@ -15,7 +15,9 @@ use super::dialect::{KeyMatch, SqlDialect};
 use super::render::{NewRows, RowSelection};
 
 mod shadow;
-use super::{SqlSession, Statement, TableName, render};
+use async_trait::async_trait;
+
+use super::{Sink, SqlSession, Staging, Statement, TableName, render};
 use crate::error::{Error, Kind, Result};
 use crate::model::{DataType, KeyCheck, Schema, Term, Value};
 
@@ -40,7 +42,9 @@ pub struct SqlSink {
     manifest_predicate: Option<String>,
     dry_run: bool,
     /// Every statement issued (or, in a dry run, that would be issued), in order.
-    pub statements: Vec<String>,
+    statements: Vec<String>,
+    /// The manifest section the session was opened from, to reconnect after it died.
+    connection: crate::manifest::Connection,
     /// A lock every transaction takes first ([`Self::set_fence`]).
     fence: Option<String>,
     /// Without session transactions: the open transaction's copy-on-write view of the
@@ -61,6 +65,7 @@ impl SqlSink {
     /// running them (reads still run: they touch nothing).
     pub fn new(
         session: Box<dyn SqlSession>,
+        connection: crate::manifest::Connection,
         target: TableName,
         run_id: &str,
         manifest_predicate: Option<String>,
@@ -82,22 +87,14 @@ impl SqlSink {
             manifest_predicate,
             dry_run,
             statements: Vec::new(),
+            connection,
             fence: None,
             shadow: shadow::Shadow::default(),
         }
     }
 
-    pub fn target(&self) -> &TableName {
-        &self.target
-    }
-
     pub fn dialect(&self) -> &dyn SqlDialect {
         self.session.dialect()
-    }
-
-    /// The target's schema, `None` when it does not exist.
-    pub async fn describe(&mut self) -> Result<Option<Schema>> {
-        self.session.table_schema(&self.target).await
     }
 
     async fn execute(&mut self, stmt: Statement) -> Result<u64> {
@@ -122,26 +119,6 @@ impl SqlSink {
         self.session.query(&stmt, types).await
     }
 
-    /// Creates the target (and its schema, on PostgreSQL) when missing; an existing one
-    /// must pass the session's [`SqlSession::check_target`].
-    pub async fn ensure_target(&mut self, schema: &Schema, key: &[String]) -> Result<()> {
-        for k in key {
-            schema.require(k, "sink.strategy.unique_key")?;
-        }
-        if let Some(existing) = self.describe().await? {
-            return self
-                .session
-                .check_target(&self.target, &existing, key)
-                .await;
-        }
-        self.ensure_schema().await?;
-        let ddl = self
-            .dialect()
-            .create_table(&self.target, schema, key, false);
-        self.execute(Statement::new(ddl)).await?;
-        Ok(())
-    }
-
     /// Creates the target's schema when missing, so staging can live next to the target
     /// before the target exists.
     async fn ensure_schema(&mut self) -> Result<()> {
@@ -149,115 +126,6 @@ impl SqlSink {
             self.execute(Statement::new(sql)).await?;
         }
         Ok(())
-    }
-
-    /// Creates an empty staging table for this run.
-    pub async fn create_staging(
-        &mut self,
-        schema: &Schema,
-        kind: StagingKind,
-    ) -> Result<TableName> {
-        self.staging_seq += 1;
-        let staging = self
-            .target
-            .sibling(format!("__dpone_stg_{}_{}", self.run_tag, self.staging_seq));
-        self.ensure_schema().await?;
-        let target_schema = match kind {
-            StagingKind::Scratch => None,
-            StagingKind::Publishable => match self.describe().await? {
-                Some(t) => Some(t),
-                // A dry run only recorded ensure-target: plan from the schema it would create.
-                None if self.dry_run => Some(schema.clone()),
-                None => {
-                    return Err(Error::new(
-                        Kind::Sink,
-                        format!(
-                            "publishable staging needs the target `{}` to exist: call ensure-target first",
-                            self.target
-                        ),
-                    ));
-                }
-            },
-        };
-        let ddl = match &target_schema {
-            None => self.dialect().create_table(&staging, schema, &[], true),
-            Some(t) => render::create_like(self.dialect(), &staging, &self.target, t),
-        };
-        self.execute(Statement::new(ddl)).await?;
-        self.live_staging.push(staging.clone());
-        Ok(staging)
-    }
-
-    /// Bulk-loads every batch from `rx` into `staging`.
-    pub async fn load(
-        &mut self,
-        staging: &TableName,
-        schema: &Schema,
-        rx: mpsc::Receiver<RecordBatch>,
-    ) -> Result<u64> {
-        self.session.bulk_insert(staging, schema, rx).await
-    }
-
-    pub async fn staging_row_count(&mut self, staging: &TableName) -> Result<u64> {
-        let rows = self
-            .query(render::count(self.dialect(), staging), &[DataType::Int64])
-            .await?;
-        Ok(first_count(&rows, 0))
-    }
-
-    pub async fn target_row_count(&mut self) -> Result<u64> {
-        let rows = self
-            .query(
-                render::count(self.dialect(), &self.target),
-                &[DataType::Int64],
-            )
-            .await?;
-        Ok(first_count(&rows, 0))
-    }
-
-    pub async fn distinct_values(
-        &mut self,
-        staging: &TableName,
-        column: &str,
-        t: &DataType,
-        limit: u32,
-    ) -> Result<Vec<Value>> {
-        let rows = self
-            .query(
-                render::distinct_values(self.dialect(), staging, column, limit),
-                std::slice::from_ref(t),
-            )
-            .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|r| r.into_iter().next())
-            .collect())
-    }
-
-    /// NULL key components and duplicate key groups in staging.
-    pub async fn check_keys(
-        &mut self,
-        staging: &TableName,
-        schema: &Schema,
-        key: &[String],
-    ) -> Result<KeyCheck> {
-        self.key_check(staging.clone(), schema, key, &[]).await
-    }
-
-    /// The same over the target rows matching `filter`, inside the open transaction.
-    pub async fn check_target_keys(
-        &mut self,
-        schema: &Schema,
-        key: &[String],
-        filter: &[Term],
-    ) -> Result<KeyCheck> {
-        let current = if self.session.transactional() {
-            self.target.clone()
-        } else {
-            self.settle().await?;
-            self.shadow_current().clone()
-        };
-        self.key_check(current, schema, key, filter).await
     }
 
     async fn key_check(
@@ -301,7 +169,157 @@ impl SqlSink {
         })
     }
 
-    pub async fn begin(&mut self) -> Result<()> {
+    fn require_transaction(&self, what: &str) -> Result<()> {
+        if self.in_transaction {
+            Ok(())
+        } else {
+            Err(Error::new(
+                Kind::Unsupported,
+                format!("{what} must run between sink.begin and sink.commit"),
+            ))
+        }
+    }
+
+    async fn drop_now(&mut self, staging: &TableName) -> Result<()> {
+        self.execute(Statement::new(render::drop_table(self.dialect(), staging)))
+            .await?;
+        self.release(staging);
+        Ok(())
+    }
+
+    fn release(&mut self, staging: &TableName) {
+        // Without transactions a drop is final at once.
+        if self.in_transaction && self.session.transactional() {
+            self.released_in_transaction.push(staging.clone());
+        } else {
+            self.live_staging.retain(|t| t != staging);
+        }
+    }
+}
+
+#[async_trait]
+impl Staging for SqlSink {
+    /// Creates an empty staging table for this run.
+    async fn create_staging(&mut self, schema: &Schema, kind: StagingKind) -> Result<TableName> {
+        self.staging_seq += 1;
+        let staging = self
+            .target
+            .sibling(format!("__dpone_stg_{}_{}", self.run_tag, self.staging_seq));
+        self.ensure_schema().await?;
+        let target_schema = match kind {
+            StagingKind::Scratch => None,
+            StagingKind::Publishable => match self.describe().await? {
+                Some(t) => Some(t),
+                // A dry run only recorded ensure-target: plan from the schema it would create.
+                None if self.dry_run => Some(schema.clone()),
+                None => {
+                    return Err(Error::new(
+                        Kind::Sink,
+                        format!(
+                            "publishable staging needs the target `{}` to exist: call ensure-target first",
+                            self.target
+                        ),
+                    ));
+                }
+            },
+        };
+        let ddl = match &target_schema {
+            None => self.dialect().create_table(&staging, schema, &[], true),
+            Some(t) => render::create_like(self.dialect(), &staging, &self.target, t),
+        };
+        self.execute(Statement::new(ddl)).await?;
+        self.live_staging.push(staging.clone());
+        Ok(staging)
+    }
+
+    /// Bulk-loads every batch from `rx` into `staging`.
+    async fn load(
+        &mut self,
+        staging: &TableName,
+        schema: &Schema,
+        rx: mpsc::Receiver<RecordBatch>,
+    ) -> Result<u64> {
+        self.session.bulk_insert(staging, schema, rx).await
+    }
+
+    async fn staging_row_count(&mut self, staging: &TableName) -> Result<u64> {
+        let rows = self
+            .query(render::count(self.dialect(), staging), &[DataType::Int64])
+            .await?;
+        Ok(first_count(&rows, 0))
+    }
+
+    async fn distinct_values(
+        &mut self,
+        staging: &TableName,
+        column: &str,
+        t: &DataType,
+        limit: u32,
+    ) -> Result<Vec<Value>> {
+        let rows = self
+            .query(
+                render::distinct_values(self.dialect(), staging, column, limit),
+                std::slice::from_ref(t),
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| r.into_iter().next())
+            .collect())
+    }
+
+    /// NULL key components and duplicate key groups in staging.
+    async fn check_keys(
+        &mut self,
+        staging: &TableName,
+        schema: &Schema,
+        key: &[String],
+    ) -> Result<KeyCheck> {
+        self.key_check(staging.clone(), schema, key, &[]).await
+    }
+
+    /// Drops a staging table; an append still pending from it (no transactions) is
+    /// applied to the shadow first.
+    async fn drop_staging(&mut self, staging: &TableName) -> Result<()> {
+        if self.in_transaction && self.shadow.appends_from(staging) {
+            self.settle().await?;
+        }
+        self.drop_now(staging).await
+    }
+}
+
+#[async_trait]
+impl Sink for SqlSink {
+    fn target(&self) -> &TableName {
+        &self.target
+    }
+
+    /// The target's schema, `None` when it does not exist.
+    async fn describe(&mut self) -> Result<Option<Schema>> {
+        self.session.table_schema(&self.target).await
+    }
+
+    /// Creates the target (and its schema, on PostgreSQL) when missing; an existing one
+    /// must pass the session's [`SqlSession::check_target`].
+    async fn ensure_target(&mut self, schema: &Schema, key: &[String]) -> Result<()> {
+        for k in key {
+            schema.require(k, "sink.strategy.unique_key")?;
+        }
+        if let Some(existing) = self.describe().await? {
+            return self
+                .session
+                .check_target(&self.target, &existing, key)
+                .await;
+        }
+        self.ensure_schema().await?;
+        let ddl = self
+            .dialect()
+            .create_table(&self.target, schema, key, false);
+        self.execute(Statement::new(ddl)).await?;
+        Ok(())
+    }
+
+    async fn begin(&mut self) -> Result<()> {
         if self.in_transaction {
             return Err(Error::new(
                 Kind::Unsupported,
@@ -328,16 +346,9 @@ impl SqlSink {
         Ok(())
     }
 
-    /// Every transaction of this sink will first take the lock `fence` (a backfill chunk:
-    /// a worker whose lease expired and the one that took the chunk over never commit it
-    /// at the same time).
-    pub fn set_fence(&mut self, fence: String) {
-        self.fence = Some(fence);
-    }
-
     /// Commits, running `also` (the colocated state store's writes) first in the same
     /// transaction.
-    pub async fn commit(&mut self, also: Vec<Statement>) -> Result<()> {
+    async fn commit(&mut self, also: Vec<Statement>) -> Result<()> {
         if !self.in_transaction {
             return Err(Error::new(
                 Kind::Unsupported,
@@ -366,7 +377,7 @@ impl SqlSink {
         Ok(())
     }
 
-    pub async fn rollback(&mut self) -> Result<()> {
+    async fn rollback(&mut self) -> Result<()> {
         if !self.in_transaction {
             return Ok(());
         }
@@ -382,31 +393,18 @@ impl SqlSink {
         self.session.rollback().await
     }
 
-    pub fn is_dry_run(&self) -> bool {
-        self.dry_run
-    }
-
-    /// Notes a step the plan shows without a statement of the sink's own.
-    pub fn note(&mut self, step: String) {
-        self.statements.push(format!("-- {step}"));
-    }
-
-    pub fn in_transaction(&self) -> bool {
+    fn in_transaction(&self) -> bool {
         self.in_transaction
     }
 
-    fn require_transaction(&self, what: &str) -> Result<()> {
-        if self.in_transaction {
-            Ok(())
-        } else {
-            Err(Error::new(
-                Kind::Unsupported,
-                format!("{what} must run between sink.begin and sink.commit"),
-            ))
-        }
+    /// Every transaction of this sink will first take the lock `fence` (a backfill chunk:
+    /// a worker whose lease expired and the one that took the chunk over never commit it
+    /// at the same time).
+    fn set_fence(&mut self, fence: String) {
+        self.fence = Some(fence);
     }
 
-    pub async fn insert_from_staging(
+    async fn insert_from_staging(
         &mut self,
         staging: &TableName,
         columns: &[String],
@@ -419,7 +417,7 @@ impl SqlSink {
         self.execute(Statement::new(sql)).await
     }
 
-    pub async fn delete_rows(
+    async fn delete_rows(
         &mut self,
         staging: &TableName,
         key: &[String],
@@ -442,7 +440,7 @@ impl SqlSink {
         self.execute(stmt).await
     }
 
-    pub async fn update_rows(
+    async fn update_rows(
         &mut self,
         staging: &TableName,
         key: &[String],
@@ -467,7 +465,7 @@ impl SqlSink {
         self.execute(stmt).await
     }
 
-    pub async fn insert_new_rows(
+    async fn insert_new_rows(
         &mut self,
         staging: &TableName,
         columns: &[String],
@@ -494,7 +492,23 @@ impl SqlSink {
         self.execute(stmt).await
     }
 
-    pub async fn delete_where(&mut self, filter: &[Term]) -> Result<u64> {
+    /// The same over the target rows matching `filter`, inside the open transaction.
+    async fn check_target_keys(
+        &mut self,
+        schema: &Schema,
+        key: &[String],
+        filter: &[Term],
+    ) -> Result<KeyCheck> {
+        let current = if self.session.transactional() {
+            self.target.clone()
+        } else {
+            self.settle().await?;
+            self.shadow_current().clone()
+        };
+        self.key_check(current, schema, key, filter).await
+    }
+
+    async fn delete_where(&mut self, filter: &[Term]) -> Result<u64> {
         self.require_transaction("delete-where")?;
         if !self.session.transactional() {
             let cond = render::filter_condition(
@@ -516,7 +530,7 @@ impl SqlSink {
     /// Replaces the target's native partitions holding the staged values of `column`
     /// inside the open transaction; `None`, changing nothing, when the target cannot take
     /// it natively (the caller falls back to delete + insert). Returns (deleted, inserted).
-    pub async fn replace_partitions(
+    async fn replace_partitions(
         &mut self,
         staging: &TableName,
         columns: &[String],
@@ -548,7 +562,7 @@ impl SqlSink {
             .await
     }
 
-    pub async fn truncate_and_insert(
+    async fn truncate_and_insert(
         &mut self,
         staging: &TableName,
         columns: &[String],
@@ -566,7 +580,7 @@ impl SqlSink {
     }
 
     /// Publishes staging as the target inside the open transaction.
-    pub async fn swap(&mut self, staging: &TableName) -> Result<()> {
+    async fn swap(&mut self, staging: &TableName) -> Result<()> {
         self.require_transaction("swap")?;
         if !self.session.transactional() {
             return self.shadow_swap(staging).await;
@@ -578,35 +592,19 @@ impl SqlSink {
         Ok(())
     }
 
-    /// Drops a staging table; an append still pending from it (no transactions) is
-    /// applied to the shadow first.
-    pub async fn drop_staging(&mut self, staging: &TableName) -> Result<()> {
-        if self.in_transaction && self.shadow.appends_from(staging) {
-            self.settle().await?;
-        }
-        self.drop_now(staging).await
+    fn is_dry_run(&self) -> bool {
+        self.dry_run
     }
 
-    async fn drop_now(&mut self, staging: &TableName) -> Result<()> {
-        self.execute(Statement::new(render::drop_table(self.dialect(), staging)))
-            .await?;
-        self.release(staging);
-        Ok(())
-    }
-
-    fn release(&mut self, staging: &TableName) {
-        // Without transactions a drop is final at once.
-        if self.in_transaction && self.session.transactional() {
-            self.released_in_transaction.push(staging.clone());
-        } else {
-            self.live_staging.retain(|t| t != staging);
-        }
+    /// Notes a step the plan shows without a statement of the sink's own.
+    fn note(&mut self, step: String) {
+        self.statements.push(format!("-- {step}"));
     }
 
     /// After a failed run: rolls back and drops the staging tables the run left. Errors are
     /// logged, not returned, so the run's own error is what the user sees. Returns whether
     /// every leftover is gone.
-    pub async fn drop_leftovers(&mut self) -> bool {
+    async fn drop_leftovers(&mut self) -> bool {
         if let Err(e) = self.rollback().await {
             tracing::warn!("rollback after failure: {e}");
         }
@@ -624,12 +622,15 @@ impl SqlSink {
         clean
     }
 
-    /// Replaces a connection that died mid-run (the server rolled its transaction back),
-    /// so [`Self::drop_leftovers`] can still remove this run's staging tables.
-    pub fn reconnected(&mut self, session: Box<dyn SqlSession>) {
-        self.session = session;
+    fn statements(&self) -> &[String] {
+        &self.statements
+    }
+
+    async fn reconnect(&mut self) -> Result<()> {
+        self.session = super::connect(&self.connection, Kind::Sink, super::Open::Existing).await?;
         self.in_transaction = false;
         self.shadow = shadow::Shadow::default();
+        Ok(())
     }
 }
 

@@ -1,12 +1,13 @@
-//! The source operations strategies call, over any [`SqlSession`].
+//! [`SqlSource`]: the [`Source`] of every SQL database, over any [`SqlSession`].
 
 use arrow_array::RecordBatch;
+use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use super::dialect::SqlDialect;
-use super::{ChangeFeed, SqlSession, TableName, render};
+use super::{ChangeFeed, Source, SqlSession, TableName, render};
 use crate::error::{Error, Result};
-use crate::model::{ChangePart, ChangeWindow, DataType, ScanBounds, Schema, Value};
+use crate::model::{ChangePart, DataType, ScanBounds, Schema, Value};
 
 /// What a change scan asks for: positions as the guest passed them, checked at open.
 #[derive(Debug, Clone)]
@@ -24,13 +25,6 @@ pub enum ScanKind {
     Table(ScanBounds),
     /// A window of the change feed, compacted by key.
     Changes(ChangeRead),
-}
-
-fn no_feed() -> Error {
-    Error::new(
-        crate::Kind::Unsupported,
-        "this source has no change feed (PostgreSQL sources have one; SQL Server change tables come with its connector)",
-    )
 }
 
 /// A source table on one connection. The schema is read once per run.
@@ -72,61 +66,8 @@ impl SqlSource {
         self
     }
 
-    fn feed(&mut self) -> Result<&mut dyn ChangeFeed> {
-        match self.feed.as_mut() {
-            Some(feed) => Ok(feed.as_mut()),
-            None => Err(no_feed()),
-        }
-    }
-
-    pub fn table(&self) -> &TableName {
-        &self.table
-    }
-
     pub fn dialect(&self) -> &dyn SqlDialect {
         self.session.dialect()
-    }
-
-    /// The source table's schema; a config error at `source.table` when it does not exist.
-    pub async fn schema(&mut self) -> Result<Schema> {
-        if self.schema.is_none() {
-            let found = self.session.table_schema(&self.table).await?;
-            let schema = found.ok_or_else(|| {
-                crate::Error::config(
-                    "source.table",
-                    format!("table `{}` does not exist in the source", self.table),
-                )
-            })?;
-            self.schema = Some(schema);
-        }
-        Ok(self.schema.clone().expect("set above"))
-    }
-
-    /// Streams rows matching `bounds`, with the columns of `columns`, into `tx`.
-    pub async fn read(
-        &mut self,
-        columns: &Schema,
-        bounds: &ScanBounds,
-        tx: mpsc::Sender<RecordBatch>,
-    ) -> Result<()> {
-        let stmt = self.select(columns, bounds, true)?;
-        self.session.read(&stmt, columns, tx).await
-    }
-
-    /// Checks a scan's bounds before it runs: every column exists, and the cursor compares
-    /// correctly in this dialect.
-    pub fn check_bounds(&self, schema: &Schema, bounds: &ScanBounds) -> Result<()> {
-        render::check_bound_columns(self.dialect(), schema, bounds)?;
-        if bounds.since.is_some() {
-            return Err(Error::new(
-                crate::Kind::Unsupported,
-                "scans `since` a position need a resumable source (Kafka, REST); a table resumes by a cursor column",
-            ));
-        }
-        if let Some(x) = &bounds.row_versions {
-            self.dialect().row_version(&x.up_to)?;
-        }
-        Ok(())
     }
 
     /// The statement a scan runs (rendered for the session's reader when `for_read`).
@@ -150,9 +91,62 @@ impl SqlSource {
             placeholder,
         )
     }
+}
+
+#[async_trait]
+impl Source for SqlSource {
+    fn name(&self) -> String {
+        self.table.to_string()
+    }
+
+    /// The source table's schema; a config error at `source.table` when it does not exist.
+    async fn schema(&mut self) -> Result<Schema> {
+        if self.schema.is_none() {
+            let found = self.session.table_schema(&self.table).await?;
+            let schema = found.ok_or_else(|| {
+                crate::Error::config(
+                    "source.table",
+                    format!("table `{}` does not exist in the source", self.table),
+                )
+            })?;
+            self.schema = Some(schema);
+        }
+        Ok(self.schema.clone().expect("set above"))
+    }
+
+    /// Checks a scan's bounds before it runs: every column exists, and the cursor compares
+    /// correctly in this dialect.
+    fn check_bounds(&self, schema: &Schema, bounds: &ScanBounds) -> Result<()> {
+        render::check_bound_columns(self.dialect(), schema, bounds)?;
+        if bounds.since.is_some() {
+            return Err(Error::new(
+                crate::Kind::Unsupported,
+                "scans `since` a position need a resumable source (Kafka, REST); a table resumes by a cursor column",
+            ));
+        }
+        if let Some(x) = &bounds.row_versions {
+            self.dialect().row_version(&x.up_to)?;
+        }
+        Ok(())
+    }
+
+    /// Streams rows matching `bounds`, with the columns of `columns`, into `tx`.
+    async fn read(
+        &mut self,
+        columns: &Schema,
+        bounds: &ScanBounds,
+        tx: mpsc::Sender<RecordBatch>,
+    ) -> Result<()> {
+        let stmt = self.select(columns, bounds, true)?;
+        self.session.read(&stmt, columns, tx).await
+    }
+
+    fn describe_scan(&self, columns: &Schema, bounds: &ScanBounds) -> Result<String> {
+        Ok(self.select(columns, bounds, false)?.sql)
+    }
 
     /// Largest value of `column` among rows matching `bounds`; NULL when none match.
-    pub async fn max_value(&mut self, column: &str, bounds: &ScanBounds) -> Result<Value> {
+    async fn max_value(&mut self, column: &str, bounds: &ScanBounds) -> Result<Value> {
         let schema = self.schema().await?;
         let t = schema.require(column, "sink.strategy")?.data_type;
         let stmt = render::aggregate(
@@ -171,42 +165,8 @@ impl SqlSource {
             .unwrap_or(Value::Null))
     }
 
-    /// The safe upper row-version bound now, as a position.
-    pub async fn row_version_horizon(&mut self) -> Result<String> {
-        self.session.row_version_horizon().await
-    }
-
-    /// Opens this pipeline's feed (creating it when missing, if `create`) and applies the
-    /// source's gap rule to `stored`.
-    pub async fn open_feed(&mut self, stored: Option<&str>, create: bool) -> Result<ChangeWindow> {
-        self.feed()?.open(stored, create).await
-    }
-
-    /// Checks the positions of a change read before it is opened.
-    pub fn check_change_read(&self, read: &ChangeRead) -> Result<()> {
-        match &self.feed {
-            Some(feed) => feed.check_read(read),
-            None => Err(no_feed()),
-        }
-    }
-
-    /// Streams the compacted changes of `read`, with the columns of `columns`, into `tx`.
-    pub async fn read_changes(
-        &mut self,
-        columns: &Schema,
-        read: &ChangeRead,
-        tx: mpsc::Sender<RecordBatch>,
-    ) -> Result<()> {
-        self.feed()?.read(columns, read, tx).await
-    }
-
-    /// Lets this pipeline's feed discard the changes up to `position`.
-    pub async fn ack_feed(&mut self, position: &str) -> Result<()> {
-        self.feed()?.ack(position).await
-    }
-
     /// Rows matching `bounds`.
-    pub async fn row_count(&mut self, bounds: &ScanBounds) -> Result<u64> {
+    async fn row_count(&mut self, bounds: &ScanBounds) -> Result<u64> {
         let schema = self.schema().await?;
         let stmt = render::aggregate(
             self.dialect(),
@@ -220,6 +180,18 @@ impl SqlSource {
         match rows.first().and_then(|r| r.first()) {
             Some(Value::Int(n)) => Ok((*n).max(0) as u64),
             other => Err(crate::Error::source(format!("COUNT(*) returned {other:?}"))),
+        }
+    }
+
+    /// The safe upper row-version bound now, as a position.
+    async fn row_version_horizon(&mut self) -> Result<String> {
+        self.session.row_version_horizon().await
+    }
+
+    fn change_feed(&mut self) -> Option<&mut dyn ChangeFeed> {
+        match self.feed.as_mut() {
+            Some(feed) => Some(feed.as_mut()),
+            None => None,
         }
     }
 }

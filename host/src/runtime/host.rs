@@ -15,8 +15,9 @@ use super::bindings::dpone::strategy::{clock, log, sink, source, state, types};
 use super::engine::GuestLimiter;
 use super::report::Progress;
 use crate::connectors::dialect::KeyMatch;
-use crate::connectors::sink::{SqlSink, StagingKind};
-use crate::connectors::source::{ChangeRead, ScanKind, SqlSource};
+use crate::connectors::sink::StagingKind;
+use crate::connectors::source::{ChangeRead, ScanKind};
+use crate::connectors::{ChangeFeed, Sink, Source};
 use crate::connectors::{Statement, TableName};
 use crate::error::{Error, Kind, Result};
 use crate::model::{
@@ -75,8 +76,8 @@ impl StagingHandle {
 /// The connectors and bookkeeping of one pipeline run.
 pub struct Pipeline {
     pub name: String,
-    pub source: SqlSource,
-    pub sink: SqlSink,
+    pub source: Box<dyn Source>,
+    pub sink: Box<dyn Sink>,
     pub state: StateStore,
     /// State commits inside the sink's transaction.
     pub state_colocated: bool,
@@ -110,8 +111,8 @@ impl Pipeline {
     /// The connectors of `manifest`'s pipeline and its state store, for one run.
     pub fn new(
         manifest: &crate::manifest::Manifest,
-        source: SqlSource,
-        sink: SqlSink,
+        source: Box<dyn Source>,
+        sink: Box<dyn Sink>,
         state: StateStore,
         state_colocated: bool,
         now_micros: i64,
@@ -341,7 +342,7 @@ impl source::Host for RunState {
             let p = s.pipeline()?;
             let schema = p.source.schema().await?;
             Ok(source::SourceDescription {
-                name: p.source.table().to_string(),
+                name: p.source.name(),
                 schema,
                 capabilities: p.source_capabilities,
             })
@@ -368,7 +369,7 @@ impl source::Host for RunState {
                 p.sink
                     .note("open the source's change feed (created when missing)".into());
             }
-            p.source.open_feed(stored.as_deref(), !dry_run).await
+            feed(p)?.open(stored.as_deref(), !dry_run).await
         })
         .await
     }
@@ -397,7 +398,7 @@ impl source::Host for RunState {
             up_to,
             part,
         };
-        p.source.check_change_read(&read)?;
+        feed(p)?.check_read(&read)?;
         self.push(ScanHandle {
             scan: ScanKind::Changes(read),
             stats: no_stats(),
@@ -414,7 +415,7 @@ impl source::Host for RunState {
                 return Ok(());
             }
             crate::failpoint("cdc.before_ack");
-            p.source.ack_feed(&position).await
+            feed(p)?.ack(&position).await
         })
         .await
     }
@@ -749,6 +750,18 @@ impl sink::Host for RunState {
     }
 }
 
+/// The pipeline's change feed; `unsupported` on sources without one.
+fn feed(p: &mut Pipeline) -> Result<&mut dyn ChangeFeed> {
+    p.source.change_feed().ok_or_else(no_feed)
+}
+
+fn no_feed() -> Error {
+    Error::new(
+        Kind::Unsupported,
+        "this source has no change feed (PostgreSQL sources have one; SQL Server change tables come with its connector)",
+    )
+}
+
 /// Checks that a key-match names staging columns, and converts it.
 fn key_match(schema: &Schema, key: &[String], m: sink::KeyMatch) -> Result<KeyMatch> {
     for k in key {
@@ -849,7 +862,8 @@ async fn load(p: &mut Pipeline, target: &LoadTarget, scan: &ScanKind) -> Result<
         match scan {
             ScanKind::Table(bounds) => source.read(source_schema, bounds, to_counter).await,
             ScanKind::Changes(window) => {
-                source.read_changes(source_schema, window, to_counter).await
+                let feed = source.change_feed().ok_or_else(no_feed)?;
+                feed.read(source_schema, window, to_counter).await
             }
         }
     };
@@ -913,8 +927,8 @@ async fn plan_load(
             return Ok(no_stats());
         }
     };
-    let query = p.source.select(schema, bounds, false)?;
-    p.sink.note(format!("scan source: {}", query.sql));
+    let query = p.source.describe_scan(schema, bounds)?;
+    p.sink.note(format!("scan source: {query}"));
     p.sink.note(format!("bulk load into {staging}"));
     let rows = p.source.row_count(bounds).await?;
     let max_cursor = match &bounds.cursor {

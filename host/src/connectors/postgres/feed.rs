@@ -2,9 +2,9 @@
 //! slot decoding it with `pgoutput`, read over plain SQL.
 //!
 //! Changes are peeked (`pg_logical_slot_peek_binary_changes`), never consumed by reading:
-//! the slot moves only when [`ack`] advances it, which the strategy calls after the sink
+//! the slot moves only when `ack` advances it, which the strategy calls after the sink
 //! committed. Positions are LSNs as `u64`. A window `(after, up_to]` holds the transactions
-//! whose commit record ends in it; `up_to` comes from [`open_feed`] as a WAL record boundary
+//! whose commit record ends in it; `up_to` comes from `open_feed` as a WAL record boundary
 //! that is already flushed, so no transaction straddles it and acknowledging it never skips
 //! one that was not read.
 //!

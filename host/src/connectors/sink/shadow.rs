@@ -15,7 +15,7 @@
 use super::{SqlSink, first_count};
 use crate::connectors::dialect::KeyMatch;
 use crate::connectors::render::{self, NewRows, RowSelection};
-use crate::connectors::{Statement, TableName};
+use crate::connectors::{Sink, Statement, TableName};
 use crate::error::{Error, Kind, Result};
 use crate::model::{DataType, Schema, Term, Value};
 
