@@ -9,6 +9,7 @@ pub mod matrix;
 pub mod model;
 pub mod runner;
 pub mod runtime;
+pub mod secret;
 pub mod state;
 
 pub use error::{Error, Kind, Result};

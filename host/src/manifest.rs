@@ -25,28 +25,6 @@ use crate::runtime::engine::{
     DEFAULT_FUEL, DEFAULT_MEMORY_MB, DEFAULT_STATE_BYTES, DEFAULT_STATE_ENTRIES, Limits,
 };
 
-/// A string that never prints: connection URLs carry passwords.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-
-    /// The secret itself, for the driver only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<secret>")
-    }
-}
-
 /// A connection to one database, selected by `kind`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase")]

@@ -3,8 +3,8 @@
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::manifest::Secret;
 use crate::model::{SinkCapabilities, TargetReads};
+use crate::secret::Secret;
 
 /// What BigQuery can do, declared once for the run, the matrix and the docs. Multi-statement
 /// transactions; no rename inside one; primary keys are informational, never enforced.

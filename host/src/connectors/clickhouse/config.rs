@@ -3,8 +3,8 @@
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::manifest::Secret;
 use crate::model::{Pushdown, SinkCapabilities, SourceCapabilities, TargetReads};
+use crate::secret::Secret;
 
 /// What ClickHouse can do, declared once for the run, the matrix and the docs. No server
 /// transactions: begin..commit is a copy-on-write shadow of the target published by one RENAME,

@@ -5,8 +5,8 @@ use serde::Deserialize;
 
 use crate::connectors::{DeclaredColumn, check_declared};
 use crate::error::{Error, Result};
-use crate::manifest::Secret;
 use crate::model::{Pushdown, SinkCapabilities, SourceCapabilities, TargetReads};
+use crate::secret::Secret;
 
 /// What Kafka can do, declared once for the run, the matrix and the docs. A compacted topic
 /// keyed by the unique key: a changed row is an upsert, a deleted one a tombstone, finalized in

@@ -3,8 +3,8 @@
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::manifest::Secret;
 use crate::model::{Pushdown, SinkCapabilities, SourceCapabilities, TargetReads};
+use crate::secret::Secret;
 
 /// What SQL Server can do, declared once for the run, the matrix and the docs. sp_rename inside
 /// a transaction; partition SWITCH; `rowversion` row versions; change tables are the change

@@ -3,8 +3,8 @@
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::manifest::Secret;
 use crate::model::{Pushdown, SinkCapabilities, SourceCapabilities, TargetReads};
+use crate::secret::Secret;
 
 /// What PostgreSQL can do, declared once for the run, the matrix and the docs. Transactional
 /// DDL: a rename swap commits with the rest; declarative partitions; rows carry `xmin`; logical

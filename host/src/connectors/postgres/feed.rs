@@ -76,7 +76,7 @@ pub fn feed_names(pipeline: &str, slot: Option<&str>, publication: Option<&str>)
 /// This pipeline's change feed on a PostgreSQL source, read over a connection of its own
 /// (opened at the first use, so runs of other strategies open none).
 pub struct PostgresFeed {
-    url: crate::manifest::Secret,
+    url: crate::secret::Secret,
     table: TableName,
     names: FeedNames,
     session: Option<PostgresSession>,
@@ -94,7 +94,7 @@ impl std::fmt::Debug for PostgresFeed {
 impl PostgresFeed {
     /// The feed `config` names (or the default names) for `pipeline`'s source `table`.
     pub fn new(
-        url: crate::manifest::Secret,
+        url: crate::secret::Secret,
         table: TableName,
         pipeline: &str,
         config: Option<&ChangeFeedConfig>,

@@ -6,8 +6,8 @@ use serde::Deserialize;
 
 use crate::connectors::{DeclaredColumn, check_declared};
 use crate::error::{Error, Result};
-use crate::manifest::Secret;
 use crate::model::{Pushdown, SourceCapabilities};
+use crate::secret::Secret;
 
 /// What a REST API can do, declared once for the run, the matrix and the docs. Pages resume
 /// from a cursor; the API filters nothing the manifest does not map, so the host applies every

@@ -273,7 +273,7 @@ impl<'a> ColumnView<'a> {
                     column.name,
                     array.data_type(),
                     arrow_type(&column.data_type),
-                    types::type_name(&column.data_type)
+                    crate::model::type_name(&column.data_type)
                 ),
             )
         })?;

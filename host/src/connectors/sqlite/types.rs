@@ -171,27 +171,6 @@ fn decimal_args(args: Option<&str>) -> std::result::Result<Option<DecimalSpec>, 
     }))
 }
 
-/// A short name of a portable type for messages: `int64`, `decimal(10,2)`.
-pub fn type_name(t: &DataType) -> String {
-    match t {
-        DataType::Boolean => "boolean".into(),
-        DataType::Int16 => "int16".into(),
-        DataType::Int32 => "int32".into(),
-        DataType::Int64 => "int64".into(),
-        DataType::Float32 => "float32".into(),
-        DataType::Float64 => "float64".into(),
-        DataType::Decimal(Some(d)) => format!("decimal({},{})", d.precision, d.scale),
-        DataType::Decimal(None) => "decimal".into(),
-        DataType::Text => "text".into(),
-        DataType::Bytes => "bytes".into(),
-        DataType::Date => "date".into(),
-        DataType::Timestamp => "timestamp".into(),
-        DataType::TimestampTz => "timestamp-tz".into(),
-        DataType::Uuid => "uuid".into(),
-        DataType::Json => "json".into(),
-    }
-}
-
 /// Stored text of a date: `YYYY-MM-DD`.
 pub fn stored_date(days: i32) -> String {
     time::format_date(days)
