@@ -83,6 +83,24 @@ async fn a_staging_column_of_another_type_than_its_source_is_refused() {
     );
 }
 
+/// A scratch staging table (no keys, indexes or grants; UNLOGGED on PostgreSQL) never
+/// becomes the target, and a sink that does not declare rename-swap takes no swap.
+#[tokio::test]
+async fn swap_takes_only_publishable_staging_on_sinks_that_declare_it() {
+    for (attack, kind, said) in [
+        (
+            "swap_scratch",
+            Kind::InvalidHandle,
+            "only a publishable staging table",
+        ),
+        ("swap", Kind::Unsupported, "rename-swap"),
+    ] {
+        let yaml = probe_manifest(attack, &format!("attack: {attack}"), "").await;
+        let err = run_fails(&yaml, Some(&component("sandbox_probe")), kind).await;
+        assert!(err.message.contains(said), "{err}");
+    }
+}
+
 #[tokio::test]
 async fn environment_variables_are_invisible() {
     let home = std::env::var("HOME").expect("the test host has HOME");

@@ -60,6 +60,8 @@ pub struct StagingHandle {
     row_hash: Option<String>,
     /// Rows loaded into it so far: what a swap publishes, without counting the target.
     rows: u64,
+    /// Only a publishable staging table (created like the target) may become the target.
+    kind: StagingKind,
 }
 
 impl StagingHandle {
@@ -543,6 +545,7 @@ impl sink::Host for RunState {
             schema: full,
             row_hash: options.row_hash,
             rows: 0,
+            kind,
         })
     }
 
@@ -702,6 +705,18 @@ impl sink::Host for RunState {
 
     async fn swap(&mut self, staging: Resource<StagingHandle>) -> Result<()> {
         let handle = self.delete(staging)?;
+        if handle.kind != StagingKind::Publishable {
+            return Err(Error::new(
+                Kind::InvalidHandle,
+                "swap publishes only a publishable staging table: a scratch one lacks the target's keys, indexes, grants and durability",
+            ));
+        }
+        if !self.pipeline()?.sink_capabilities.rename_swap {
+            return Err(Error::new(
+                Kind::Unsupported,
+                "swap: this sink does not declare the rename-swap capability",
+            ));
+        }
         self.timed(async |s| s.pipeline()?.sink.swap(&handle.table).await)
             .await?;
         self.pipeline()?.rows_written += handle.rows;

@@ -10,7 +10,9 @@
 //! - `state_entries`: stages tiny state values under new keys until the host refuses;
 //! - `distinct_values`: asks staging for `u32::MAX` distinct values;
 //! - `mistyped_staging`: stages the source with its first column declared `float64` whatever
-//!   its type, then loads the source into it.
+//!   its type, then loads the source into it;
+//! - `swap_scratch`: swaps a scratch staging table in for the target;
+//! - `swap`: swaps a publishable staging table in, whatever the sink declares.
 //!
 //! A successful `env` attack returns `ok` with a message saying what leaked (`LEAKED ...`);
 //! a blocked one returns `unsupported("blocked: <error>")`; the host's own refusals come
@@ -20,6 +22,7 @@
 
 use std::hint::black_box;
 
+use dpone_strategy_sdk::sink::{StagingKind, StagingOptions};
 use dpone_strategy_sdk::types::DataType;
 use dpone_strategy_sdk::{
     CapabilityNeeds, DponeError, Guest, OptionKind, Options, RunContext, RunSummary, StrategyInfo,
@@ -42,7 +45,7 @@ impl Guest for SandboxProbe {
                 required(
                     ATTACK,
                     OptionKind::Text,
-                    "One of loop, alloc, env, state_bytes, state_entries, distinct_values, mistyped_staging.",
+                    "One of loop, alloc, env, state_bytes, state_entries, distinct_values, mistyped_staging, swap_scratch, swap.",
                 ),
                 optional(
                     TARGET,
@@ -69,6 +72,8 @@ impl Guest for SandboxProbe {
             "state_entries" => flood_state(1),
             "distinct_values" => all_distinct_values(),
             "mistyped_staging" => mistyped_staging(),
+            "swap_scratch" => swap_in(StagingKind::Scratch),
+            "swap" => swap_in(StagingKind::Publishable),
             other => Err(invalid_config(ATTACK, &format!("unknown attack {other:?}"))),
         }?;
         Ok(RunSummary {
@@ -130,6 +135,22 @@ fn mistyped_staging() -> Result<String, DponeError> {
     let staging = sink::create_staging(&schema, &scratch())?;
     let stats = sink::load(&staging, &source::open_scan(&whole_source())?)?;
     Ok(format!("LEAKED mistyped load: {} rows", stats.rows))
+}
+
+fn swap_in(kind: StagingKind) -> Result<String, DponeError> {
+    let schema = source::describe()?.schema;
+    sink::ensure_target(&schema, &[])?;
+    let staging = sink::create_staging(
+        &schema,
+        &StagingOptions {
+            kind,
+            row_hash: None,
+        },
+    )?;
+    sink::begin()?;
+    sink::swap(staging)?;
+    sink::commit()?;
+    Ok(format!("LEAKED swap of a {kind:?} staging table"))
 }
 
 fn blocked_by(err: impl std::fmt::Display) -> DponeError {
