@@ -119,7 +119,7 @@ pub fn excluded_because(source: &str, sink: &str, strategy: &str) -> Option<&'st
     }
     Some(match strategy {
         "partition_replace" | "scd2" | "backfill" => {
-            "a Kafka topic's consumers see the latest event per key, not a table: partitions, history versions and chunk ranges are table concepts the matrix checks on database sinks only (DESIGN.md section 3)"
+            "a Kafka topic's consumers see the latest event per key, not a table: partitions, history versions and chunk ranges are table concepts the matrix checks on database sinks only"
         }
         "xmin" => "xmin is PostgreSQL's transaction id: only a PostgreSQL source has it",
         _ => "needs a change log: PostgreSQL logical replication or SQL Server change tables",
