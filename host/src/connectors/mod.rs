@@ -527,6 +527,25 @@ pub async fn connect_sink(
     )))
 }
 
+/// The staging of a sink that cannot stage rows itself (a Kafka topic): an embedded SQLite
+/// database at `path` (in the work dir), created when missing and driven by the same SQL
+/// code as every SQL sink. Its staging tables are named for `run_id`.
+#[cfg(feature = "sqlite")]
+pub async fn embedded_staging(path: &std::path::Path, run_id: &str) -> Result<Box<dyn Staging>> {
+    let connection = crate::manifest::Connection::Sqlite(sqlite::config::SqliteConfig {
+        path: path.display().to_string(),
+        table: None,
+    });
+    let session = connect(&connection, crate::Kind::Sink, Open::Create).await?;
+    let anchor = TableName {
+        schema: None,
+        name: "dpone_embedded".into(),
+    };
+    Ok(Box::new(sink::SqlSink::new(
+        session, connection, anchor, run_id, None, false,
+    )))
+}
+
 /// Opens one connection for a manifest section. `open` only matters for embedded
 /// databases: dpone never creates a server database.
 #[cfg_attr(not(feature = "sqlite"), allow(unused_variables))]
@@ -654,4 +673,51 @@ pub(crate) fn check_declared(
 /// or the later one would drop the earlier one's rows.
 pub fn publishes_whole_target(kind: &str) -> bool {
     kind == "clickhouse"
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use super::*;
+    use crate::model::{Column, batch_of};
+
+    /// The embedded staging a Kafka sink will use: staged rows, key checks and distinct
+    /// values run as SQL in a SQLite file of the work dir.
+    #[tokio::test]
+    async fn embedded_staging_stages_and_checks_keys() {
+        let dir = std::env::temp_dir().join(format!("dpone-embedded-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("nested").join("staging.db");
+        let mut staging = embedded_staging(&path, "run-1").await.unwrap();
+        let schema = Schema {
+            columns: vec![Column {
+                name: "id".into(),
+                data_type: DataType::Int64,
+                nullable: true,
+            }],
+            primary_key: vec![],
+        };
+        let table = staging
+            .create_staging(&schema, StagingKind::Scratch)
+            .await
+            .unwrap();
+        let rows: Vec<Vec<Value>> = [1, 2, 2, 3].iter().map(|i| vec![Value::Int(*i)]).collect();
+        let (tx, rx) = mpsc::channel(1);
+        tx.send(batch_of(&schema, &rows).unwrap()).await.unwrap();
+        drop(tx);
+        assert_eq!(staging.load(&table, &schema, rx).await.unwrap(), 4);
+        let check = staging
+            .check_keys(&table, &schema, &["id".into()])
+            .await
+            .unwrap();
+        assert_eq!((check.rows, check.duplicate_groups), (4, 1));
+        assert_eq!(check.sample, vec![vec![Value::Int(2)]]);
+        let distinct = staging
+            .distinct_values(&table, "id", &DataType::Int64, 10)
+            .await
+            .unwrap();
+        assert_eq!(distinct, [1, 2, 3].map(Value::Int));
+        staging.drop_staging(&table).await.unwrap();
+        assert!(path.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
