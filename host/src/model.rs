@@ -1,8 +1,10 @@
-//! The portable data model: schema, values and filters as the WIT contract defines them,
-//! and their mapping onto Apache Arrow, the in-host batch format.
+//! The portable data model: schema, values, filters, bounds and capabilities, and their
+//! mapping onto Apache Arrow, the in-host batch format.
 //!
-//! The Rust types are the ones `bindgen!` generates from `wit/strategy.wit`, so the guest,
-//! the host and every connector share one definition.
+//! The types mirror the records and variants of `wit/strategy.wit` (the docs there state
+//! their contracts), but they are the host's own: connectors and the rest of the host use
+//! them, and only the runtime converts them to and from the generated bindings
+//! (`runtime/convert.rs`), at the WIT boundary.
 
 use std::sync::Arc;
 
@@ -13,18 +15,209 @@ use arrow_array::{
 };
 use arrow_schema::{DataType as ArrowType, Field, Schema as ArrowSchema, SchemaRef, TimeUnit};
 
-pub use crate::runtime::bindings::dpone::strategy::sink::{
-    KeyCheck, SinkCapabilities, TargetReads,
-};
-pub use crate::runtime::bindings::dpone::strategy::source::{
-    ChangePart, ChangeWindow, CursorBound, Pushdown, RestartReason, RowVersionBound, ScanBounds,
-    ScanStats, SourceCapabilities,
-};
-pub use crate::runtime::bindings::dpone::strategy::types::{
-    Column, CompareTerm, Comparison, DataType, DecimalSpec, InTerm, RangeTerm, Schema, Term, Value,
-};
-
 use crate::error::{Error, Result};
+
+/// Fixed-point decimal precision and scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecimalSpec {
+    pub precision: u8,
+    pub scale: i8,
+}
+
+/// A portable column type (WIT `data-type`; docs/type-mapping.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataType {
+    Boolean,
+    Int16,
+    Int32,
+    Int64,
+    Float32,
+    Float64,
+    /// `None` when the source decimal is unconstrained (PostgreSQL `numeric`).
+    Decimal(Option<DecimalSpec>),
+    Text,
+    Bytes,
+    Date,
+    Timestamp,
+    TimestampTz,
+    Uuid,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    pub name: String,
+    pub data_type: DataType,
+    pub nullable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schema {
+    pub columns: Vec<Column>,
+    /// The primary key the connector found, empty when none is declared.
+    pub primary_key: Vec<String>,
+}
+
+/// A typed scalar (WIT `value`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Boolean(bool),
+    Int(i64),
+    Float(f64),
+    /// Canonical decimal text, e.g. `-12.50`.
+    Decimal(String),
+    Text(String),
+    Bytes(Vec<u8>),
+    /// Days since 1970-01-01.
+    Date(i32),
+    /// Microseconds since 1970-01-01T00:00:00 (no time zone).
+    Timestamp(i64),
+    /// Microseconds since the Unix epoch, UTC.
+    TimestampTz(i64),
+    /// Canonical hyphenated lowercase text.
+    Uuid(String),
+    Json(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompareTerm {
+    pub column: String,
+    pub op: Comparison,
+    pub value: Value,
+}
+
+/// `low <= column < high` when `high_inclusive` is false, `<=` when true.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeTerm {
+    pub column: String,
+    pub low: Value,
+    pub high: Value,
+    pub high_inclusive: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InTerm {
+    pub column: String,
+    pub values: Vec<Value>,
+}
+
+/// One conjunct of a filter (WIT `term`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Term {
+    Compare(CompareTerm),
+    Range(RangeTerm),
+    InList(InTerm),
+    IsNull(String),
+    IsNotNull(String),
+    /// The manifest's `sink.strategy.predicate_sql`.
+    ManifestPredicate,
+}
+
+/// Rows with `after < column <= up_to`; either side may be open.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CursorBound {
+    pub column: String,
+    pub after: Option<Value>,
+    pub up_to: Option<Value>,
+}
+
+/// Rows whose version lies after `after` and at or before `up_to` (positions).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowVersionBound {
+    pub after: Option<String>,
+    pub up_to: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanBounds {
+    pub cursor: Option<CursorBound>,
+    pub filter: Vec<Term>,
+    pub limit: Option<u64>,
+    pub row_versions: Option<RowVersionBound>,
+    pub since: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanStats {
+    pub rows: u64,
+    pub bytes: u64,
+    pub max_cursor: Option<Value>,
+    pub resume: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyCheck {
+    pub rows: u64,
+    pub null_key_rows: u64,
+    pub duplicate_groups: u64,
+    pub sample: Vec<Vec<Value>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushdown {
+    Full,
+    CursorOnly,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceCapabilities {
+    pub pushdown: Pushdown,
+    pub cheap_aggregates: bool,
+    pub resumable: bool,
+    pub row_versions: bool,
+    pub change_feed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetReads {
+    Native,
+    StagedCopy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SinkCapabilities {
+    pub transactions: bool,
+    pub keys_enforced: bool,
+    pub rename_swap: bool,
+    pub native_partitions: bool,
+    pub append_only_log: bool,
+    pub target_reads: TargetReads,
+    pub transaction_time_limit_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangePart {
+    Upserts,
+    Deletes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartReason {
+    None,
+    NoStoredPosition,
+    FeedCreated,
+    StoredPositionExpired,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeWindow {
+    pub restart: RestartReason,
+    pub after: String,
+    pub up_to: String,
+    pub retained_bytes: Option<u64>,
+}
 
 /// Rows per Arrow batch on the data plane. Bounds memory: at most a few batches per
 /// pipeline are in flight between source and sink.

@@ -17,6 +17,7 @@ use crate::model::{
     Value,
 };
 use crate::runtime::bindings::{Chunk, OptionKind, OptionValue, RunContext, StrategyInfo};
+use crate::runtime::convert::Cross;
 use crate::runtime::engine::{GuestLimiter, Limits, LoadedStrategy, Runtime, classify_trap};
 use crate::runtime::host::{Pipeline, RunState};
 use crate::runtime::report::{Progress, ReportError, RunReport};
@@ -215,7 +216,7 @@ fn option_value(
         OptionKind::Boolean => {
             OptionValue::Boolean(raw.as_bool().ok_or_else(|| wrong("true or false"))?)
         }
-        OptionKind::Filter => OptionValue::Filter(filter(raw, field, schema)?),
+        OptionKind::Filter => OptionValue::Filter(filter(raw, field, schema)?.cross()),
     })
 }
 
@@ -627,11 +628,12 @@ impl Run<'_> {
             let options = strategy_options(info, &manifest.strategy, Some(&schema))?;
             let mut sink = connectors::connect_sink(manifest, run_id, opts.dry_run).await?;
             if let Some(chunk) = &self.chunk {
+                let range: model::RangeTerm = chunk.range.clone().cross();
                 sink.set_fence(format!(
                     "dpone.chunk.{}.{}.{}",
                     manifest.pipeline,
-                    model::value_display(&chunk.range.low),
-                    model::value_display(&chunk.range.high)
+                    model::value_display(&range.low),
+                    model::value_display(&range.high)
                 ));
             }
             check_needs(info, manifest, opts.strategy.is_some())?;

@@ -22,6 +22,7 @@ use crate::manifest::Manifest;
 use crate::model::{self, value_to_json};
 use crate::runner::{self, Prepared, RunOptions};
 use crate::runtime::bindings::Chunk;
+use crate::runtime::convert::Cross;
 pub use ledger::{ChunkRow, Ledger};
 pub use plan::CampaignSpec;
 
@@ -326,18 +327,18 @@ async fn step(shared: &Shared<'_>, number: usize, totals: &mut WorkerTotals) -> 
     totals.ran += 1;
     let total = shared.spec.chunks.len();
     let range = shared.spec.chunks[index as usize].clone();
-    let chunk = Chunk {
-        index: index as u32,
-        total: total as u32,
-        range,
-    };
     let label = format!(
         "chunk {}/{total} [{}, {}{}",
         index + 1,
-        model::value_display(&chunk.range.low),
-        model::value_display(&chunk.range.high),
-        if chunk.range.high_inclusive { "]" } else { ")" }
+        model::value_display(&range.low),
+        model::value_display(&range.high),
+        if range.high_inclusive { "]" } else { ")" }
     );
+    let chunk = Chunk {
+        index: index as u32,
+        total: total as u32,
+        range: range.cross(),
+    };
     tracing::info!("{label}: started by worker {number}");
     let run = runner::run_prepared(shared.manifest, shared.opts, shared.prepared, Some(chunk));
     tokio::pin!(run);

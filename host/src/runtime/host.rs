@@ -12,6 +12,7 @@ use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::dpone::strategy::{clock, log, sink, source, state, types};
+use super::convert::Cross;
 use super::engine::GuestLimiter;
 use super::report::Progress;
 use crate::connectors::dialect::KeyMatch;
@@ -22,7 +23,7 @@ use crate::connectors::{Statement, TableName};
 use crate::error::{Error, Kind, Result};
 use crate::model::{
     self, ChangePart, ChangeWindow, Column, DataType, ScanBounds, ScanStats, Schema,
-    SinkCapabilities, SourceCapabilities, Value,
+    SinkCapabilities, SourceCapabilities, Term, Value,
 };
 use crate::runtime::engine::Limits;
 use crate::state::StateStore;
@@ -328,8 +329,8 @@ impl types::Host for RunState {
 }
 
 impl source::HostScan for RunState {
-    async fn stats(&mut self, scan: Resource<ScanHandle>) -> wasmtime::Result<ScanStats> {
-        Ok(self.get(&scan)?.stats.clone())
+    async fn stats(&mut self, scan: Resource<ScanHandle>) -> wasmtime::Result<source::ScanStats> {
+        Ok(self.get(&scan)?.stats.clone().cross())
     }
 
     async fn drop(&mut self, scan: Resource<ScanHandle>) -> wasmtime::Result<()> {
@@ -345,14 +346,15 @@ impl source::Host for RunState {
             let schema = p.source.schema().await?;
             Ok(source::SourceDescription {
                 name: p.source.name(),
-                schema,
-                capabilities: p.source_capabilities,
+                schema: schema.cross(),
+                capabilities: p.source_capabilities.cross(),
             })
         })
         .await
     }
 
-    async fn open_scan(&mut self, bounds: ScanBounds) -> Result<Resource<ScanHandle>> {
+    async fn open_scan(&mut self, bounds: source::ScanBounds) -> Result<Resource<ScanHandle>> {
+        let bounds: ScanBounds = bounds.cross();
         let source = &mut self.pipeline()?.source;
         let schema = source.schema().await?;
         source.check_bounds(&schema, &bounds)?;
@@ -363,17 +365,19 @@ impl source::Host for RunState {
         })
     }
 
-    async fn open_feed(&mut self, stored: Option<String>) -> Result<ChangeWindow> {
-        self.timed(async |s| {
-            let p = s.pipeline()?;
-            let dry_run = p.sink.is_dry_run();
-            if dry_run {
-                p.sink
-                    .note("open the source's change feed (created when missing)".into());
-            }
-            feed(p)?.open(stored.as_deref(), !dry_run).await
-        })
-        .await
+    async fn open_feed(&mut self, stored: Option<String>) -> Result<source::ChangeWindow> {
+        let window: Result<ChangeWindow> = self
+            .timed(async |s| {
+                let p = s.pipeline()?;
+                let dry_run = p.sink.is_dry_run();
+                if dry_run {
+                    p.sink
+                        .note("open the source's change feed (created when missing)".into());
+                }
+                feed(p)?.open(stored.as_deref(), !dry_run).await
+            })
+            .await;
+        window.map(Cross::cross)
     }
 
     async fn open_changes(
@@ -381,8 +385,9 @@ impl source::Host for RunState {
         key: Vec<String>,
         after: String,
         up_to: String,
-        part: ChangePart,
+        part: source::ChangePart,
     ) -> Result<Resource<ScanHandle>> {
+        let part: ChangePart = part.cross();
         let p = self.pipeline()?;
         let schema = p.source.schema().await?;
         for k in &key {
@@ -422,12 +427,19 @@ impl source::Host for RunState {
         .await
     }
 
-    async fn max_value(&mut self, column: String, bounds: ScanBounds) -> Result<Value> {
+    async fn max_value(
+        &mut self,
+        column: String,
+        bounds: source::ScanBounds,
+    ) -> Result<types::Value> {
+        let bounds: ScanBounds = bounds.cross();
         self.timed(async |s| s.pipeline()?.source.max_value(&column, &bounds).await)
             .await
+            .map(Cross::cross)
     }
 
-    async fn row_count(&mut self, bounds: ScanBounds) -> Result<u64> {
+    async fn row_count(&mut self, bounds: source::ScanBounds) -> Result<u64> {
+        let bounds: ScanBounds = bounds.cross();
         self.timed(async |s| s.pipeline()?.source.row_count(&bounds).await)
             .await
     }
@@ -454,7 +466,7 @@ impl sink::HostStaging for RunState {
         staging: Resource<StagingHandle>,
         column: String,
         limit: u32,
-    ) -> Result<Vec<Value>> {
+    ) -> Result<Vec<types::Value>> {
         if limit > MAX_DISTINCT_VALUES {
             return Err(Error::new(
                 Kind::InvalidHandle,
@@ -472,6 +484,7 @@ impl sink::HostStaging for RunState {
                 .await
         })
         .await
+        .map(Cross::cross)
     }
 
     async fn check_keys(
@@ -482,6 +495,7 @@ impl sink::HostStaging for RunState {
         let (table, schema) = self.staging(&staging).await?;
         self.timed(async |s| s.pipeline()?.sink.check_keys(&table, &schema, &key).await)
             .await
+            .map(Cross::cross)
     }
 
     async fn drop(&mut self, staging: Resource<StagingHandle>) -> wasmtime::Result<()> {
@@ -493,7 +507,7 @@ impl sink::HostStaging for RunState {
 
 impl sink::Host for RunState {
     async fn capabilities(&mut self) -> wasmtime::Result<sink::SinkCapabilities> {
-        Ok(self.pipeline()?.sink_capabilities)
+        Ok(self.pipeline()?.sink_capabilities.cross())
     }
 
     async fn describe(&mut self) -> Result<sink::TargetDescription> {
@@ -503,22 +517,24 @@ impl sink::Host for RunState {
             Ok(sink::TargetDescription {
                 table: p.sink.target().to_string(),
                 exists: schema.is_some(),
-                schema,
+                schema: schema.cross(),
             })
         })
         .await
     }
 
-    async fn ensure_target(&mut self, schema: Schema, key: Vec<String>) -> Result<()> {
+    async fn ensure_target(&mut self, schema: types::Schema, key: Vec<String>) -> Result<()> {
+        let schema: Schema = schema.cross();
         self.timed(async |s| s.pipeline()?.sink.ensure_target(&schema, &key).await)
             .await
     }
 
     async fn create_staging(
         &mut self,
-        schema: Schema,
+        schema: types::Schema,
         options: sink::StagingOptions,
     ) -> Result<Resource<StagingHandle>> {
+        let schema: Schema = schema.cross();
         let kind = match options.kind {
             sink::StagingKind::Scratch => StagingKind::Scratch,
             sink::StagingKind::Publishable => StagingKind::Publishable,
@@ -553,7 +569,7 @@ impl sink::Host for RunState {
         &mut self,
         staging: Resource<StagingHandle>,
         scan: Resource<ScanHandle>,
-    ) -> Result<ScanStats> {
+    ) -> Result<source::ScanStats> {
         let target = {
             let handle = self.get(&staging)?;
             LoadTarget {
@@ -579,7 +595,7 @@ impl sink::Host for RunState {
         self.get_mut(&staging)?.rows += stats.rows;
         let p = self.pipeline()?;
         p.rows_read += stats.rows;
-        Ok(stats)
+        Ok(stats.cross())
     }
 
     async fn begin(&mut self) -> Result<()> {
@@ -627,6 +643,7 @@ impl sink::Host for RunState {
         m: sink::KeyMatch,
         filter: Vec<types::Term>,
     ) -> Result<u64> {
+        let filter: Vec<Term> = filter.cross();
         let (table, schema) = self.staging(&staging).await?;
         let m = key_match(&schema, &key, m)?;
         self.timed(async |s| {
@@ -646,6 +663,7 @@ impl sink::Host for RunState {
         filter: Vec<types::Term>,
         assignments: Vec<sink::Assignment>,
     ) -> Result<u64> {
+        let filter: Vec<Term> = filter.cross();
         let (table, schema) = self.staging(&staging).await?;
         let m = key_match(&schema, &key, m)?;
         let assignments = pairs(assignments);
@@ -665,6 +683,7 @@ impl sink::Host for RunState {
         filter: Vec<types::Term>,
         extra: Vec<sink::Assignment>,
     ) -> Result<u64> {
+        let filter: Vec<Term> = filter.cross();
         let (table, schema) = self.staging(&staging).await?;
         key_match(&schema, &key, sink::KeyMatch::InStaging)?;
         let extra = pairs(extra);
@@ -685,6 +704,7 @@ impl sink::Host for RunState {
         key: Vec<String>,
         filter: Vec<types::Term>,
     ) -> Result<sink::KeyCheck> {
+        let filter: Vec<Term> = filter.cross();
         self.timed(async |s| {
             let p = s.pipeline()?;
             let schema = p.sink.describe().await?.ok_or_else(|| {
@@ -696,9 +716,11 @@ impl sink::Host for RunState {
             p.sink.check_target_keys(&schema, &key, &filter).await
         })
         .await
+        .map(Cross::cross)
     }
 
     async fn delete_where(&mut self, filter: Vec<types::Term>) -> Result<u64> {
+        let filter: Vec<Term> = filter.cross();
         self.timed(async |s| s.pipeline()?.sink.delete_where(&filter).await)
             .await
     }
@@ -795,7 +817,7 @@ fn key_match(schema: &Schema, key: &[String], m: sink::KeyMatch) -> Result<KeyMa
 fn pairs(assignments: Vec<sink::Assignment>) -> Vec<(String, Value)> {
     assignments
         .into_iter()
-        .map(|a| (a.column, a.value))
+        .map(|a| (a.column, a.value.cross()))
         .collect()
 }
 
@@ -958,16 +980,17 @@ async fn plan_load(
 }
 
 impl state::Host for RunState {
-    async fn get(&mut self, key: String) -> Result<Option<Value>> {
+    async fn get(&mut self, key: String) -> Result<Option<types::Value>> {
         let p = self.pipeline()?;
         if let Some(v) = p.pending_state.get(&key) {
-            return Ok(Some(v.clone()));
+            return Ok(Some(v.clone().cross()));
         }
         let name = p.name.clone();
-        Ok(p.state.entries(&name).await?.remove(&key))
+        Ok(p.state.entries(&name).await?.remove(&key).cross())
     }
 
-    async fn put(&mut self, key: String, value: Value) -> Result<()> {
+    async fn put(&mut self, key: String, value: types::Value) -> Result<()> {
+        let value: Value = value.cross();
         self.timed(async |s| s.pipeline()?.put_state(key, value).await)
             .await
     }

@@ -1,6 +1,7 @@
 //! The strategy runtime: wasmtime engine, sandbox limits, capability implementations.
 
 pub mod bindings;
+pub mod convert;
 pub mod engine;
 pub mod host;
 pub mod report;
