@@ -25,6 +25,11 @@ pub enum Kind {
     /// The strategy made the host exceed a budget of the manifest's `limits` section; the
     /// error's field names it.
     Limit,
+    /// The operator interrupted the run (SIGINT, Ctrl-C); it rolled back and dropped its
+    /// staging first.
+    Interrupted,
+    /// The run was told to stop (SIGTERM); it rolled back and dropped its staging first.
+    Terminated,
     /// A bug in the host.
     Internal,
 }
@@ -39,6 +44,9 @@ impl Kind {
             Kind::State => 5,
             Kind::Sandbox | Kind::InvalidHandle | Kind::Limit => 6,
             Kind::Internal => 70,
+            // The shell's convention: 128 + the signal's number.
+            Kind::Interrupted => 130,
+            Kind::Terminated => 143,
         }
     }
 
@@ -54,6 +62,8 @@ impl Kind {
             Kind::InvalidHandle => "invalid handle",
             Kind::Limit => "limit exceeded",
             Kind::Internal => "internal error",
+            Kind::Interrupted => "interrupted",
+            Kind::Terminated => "terminated",
         }
     }
 }

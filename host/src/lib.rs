@@ -11,6 +11,8 @@ pub mod runner;
 pub mod runtime;
 pub mod secret;
 pub mod state;
+pub mod stop;
+pub mod text;
 
 pub use error::{Error, Kind, Result};
 

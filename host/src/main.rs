@@ -1,9 +1,10 @@
 //! `dpone-host`: the command line.
 //!
 //! Exit codes: 0 success; 1 `matrix run` finished with failed cases; 2 config error or
-//! unsupported request (nothing touched); 3 source
-//! error; 4 sink error or key violation; 5 state store error; 6 sandbox violation by the
-//! strategy component; 70 internal error.
+//! unsupported request (nothing touched); 3 source error; 4 sink error or key violation;
+//! 5 state store error; 6 sandbox violation or `limits` budget exceeded by the strategy
+//! component (including the `limits.wall_seconds` deadline); 70 internal error; 130 / 143
+//! stopped by SIGINT / SIGTERM (after rolling back and dropping staging).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -214,6 +215,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(colour())
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -229,9 +231,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// Colour log lines only on a terminal, and never when `NO_COLOR` is set (no-color.org):
+/// a file or a pipe gets plain text.
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 fn fail(e: &Error) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::from(u8::try_from(e.kind.exit_code()).unwrap_or(1))
+}
+
+/// From here on, SIGINT and SIGTERM stop the run cleanly instead of killing the process.
+fn listen_for_stop() {
+    if let Err(e) = dpone_host::stop::listen() {
+        tracing::warn!("cannot handle SIGINT and SIGTERM: {e}");
+    }
 }
 
 fn components_dir(t: &Target) -> PathBuf {
@@ -247,6 +263,7 @@ async fn dispatch(command: Command) -> Result<()> {
             report_json,
         } => {
             let manifest = Manifest::load(&target.manifest)?;
+            listen_for_stop();
             let opts = RunOptions {
                 strategy: target.strategy.as_deref(),
                 components_dir: components_dir(&target),
@@ -393,8 +410,8 @@ async fn dispatch(command: Command) -> Result<()> {
     }
 }
 
-/// `sink.strategy.cdc.<name>` as the manifest gives it, nested (`cdc: {slot: x}`) or
-/// dotted (`cdc.slot: x`).
+/// The `backfill` commands: `plan` and `status` read; `run`, `resume` and `retry-failed`
+/// run chunks until the campaign is done, failed or stopped.
 async fn backfill(command: BackfillCommand) -> Result<()> {
     let (target, start, report_json) = match command {
         BackfillCommand::Plan { target } => return backfill_show(&target, false).await,
@@ -420,6 +437,7 @@ async fn backfill(command: BackfillCommand) -> Result<()> {
         progress: false,
     };
     let prepared = chunked(runner::prepare(&manifest, &opts).await?)?;
+    listen_for_stop();
     campaign(&manifest, &opts, &prepared, start, report_json).await
 }
 

@@ -21,9 +21,7 @@ use serde_yaml_ng::Value as Yaml;
 use crate::connectors::TableName;
 use crate::error::{Error, Result};
 use crate::model::{SinkCapabilities, SourceCapabilities};
-use crate::runtime::engine::{
-    DEFAULT_FUEL, DEFAULT_MEMORY_MB, DEFAULT_STATE_BYTES, DEFAULT_STATE_ENTRIES, Limits,
-};
+use crate::runtime::engine::Limits;
 
 /// A connection to one database, selected by `kind`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -212,6 +210,31 @@ pub struct LimitsSection {
     pub state_entries: Option<u64>,
     /// Bytes of state keys and values the pipeline may hold. Default 1 MiB.
     pub state_bytes: Option<u64>,
+    /// Wall-clock deadline of a run, seconds. Default 14400 (4 h).
+    pub wall_seconds: Option<u64>,
+    /// Bytes of strategy log lines a run prints. Default 1 MiB.
+    pub log_bytes: Option<u64>,
+    /// Characters kept of one strategy text (log line, phase, summary, error). Default 4096.
+    pub message_chars: Option<u64>,
+    /// Sink statements a run keeps for its report and plan. Default 1000.
+    pub report_statements: Option<u64>,
+}
+
+impl LimitsSection {
+    /// The limits, defaults filled in.
+    fn resolve(&self) -> Limits {
+        let d = Limits::default();
+        Limits {
+            fuel: self.fuel.unwrap_or(d.fuel),
+            memory_mb: self.memory_mb.unwrap_or(d.memory_mb),
+            state_entries: self.state_entries.unwrap_or(d.state_entries),
+            state_bytes: self.state_bytes.unwrap_or(d.state_bytes),
+            wall_seconds: self.wall_seconds.unwrap_or(d.wall_seconds),
+            log_bytes: self.log_bytes.unwrap_or(d.log_bytes),
+            message_chars: self.message_chars.unwrap_or(d.message_chars),
+            report_statements: self.report_statements.unwrap_or(d.report_statements),
+        }
+    }
 }
 
 /// A parsed and validated manifest.
@@ -239,6 +262,9 @@ struct RawManifest {
     limits: LimitsSection,
 }
 
+/// The longest `limits.wall_seconds`: a deadline must be one a timer can hold.
+const MAX_WALL_SECONDS: u64 = 30 * 24 * 3600;
+
 /// Default state store of the embedded default.
 pub const DEFAULT_STATE_PATH: &str = ".dpone/state.db";
 
@@ -261,12 +287,7 @@ impl Manifest {
                 e.inner().to_string(),
             )
         })?;
-        let limits = Limits {
-            fuel: raw.limits.fuel.unwrap_or(DEFAULT_FUEL),
-            memory_mb: raw.limits.memory_mb.unwrap_or(DEFAULT_MEMORY_MB),
-            state_entries: raw.limits.state_entries.unwrap_or(DEFAULT_STATE_ENTRIES),
-            state_bytes: raw.limits.state_bytes.unwrap_or(DEFAULT_STATE_BYTES),
-        };
+        let limits = raw.limits.resolve();
         let state = match raw.state {
             Some(s) => s,
             #[cfg(feature = "sqlite")]
@@ -371,25 +392,30 @@ impl Manifest {
                 "the state store keeps its own tables; remove this key",
             ));
         }
-        if self.limits.fuel == 0 {
-            return Err(Error::config("limits.fuel", "must be greater than 0"));
+        let l = &self.limits;
+        for (field, value) in [
+            ("limits.fuel", l.fuel),
+            ("limits.state_entries", l.state_entries),
+            ("limits.state_bytes", l.state_bytes),
+            ("limits.wall_seconds", l.wall_seconds),
+            ("limits.log_bytes", l.log_bytes),
+            ("limits.message_chars", l.message_chars),
+            ("limits.report_statements", l.report_statements),
+        ] {
+            if value == 0 {
+                return Err(Error::config(field, "must be greater than 0"));
+            }
         }
-        if !(1..=4096).contains(&self.limits.memory_mb) {
+        if !(1..=4096).contains(&l.memory_mb) {
             return Err(Error::config(
                 "limits.memory_mb",
                 "must be between 1 and 4096",
             ));
         }
-        if self.limits.state_entries == 0 {
+        if l.wall_seconds > MAX_WALL_SECONDS {
             return Err(Error::config(
-                "limits.state_entries",
-                "must be greater than 0",
-            ));
-        }
-        if self.limits.state_bytes == 0 {
-            return Err(Error::config(
-                "limits.state_bytes",
-                "must be greater than 0",
+                "limits.wall_seconds",
+                format!("must be at most {MAX_WALL_SECONDS} (30 days)"),
             ));
         }
         if let Some(mode) = &self.strategy.mode
@@ -590,7 +616,7 @@ sink:
         assert_eq!(m.pipeline, "orders");
         assert_eq!(m.strategy.mode.as_deref(), Some("incremental_merge"));
         assert_eq!(m.strategy.options.len(), 2);
-        assert_eq!(m.limits.fuel, DEFAULT_FUEL);
+        assert_eq!(m.limits, Limits::default());
         assert_eq!(m.sink_table().schema.as_deref(), Some("analytics"));
         assert!(!m.state_colocated());
         assert!(!format!("{m:?}").contains("hunter2"), "secrets never print");
@@ -619,6 +645,11 @@ sink:
             (format!("{GOOD}limits: {{ memory_mb: 0 }}\n"), "limits.memory_mb"),
             (format!("{GOOD}limits: {{ fuel: lots }}\n"), "limits.fuel"),
             (format!("{GOOD}limits: {{ cpu: 1 }}\n"), "limits.cpu"),
+            (format!("{GOOD}limits: {{ wall_seconds: 0 }}\n"), "limits.wall_seconds"),
+            (format!("{GOOD}limits: {{ wall_seconds: 99999999999 }}\n"), "limits.wall_seconds"),
+            (format!("{GOOD}limits: {{ log_bytes: 0 }}\n"), "limits.log_bytes"),
+            (format!("{GOOD}limits: {{ message_chars: -1 }}\n"), "limits.message_chars"),
+            (format!("{GOOD}limits: {{ report_statements: 0 }}\n"), "limits.report_statements"),
             (format!("{GOOD}state: {{ kind: sqlite, path: s.db, table: t }}\n"), "state.table"),
             (format!("{GOOD}state: {{ kind: oracle }}\n"), "state.kind"),
             (GOOD.replace("pipeline: orders", "pipeline: 'a b'"), "pipeline"),

@@ -124,6 +124,71 @@ pub enum Term {
     ManifestPredicate,
 }
 
+impl Term {
+    /// The column the term constrains; `None` for the manifest predicate.
+    pub fn column(&self) -> Option<&str> {
+        match self {
+            Term::Compare(c) => Some(&c.column),
+            Term::Range(r) => Some(&r.column),
+            Term::InList(i) => Some(&i.column),
+            Term::IsNull(c) | Term::IsNotNull(c) => Some(c),
+            Term::ManifestPredicate => None,
+        }
+    }
+
+    /// The values the term compares with.
+    pub fn values(&self) -> Vec<&Value> {
+        match self {
+            Term::Compare(c) => vec![&c.value],
+            Term::Range(r) => vec![&r.low, &r.high],
+            Term::InList(i) => i.values.iter().collect(),
+            Term::IsNull(_) | Term::IsNotNull(_) | Term::ManifestPredicate => Vec::new(),
+        }
+    }
+}
+
+/// Checks a value a strategy passed before any connector binds or renders it: decimal,
+/// uuid and json text must be well formed, so a typed column never stores text its later
+/// reads cannot decode (SQLite and ClickHouse would store it as given). `field` is blamed.
+pub fn check_value(value: &Value, field: &str) -> Result<()> {
+    let malformed = |what: &str, text: &str| {
+        Err(Error::config(
+            field,
+            format!("malformed {what} value `{}`", crate::text::name(text)),
+        ))
+    };
+    match value {
+        Value::Decimal(t) if !decimal_syntax(t) => malformed("decimal", t),
+        Value::Uuid(t) if parse_uuid(t).is_none() => malformed("uuid", t),
+        Value::Json(t) if serde_json::from_str::<serde::de::IgnoredAny>(t).is_err() => {
+            malformed("json", t)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `[+-]digits[.digits]`, with digits on at least one side of the point.
+fn decimal_syntax(text: &str) -> bool {
+    let body = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    !(int.is_empty() && frac.is_empty())
+        && int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+}
+
+/// Checks that `terms` name columns of `schema` and carry well-formed values, before any
+/// SQL is rendered from them; `field` is blamed.
+pub fn check_terms(schema: &Schema, terms: &[Term], field: &str) -> Result<()> {
+    for term in terms {
+        if let Some(column) = term.column() {
+            schema.require(column, field)?;
+        }
+        for v in term.values() {
+            check_value(v, field)?;
+        }
+    }
+    Ok(())
+}
+
 /// Rows with `after < column <= up_to`; either side may be open.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CursorBound {
@@ -237,7 +302,11 @@ impl Schema {
             let known: Vec<&str> = self.columns.iter().map(|c| c.name.as_str()).collect();
             Error::config(
                 field,
-                format!("no column `{name}` (columns: {})", known.join(", ")),
+                format!(
+                    "no column `{}` (columns: {})",
+                    crate::text::name(name),
+                    known.join(", ")
+                ),
             )
         })
     }

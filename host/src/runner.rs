@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
@@ -18,10 +18,12 @@ use crate::model::{
 };
 use crate::runtime::bindings::{Chunk, OptionKind, OptionValue, RunContext, StrategyInfo};
 use crate::runtime::convert::Cross;
-use crate::runtime::engine::{GuestLimiter, Limits, LoadedStrategy, Runtime, classify_trap};
+use crate::runtime::engine::{Limits, LoadedStrategy, Runtime, classify_trap, deadline_passed};
 use crate::runtime::host::{Pipeline, RunState};
 use crate::runtime::report::{Progress, ReportError, RunReport};
 use crate::state::{RunRecord, StateStore};
+use crate::stop;
+use crate::text;
 
 /// Where built-in strategy components are found: `DPONE_COMPONENTS_DIR`, else
 /// `<dir of dpone-host>/../strategies` (what `cargo xtask build` produces).
@@ -110,7 +112,7 @@ pub async fn describe(
     loaded: &LoadedStrategy,
     limits: &Limits,
 ) -> Result<StrategyInfo> {
-    let state = RunState::new(GuestLimiter::new(limits), None);
+    let state = RunState::new(limits, None);
     let (mut store, instance) = runtime
         .instantiate(loaded, state, limits)
         .await
@@ -514,6 +516,7 @@ pub async fn run_prepared(
         run_id: &run_id,
         now,
         chunk,
+        deadline: Instant::now() + Duration::from_secs(manifest.limits.wall_seconds),
     };
     let result = run.execute(&mut report).await;
     report.wall_seconds = started.elapsed().as_secs_f64();
@@ -544,9 +547,24 @@ struct Run<'a> {
     /// The run's logical time, microseconds since the epoch.
     now: i64,
     chunk: Option<Chunk>,
+    /// When the run must stop (`limits.wall_seconds` from its start).
+    deadline: Instant,
 }
 
 impl Run<'_> {
+    /// `work`, unless the run's deadline passes or a stop is asked first: then `work` is
+    /// dropped where it stands (a guest stops at its next yield, a host call at its next
+    /// await) and the error says why.
+    async fn bounded<T>(&self, work: impl Future<Output = T>) -> Result<T> {
+        tokio::select! {
+            out = work => Ok(out),
+            () = tokio::time::sleep_until(self.deadline.into()) => {
+                Err(deadline_passed(&self.manifest.limits))
+            }
+            stop = stop::requested() => Err(stop),
+        }
+    }
+
     async fn execute(&self, report: &mut RunReport) -> Result<()> {
         let Run {
             manifest,
@@ -580,13 +598,22 @@ impl Run<'_> {
             outcome: "running".into(),
             error: None,
         };
+        let mut stale = Vec::new();
         if !opts.dry_run {
             if self.chunk.is_none() {
                 state.lock_pipeline(&manifest.pipeline).await?;
+                stale = state
+                    .abandon_stale_runs(
+                        &manifest.pipeline,
+                        &info.name,
+                        run_id,
+                        &model::time::format_timestamp(now_micros()),
+                    )
+                    .await?;
             }
             state.record_run(&record).await?;
         }
-        let (result, mut state) = self.run_strategy(report, state).await;
+        let (result, mut state) = self.run_strategy(report, state, &stale).await;
         report.outcome = match (&result, opts.dry_run) {
             (Ok(()), true) => "planned".into(),
             (Ok(()), false) => "succeeded".into(),
@@ -605,12 +632,14 @@ impl Run<'_> {
         result
     }
 
-    /// Connects source and sink, runs the component, cleans up. Always hands the state store
-    /// back so the run can be recorded.
+    /// Connects source and sink, drops the staging of the `stale` runs (killed before
+    /// their cleanup), runs the component, cleans up. Always hands the state store back so
+    /// the run can be recorded.
     async fn run_strategy(
         &self,
         report: &mut RunReport,
         state: StateStore,
+        stale: &[String],
     ) -> (Result<()>, StateStore) {
         let Run {
             manifest,
@@ -627,6 +656,13 @@ impl Run<'_> {
             let schema = source.schema().await?;
             let options = strategy_options(info, &manifest.strategy, Some(&schema))?;
             let mut sink = connectors::connect_sink(manifest, run_id, opts.dry_run).await?;
+            if !stale.is_empty() {
+                let dropped = sink.drop_staging_of(stale).await?;
+                tracing::warn!(
+                    "{} earlier run(s) of this pipeline ended without finishing (killed?): marked abandoned in the history, {dropped} staging table(s) dropped",
+                    stale.len()
+                );
+            }
             if let Some(chunk) = &self.chunk {
                 let range: model::RangeTerm = chunk.range.clone().cross();
                 sink.set_fence(format!(
@@ -639,7 +675,7 @@ impl Run<'_> {
             check_needs(info, manifest, opts.strategy.is_some())?;
             Ok::<_, Error>((source, sink, options))
         };
-        let (source, sink, options) = match prepared.await {
+        let (source, sink, options) = match self.bounded(prepared).await.and_then(|r| r) {
             Ok(parts) => parts,
             Err(e) => return (Err(e), state),
         };
@@ -654,7 +690,8 @@ impl Run<'_> {
             Progress::new(opts.progress),
         );
         let instantiated = Instant::now();
-        let run_state = RunState::new(GuestLimiter::new(&manifest.limits), Some(pipeline));
+        let mut run_state = RunState::new(&manifest.limits, Some(pipeline));
+        run_state.deadline = Some(self.deadline);
         let (mut store, instance) = match runtime
             .instantiate(loaded, run_state, &manifest.limits)
             .await
@@ -678,12 +715,17 @@ impl Run<'_> {
             chunk: self.chunk.clone(),
         };
         let called = Instant::now();
-        let outcome = instance.call_run(&mut store, &ctx).await;
+        let (outcome, stopped) = match self.bounded(instance.call_run(&mut store, &ctx)).await {
+            Ok(outcome) => (Some(outcome), None),
+            Err(stop) => (None, Some(stop)),
+        };
         let call_seconds = called.elapsed().as_secs_f64();
-        let trapped = outcome
-            .as_ref()
-            .err()
-            .map(|e| classify_trap(e, store.data(), &manifest.limits));
+        let was_stopped = stopped.is_some();
+        let trapped = match (stopped, &outcome) {
+            (Some(stop), _) => Some(stop),
+            (None, Some(Err(e))) => Some(classify_trap(e, store.data(), &manifest.limits)),
+            _ => None,
+        };
         let mut pipeline = store
             .into_data()
             .pipeline
@@ -693,13 +735,13 @@ impl Run<'_> {
         report.rows_written = pipeline.rows_written;
         let mut result = match (trapped, outcome) {
             (Some(e), _) => Err(e),
-            (None, Ok(Ok(summary))) => {
+            (None, Some(Ok(Ok(summary)))) => {
                 report.rows_deleted = summary.rows_deleted;
-                report.message = summary.message;
+                report.message = text::clean(&summary.message, manifest.limits.message_len());
                 Ok(())
             }
-            (None, Ok(Err(guest))) => Err(guest_error(guest)),
-            (None, Err(_)) => unreachable!("a failed call is classified above"),
+            (None, Some(Ok(Err(guest)))) => Err(guest_error(guest, &manifest.limits)),
+            (None, _) => unreachable!("a failed or stopped call is classified above"),
         };
         if result.is_ok() && pipeline.sink.in_transaction() {
             result = Err(Error::new(
@@ -709,6 +751,13 @@ impl Run<'_> {
                     info.name
                 ),
             ));
+        }
+        // A call stopped mid-flight may have left a statement running, holding locks.
+        if was_stopped
+            && !opts.dry_run
+            && let Err(e) = pipeline.sink.abandon().await
+        {
+            tracing::warn!("could not end the sink's work in flight: {e}");
         }
         // Leftovers exist only after failures or careless strategies; never leave them, even
         // when the failure was the sink connection itself.
@@ -720,7 +769,7 @@ impl Run<'_> {
                 Err(e) => tracing::warn!("could not reconnect to drop staging tables: {e}"),
             }
         }
-        report.sink_statements = pipeline.sink.statements().to_vec();
+        report.sink_statements = pipeline.sink.statements();
         (result, pipeline.state)
     }
 }
@@ -768,17 +817,23 @@ fn check_needs(info: &StrategyInfo, manifest: &Manifest, overridden: bool) -> Re
     }
 }
 
-fn guest_error(e: crate::runtime::bindings::dpone::strategy::types::DponeError) -> Error {
+/// A strategy's own error, its text cleaned and cut to `limits.message_chars` (it is
+/// printed, stored in the run history and written to the report).
+fn guest_error(
+    e: crate::runtime::bindings::dpone::strategy::types::DponeError,
+    limits: &Limits,
+) -> Error {
     use crate::runtime::bindings::dpone::strategy::types::DponeError as E;
+    let m = |message: String| text::clean(&message, limits.message_len());
     match e {
-        E::InvalidConfig(f) => Error::config(f.field, f.message),
-        E::Source(m) => Error::new(Kind::Source, m),
-        E::Sink(m) => Error::new(Kind::Sink, m),
-        E::State(m) => Error::new(Kind::State, m),
-        E::KeyViolation(m) => Error::new(Kind::KeyViolation, m),
-        E::Unsupported(m) => Error::new(Kind::Unsupported, m),
-        E::InvalidHandle(m) => Error::new(Kind::InvalidHandle, m),
-        E::LimitExceeded(f) => Error::limit(f.field, f.message),
+        E::InvalidConfig(f) => Error::config(text::name(&f.field), m(f.message)),
+        E::Source(message) => Error::new(Kind::Source, m(message)),
+        E::Sink(message) => Error::new(Kind::Sink, m(message)),
+        E::State(message) => Error::new(Kind::State, m(message)),
+        E::KeyViolation(message) => Error::new(Kind::KeyViolation, m(message)),
+        E::Unsupported(message) => Error::new(Kind::Unsupported, m(message)),
+        E::InvalidHandle(message) => Error::new(Kind::InvalidHandle, m(message)),
+        E::LimitExceeded(f) => Error::limit(text::name(&f.field), m(f.message)),
     }
 }
 

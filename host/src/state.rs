@@ -230,6 +230,61 @@ impl StateStore {
         Ok(())
     }
 
+    /// After a crash (kill -9, power loss) a run's history row stays `running`. Called by
+    /// a run that holds the pipeline lock, so no other run of `strategy` on `pipeline` is
+    /// alive: marks their rows `abandoned` and returns their run ids, whose staging the
+    /// caller drops. Runs of other strategies under the same pipeline name (a backfill
+    /// campaign's chunks take no pipeline lock) are left alone.
+    pub async fn abandon_stale_runs(
+        &mut self,
+        pipeline: &str,
+        strategy: &str,
+        this_run: &str,
+        now_text: &str,
+    ) -> Result<Vec<String>> {
+        let scope = vec![
+            Value::Text(pipeline.into()),
+            Value::Text(strategy.into()),
+            Value::Text(this_run.into()),
+        ];
+        let stale = "pipeline = $1 AND strategy_name = $2 AND run_id <> $3 AND outcome = 'running'";
+        let runs = render::table_ref(&self.runs);
+        let found = Statement {
+            sql: format!("SELECT run_id FROM {runs} WHERE {stale}"),
+            params: scope.clone(),
+        };
+        let rows = self
+            .session
+            .query(&found, &[DataType::Text])
+            .await
+            .map_err(|e| Error::state(e.message))?;
+        let ids: Vec<String> = rows
+            .into_iter()
+            .flatten()
+            .filter_map(|v| match v {
+                Value::Text(id) => Some(id),
+                _ => None,
+            })
+            .collect();
+        if !ids.is_empty() {
+            let mut params = scope;
+            params.push(Value::Text(now_text.into()));
+            let mark = Statement {
+                sql: format!(
+                    "UPDATE {runs} SET outcome = 'abandoned', finished_at = $4, \
+                     error = 'the process ended before the run finished (killed?); a later run dropped its staging' \
+                     WHERE {stale}"
+                ),
+                params,
+            };
+            self.session
+                .execute(&mark)
+                .await
+                .map_err(|e| Error::state(e.message))?;
+        }
+        Ok(ids)
+    }
+
     /// The last `limit` runs of a pipeline, newest first.
     pub async fn runs(&mut self, pipeline: &str, limit: u32) -> Result<Vec<RunRecord>> {
         if self.absent {

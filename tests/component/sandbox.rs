@@ -5,9 +5,19 @@ use dpone_host::Kind;
 
 use crate::support::{Db, component, run_fails, scratch};
 
-/// A manifest over empty SQLite databases: the probes never touch them.
+/// A manifest over SQLite databases in a fresh directory: an empty source table `t`, a
+/// target `t` the probe may create.
 async fn probe_manifest(name: &str, strategy_options: &str, limits: &str) -> String {
-    let dir = scratch(name);
+    probe_manifest_at(&scratch(name), name, strategy_options, limits).await
+}
+
+/// [`probe_manifest`] in `dir`, for tests that also put files there.
+async fn probe_manifest_at(
+    dir: &std::path::Path,
+    name: &str,
+    strategy_options: &str,
+    limits: &str,
+) -> String {
     let mut src = Db::sqlite(&dir.join("src.db")).await;
     src.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)").await;
     format!(
@@ -177,4 +187,336 @@ async fn the_probe_runs_when_it_attacks_nothing_forbidden() {
     let yaml = probe_manifest("probe_ok", "attack: nothing", "").await;
     let err = run_fails(&yaml, Some(&component("sandbox_probe")), Kind::Config).await;
     assert_eq!(err.field.as_deref(), Some("sink.strategy.attack"), "{err}");
+}
+
+/// Runs a probe manifest and returns the error with the run's report.
+async fn run_with_report(
+    yaml: &str,
+) -> (dpone_host::Error, dpone_host::runtime::report::RunReport) {
+    let manifest = dpone_host::manifest::Manifest::parse(yaml, &|_| None).unwrap();
+    let strategy = component("sandbox_probe");
+    let opts = dpone_host::runner::RunOptions {
+        strategy: Some(&strategy),
+        components_dir: crate::support::components_dir(),
+        dry_run: false,
+        progress: false,
+    };
+    match dpone_host::runner::run(&manifest, &opts).await {
+        Ok(r) => panic!("the probe's run succeeded: {r:?}"),
+        Err((e, report)) => (e, report.expect("a run that connected has a report")),
+    }
+}
+
+/// Fuel counts the host work a strategy starts, not only its instructions: a loop of
+/// cheap host calls is stopped after about `limits.fuel / 1,000,000` calls. Without that,
+/// 50 million fuel would pay for some 170,000 calls.
+#[tokio::test]
+async fn host_calls_spend_fuel() {
+    let yaml = probe_manifest(
+        "call_loop",
+        "attack: call_loop",
+        "limits: { fuel: 50000000 }",
+    )
+    .await;
+    let (err, report) = run_with_report(&yaml).await;
+    assert_eq!(err.kind, Kind::Sandbox, "{err}");
+    assert_eq!(err.field.as_deref(), Some("limits.fuel"), "{err}");
+    let counts = report
+        .sink_statements
+        .iter()
+        .filter(|s| s.starts_with("SELECT COUNT(*)"))
+        .count();
+    assert!(
+        (1..=60).contains(&counts),
+        "{counts} host calls ran on 50 million fuel: {err}"
+    );
+}
+
+/// A strategy may name only columns the target has: on SQLite an unknown double-quoted
+/// name is a string literal, so `delete-where` on it would match every row. Malformed
+/// decimal text never reaches a connector.
+#[tokio::test]
+async fn unknown_columns_and_malformed_values_are_refused_before_any_sql() {
+    for (attack, said) in [
+        ("unknown_column", "no column `no_such_column`"),
+        ("bad_decimal", "malformed decimal value"),
+    ] {
+        let dir = scratch(attack);
+        let yaml = probe_manifest_at(&dir, attack, &format!("attack: {attack}"), "").await;
+        let mut dst = Db::sqlite(&dir.join("dst.db")).await;
+        dst.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)").await;
+        dst.exec("INSERT INTO t VALUES (1), (2), (3)").await;
+        let err = run_fails(&yaml, Some(&component("sandbox_probe")), Kind::Config).await;
+        assert!(err.message.contains(said), "{err}");
+        assert!(!err.message.contains("LEAKED"), "{err}");
+        assert_eq!(dst.count("t").await, 3, "{attack} deleted target rows");
+    }
+}
+
+/// A strategy that keeps the target locked (a transaction open after
+/// `truncate-and-insert`, then endless host calls) is stopped at `limits.wall_seconds`;
+/// its transaction rolls back, so the lock goes and the target keeps its rows, and its
+/// staging is dropped.
+#[tokio::test]
+async fn the_deadline_stops_a_strategy_holding_a_lock_and_the_lock_is_released() {
+    let Some(server) = crate::support::postgres_url() else {
+        return;
+    };
+    let url = crate::support::fresh_postgres_database(&server, "deadline").await;
+    let mut db = Db::postgres(&url).await;
+    db.exec("CREATE TABLE src (id BIGINT PRIMARY KEY)").await;
+    db.exec("INSERT INTO src SELECT generate_series(1, 100)")
+        .await;
+    db.exec("CREATE TABLE dst (id BIGINT PRIMARY KEY)").await;
+    db.exec("INSERT INTO dst VALUES (-1)").await;
+    let yaml = format!(
+        "pipeline: deadline\n\
+         source: {{ kind: postgres, url: \"{url}\", table: public.src }}\n\
+         sink: {{ kind: postgres, url: \"{url}\", table: public.dst, strategy: {{ attack: lock_loop }} }}\n\
+         state: {{ kind: sqlite, path: {}/state.db }}\n\
+         limits: {{ wall_seconds: 2 }}\n",
+        scratch("deadline").display()
+    );
+    let err = run_fails(&yaml, Some(&component("sandbox_probe")), Kind::Limit).await;
+    assert_eq!(err.field.as_deref(), Some("limits.wall_seconds"), "{err}");
+    let locks = db
+        .rows(
+            "SELECT count(*)::text FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'dst'",
+        )
+        .await;
+    assert_eq!(
+        locks[0][0].as_deref(),
+        Some("0"),
+        "the target is still locked"
+    );
+    db.exec("SET lock_timeout = '2s'; BEGIN; LOCK TABLE dst IN ACCESS EXCLUSIVE MODE; COMMIT")
+        .await;
+    assert_eq!(db.count("dst").await, 1, "the truncate was not rolled back");
+    let staging = db
+        .rows("SELECT count(*)::text FROM pg_tables WHERE tablename LIKE '__dpone_stg%'")
+        .await;
+    assert_eq!(
+        staging[0][0].as_deref(),
+        Some("0"),
+        "staging was left behind"
+    );
+}
+
+/// Escape sequences, carriage returns and newlines from a strategy's log lines, progress
+/// phase and error reach neither stdout nor stderr raw, and its log output is bounded by
+/// `limits.log_bytes` however much it logs.
+#[tokio::test]
+async fn guest_text_reaches_the_terminal_clean_and_bounded() {
+    let dir = scratch("noisy");
+    let yaml = probe_manifest_at(
+        &dir,
+        "noisy",
+        "attack: noisy",
+        "limits: { log_bytes: 100000 }",
+    )
+    .await;
+    std::fs::write(dir.join("m.yaml"), yaml).unwrap();
+    let probe = component("sandbox_probe");
+    let out = crate::cli::host(
+        &dir,
+        &["run", "-m", "m.yaml", "--strategy", probe.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", crate::cli::text(&out));
+    for (name, stream) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        let text = String::from_utf8_lossy(stream);
+        assert!(!stream.contains(&0x1b), "ESC reached {name}");
+        assert!(!stream.contains(&b'\r'), "CR reached {name}");
+        assert!(!text.contains('\u{9b}'), "CSI reached {name}");
+        assert!(
+            !text.lines().any(|l| l.starts_with("ERROR forged")),
+            "a forged line reached {name}"
+        );
+    }
+    assert!(
+        out.stderr.len() < 200_000,
+        "{} bytes of log for limits.log_bytes = 100000",
+        out.stderr.len()
+    );
+    let text = crate::cli::text(&out);
+    assert!(
+        text.contains("\\u{1b}[2J"),
+        "the escaped text is shown: {text}"
+    );
+    assert!(text.contains("limits.log_bytes"), "{text}");
+}
+
+/// The host's memory stays flat while a strategy repeatedly hands it 30 MB state values,
+/// 1 MB column names and 1 MB log lines (every one refused or cut): its peak RSS stays
+/// under 512 MiB, where keeping them would take over 3 GiB.
+#[tokio::test]
+async fn the_host_does_not_grow_with_what_a_strategy_hands_it() {
+    let dir = scratch("grow_host");
+    let yaml = probe_manifest_at(
+        &dir,
+        "grow_host",
+        "attack: grow_host",
+        "limits: { memory_mb: 128 }",
+    )
+    .await;
+    std::fs::write(dir.join("m.yaml"), yaml).unwrap();
+    let probe = component("sandbox_probe");
+    let mut child = std::process::Command::new(crate::cli::host_binary())
+        .args(["run", "-m", "m.yaml", "--strategy", probe.to_str().unwrap()])
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0_u64;
+    let status = loop {
+        if let Ok(status) = std::fs::read_to_string(&status_file)
+            && let Some(kib) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        {
+            peak_kib = peak_kib.max(kib);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "the probe's run failed: {status}");
+    eprintln!("grow_host: peak RSS {} MiB", peak_kib / 1024);
+    assert!(peak_kib > 0, "the peak RSS was never read");
+    assert!(
+        peak_kib < 512 * 1024,
+        "the host grew to {} MiB",
+        peak_kib / 1024
+    );
+}
+
+/// A PostgreSQL source and target for the stop tests, and a manifest of the probe's
+/// `lock_loop` over them.
+async fn lock_loop_pipeline(name: &str) -> Option<(Db, std::path::PathBuf)> {
+    let server = crate::support::postgres_url()?;
+    let url = crate::support::fresh_postgres_database(&server, name).await;
+    let mut db = Db::postgres(&url).await;
+    db.exec(
+        "CREATE TABLE src (id BIGINT PRIMARY KEY); INSERT INTO src SELECT generate_series(1, 100)",
+    )
+    .await;
+    db.exec("CREATE TABLE dst (id BIGINT PRIMARY KEY); INSERT INTO dst VALUES (-1)")
+        .await;
+    let dir = scratch(name);
+    std::fs::write(
+        dir.join("m.yaml"),
+        format!(
+            "pipeline: {name}\n\
+             source: {{ kind: postgres, url: \"{url}\", table: public.src }}\n\
+             sink: {{ kind: postgres, url: \"{url}\", table: public.dst, strategy: {{ attack: lock_loop }} }}\n\
+             state: {{ kind: sqlite, path: state.db }}\n"
+        ),
+    )
+    .unwrap();
+    Some((db, dir))
+}
+
+async fn count_of(db: &mut Db, sql: &str) -> i64 {
+    db.rows(sql).await[0][0]
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+const DST_LOCKS: &str = "SELECT count(*)::text FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'dst'";
+const STAGING: &str = "SELECT count(*)::text FROM pg_tables WHERE tablename LIKE '__dpone_stg%'";
+
+/// Starts the probe's `lock_loop` through the CLI and waits until it holds the target's
+/// lock inside its transaction.
+async fn start_locked(db: &mut Db, dir: &std::path::Path) -> std::process::Child {
+    let probe = component("sandbox_probe");
+    let mut child = std::process::Command::new(crate::cli::host_binary())
+        .args(["run", "-m", "m.yaml", "--strategy", probe.to_str().unwrap()])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..600 {
+        if count_of(db, DST_LOCKS).await > 0 && count_of(db, STAGING).await > 0 {
+            return child;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the probe never locked the target");
+}
+
+fn signal(child: &std::process::Child, signal: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+/// SIGTERM stops a run cleanly: it rolls back (the lock goes, the target keeps its rows),
+/// drops its staging and exits 143. After a SIGKILL, which no process can handle, the next
+/// run of the pipeline drops what the killed run left and marks its history row
+/// `abandoned`.
+#[tokio::test]
+async fn a_stopped_run_cleans_up_and_a_killed_one_is_cleaned_up_by_the_next() {
+    let Some((mut db, dir)) = lock_loop_pipeline("stops").await else {
+        return;
+    };
+    let mut run = start_locked(&mut db, &dir).await;
+    signal(&run, "-TERM");
+    assert_eq!(run.wait().unwrap().code(), Some(143));
+    assert_eq!(
+        count_of(&mut db, DST_LOCKS).await,
+        0,
+        "the target is still locked"
+    );
+    assert_eq!(
+        count_of(&mut db, STAGING).await,
+        0,
+        "staging was left behind"
+    );
+    assert_eq!(db.count("dst").await, 1, "the truncate was not rolled back");
+
+    let mut run = start_locked(&mut db, &dir).await;
+    signal(&run, "-KILL");
+    run.wait().unwrap();
+    assert!(
+        count_of(&mut db, STAGING).await > 0,
+        "a killed run cannot clean up"
+    );
+    let probe = component("sandbox_probe");
+    let mut manifest = std::fs::read_to_string(dir.join("m.yaml")).unwrap();
+    manifest = manifest.replace("attack: lock_loop", "attack: env, target: HOME");
+    std::fs::write(dir.join("next.yaml"), manifest).unwrap();
+    let next = crate::cli::host(
+        &dir,
+        &[
+            "run",
+            "-m",
+            "next.yaml",
+            "--strategy",
+            probe.to_str().unwrap(),
+        ],
+    );
+    let said = crate::cli::text(&next);
+    assert_eq!(next.status.code(), Some(2), "{said}");
+    assert!(said.contains("marked abandoned"), "{said}");
+    assert_eq!(
+        count_of(&mut db, STAGING).await,
+        0,
+        "the next run left the staging"
+    );
+    let mut state = Db::sqlite(&dir.join("state.db")).await;
+    let outcomes = state
+        .rows("SELECT outcome FROM dpone_runs ORDER BY started_at")
+        .await;
+    let outcomes: Vec<&str> = outcomes.iter().map(|r| r[0].as_deref().unwrap()).collect();
+    assert_eq!(outcomes, ["failed", "abandoned", "failed"]);
 }

@@ -374,12 +374,16 @@ async fn step(shared: &Shared<'_>, number: usize, totals: &mut WorkerTotals) -> 
             );
         }
         Err((e, _)) => {
-            let retry = matches!(
-                e.kind,
-                Kind::Source | Kind::Sink | Kind::State | Kind::Internal
-            );
-            // Every chunk would fail the same way: stop the campaign with this error.
-            let fatal = matches!(e.kind, Kind::Config | Kind::Unsupported | Kind::Sandbox);
+            let stopped = matches!(e.kind, Kind::Interrupted | Kind::Terminated);
+            let retry = stopped
+                || matches!(
+                    e.kind,
+                    Kind::Source | Kind::Sink | Kind::State | Kind::Internal
+                );
+            // Every chunk would fail the same way, or the operator stopped the process:
+            // stop the campaign with this error (a stopped chunk is pending again).
+            let fatal =
+                stopped || matches!(e.kind, Kind::Config | Kind::Unsupported | Kind::Sandbox);
             tracing::warn!(
                 "{label}: failed ({}): {e}",
                 if retry { "will retry" } else { "not retryable" }

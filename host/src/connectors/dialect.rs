@@ -7,9 +7,22 @@
 
 use std::fmt::Debug;
 
-use super::TableName;
+use super::{Statement, TableName};
 use crate::error::{Error, Kind, Result};
 use crate::model::{Column, DataType, Schema, Value};
+
+/// What a `CREATE TABLE` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewTable {
+    /// The target, when missing: its key, NOT NULL columns, `IF NOT EXISTS`.
+    Target,
+    /// A publishable staging table shaped like the target (key, NOT NULL), where the
+    /// dialect has no `CREATE TABLE ... LIKE`; it must not exist yet.
+    TargetCopy,
+    /// A scratch staging table: no constraints (key checks must see NULLs and
+    /// duplicates), the dialect's cheap table kind; it must not exist yet.
+    Scratch,
+}
 
 /// How a target row's key relates to staging (the WIT `key-match`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +51,25 @@ pub trait SqlDialect: Send + Sync + Debug {
     /// The most parameters one statement may bind; a statement needing more is refused
     /// with an error instead of failing at the server.
     fn max_params(&self) -> usize;
+
+    /// The names of the tables next to `near` (in its schema or database) whose names
+    /// start with `prefix`: one text column. Finds the staging a killed run left.
+    fn tables_with_prefix(&self, near: &TableName, prefix: &str) -> Statement {
+        let schema = near.schema.clone().map_or(Value::Null, Value::Text);
+        Statement {
+            sql: "SELECT table_name::text FROM information_schema.tables \
+                  WHERE table_schema = coalesce($1, current_schema()) AND starts_with(table_name, $2)"
+                .into(),
+            params: vec![schema, Value::Text(prefix.into())],
+        }
+    }
+
+    /// The longest column name, in bytes, a table created here may have. A longer one is
+    /// refused before any DDL: PostgreSQL would cut it silently (two long names could
+    /// become one column), and no name a strategy passes grows a statement without bound.
+    fn max_identifier_bytes(&self) -> usize {
+        1024
+    }
 
     /// The DDL type of a portable type.
     fn native_type(&self, t: &DataType) -> String;
@@ -207,34 +239,38 @@ pub trait SqlDialect: Send + Sync + Debug {
             .join(", ")
     }
 
-    /// `CREATE TABLE` for a target (`key` becomes its primary key) or a staging table
-    /// (no constraints, so key checks can see NULLs and duplicates).
+    /// `CREATE TABLE` of `role` (see [`NewTable`]); `key` becomes a target's primary key.
     fn create_table(
         &self,
         table: &TableName,
         schema: &Schema,
         key: &[String],
-        staging: bool,
+        role: NewTable,
     ) -> String {
+        let scratch = role == NewTable::Scratch;
         let mut cols: Vec<String> = schema
             .columns
             .iter()
-            .map(|c| self.column_def(c, !staging && (!c.nullable || key.contains(&c.name))))
+            .map(|c| self.column_def(c, !scratch && (!c.nullable || key.contains(&c.name))))
             .collect();
-        if !staging && !key.is_empty() && self.declares_primary_key() {
+        if !scratch && !key.is_empty() && self.declares_primary_key() {
             cols.push(format!("PRIMARY KEY ({})", self.column_list(key)));
         }
-        let kind = if staging {
+        let kind = if scratch {
             self.staging_table_kind()
         } else {
             ""
         };
-        let if_not_exists = if staging { "" } else { "IF NOT EXISTS " };
+        let if_not_exists = if role == NewTable::Target {
+            "IF NOT EXISTS "
+        } else {
+            ""
+        };
         format!(
             "CREATE {kind}TABLE {if_not_exists}{} ({}){}",
             self.table_ref(table),
             cols.join(", "),
-            self.table_options(key, staging)
+            self.table_options(key, scratch)
         )
     }
 }

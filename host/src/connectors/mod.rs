@@ -89,6 +89,51 @@ impl std::fmt::Display for TableName {
     }
 }
 
+/// The sink statements a run keeps for its report and its plan: the first `cap` of them,
+/// each cut to [`STATEMENT_CHARS`], then one line that counts the rest. A run may issue
+/// any number of statements; what the host holds for the report stays bounded
+/// (`limits.report_statements`).
+#[derive(Debug, Clone)]
+pub struct StatementLog {
+    kept: Vec<String>,
+    cap: usize,
+    dropped: u64,
+}
+
+/// Characters of one statement kept in the report.
+pub const STATEMENT_CHARS: usize = 65_536;
+
+impl StatementLog {
+    pub fn new(cap: u64) -> Self {
+        StatementLog {
+            kept: Vec::new(),
+            cap: usize::try_from(cap).unwrap_or(usize::MAX),
+            dropped: 0,
+        }
+    }
+
+    pub fn push(&mut self, sql: impl AsRef<str>) {
+        if self.kept.len() < self.cap {
+            self.kept
+                .push(crate::text::clean(sql.as_ref(), STATEMENT_CHARS));
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    /// The kept statements, and the count of the others when there were any.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = self.kept.clone();
+        if self.dropped > 0 {
+            lines.push(format!(
+                "-- {} more statements not kept (limits.report_statements = {})",
+                self.dropped, self.cap
+            ));
+        }
+        lines
+    }
+}
+
 /// SQL text with the dialect's placeholders and the values bound to them, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Statement {
@@ -224,7 +269,7 @@ pub trait SqlSession: Send {
         _columns: &[String],
         _column: &str,
         _suffix: &str,
-        _statements: &mut Vec<String>,
+        _statements: &mut StatementLog,
     ) -> Result<Option<(u64, u64)>> {
         Ok(None)
     }
@@ -246,6 +291,13 @@ pub trait SqlSession: Send {
             crate::Kind::Unsupported,
             "this sink has no native partitions",
         ))
+    }
+
+    /// A statement that, run on another session of the same server, ends this session's
+    /// work there at once (its transaction rolls back, its locks go); `None` where
+    /// closing the connection does that.
+    fn terminate_statement(&self) -> Option<Statement> {
+        None
     }
 
     /// Takes the advisory lock `name` for as long as this session lives (also across
@@ -416,8 +468,9 @@ pub trait Sink: Staging {
     /// Notes a step the plan shows.
     fn note(&mut self, step: String);
 
-    /// Every statement issued (or, in a dry run, that would be issued), in order.
-    fn statements(&self) -> &[String];
+    /// The statements issued (or, in a dry run, that would be issued), in order, as kept
+    /// by the run's [`StatementLog`].
+    fn statements(&self) -> Vec<String>;
 
     /// After a failed run: rolls back and drops the run's staging; whether all of it went.
     async fn drop_leftovers(&mut self) -> bool;
@@ -425,6 +478,16 @@ pub trait Sink: Staging {
     /// Opens a new connection in place of one that died mid-run (the server rolled its
     /// transaction back), so [`Sink::drop_leftovers`] can still remove the run's staging.
     async fn reconnect(&mut self) -> Result<()>;
+
+    /// Drops the staging tables that the runs `run_ids` left next to the target (they
+    /// were killed before their cleanup); returns how many.
+    async fn drop_staging_of(&mut self, run_ids: &[String]) -> Result<usize>;
+
+    /// The run stopped in the middle of a call (deadline, signal): the session may be
+    /// mid-statement. Ends its work on the server at once, so its transaction rolls back
+    /// and its locks go without waiting for the statement, and opens a fresh session for
+    /// [`Sink::drop_leftovers`].
+    async fn abandon(&mut self) -> Result<()>;
 }
 
 /// A source's change feed, opened for one pipeline: its names come from the manifest's
@@ -524,6 +587,7 @@ pub async fn connect_sink(
         run_id,
         manifest.strategy.predicate_sql.clone(),
         dry_run,
+        StatementLog::new(manifest.limits.report_statements),
     )))
 }
 
@@ -542,7 +606,13 @@ pub async fn embedded_staging(path: &std::path::Path, run_id: &str) -> Result<Bo
         name: "dpone_embedded".into(),
     };
     Ok(Box::new(sink::SqlSink::new(
-        session, connection, anchor, run_id, None, false,
+        session,
+        connection,
+        anchor,
+        run_id,
+        None,
+        false,
+        StatementLog::new(crate::runtime::engine::DEFAULT_REPORT_STATEMENTS),
     )))
 }
 

@@ -6,7 +6,7 @@
 //! dialect's audited literals); the one raw SQL text is the manifest's `predicate_sql`.
 //! Everything here is pure, so `dpone-host plan` can print the exact statements a run issues.
 
-use super::dialect::{KeyMatch, SqlDialect};
+use super::dialect::{KeyMatch, NewTable, SqlDialect};
 use super::{Statement, TableName};
 use crate::error::{Error, Result};
 use crate::model::{Comparison, ScanBounds, Schema, Term, Value};
@@ -165,24 +165,15 @@ fn placeholders(d: &dyn SqlDialect) -> impl Fn(usize, &Value) -> Result<String> 
 /// Checks that every column a scan's bounds name exists in `schema`, and that the dialect
 /// compares the cursor correctly.
 pub fn check_bound_columns(d: &dyn SqlDialect, schema: &Schema, bounds: &ScanBounds) -> Result<()> {
-    let mut names: Vec<&str> = bounds.cursor.iter().map(|c| c.column.as_str()).collect();
-    for t in &bounds.filter {
-        match t {
-            Term::Compare(c) => names.push(&c.column),
-            Term::Range(r) => names.push(&r.column),
-            Term::InList(i) => names.push(&i.column),
-            Term::IsNull(c) | Term::IsNotNull(c) => names.push(c),
-            Term::ManifestPredicate => {}
-        }
-    }
-    for n in names {
-        schema.require(n, "sink.strategy")?;
-    }
+    crate::model::check_terms(schema, &bounds.filter, "sink.strategy")?;
     if let Some(c) = &bounds.cursor {
         d.check_cursor(
             &c.column,
             &schema.require(&c.column, "sink.strategy")?.data_type,
         )?;
+        for v in c.after.iter().chain(&c.up_to) {
+            crate::model::check_value(v, "sink.strategy")?;
+        }
     }
     Ok(())
 }
@@ -256,8 +247,12 @@ pub fn create_like(
 ) -> String {
     d.create_like(&d.table_ref(staging), &d.table_ref(target))
         .unwrap_or_else(|| {
-            d.create_table(staging, target_schema, &target_schema.primary_key, false)
-                .replace("IF NOT EXISTS ", "")
+            d.create_table(
+                staging,
+                target_schema,
+                &target_schema.primary_key,
+                NewTable::TargetCopy,
+            )
         })
 }
 
@@ -835,7 +830,7 @@ mod tests {
             ]
         );
         assert!(
-            PG.create_table(&stg, &s, &[], true)
+            PG.create_table(&stg, &s, &[], NewTable::Scratch)
                 .starts_with("CREATE UNLOGGED TABLE \"public\".\"__dpone_stg_r1\"")
         );
         assert_eq!(
@@ -849,6 +844,24 @@ mod tests {
                 .sql,
             "SELECT (SELECT COUNT(*) FROM \"public\".\"__dpone_stg_r1\"), (SELECT COUNT(*) FROM \"public\".\"__dpone_stg_r1\" WHERE \"id\" IS NULL), \
              (SELECT COUNT(*) FROM (SELECT 1 FROM \"public\".\"__dpone_stg_r1\" GROUP BY \"id\" HAVING COUNT(*) > 1) AS d)"
+        );
+    }
+
+    /// Without `CREATE TABLE ... LIKE`, a publishable staging table is the target's
+    /// definition under another name; a column named like a DDL keyword keeps its name.
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn sqlite_publishable_staging_copies_the_target_definition_exactly() {
+        let t = TableName {
+            schema: None,
+            name: "orders".into(),
+        };
+        let stg = t.sibling("stg".into());
+        let mut s = orders().1;
+        s.columns[1].name = "x IF NOT EXISTS y".into();
+        assert_eq!(
+            create_like(SQLITE, &stg, &t, &s),
+            "CREATE TABLE \"stg\" (\"id\" BIGINT NOT NULL, \"x IF NOT EXISTS y\" TIMESTAMPTZ, PRIMARY KEY (\"id\"))"
         );
     }
 

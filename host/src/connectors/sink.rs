@@ -11,13 +11,13 @@
 use arrow_array::RecordBatch;
 use tokio::sync::mpsc;
 
-use super::dialect::{KeyMatch, SqlDialect};
+use super::dialect::{KeyMatch, NewTable, SqlDialect};
 use super::render::{NewRows, RowSelection};
 
 mod shadow;
 use async_trait::async_trait;
 
-use super::{Sink, SqlSession, Staging, Statement, TableName, render};
+use super::{Sink, SqlSession, Staging, Statement, StatementLog, TableName, render};
 use crate::error::{Error, Kind, Result};
 use crate::model::{DataType, KeyCheck, Schema, Term, Value};
 
@@ -41,8 +41,8 @@ pub struct SqlSink {
     in_transaction: bool,
     manifest_predicate: Option<String>,
     dry_run: bool,
-    /// Every statement issued (or, in a dry run, that would be issued), in order.
-    statements: Vec<String>,
+    /// The statements issued (or, in a dry run, that would be issued), as kept for the report.
+    statements: StatementLog,
     /// The manifest section the session was opened from, to reconnect after it died.
     connection: crate::manifest::Connection,
     /// A lock every transaction takes first ([`Self::set_fence`]).
@@ -70,23 +70,19 @@ impl SqlSink {
         run_id: &str,
         manifest_predicate: Option<String>,
         dry_run: bool,
+        statements: StatementLog,
     ) -> Self {
-        let run_tag: String = run_id
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .take(12)
-            .collect();
         SqlSink {
             session,
             target,
-            run_tag,
+            run_tag: run_tag(run_id),
             staging_seq: 0,
             live_staging: Vec::new(),
             released_in_transaction: Vec::new(),
             in_transaction: false,
             manifest_predicate,
             dry_run,
-            statements: Vec::new(),
+            statements,
             connection,
             fence: None,
             shadow: shadow::Shadow::default(),
@@ -98,7 +94,7 @@ impl SqlSink {
     }
 
     async fn execute(&mut self, stmt: Statement) -> Result<u64> {
-        self.statements.push(stmt.sql.clone());
+        self.statements.push(&stmt.sql);
         tracing::debug!(sql = %stmt.sql, "sink statement");
         if self.dry_run {
             return Ok(0);
@@ -112,11 +108,29 @@ impl SqlSink {
         types: &[DataType],
     ) -> Result<Vec<Vec<Value>>> {
         let stmt = stmt.into();
-        self.statements.push(stmt.sql.clone());
+        self.statements.push(&stmt.sql);
         if self.dry_run {
             return Ok(Vec::new());
         }
         self.session.query(&stmt, types).await
+    }
+
+    /// Refuses a column name longer than the dialect takes
+    /// ([`SqlDialect::max_identifier_bytes`]).
+    fn check_identifiers(&self, schema: &Schema) -> Result<()> {
+        let max = self.dialect().max_identifier_bytes();
+        match schema.columns.iter().find(|c| c.name.len() > max) {
+            Some(c) => Err(Error::new(
+                Kind::Sink,
+                format!(
+                    "column name `{}` is {} bytes; `{}` takes names of at most {max} bytes",
+                    crate::text::name(&c.name),
+                    c.name.len(),
+                    self.target
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Creates the target's schema when missing, so staging can live next to the target
@@ -201,6 +215,7 @@ impl SqlSink {
 impl Staging for SqlSink {
     /// Creates an empty staging table for this run.
     async fn create_staging(&mut self, schema: &Schema, kind: StagingKind) -> Result<TableName> {
+        self.check_identifiers(schema)?;
         self.staging_seq += 1;
         let staging = self
             .target
@@ -224,7 +239,9 @@ impl Staging for SqlSink {
             },
         };
         let ddl = match &target_schema {
-            None => self.dialect().create_table(&staging, schema, &[], true),
+            None => self
+                .dialect()
+                .create_table(&staging, schema, &[], NewTable::Scratch),
             Some(t) => render::create_like(self.dialect(), &staging, &self.target, t),
         };
         self.execute(Statement::new(ddl)).await?;
@@ -302,6 +319,7 @@ impl Sink for SqlSink {
     /// Creates the target (and its schema, on PostgreSQL) when missing; an existing one
     /// must pass the session's [`SqlSession::check_target`].
     async fn ensure_target(&mut self, schema: &Schema, key: &[String]) -> Result<()> {
+        self.check_identifiers(schema)?;
         for k in key {
             schema.require(k, "sink.strategy.unique_key")?;
         }
@@ -314,7 +332,7 @@ impl Sink for SqlSink {
         self.ensure_schema().await?;
         let ddl = self
             .dialect()
-            .create_table(&self.target, schema, key, false);
+            .create_table(&self.target, schema, key, NewTable::Target);
         self.execute(Statement::new(ddl)).await?;
         Ok(())
     }
@@ -326,7 +344,7 @@ impl Sink for SqlSink {
                 "begin: a transaction is already open",
             ));
         }
-        self.statements.push("BEGIN".into());
+        self.statements.push("BEGIN");
         if !self.session.transactional() {
             // The transaction is the shadow the first change creates. There is no lock to
             // fence with: backfill holds the pipeline lock for such sinks instead.
@@ -367,7 +385,7 @@ impl Sink for SqlSink {
         for stmt in also {
             self.execute(stmt).await?;
         }
-        self.statements.push("COMMIT".into());
+        self.statements.push("COMMIT");
         if !self.dry_run && self.session.transactional() {
             self.session.commit().await?;
         }
@@ -383,7 +401,7 @@ impl Sink for SqlSink {
         }
         self.in_transaction = false;
         self.released_in_transaction.clear();
-        self.statements.push("ROLLBACK".into());
+        self.statements.push("ROLLBACK");
         if !self.session.transactional() {
             return self.shadow_rollback().await;
         }
@@ -622,8 +640,8 @@ impl Sink for SqlSink {
         clean
     }
 
-    fn statements(&self) -> &[String] {
-        &self.statements
+    fn statements(&self) -> Vec<String> {
+        self.statements.lines()
     }
 
     async fn reconnect(&mut self) -> Result<()> {
@@ -632,6 +650,44 @@ impl Sink for SqlSink {
         self.shadow = shadow::Shadow::default();
         Ok(())
     }
+
+    async fn drop_staging_of(&mut self, run_ids: &[String]) -> Result<usize> {
+        let mut dropped = 0;
+        for run_id in run_ids {
+            let prefix = format!("__dpone_stg_{}_", run_tag(run_id));
+            let stmt = self.dialect().tables_with_prefix(&self.target, &prefix);
+            let names = self.session.query(&stmt, &[DataType::Text]).await?;
+            for name in names.into_iter().flatten() {
+                if let Value::Text(name) = name {
+                    let table = self.target.sibling(name);
+                    self.execute(Statement::new(render::drop_table(self.dialect(), &table)))
+                        .await?;
+                    dropped += 1;
+                }
+            }
+        }
+        Ok(dropped)
+    }
+
+    async fn abandon(&mut self) -> Result<()> {
+        let terminate = self.session.terminate_statement();
+        // Dropping the old session closes its connection; a server that would finish the
+        // statement first is told to end it from the new one.
+        self.reconnect().await?;
+        if let Some(stmt) = terminate {
+            self.session.execute(&stmt).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The part of a run id that names its staging tables (`__dpone_stg_<tag>_<n>`).
+fn run_tag(run_id: &str) -> String {
+    run_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(12)
+        .collect()
 }
 
 fn first_count(rows: &[Vec<Value>], col: usize) -> u64 {

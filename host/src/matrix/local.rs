@@ -98,7 +98,7 @@ impl<'a> Behaviour<'a> {
                 &self.source_table,
                 &self.schema,
                 &self.schema.primary_key,
-                false,
+                crate::connectors::dialect::NewTable::Target,
             )))
             .await?;
             insert(s, &self.source_table, &self.schema, rows).await?;

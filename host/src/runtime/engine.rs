@@ -10,7 +10,7 @@ use std::time::Instant;
 use cap_std::fs::Dir;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, ResourceLimiter};
+use wasmtime::{Config, Engine, ResourceLimiter, UpdateDeadline};
 
 use super::bindings::{Strategy, StrategyPre};
 use super::host::RunState;
@@ -24,8 +24,12 @@ pub const DEFAULT_FUEL: u64 = 20_000_000_000;
 pub const DEFAULT_MEMORY_MB: u64 = 64;
 
 /// How often (in fuel units) a running guest yields to the async executor, so a busy
-/// guest never starves the host's I/O or Ctrl-C handling.
+/// guest never starves the host's I/O, its deadline or Ctrl-C handling.
 const FUEL_YIELD_INTERVAL: u64 = 10_000_000;
+
+/// How often the engine's epoch advances. At each tick a running guest stops at its next
+/// loop or call to settle the fuel of its host calls and check its wall-clock deadline.
+const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Default cap on a pipeline's state entries (`limits.state_entries`).
 pub const DEFAULT_STATE_ENTRIES: u64 = 1000;
@@ -33,15 +37,47 @@ pub const DEFAULT_STATE_ENTRIES: u64 = 1000;
 /// Default cap on the bytes of a pipeline's state keys and values (`limits.state_bytes`).
 pub const DEFAULT_STATE_BYTES: u64 = 1 << 20;
 
-/// Sandbox limits of one run (the manifest's `limits` section).
+/// Default wall-clock deadline of a run (`limits.wall_seconds`): four hours.
+pub const DEFAULT_WALL_SECONDS: u64 = 4 * 3600;
+
+/// Default bytes of strategy log lines a run prints (`limits.log_bytes`).
+pub const DEFAULT_LOG_BYTES: u64 = 1 << 20;
+
+/// Default length of one strategy text: a log line, a progress phase, the summary
+/// message or an error (`limits.message_chars`).
+pub const DEFAULT_MESSAGE_CHARS: u64 = 4096;
+
+/// Default number of sink statements a run keeps for its report and plan
+/// (`limits.report_statements`).
+pub const DEFAULT_REPORT_STATEMENTS: u64 = 1000;
+
+/// Fuel a host call costs before the work it does: with [`ROW_FUEL`], fuel bounds the
+/// host work a strategy starts, not only its own instructions (the default fuel pays for
+/// about 20,000 calls, or 2 billion rows moved).
+pub const CALL_FUEL: u64 = 1_000_000;
+
+/// Fuel per row a host call reads, writes or deletes.
+pub const ROW_FUEL: u64 = 10;
+
+/// Sandbox limits of one run (the manifest's `limits` section). Every budget of what a
+/// strategy can make the host hold or do is here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
+    /// Guest instructions plus [`CALL_FUEL`] per host call and [`ROW_FUEL`] per row.
     pub fuel: u64,
     pub memory_mb: u64,
     /// State entries the pipeline may hold (committed and staged together).
     pub state_entries: u64,
     /// Bytes of keys and values the pipeline's state may hold.
     pub state_bytes: u64,
+    /// Wall-clock deadline of a run, from its start.
+    pub wall_seconds: u64,
+    /// Bytes of strategy log lines one run prints; later lines are dropped.
+    pub log_bytes: u64,
+    /// Characters of one strategy text (log line, phase, summary, error) kept.
+    pub message_chars: u64,
+    /// Sink statements a run keeps for its report and plan.
+    pub report_statements: u64,
 }
 
 impl Default for Limits {
@@ -51,7 +87,18 @@ impl Default for Limits {
             memory_mb: DEFAULT_MEMORY_MB,
             state_entries: DEFAULT_STATE_ENTRIES,
             state_bytes: DEFAULT_STATE_BYTES,
+            wall_seconds: DEFAULT_WALL_SECONDS,
+            log_bytes: DEFAULT_LOG_BYTES,
+            message_chars: DEFAULT_MESSAGE_CHARS,
+            report_statements: DEFAULT_REPORT_STATEMENTS,
         }
+    }
+}
+
+impl Limits {
+    /// [`Self::message_chars`] as a length.
+    pub fn message_len(&self) -> usize {
+        usize::try_from(self.message_chars).unwrap_or(usize::MAX)
     }
 }
 
@@ -143,8 +190,21 @@ impl Runtime {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.consume_fuel(true);
+        config.epoch_interruption(true);
         let engine =
             Engine::new(&config).map_err(|e| Error::internal(format!("wasmtime engine: {e}")))?;
+        let ticking = engine.weak();
+        std::thread::Builder::new()
+            .name("dpone-epoch".into())
+            .spawn(move || {
+                // Ends with the engine.
+                while let Some(engine) = ticking.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| Error::internal(format!("epoch thread: {e}")))?;
         let mut linker = Linker::new(&engine);
         super::host::add_to_linker(&mut linker)?;
         Ok(Runtime {
@@ -251,6 +311,8 @@ impl Runtime {
     ) -> std::result::Result<(wasmtime::Store<RunState>, Strategy), (Error, RunState)> {
         let mut store = wasmtime::Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter as &mut dyn ResourceLimiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(settle);
         let configured = store
             .set_fuel(limits.fuel)
             .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)))
@@ -269,6 +331,35 @@ impl Runtime {
             Err(e) => Err((e, store.into_data())),
         }
     }
+}
+
+/// At each epoch tick: charges the guest's fuel for the host work it started since the
+/// last tick ([`CALL_FUEL`], [`ROW_FUEL`]; host imports cannot reach the store's fuel
+/// themselves), and stops a guest past its deadline.
+fn settle(mut store: wasmtime::StoreContextMut<'_, RunState>) -> wasmtime::Result<UpdateDeadline> {
+    let state = store.data_mut();
+    let owed = std::mem::take(&mut state.fuel_owed);
+    if let Some(deadline) = state.deadline
+        && Instant::now() >= deadline
+    {
+        return Err(wasmtime::Error::new(deadline_passed(&state.limits)));
+    }
+    if owed > 0 {
+        let fuel = store.get_fuel()?;
+        store.set_fuel(fuel.saturating_sub(owed))?;
+    }
+    Ok(UpdateDeadline::Continue(1))
+}
+
+/// The error of a run stopped by its deadline.
+pub fn deadline_passed(limits: &Limits) -> Error {
+    Error::limit(
+        "limits.wall_seconds",
+        format!(
+            "the run passed its deadline of {} s and was stopped: its transaction was rolled back and its staging dropped",
+            limits.wall_seconds
+        ),
+    )
 }
 
 /// The contract version this host speaks: the `package` line of `wit/strategy.wit`.
@@ -353,14 +444,18 @@ pub fn classify_trap(err: &wasmtime::Error, state: &RunState, limits: &Limits) -
             kind: Kind::Sandbox,
             field: Some("limits.fuel".into()),
             message: format!(
-                "the strategy used all of its fuel (limits.fuel = {}) and was stopped",
+                "the strategy used all of its fuel (limits.fuel = {}: its own instructions and the host work it started) and was stopped",
                 limits.fuel
             ),
         };
     }
+    // A trap's backtrace names the guest's functions: text the component chose.
     Error::new(
         Kind::Sandbox,
-        format!("the strategy trapped: {}", root_cause(err)),
+        format!(
+            "the strategy trapped: {}",
+            crate::text::clean(&root_cause(err), limits.message_len())
+        ),
     )
 }
 

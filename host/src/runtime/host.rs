@@ -13,7 +13,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::dpone::strategy::{clock, log, sink, source, state, types};
 use super::convert::Cross;
-use super::engine::GuestLimiter;
+use super::engine::{CALL_FUEL, GuestLimiter, Limits, ROW_FUEL};
 use super::report::Progress;
 use crate::connectors::dialect::KeyMatch;
 use crate::connectors::sink::StagingKind;
@@ -25,8 +25,8 @@ use crate::model::{
     self, ChangePart, ChangeWindow, Column, DataType, ScanBounds, ScanStats, Schema,
     SinkCapabilities, SourceCapabilities, Term, Value,
 };
-use crate::runtime::engine::Limits;
 use crate::state::StateStore;
+use crate::text;
 
 /// Live scan and staging handles a guest may hold at once.
 pub const MAX_HANDLES: usize = 256;
@@ -200,6 +200,16 @@ impl Pipeline {
 /// The store data of one instance.
 pub struct RunState {
     pub limiter: GuestLimiter,
+    pub limits: Limits,
+    /// Bytes of strategy log lines printed so far (`limits.log_bytes`).
+    log_bytes: u64,
+    /// Fuel for host work not yet taken from the guest (see `engine::settle`).
+    pub fuel_owed: u64,
+    /// Fuel for all the host work of the run so far: past `limits.fuel`, host calls fail
+    /// at once, even before the next epoch tick settles what is owed.
+    host_fuel: u64,
+    /// When the run must stop (`limits.wall_seconds`); `None` for describe-only instances.
+    pub deadline: Option<Instant>,
     table: ResourceTable,
     handles: usize,
     wasi: WasiCtx,
@@ -233,9 +243,14 @@ pub fn add_to_linker(linker: &mut Linker<RunState>) -> Result<()> {
 }
 
 impl RunState {
-    pub fn new(limiter: GuestLimiter, pipeline: Option<Pipeline>) -> Self {
+    pub fn new(limits: &Limits, pipeline: Option<Pipeline>) -> Self {
         RunState {
-            limiter,
+            limiter: GuestLimiter::new(limits),
+            limits: *limits,
+            log_bytes: 0,
+            fuel_owed: 0,
+            host_fuel: 0,
+            deadline: None,
             table: ResourceTable::new(),
             handles: 0,
             wasi: super::sandbox::wasi_ctx(),
@@ -288,14 +303,37 @@ impl RunState {
         Ok(v)
     }
 
-    /// Times a host import, so the report can tell guest time from host time.
+    /// Times a host import, so the report can tell guest time from host time, and charges
+    /// its [`CALL_FUEL`].
     async fn timed<T>(&mut self, f: impl AsyncFnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.charge(CALL_FUEL);
+        if self.host_fuel > self.limits.fuel {
+            return Err(Error {
+                kind: Kind::Sandbox,
+                field: Some("limits.fuel".into()),
+                message: format!(
+                    "the host work this strategy started used all of its fuel (limits.fuel = {}) and it was stopped",
+                    self.limits.fuel
+                ),
+            });
+        }
         let started = Instant::now();
         let out = f(self).await;
         if let Some(p) = self.pipeline.as_mut() {
             p.host_seconds += started.elapsed().as_secs_f64();
         }
         out
+    }
+
+    /// Charges [`ROW_FUEL`] for each of `rows` a host call moved, and passes the count on.
+    fn charge_rows(&mut self, rows: u64) -> u64 {
+        self.charge(rows.saturating_mul(ROW_FUEL));
+        rows
+    }
+
+    fn charge(&mut self, fuel: u64) {
+        self.fuel_owed = self.fuel_owed.saturating_add(fuel);
+        self.host_fuel = self.host_fuel.saturating_add(fuel);
     }
 
     async fn staging(&mut self, r: &Resource<StagingHandle>) -> Result<(TableName, Schema)> {
@@ -323,7 +361,9 @@ impl types::Host for RunState {
                 message: err.message,
             }),
             // Host bugs and sandbox breaches trap: the guest must not carry on.
-            Kind::Sandbox | Kind::Internal => return Err(wasmtime::Error::new(err)),
+            Kind::Sandbox | Kind::Internal | Kind::Interrupted | Kind::Terminated => {
+                return Err(wasmtime::Error::new(err));
+            }
         })
     }
 }
@@ -355,9 +395,12 @@ impl source::Host for RunState {
 
     async fn open_scan(&mut self, bounds: source::ScanBounds) -> Result<Resource<ScanHandle>> {
         let bounds: ScanBounds = bounds.cross();
-        let source = &mut self.pipeline()?.source;
-        let schema = source.schema().await?;
-        source.check_bounds(&schema, &bounds)?;
+        self.timed(async |s| {
+            let source = &mut s.pipeline()?.source;
+            let schema = source.schema().await?;
+            source.check_bounds(&schema, &bounds)
+        })
+        .await?;
         self.push(ScanHandle {
             scan: ScanKind::Table(bounds),
             stats: no_stats(),
@@ -593,8 +636,8 @@ impl sink::Host for RunState {
             .await?;
         self.get_mut(&scan)?.stats = stats.clone();
         self.get_mut(&staging)?.rows += stats.rows;
-        let p = self.pipeline()?;
-        p.rows_read += stats.rows;
+        self.pipeline()?.rows_read += stats.rows;
+        self.charge_rows(stats.rows);
         Ok(stats.cross())
     }
 
@@ -633,7 +676,7 @@ impl sink::Host for RunState {
             })
             .await?;
         self.pipeline()?.rows_written += n;
-        Ok(n)
+        Ok(self.charge_rows(n))
     }
 
     async fn delete_rows(
@@ -647,12 +690,12 @@ impl sink::Host for RunState {
         let (table, schema) = self.staging(&staging).await?;
         let m = key_match(&schema, &key, m)?;
         self.timed(async |s| {
-            s.pipeline()?
-                .sink
-                .delete_rows(&table, &key, &m, &filter)
-                .await
+            let p = s.pipeline()?;
+            check_target_use(p, &key, &filter, &[]).await?;
+            p.sink.delete_rows(&table, &key, &m, &filter).await
         })
         .await
+        .map(|n| self.charge_rows(n))
     }
 
     async fn update_rows(
@@ -668,12 +711,14 @@ impl sink::Host for RunState {
         let m = key_match(&schema, &key, m)?;
         let assignments = pairs(assignments);
         self.timed(async |s| {
-            s.pipeline()?
-                .sink
+            let p = s.pipeline()?;
+            check_target_use(p, &key, &filter, &assignments).await?;
+            p.sink
                 .update_rows(&table, &key, &m, &filter, &assignments)
                 .await
         })
         .await
+        .map(|n| self.charge_rows(n))
     }
 
     async fn insert_new_rows(
@@ -689,14 +734,15 @@ impl sink::Host for RunState {
         let extra = pairs(extra);
         let n = self
             .timed(async |s| {
-                s.pipeline()?
-                    .sink
+                let p = s.pipeline()?;
+                check_target_use(p, &key, &filter, &extra).await?;
+                p.sink
                     .insert_new_rows(&table, &schema.names(), &key, &filter, &extra)
                     .await
             })
             .await?;
         self.pipeline()?.rows_written += n;
-        Ok(n)
+        Ok(self.charge_rows(n))
     }
 
     async fn check_target_keys(
@@ -713,6 +759,7 @@ impl sink::Host for RunState {
                     format!("target `{}` does not exist", p.sink.target()),
                 )
             })?;
+            check_target_use(p, &key, &filter, &[]).await?;
             p.sink.check_target_keys(&schema, &key, &filter).await
         })
         .await
@@ -721,8 +768,13 @@ impl sink::Host for RunState {
 
     async fn delete_where(&mut self, filter: Vec<types::Term>) -> Result<u64> {
         let filter: Vec<Term> = filter.cross();
-        self.timed(async |s| s.pipeline()?.sink.delete_where(&filter).await)
-            .await
+        self.timed(async |s| {
+            let p = s.pipeline()?;
+            check_target_use(p, &[], &filter, &[]).await?;
+            p.sink.delete_where(&filter).await
+        })
+        .await
+        .map(|n| self.charge_rows(n))
     }
 
     async fn swap(&mut self, staging: Resource<StagingHandle>) -> Result<()> {
@@ -742,6 +794,7 @@ impl sink::Host for RunState {
         self.timed(async |s| s.pipeline()?.sink.swap(&handle.table).await)
             .await?;
         self.pipeline()?.rows_written += handle.rows;
+        self.charge_rows(handle.rows);
         Ok(())
     }
 
@@ -754,14 +807,16 @@ impl sink::Host for RunState {
         schema.require(&column, "sink.strategy.partition.column")?;
         let replaced = self
             .timed(async |s| {
-                s.pipeline()?
-                    .sink
+                let p = s.pipeline()?;
+                check_target_use(p, std::slice::from_ref(&column), &[], &[]).await?;
+                p.sink
                     .replace_partitions(&table, &schema.names(), &column)
                     .await
             })
             .await?;
-        if let Some((_, inserted)) = replaced {
+        if let Some((deleted, inserted)) = replaced {
             self.pipeline()?.rows_written += inserted;
+            self.charge_rows(deleted.saturating_add(inserted));
         }
         Ok(replaced.map(|(deleted, inserted)| sink::Replaced { deleted, inserted }))
     }
@@ -777,7 +832,7 @@ impl sink::Host for RunState {
             })
             .await?;
         self.pipeline()?.rows_written += n;
-        Ok(n)
+        Ok(self.charge_rows(n))
     }
 
     async fn drop_staging(&mut self, staging: Resource<StagingHandle>) -> Result<()> {
@@ -812,6 +867,43 @@ fn key_match(schema: &Schema, key: &[String], m: sink::KeyMatch) -> Result<KeyMa
             KeyMatch::InStagingDiffering(c)
         }
     })
+}
+
+/// Checks the columns a strategy names in a call that changes or checks the target (key,
+/// filter, assigned columns) against the target's schema, and the values it passes, before
+/// any SQL: on SQLite a double-quoted unknown name is a string literal, so an unchecked
+/// filter on a missing column would match every row. A dry run whose target is not created
+/// yet checks the values only.
+async fn check_target_use(
+    p: &mut Pipeline,
+    key: &[String],
+    filter: &[Term],
+    assigned: &[(String, Value)],
+) -> Result<()> {
+    let values = filter.iter().flat_map(Term::values);
+    for v in values.chain(assigned.iter().map(|(_, v)| v)) {
+        model::check_value(v, "sink.strategy")?;
+    }
+    let Some(schema) = p.sink.describe().await? else {
+        if p.sink.is_dry_run() {
+            return Ok(());
+        }
+        return Err(Error::new(
+            Kind::Sink,
+            format!(
+                "target `{}` does not exist: create it with ensure-target first",
+                p.sink.target()
+            ),
+        ));
+    };
+    for k in key {
+        schema.require(k, "sink.strategy.unique_key")?;
+    }
+    let named = filter.iter().filter_map(Term::column);
+    for c in named.chain(assigned.iter().map(|(c, _)| c.as_str())) {
+        schema.require(c, "sink.strategy")?;
+    }
+    Ok(())
 }
 
 fn pairs(assignments: Vec<sink::Assignment>) -> Vec<(String, Value)> {
@@ -981,12 +1073,15 @@ async fn plan_load(
 
 impl state::Host for RunState {
     async fn get(&mut self, key: String) -> Result<Option<types::Value>> {
-        let p = self.pipeline()?;
-        if let Some(v) = p.pending_state.get(&key) {
-            return Ok(Some(v.clone().cross()));
-        }
-        let name = p.name.clone();
-        Ok(p.state.entries(&name).await?.remove(&key).cross())
+        self.timed(async |s| {
+            let p = s.pipeline()?;
+            if let Some(v) = p.pending_state.get(&key) {
+                return Ok(Some(v.clone().cross()));
+            }
+            let name = p.name.clone();
+            Ok(p.state.entries(&name).await?.remove(&key).cross())
+        })
+        .await
     }
 
     async fn put(&mut self, key: String, value: types::Value) -> Result<()> {
@@ -1017,13 +1112,25 @@ impl state::Host for RunState {
 }
 
 impl log::Host for RunState {
+    /// Prints a strategy's log line, cleaned (see [`crate::text`]), until the run's
+    /// `limits.log_bytes` are spent; one warning says when later lines are dropped.
     async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
-        let message: String = message.chars().take(4096).collect();
+        let budget = self.limits.log_bytes;
+        if self.log_bytes >= budget {
+            return Ok(());
+        }
+        let message = text::clean(&message, self.limits.message_len());
+        self.log_bytes += message.len() as u64;
         match level {
             log::Level::Debug => tracing::debug!(target: "strategy", "{message}"),
             log::Level::Info => tracing::info!(target: "strategy", "{message}"),
             log::Level::Warn => tracing::warn!(target: "strategy", "{message}"),
             log::Level::Error => tracing::error!(target: "strategy", "{message}"),
+        }
+        if self.log_bytes >= budget {
+            tracing::warn!(
+                "the strategy logged {budget} bytes (limits.log_bytes): its later log lines are dropped"
+            );
         }
         Ok(())
     }
@@ -1034,12 +1141,16 @@ impl log::Host for RunState {
         done: u64,
         total: Option<u64>,
     ) -> wasmtime::Result<()> {
+        let phase = text::clean(&phase, PHASE_CHARS.min(self.limits.message_len()));
         if let Some(p) = self.pipeline.as_mut() {
             p.progress.phase(&phase, done, total);
         }
         Ok(())
     }
 }
+
+/// Characters of a progress phase name shown: it is repeated on every progress line.
+const PHASE_CHARS: usize = 80;
 
 impl clock::Host for RunState {
     async fn now(&mut self) -> wasmtime::Result<i64> {

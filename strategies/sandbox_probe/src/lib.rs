@@ -12,7 +12,18 @@
 //! - `mistyped_staging`: stages the source with its first column declared `float64` whatever
 //!   its type, then loads the source into it;
 //! - `swap_scratch`: swaps a scratch staging table in for the target;
-//! - `swap`: swaps a publishable staging table in, whatever the sink declares.
+//! - `swap`: swaps a publishable staging table in, whatever the sink declares;
+//! - `call_loop`: counts a scratch staging table's rows forever (fuel must count host
+//!   work);
+//! - `lock_loop`: creates the target, begins, `truncate-and-insert`s it, then loops on
+//!   cheap host calls inside the open transaction (the deadline must end it and free the
+//!   target's lock);
+//! - `noisy`: logs, reports a progress phase and fails with text full of escape sequences
+//!   and newlines, then floods the log with 4 KiB lines;
+//! - `grow_host`: over and over, stages 30 MB state values, names a 1 MB column and logs
+//!   1 MB lines (the host's memory must stay flat);
+//! - `unknown_column`: creates the target, then `delete-where`s on a column it lacks;
+//! - `bad_decimal`: creates the target, then `delete-where`s with malformed decimal text.
 //!
 //! A successful `env` attack returns `ok` with a message saying what leaked (`LEAKED ...`);
 //! a blocked one returns `unsupported("blocked: <error>")`; the host's own refusals come
@@ -23,10 +34,11 @@
 use std::hint::black_box;
 
 use dpone_strategy_sdk::sink::{StagingKind, StagingOptions};
-use dpone_strategy_sdk::types::DataType;
+use dpone_strategy_sdk::types::{CompareTerm, Comparison, DataType};
 use dpone_strategy_sdk::{
     CapabilityNeeds, DponeError, Guest, OptionKind, Options, RunContext, RunSummary, StrategyInfo,
-    Value, invalid_config, optional, required, scratch, sink, source, state, whole_source,
+    Term, Value, invalid_config, log, optional, required, scratch, sink, source, state,
+    whole_source,
 };
 
 const ATTACK: &str = "attack";
@@ -45,7 +57,7 @@ impl Guest for SandboxProbe {
                 required(
                     ATTACK,
                     OptionKind::Text,
-                    "One of loop, alloc, env, state_bytes, state_entries, distinct_values, mistyped_staging, swap_scratch, swap.",
+                    "One of loop, alloc, env, state_bytes, state_entries, distinct_values, mistyped_staging, swap_scratch, swap, call_loop, lock_loop, noisy, grow_host, unknown_column, bad_decimal.",
                 ),
                 optional(
                     TARGET,
@@ -74,6 +86,16 @@ impl Guest for SandboxProbe {
             "mistyped_staging" => mistyped_staging(),
             "swap_scratch" => swap_in(StagingKind::Scratch),
             "swap" => swap_in(StagingKind::Publishable),
+            "call_loop" => call_loop(),
+            "lock_loop" => lock_loop(),
+            "noisy" => noisy(),
+            "grow_host" => grow_host(),
+            "unknown_column" => delete_where(Term::IsNull("no_such_column".into())),
+            "bad_decimal" => delete_where(Term::Compare(CompareTerm {
+                column: source::describe()?.schema.columns[0].name.clone(),
+                op: Comparison::Eq,
+                value: Value::Decimal("12;DROP TABLE t".into()),
+            })),
             other => Err(invalid_config(ATTACK, &format!("unknown attack {other:?}"))),
         }?;
         Ok(RunSummary {
@@ -151,6 +173,62 @@ fn swap_in(kind: StagingKind) -> Result<String, DponeError> {
     sink::swap(staging)?;
     sink::commit()?;
     Ok(format!("LEAKED swap of a {kind:?} staging table"))
+}
+
+fn call_loop() -> Result<String, DponeError> {
+    let staging = sink::create_staging(&source::describe()?.schema, &scratch())?;
+    loop {
+        staging.row_count()?;
+    }
+}
+
+fn lock_loop() -> Result<String, DponeError> {
+    let schema = source::describe()?.schema;
+    sink::ensure_target(&schema, &[])?;
+    let staging = sink::create_staging(&schema, &scratch())?;
+    sink::load(&staging, &source::open_scan(&whole_source())?)?;
+    sink::begin()?;
+    sink::truncate_and_insert(&staging)?;
+    loop {
+        staging.row_count()?;
+    }
+}
+
+/// Text a terminal would act on: clear screen, window title, colour, a forged log line.
+const HOSTILE: &str = "\x1b[2J\x1b]0;owned\x07\u{9b}31m\nERROR forged line\r\u{202e}";
+
+fn noisy() -> Result<String, DponeError> {
+    log::log(log::Level::Warn, HOSTILE);
+    log::progress(HOSTILE, 1, None);
+    let line = format!("{HOSTILE}{}", "y".repeat(4096));
+    for _ in 0..100_000 {
+        log::log(log::Level::Info, &line);
+    }
+    Err(DponeError::Source(HOSTILE.repeat(10_000)))
+}
+
+fn grow_host() -> Result<String, DponeError> {
+    let big = Value::Text("v".repeat(30 * MIB));
+    let long_name = "c".repeat(MIB);
+    let line = "l".repeat(MIB);
+    let schema = source::describe()?.schema;
+    for n in 0..100 {
+        // Every one of these is refused; a host that kept a copy would grow by 32 MB a turn.
+        let _ = state::put(&format!("big.{n}"), &big);
+        let _ = sink::delete_where(&[Term::IsNull(long_name.clone())]);
+        let mut named = schema.clone();
+        named.columns[0].name = long_name.clone();
+        let _ = sink::create_staging(&named, &scratch());
+        log::log(log::Level::Info, &line);
+    }
+    Ok("done".into())
+}
+
+fn delete_where(term: Term) -> Result<String, DponeError> {
+    let schema = source::describe()?.schema;
+    sink::ensure_target(&schema, &[])?;
+    let deleted = sink::delete_where(&[term])?;
+    Ok(format!("LEAKED delete-where: {deleted} rows deleted"))
 }
 
 fn blocked_by(err: impl std::fmt::Display) -> DponeError {

@@ -5,6 +5,7 @@
 
 use super::types::{literal, native_type, quote_string, type_comment};
 use crate::connectors::dialect::{KeyMatch, SqlDialect};
+use crate::connectors::{Statement, TableName};
 use crate::error::Result;
 use crate::model::{Column, DataType, Value};
 
@@ -34,6 +35,17 @@ impl SqlDialect for ClickhouseDialect {
     /// SQL text, checked and escaped there.
     fn placeholder(&self, _n: usize, value: &Value) -> Result<String> {
         literal(value, self.datetime64)
+    }
+
+    fn tables_with_prefix(&self, near: &TableName, prefix: &str) -> Statement {
+        let database = near
+            .schema
+            .as_deref()
+            .map_or_else(|| "currentDatabase()".to_string(), text_literal);
+        Statement::new(format!(
+            "SELECT name FROM system.tables WHERE database = {database} AND startsWith(name, {})",
+            text_literal(prefix)
+        ))
     }
 
     fn max_params(&self) -> usize {

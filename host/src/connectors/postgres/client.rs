@@ -33,6 +33,8 @@ const COPY_CHUNK: usize = 1 << 20;
 pub struct PostgresSession {
     conn: PgConnection,
     role: Kind,
+    /// The server process of this connection, to end its work from another one.
+    backend_pid: i32,
 }
 
 impl fmt::Debug for PostgresSession {
@@ -119,7 +121,16 @@ impl PostgresSession {
                 ),
             )
         })?;
-        Ok(PostgresSession { conn, role })
+        let mut session = PostgresSession {
+            conn,
+            role,
+            backend_pid: 0,
+        };
+        session.backend_pid = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut session.conn)
+            .await
+            .map_err(|e| fail(role, "reading the backend pid failed", e))?;
+        Ok(session)
     }
 
     /// Runs a statement without parameters through the simple protocol (which also
@@ -175,6 +186,16 @@ impl PostgresSession {
 impl SqlSession for PostgresSession {
     fn dialect(&self) -> &dyn SqlDialect {
         &PostgresDialect
+    }
+
+    /// A closed connection's backend runs its statement to the end (it notices the
+    /// client only when it next writes); terminating it rolls back at once. A role may
+    /// terminate its own sessions.
+    fn terminate_statement(&self) -> Option<Statement> {
+        Some(Statement::new(format!(
+            "SELECT pg_terminate_backend({})",
+            self.backend_pid
+        )))
     }
 
     /// COPY cannot bind parameters, so [`Self::read`] stores each one as the session
@@ -494,7 +515,7 @@ impl SqlSession for PostgresSession {
         columns: &[String],
         column: &str,
         suffix: &str,
-        statements: &mut Vec<String>,
+        statements: &mut crate::connectors::StatementLog,
     ) -> Result<Option<(u64, u64)>> {
         super::partitions::replace(self, target, staging, columns, column, suffix, statements).await
     }

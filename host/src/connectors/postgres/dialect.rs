@@ -23,6 +23,11 @@ impl SqlDialect for PostgresDialect {
         65_535
     }
 
+    fn max_identifier_bytes(&self) -> usize {
+        // NAMEDATALEN - 1.
+        63
+    }
+
     fn native_type(&self, t: &DataType) -> String {
         native_type(t)
     }

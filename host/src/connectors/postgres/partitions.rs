@@ -34,7 +34,7 @@ pub async fn replace(
     columns: &[String],
     column: &str,
     suffix: &str,
-    statements: &mut Vec<String>,
+    statements: &mut crate::connectors::StatementLog,
 ) -> Result<Option<Replaced>> {
     let target_ref = render::table_ref(target);
     let key_def = Statement {

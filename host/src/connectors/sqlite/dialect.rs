@@ -3,8 +3,9 @@
 
 use super::types::native_type;
 use crate::connectors::dialect::SqlDialect;
+use crate::connectors::{Statement, TableName};
 use crate::error::{Error, Result};
-use crate::model::DataType;
+use crate::model::{DataType, Value};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SqliteDialect;
@@ -17,6 +18,14 @@ impl SqlDialect for SqliteDialect {
 
     fn native_type(&self, t: &DataType) -> String {
         native_type(t)
+    }
+
+    fn tables_with_prefix(&self, _near: &TableName, prefix: &str) -> Statement {
+        Statement {
+            sql: "SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, length($1)) = $1"
+                .into(),
+            params: vec![Value::Text(prefix.into())],
+        }
     }
 
     fn null_safe_differs(&self, a: &str, b: &str) -> String {
