@@ -520,3 +520,36 @@ async fn a_stopped_run_cleans_up_and_a_killed_one_is_cleaned_up_by_the_next() {
     let outcomes: Vec<&str> = outcomes.iter().map(|r| r[0].as_deref().unwrap()).collect();
     assert_eq!(outcomes, ["failed", "abandoned", "failed"]);
 }
+
+/// A run acknowledges only positions of the change window it opened: a strategy cannot
+/// move its slot past changes it never read.
+#[tokio::test]
+async fn a_change_feed_takes_acknowledgements_only_inside_the_open_window() {
+    let Some(server) = crate::support::postgres_url() else {
+        return;
+    };
+    let url = crate::support::fresh_postgres_database(&server, "ack_beyond").await;
+    let mut db = Db::postgres(&url).await;
+    db.exec("CREATE TABLE src (id BIGINT PRIMARY KEY)").await;
+    let yaml = format!(
+        "pipeline: ack_beyond\n\
+         source: {{ kind: postgres, url: \"{url}\", table: public.src }}\n\
+         sink: {{ kind: postgres, url: \"{url}\", table: public.dst, strategy: {{ attack: ack_beyond }} }}\n\
+         state: {{ kind: sqlite, path: {}/state.db }}\n",
+        scratch("ack_beyond").display()
+    );
+    let err = run_fails(&yaml, Some(&component("sandbox_probe")), Kind::Sandbox).await;
+    assert!(err.message.contains("outside the window"), "{err}");
+    let moved = db
+        .rows(
+            "SELECT (confirmed_flush_lsn > pg_current_wal_lsn())::text FROM pg_replication_slots WHERE database = current_database()",
+        )
+        .await;
+    assert_eq!(
+        moved,
+        [[Some("false".to_string())]],
+        "the slot moved past the WAL"
+    );
+    db.exec("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = current_database()")
+        .await;
+}

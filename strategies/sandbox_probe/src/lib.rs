@@ -23,7 +23,8 @@
 //! - `grow_host`: over and over, stages 30 MB state values, names a 1 MB column and logs
 //!   1 MB lines (the host's memory must stay flat);
 //! - `unknown_column`: creates the target, then `delete-where`s on a column it lacks;
-//! - `bad_decimal`: creates the target, then `delete-where`s with malformed decimal text.
+//! - `bad_decimal`: creates the target, then `delete-where`s with malformed decimal text;
+//! - `ack_beyond`: opens the change feed, then acknowledges a position far past its window.
 //!
 //! A successful `env` attack returns `ok` with a message saying what leaked (`LEAKED ...`);
 //! a blocked one returns `unsupported("blocked: <error>")`; the host's own refusals come
@@ -57,7 +58,7 @@ impl Guest for SandboxProbe {
                 required(
                     ATTACK,
                     OptionKind::Text,
-                    "One of loop, alloc, env, state_bytes, state_entries, distinct_values, mistyped_staging, swap_scratch, swap, call_loop, lock_loop, noisy, grow_host, unknown_column, bad_decimal.",
+                    "One of loop, alloc, env, state_bytes, state_entries, distinct_values, mistyped_staging, swap_scratch, swap, call_loop, lock_loop, noisy, grow_host, unknown_column, bad_decimal, ack_beyond.",
                 ),
                 optional(
                     TARGET,
@@ -91,6 +92,7 @@ impl Guest for SandboxProbe {
             "noisy" => noisy(),
             "grow_host" => grow_host(),
             "unknown_column" => delete_where(Term::IsNull("no_such_column".into())),
+            "ack_beyond" => ack_beyond(),
             "bad_decimal" => delete_where(Term::Compare(CompareTerm {
                 column: source::describe()?.schema.columns[0].name.clone(),
                 op: Comparison::Eq,
@@ -222,6 +224,12 @@ fn grow_host() -> Result<String, DponeError> {
         log::log(log::Level::Info, &line);
     }
     Ok("done".into())
+}
+
+fn ack_beyond() -> Result<String, DponeError> {
+    let window = source::open_feed(None)?;
+    source::ack_feed("pg:FFFFFFFF/0")?;
+    Ok(format!("LEAKED ack past {}", window.up_to))
 }
 
 fn delete_where(term: Term) -> Result<String, DponeError> {

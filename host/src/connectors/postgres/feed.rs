@@ -80,6 +80,8 @@ pub struct PostgresFeed {
     table: TableName,
     names: FeedNames,
     session: Option<PostgresSession>,
+    /// The window the last `open` gave this run, `(after, up_to]`: all it may acknowledge.
+    opened: Option<(u64, u64)>,
 }
 
 impl std::fmt::Debug for PostgresFeed {
@@ -109,6 +111,7 @@ impl PostgresFeed {
                 config.publication.as_deref(),
             ),
             session: None,
+            opened: None,
         }
     }
 
@@ -124,7 +127,12 @@ impl PostgresFeed {
 impl ChangeFeed for PostgresFeed {
     async fn open(&mut self, stored: Option<&str>, create: bool) -> Result<ChangeWindow> {
         let (table, names) = (self.table.clone(), self.names.clone());
-        open_window(self.session().await?, &table, &names, stored, create).await
+        let window = open_window(self.session().await?, &table, &names, stored, create).await?;
+        self.opened = Some((
+            parse_lsn_position(&window.after)?,
+            parse_lsn_position(&window.up_to)?,
+        ));
+        Ok(window)
     }
 
     fn check_read(&self, read: &ChangeRead) -> Result<()> {
@@ -141,8 +149,29 @@ impl ChangeFeed for PostgresFeed {
         read_changes(self.session().await?, &table, &names, columns, read, tx).await
     }
 
+    /// Acknowledges only a position of the window this run opened: a strategy cannot move
+    /// the slot past changes it never read, nor back.
     async fn ack(&mut self, position: &str) -> Result<()> {
         let lsn = parse_lsn_position(position)?;
+        match self.opened {
+            Some((after, up_to)) if (after..=up_to).contains(&lsn) => {}
+            Some((after, up_to)) => {
+                return Err(Error::new(
+                    Kind::Sandbox,
+                    format!(
+                        "ack-feed: {position} lies outside the window this run opened ({} to {}): a run acknowledges only what its window holds",
+                        lsn_position(after),
+                        lsn_position(up_to)
+                    ),
+                ));
+            }
+            None => {
+                return Err(Error::new(
+                    Kind::Sandbox,
+                    "ack-feed before open-feed: a run acknowledges only positions of the window it opened",
+                ));
+            }
+        }
         let names = self.names.clone();
         ack(self.session().await?, &names, lsn).await
     }
