@@ -646,4 +646,10 @@ fn summarize(r: &RunReport) {
             format!(" - {}", r.message)
         }
     );
+    if !r.source_objects_created.is_empty() {
+        eprintln!(
+            "created on the source: {} (they keep server resources until `dpone-host cdc drop-slot` removes them)",
+            r.source_objects_created.join(", ")
+        );
+    }
 }

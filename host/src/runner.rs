@@ -506,6 +506,7 @@ pub async fn run_prepared(
         wasm_guest_seconds: 0.0,
         wasm_share: 0.0,
         sink_statements: Vec::new(),
+        source_objects_created: Vec::new(),
     };
     let run = Run {
         manifest,
@@ -770,6 +771,11 @@ impl Run<'_> {
             }
         }
         report.sink_statements = pipeline.sink.statements();
+        report.source_objects_created = pipeline
+            .source
+            .change_feed()
+            .map(|feed| feed.created())
+            .unwrap_or_default();
         (result, pipeline.state)
     }
 }

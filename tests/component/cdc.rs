@@ -51,6 +51,9 @@ async fn cdc_applies_changes_in_commit_order(mut p: Pair) {
         "{}",
         first.message
     );
+    // The first run creates the feed and says so; later runs create nothing.
+    assert_eq!(first.source_objects_created.len(), 2, "{first:?}");
+    assert!(first.source_objects_created[1].starts_with("replication slot "));
     same(&mut p, "snapshot").await;
 
     let t = p.source_table;
@@ -78,6 +81,7 @@ async fn cdc_applies_changes_in_commit_order(mut p: Pair) {
         "{}",
         second.message
     );
+    assert!(second.source_objects_created.is_empty(), "{second:?}");
     same(&mut p, "generation 1").await;
     let (acked, stored) = positions(&mut p).await;
     assert_eq!(

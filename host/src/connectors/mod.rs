@@ -512,6 +512,10 @@ pub trait ChangeFeed: Send {
     /// Lets the feed discard every change up to `position`.
     async fn ack(&mut self, position: &str) -> Result<()>;
 
+    /// What this feed created on the source so far (e.g. `replication slot dpone_orders`),
+    /// for the run report: objects that hold server resources until `cdc drop-slot`.
+    fn created(&self) -> Vec<String>;
+
     /// Drops the feed (retiring the pipeline); says what it dropped, for the operator.
     async fn drop_feed(&mut self) -> Result<String>;
 }

@@ -93,6 +93,9 @@ pub struct RunReport {
     pub wasm_share: f64,
     /// Statements issued to the sink (the plan, for a dry run).
     pub sink_statements: Vec<String>,
+    /// Objects the run created on the source that hold server resources until removed
+    /// (a change feed's replication slot and publication: `dpone-host cdc drop-slot`).
+    pub source_objects_created: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

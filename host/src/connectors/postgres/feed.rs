@@ -82,6 +82,8 @@ pub struct PostgresFeed {
     session: Option<PostgresSession>,
     /// The window the last `open` gave this run, `(after, up_to]`: all it may acknowledge.
     opened: Option<(u64, u64)>,
+    /// What this feed created on the server, for the run report.
+    created: Vec<String>,
 }
 
 impl std::fmt::Debug for PostgresFeed {
@@ -112,6 +114,7 @@ impl PostgresFeed {
             ),
             session: None,
             opened: None,
+            created: Vec::new(),
         }
     }
 
@@ -127,7 +130,17 @@ impl PostgresFeed {
 impl ChangeFeed for PostgresFeed {
     async fn open(&mut self, stored: Option<&str>, create: bool) -> Result<ChangeWindow> {
         let (table, names) = (self.table.clone(), self.names.clone());
-        let window = open_window(self.session().await?, &table, &names, stored, create).await?;
+        let mut made = Vec::new();
+        let window = open_window(
+            self.session().await?,
+            &table,
+            &names,
+            stored,
+            create,
+            &mut made,
+        )
+        .await?;
+        self.created.extend(made);
         self.opened = Some((
             parse_lsn_position(&window.after)?,
             parse_lsn_position(&window.up_to)?,
@@ -176,6 +189,10 @@ impl ChangeFeed for PostgresFeed {
         ack(self.session().await?, &names, lsn).await
     }
 
+    fn created(&self) -> Vec<String> {
+        self.created.clone()
+    }
+
     /// Drops the slot and the default-named publication dpone created; a publication the
     /// manifest names may be the user's own and stays.
     async fn drop_feed(&mut self) -> Result<String> {
@@ -207,6 +224,8 @@ struct FeedPosition {
     horizon: u64,
     /// WAL the slot keeps on the server.
     retained_bytes: u64,
+    /// This call created the publication.
+    created_publication: bool,
 }
 
 /// A change read with its positions parsed, on this pipeline's feed.
@@ -230,9 +249,18 @@ async fn open_window(
     names: &FeedNames,
     stored: Option<&str>,
     create: bool,
+    made: &mut Vec<String>,
 ) -> Result<ChangeWindow> {
     let stored = stored.map(parse_lsn_position).transpose()?;
     let feed = open_feed(s, table, names, create).await?;
+    if create {
+        if feed.created_publication {
+            made.push(format!("publication {}", names.publication));
+        }
+        if feed.created {
+            made.push(format!("replication slot {}", names.slot));
+        }
+    }
     let restart = match stored {
         None => RestartReason::NoStoredPosition,
         Some(_) if feed.created => RestartReason::FeedCreated,
@@ -335,6 +363,7 @@ async fn open_feed(
             acknowledged: 0,
             horizon: 0,
             retained_bytes: 0,
+            created_publication: false,
         });
     }
     if missing {
@@ -415,6 +444,7 @@ async fn open_feed(
                 acknowledged: 0,
                 horizon: 0,
                 retained_bytes: 0,
+                created_publication: false,
             });
         }
         None => {
@@ -435,6 +465,7 @@ async fn open_feed(
         acknowledged,
         horizon: horizon(s).await?,
         retained_bytes: retained,
+        created_publication: missing,
     })
 }
 
