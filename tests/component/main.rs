@@ -7,6 +7,7 @@ mod behaviour;
 mod cdc;
 mod cli;
 mod clickhouse;
+mod docs;
 mod partitions;
 mod sandbox;
 mod strategies;

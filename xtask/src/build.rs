@@ -55,7 +55,12 @@ pub fn host_binary(root: &Path, profile: Profile) -> PathBuf {
 /// Ensure the wasm target, build every component, then the host; print where they are.
 pub fn build_all(root: &Path, profile: Profile) -> Result<()> {
     ensure_wasm_target()?;
+    phase("building the strategy components (wasm32-wasip2, release)");
     let components = build_components(root)?;
+    phase(&format!(
+        "building dpone-host ({}; the first build compiles wasmtime and takes minutes)",
+        profile.dir_name()
+    ));
     let host = build_host(root, profile)?;
     println!("components ({}):", components_dir(root).display());
     for component in &components {
@@ -63,6 +68,11 @@ pub fn build_all(root: &Path, profile: Profile) -> Result<()> {
     }
     println!("host: {}", host.display());
     Ok(())
+}
+
+/// One line per step of a long task, so a user can tell progress from a hang.
+pub fn phase(step: &str) {
+    println!("==> {step}");
 }
 
 pub fn ensure_wasm_target() -> Result<()> {

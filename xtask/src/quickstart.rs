@@ -45,10 +45,13 @@ pub fn run(root: &Path) -> Result<()> {
         .build()
         .context("could not start the async runtime")?;
 
+    build::phase("creating the source database");
     runtime.block_on(create_source(&source_db))?;
     println!("source: {} orders in {}", INITIAL_ROWS, source_db.display());
+    build::phase("run 1: the first load (compiles the strategy component once, then caches it)");
     let first = run_pipeline(root, &host, "run1.json")?;
 
+    build::phase("run 2: an incremental merge of the changed rows");
     runtime.block_on(change_source(&source_db))?;
     println!("source: {UPDATED_ROWS} orders updated, {INSERTED_ROWS} inserted");
     let second = run_pipeline(root, &host, "run2.json")?;

@@ -233,6 +233,9 @@ impl Runtime {
         let (component, cache_hit) = match self.cached(&key) {
             Some(c) => (c, true),
             None => {
+                tracing::info!(
+                    "compiling {origin} to native code (its first run here; cached for later runs)"
+                );
                 let c = Component::new(&self.engine, bytes).map_err(|e| {
                     Error::config(
                         field,
