@@ -36,7 +36,8 @@ pub enum Connection {
     #[cfg(feature = "clickhouse")]
     Clickhouse(crate::connectors::clickhouse::config::ClickhouseConfig),
     #[cfg(feature = "rest")]
-    Rest(crate::connectors::rest::config::RestConfig),
+    /// Boxed: the largest section by far.
+    Rest(Box<crate::connectors::rest::config::RestConfig>),
     #[cfg(feature = "kafka")]
     Kafka(crate::connectors::kafka::config::KafkaConfig),
     #[cfg(feature = "bigquery")]

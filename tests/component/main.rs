@@ -9,6 +9,8 @@ mod cli;
 mod clickhouse;
 mod docs;
 mod partitions;
+mod rest;
+mod rest_api;
 mod sandbox;
 mod strategies;
 mod support;

@@ -565,6 +565,10 @@ pub enum Open {
 /// Opens a manifest's source for a run: its connection, the manifest predicate its
 /// strategies may refer to, and its change feed.
 pub async fn connect_source(manifest: &crate::manifest::Manifest) -> Result<Box<dyn Source>> {
+    #[cfg(feature = "rest")]
+    if let crate::manifest::Connection::Rest(c) = &manifest.source {
+        return Ok(Box::new(rest::RestSource::new(c)?));
+    }
     let session = connect(&manifest.source, crate::Kind::Source, Open::Existing).await?;
     let source = source::SqlSource::new(
         session,
@@ -706,6 +710,37 @@ fn nullable_by_default() -> bool {
     true
 }
 
+impl DeclaredColumn {
+    /// The declared type; `None` when it is not a portable type name (validation refuses
+    /// the manifest then).
+    pub fn portable_type(&self) -> Option<DataType> {
+        let t = self.data_type.as_str();
+        if let Some((p, s)) = t
+            .strip_prefix("decimal(")
+            .and_then(|r| r.strip_suffix(')'))
+            .and_then(|ps| ps.split_once(','))
+        {
+            return Some(DataType::Decimal(Some(crate::model::DecimalSpec {
+                precision: p.trim().parse().ok()?,
+                scale: s.trim().parse().ok()?,
+            })));
+        }
+        Some(match t {
+            "boolean" => DataType::Boolean,
+            "int64" => DataType::Int64,
+            "float64" => DataType::Float64,
+            "text" => DataType::Text,
+            "date" => DataType::Date,
+            "timestamp" => DataType::Timestamp,
+            "timestamp_tz" => DataType::TimestampTz,
+            "uuid" => DataType::Uuid,
+            "json" => DataType::Json,
+            "bytes" => DataType::Bytes,
+            _ => return None,
+        })
+    }
+}
+
 /// Checks declared columns and the primary key naming them; errors name the field under
 /// `at`.
 #[cfg_attr(not(any(feature = "rest", feature = "kafka")), allow(dead_code))]
@@ -716,12 +751,7 @@ pub(crate) fn check_declared(
 ) -> Result<()> {
     for (i, c) in columns.iter().enumerate() {
         let t = c.data_type.as_str();
-        let decimal = t
-            .strip_prefix("decimal(")
-            .and_then(|r| r.strip_suffix(')'))
-            .and_then(|ps| ps.split_once(','))
-            .is_some_and(|(p, s)| p.trim().parse::<u8>().is_ok() && s.trim().parse::<i8>().is_ok());
-        if !(TYPE_NAMES.contains(&t) || decimal) {
+        if c.portable_type().is_none() {
             return Err(Error::config(
                 format!("{at}.columns[{i}].type"),
                 format!(
