@@ -10,6 +10,7 @@ mod clickhouse;
 mod docs;
 mod partitions;
 mod rest;
+#[path = "../../xtask/src/rest_mock.rs"]
 mod rest_api;
 mod sandbox;
 mod strategies;

@@ -7,6 +7,9 @@ mod build;
 mod clickhouse;
 mod matrix;
 mod quickstart;
+// Its fault and auth switches serve the component tests, which include this file.
+#[allow(dead_code)]
+mod rest_mock;
 mod services;
 mod test;
 

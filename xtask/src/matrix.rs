@@ -121,6 +121,17 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
     .env("DPONE_MATRIX_CASE_ID", &opts.case_id)
     .env("DPONE_MATRIX_ARTIFACT_DIR", &artifacts);
     // Only mock_local uses the services this machine runs; the others must not start any.
+    // The mock API runs on this process's runtime for as long as the tests do.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    if opts.mode == "mock_local" {
+        let api = runtime.block_on(crate::rest_mock::MockApi::start(Vec::new()));
+        eprintln!("mock REST API: {}", api.base);
+        cmd.env("DPONE_MATRIX_REST_URL", &api.base);
+    }
     let _stop = if opts.mode == "mock_local" {
         let pg = Postgres::new(root)?;
         let stop_pg = StopOnDrop(pg.clone());

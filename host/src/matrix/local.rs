@@ -39,11 +39,49 @@ async fn wait_for_older_transactions(s: &mut dyn SqlSession) -> Result<()> {
     Ok(())
 }
 
+/// Replaces the records of the mock API at `url` (`PUT`, see `xtask/src/rest_mock.rs`)
+/// with `rows`, as the REST source reads them back.
+#[cfg(feature = "rest")]
+async fn publish(url: &str, schema: &Schema, rows: &[Vec<Value>]) -> Result<()> {
+    use crate::connectors::rest::types::json_of;
+    let records: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|row| {
+            schema
+                .columns
+                .iter()
+                .zip(row)
+                .map(|(c, v)| (c.name.clone(), json_of(v)))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        })
+        .collect();
+    let body = serde_json::to_vec(&records).map_err(Error::internal)?;
+    let base = url.split('?').next().unwrap_or(url);
+    let sent = reqwest::Client::new()
+        .put(base)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| Error::source(format!("seeding the mock API at {base}: {e}")))?;
+    if !sent.status().is_success() {
+        return Err(Error::source(format!(
+            "seeding the mock API at {base}: HTTP {}",
+            sent.status()
+        )));
+    }
+    Ok(())
+}
+
 /// The model table of one pipeline: where its source and target live.
 #[derive(Debug)]
 pub struct Behaviour<'a> {
     pub cfg: ModelConfig,
+    /// The model's columns the source carries.
     pub schema: Schema,
+    /// Where each of them is in a model row.
+    picks: Vec<usize>,
     /// Indexes of the key columns in `schema`.
     pub key: Vec<usize>,
     source: &'a Connection,
@@ -55,7 +93,20 @@ pub struct Behaviour<'a> {
 impl<'a> Behaviour<'a> {
     /// The model over the manifest's source and sink tables.
     pub fn new(manifest: &'a Manifest, cfg: ModelConfig) -> Self {
-        let schema = model::schema(&cfg);
+        let mut schema = model::schema(&cfg);
+        let all = schema.names();
+        // A source that declares its columns (REST) carries those of the model only.
+        #[cfg(feature = "rest")]
+        if let Connection::Rest(c) = &manifest.source {
+            schema
+                .columns
+                .retain(|col| c.columns.iter().any(|d| d.name == col.name));
+        }
+        let picks = schema
+            .columns
+            .iter()
+            .filter_map(|c| all.iter().position(|n| *n == c.name))
+            .collect();
         let key = model::key(&cfg)
             .iter()
             .filter_map(|k| schema.columns.iter().position(|c| &c.name == k))
@@ -63,6 +114,7 @@ impl<'a> Behaviour<'a> {
         Behaviour {
             cfg,
             schema,
+            picks,
             key,
             source: &manifest.source,
             source_table: manifest.source_table(),
@@ -76,7 +128,15 @@ impl<'a> Behaviour<'a> {
     /// On PostgreSQL it returns once every transaction older than the seeding has ended, so
     /// an xmin run sees all of it (xmin loads a transaction's rows only then).
     pub async fn seed(&self, number: u32) -> Result<Vec<Vec<Value>>> {
-        let rows = model::generation(&self.cfg, number);
+        let rows: Vec<Vec<Value>> = model::generation(&self.cfg, number)
+            .into_iter()
+            .map(|r| self.picks.iter().map(|&i| r[i].clone()).collect())
+            .collect();
+        #[cfg(feature = "rest")]
+        if let Connection::Rest(c) = self.source {
+            publish(&c.url, &self.schema, &rows).await?;
+            return Ok(rows);
+        }
         let mut s = connectors::connect(self.source, Kind::Source, Open::Create).await?;
         self.write(s.as_mut(), number, &rows).await?;
         #[cfg(feature = "postgres")]

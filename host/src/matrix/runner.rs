@@ -229,6 +229,10 @@ fn endpoint(mode: Mode, profile: &str) -> Option<Vec<(&'static str, String)>> {
                 .or_else(|| env("DPONE_TEST_CLICKHOUSE_URL"))
                 .filter(|url| answers(url)),
         ),
+        (Mode::MockLocal, "rest_mock") => one(
+            "DPONE_MATRIX_REST_URL",
+            env("DPONE_MATRIX_REST_URL").filter(|url| answers(url)),
+        ),
         (Mode::MockLocal, _) => None,
         (Mode::VendorLive, "postgres_live") => {
             one("DPONE_MATRIX_POSTGRES_URL", env("DPONE_LIVE_POSTGRES_URL"))

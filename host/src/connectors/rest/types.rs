@@ -111,6 +111,19 @@ pub fn param_text(v: &Value) -> String {
     }
 }
 
+/// A value as an API would send it, the inverse of [`value_of`]: what the matrix seeds a
+/// mock API with.
+pub fn json_of(v: &Value) -> Json {
+    match v {
+        Value::Null => Json::Null,
+        Value::Boolean(b) => Json::Bool(*b),
+        Value::Int(i) => Json::from(*i),
+        Value::Float(f) => Json::from(*f),
+        Value::Json(s) => serde_json::from_str(s).unwrap_or(Json::Null),
+        other => Json::String(param_text(other)),
+    }
+}
+
 /// At most 80 characters of a JSON value, for an error.
 fn shown(json: &Json) -> String {
     let text = json.to_string();

@@ -1,16 +1,20 @@
-//! A mock JSON API for the REST source's tests: an HTTP/1.1 server on a loopback port,
-//! started in-process, serving one record set (replaceable between runs) in every
-//! pagination style, behind either auth scheme, with a `since` filter and switchable
-//! faults. Plain tokio rather than a web framework: the faults (a body cut short, a page
-//! that shifts) are easiest to produce at the socket.
+//! A mock JSON API for the REST source: an HTTP/1.1 server on a loopback port serving one
+//! record set in every pagination style, behind either auth scheme, with a `since` filter
+//! and switchable faults. `cargo xtask matrix --mode mock_local` runs it for the matrix's
+//! REST cases; the component tests start it in-process (this file is their module too).
+//! Plain tokio rather than a web framework: the faults (a body cut short, a page that
+//! shifts) are easiest to produce at the socket.
 //!
-//! Paths (each answers `GET`, page size `limit`, default 10):
+//! `PUT` on any path replaces the record set with the JSON array in the body (how the
+//! matrix seeds a generation of its model). Paths (each answers `GET`, page size `limit`
+//! or `per_page`, default 10):
 //! - `/all`: every record, as a bare JSON array;
 //! - `/page?page=N`: `{"data": [...], "total": T}`, pages from 1;
 //! - `/offset?offset=O`: the same shape, by offset;
 //! - `/cursor?cursor=C`: `{"data": [...], "next_cursor": "..." | null}`;
 //! - `/link?page=N`: a bare array, the next page in a `Link: <...>; rel="next"` header;
-//! - `/next?page=N`: `{"data": [...], "next": "/next?page=N+1" | null}`.
+//! - `/next?page=N`: `{"data": [...], "next": "/next?page=N+1" | null}`;
+//! - `/model?page=N`: as `/page` (the path of the matrix's guides).
 //!
 //! `since=<timestamp>` keeps the records whose `updated_at` is later (compared as text, so
 //! ISO 8601 in one format).
@@ -111,21 +115,46 @@ async fn serve(mut socket: tokio::net::TcpStream, state: Arc<Mutex<State>>) {
             Ok(0) | Err(_) => return,
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
-        if head.len() > 65_536 {
+        if head.len() > 1 << 20 {
             return;
         }
     }
+    let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+    let mut body = head.split_off(end);
     let head = String::from_utf8_lossy(&head).to_string();
     let mut lines = head.split("\r\n");
-    let target = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .unwrap_or("/")
-        .to_string();
+    let mut request_line = lines.next().unwrap_or_default().split(' ');
+    let method = request_line.next().unwrap_or_default().to_string();
+    let target = request_line.next().unwrap_or("/").to_string();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
+    if method == "PUT" {
+        let length: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        while body.len() < length {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => body.extend_from_slice(&buf[..n]),
+            }
+        }
+        let records = serde_json::from_slice::<Vec<Json>>(&body);
+        let status = match records {
+            Ok(records) => {
+                state.lock().unwrap().records = records;
+                "204 No Content"
+            }
+            Err(_) => "400 Bad Request",
+        };
+        let reply = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let _ = socket.write_all(reply.as_bytes()).await;
+        let _ = socket.shutdown().await;
+        return;
+    }
     let (status, extra, body, cut, delay) = respond(&state, &target, &headers);
     if delay > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
@@ -207,7 +236,10 @@ fn respond(
             None => true,
         })
         .collect();
-    let limit: usize = param("limit").and_then(|l| l.parse().ok()).unwrap_or(10);
+    let limit: usize = param("limit")
+        .or_else(|| param("per_page"))
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(10);
     let total = records.len();
     let slice = |from: usize| -> Vec<Json> {
         records
@@ -229,7 +261,7 @@ fn respond(
     };
     match path {
         "/all" => ok(json!(records), String::new()),
-        "/page" => {
+        "/page" | "/model" => {
             let page = number("page", 1).max(1);
             ok(
                 json!({ "data": slice((page - 1) * limit), "total": total }),
