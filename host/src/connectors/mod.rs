@@ -741,6 +741,26 @@ impl DeclaredColumn {
     }
 }
 
+/// The schema a schemaless source declares in its manifest section.
+#[cfg_attr(not(any(feature = "rest", feature = "kafka")), allow(dead_code))]
+pub fn declared_schema(columns: &[DeclaredColumn], primary_key: &[String]) -> Result<Schema> {
+    Ok(Schema {
+        columns: columns
+            .iter()
+            .map(|c| {
+                Ok(crate::model::Column {
+                    name: c.name.clone(),
+                    data_type: c.portable_type().ok_or_else(|| {
+                        Error::config("source.columns", format!("`{}` is not a type", c.data_type))
+                    })?,
+                    nullable: c.nullable,
+                })
+            })
+            .collect::<Result<_>>()?,
+        primary_key: primary_key.to_vec(),
+    })
+}
+
 /// Checks declared columns and the primary key naming them; errors name the field under
 /// `at`.
 #[cfg_attr(not(any(feature = "rest", feature = "kafka")), allow(dead_code))]

@@ -1,0 +1,339 @@
+//! [`RestSource`]: the `Source` of a REST API, page by page (see the module's contract).
+
+use std::collections::HashSet;
+
+use arrow_array::RecordBatch;
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use super::client::{self, RestClient};
+use super::config::RestConfig;
+use super::types;
+use crate::connectors::{ChangeFeed, Source, declared_schema};
+use crate::error::{Error, Kind, Result};
+use crate::model::{self, BATCH_ROWS, ScanBounds, Schema, Term, Value, batch_of};
+
+/// A REST endpoint as a source.
+#[derive(Debug)]
+pub struct RestSource {
+    config: RestConfig,
+    client: RestClient,
+    schema: Schema,
+}
+
+impl RestSource {
+    pub fn new(config: &RestConfig) -> Result<Self> {
+        Ok(RestSource {
+            client: RestClient::new(config)?,
+            schema: declared_schema(&config.columns, &config.primary_key)?,
+            config: config.clone(),
+        })
+    }
+
+    /// The pages of a read within `bounds`, one at a time.
+    fn pages<'a>(&'a mut self, bounds: &'a ScanBounds) -> Result<Pages<'a>> {
+        let next = Some(self.client.first_request(self.server_filter(bounds))?);
+        let key_at = self
+            .schema
+            .primary_key
+            .iter()
+            .filter_map(|k| self.schema.columns.iter().position(|c| &c.name == k))
+            .collect();
+        Ok(Pages {
+            source: self,
+            bounds,
+            next,
+            pages: 0,
+            fetched: 0,
+            key_at,
+            seen: HashSet::new(),
+        })
+    }
+
+    /// The incremental parameter for a scan's lower cursor bound, when the manifest maps one.
+    fn server_filter(&self, bounds: &ScanBounds) -> Option<(String, String)> {
+        let inc = self.config.incremental.as_ref()?;
+        let cursor = bounds.cursor.as_ref()?;
+        let after = cursor.after.as_ref()?;
+        (cursor.column == inc.cursor_column).then(|| (inc.param.clone(), types::param_text(after)))
+    }
+
+    /// A record as a row of the source schema.
+    fn row(&self, record: &serde_json::Value, page: u64, index: usize) -> Result<Vec<Value>> {
+        self.config
+            .columns
+            .iter()
+            .zip(&self.schema.columns)
+            .map(|(declared, column)| {
+                let path = declared.path.as_deref().unwrap_or(&declared.name);
+                let found = types::at_path(record, path).unwrap_or(&serde_json::Value::Null);
+                let fail = |why: String| {
+                    Error::source(format!(
+                        "page {page}, record {index}, column `{}` (path `{path}`): {why}",
+                        column.name
+                    ))
+                };
+                let value = types::value_of(found, &column.data_type).map_err(fail)?;
+                if value == Value::Null && !column.nullable {
+                    return Err(fail("null or missing, but declared nullable: false".into()));
+                }
+                Ok(value)
+            })
+            .collect()
+    }
+}
+
+/// A read in progress: the request of the next page, and the keys seen so far.
+struct Pages<'a> {
+    source: &'a mut RestSource,
+    bounds: &'a ScanBounds,
+    next: Option<client::Request>,
+    pages: u64,
+    fetched: u64,
+    /// Indexes of the primary key columns; empty: no deduplication.
+    key_at: Vec<usize>,
+    seen: HashSet<String>,
+}
+
+impl Pages<'_> {
+    /// The rows of the next page that lie within the bounds and whose key did not come
+    /// already (rows of the source schema); `None` after the last page.
+    async fn next(&mut self) -> Result<Option<Vec<Vec<Value>>>> {
+        let Some(request) = self.next.take() else {
+            return Ok(None);
+        };
+        self.pages += 1;
+        let max_pages = self.source.config.max_pages;
+        if self.pages > max_pages {
+            return Err(Error::config(
+                "source.max_pages",
+                format!(
+                    "the API has more than {max_pages} pages: raise source.max_pages if that is expected"
+                ),
+            ));
+        }
+        let (page, after) = self
+            .source
+            .client
+            .page(&request, self.pages, self.fetched)
+            .await?;
+        self.fetched += page.records.len() as u64;
+        self.next = after;
+        let mut rows = Vec::with_capacity(page.records.len());
+        for (i, record) in page.records.iter().enumerate() {
+            let row = self.source.row(record, page.number, i)?;
+            if !within(&self.source.schema, self.bounds, &row) {
+                continue;
+            }
+            if !self.key_at.is_empty() {
+                let key: Vec<String> = self
+                    .key_at
+                    .iter()
+                    .map(|&k| model::canonical_text(&row[k]).unwrap_or_default())
+                    .collect();
+                if !self.seen.insert(key.join("\u{1f}")) {
+                    continue;
+                }
+            }
+            rows.push(row);
+        }
+        Ok(Some(rows))
+    }
+}
+
+#[async_trait]
+impl Source for RestSource {
+    fn name(&self) -> String {
+        self.config
+            .table
+            .clone()
+            .unwrap_or_else(|| self.client.shown(&self.config.url))
+    }
+
+    async fn schema(&mut self) -> Result<Schema> {
+        Ok(self.schema.clone())
+    }
+
+    fn check_bounds(&self, schema: &Schema, bounds: &ScanBounds) -> Result<()> {
+        model::check_terms(schema, &bounds.filter, "sink.strategy")?;
+        if let Some(c) = &bounds.cursor {
+            schema.require(&c.column, "sink.strategy.cursor_column")?;
+        }
+        let refused = if bounds.filter.contains(&Term::ManifestPredicate) {
+            Some("sink.strategy.predicate_sql is SQL: a REST source cannot apply it")
+        } else if bounds.row_versions.is_some() {
+            Some("a REST source has no row versions")
+        } else if bounds.since.is_some() {
+            Some("a REST source resumes by a cursor column, not from a position")
+        } else {
+            None
+        };
+        match refused {
+            Some(why) => Err(Error::new(Kind::Unsupported, why)),
+            None => Ok(()),
+        }
+    }
+
+    async fn read(
+        &mut self,
+        columns: &Schema,
+        bounds: &ScanBounds,
+        tx: mpsc::Sender<RecordBatch>,
+    ) -> Result<()> {
+        let picks: Vec<usize> = columns
+            .columns
+            .iter()
+            .map(|c| {
+                self.schema
+                    .columns
+                    .iter()
+                    .position(|s| s.name == c.name)
+                    .ok_or_else(|| Error::source(format!("no declared column `{}`", c.name)))
+            })
+            .collect::<Result<_>>()?;
+        let mut left = bounds.limit.unwrap_or(u64::MAX);
+        let mut rows: Vec<Vec<Value>> = Vec::with_capacity(BATCH_ROWS);
+        let mut pages = self.pages(bounds)?;
+        while left > 0
+            && let Some(page) = pages.next().await?
+        {
+            for row in page {
+                if left == 0 {
+                    break;
+                }
+                left -= 1;
+                rows.push(picks.iter().map(|&i| row[i].clone()).collect());
+                if rows.len() == BATCH_ROWS {
+                    let full = std::mem::replace(&mut rows, Vec::with_capacity(BATCH_ROWS));
+                    if tx.send(batch_of(columns, &full)?).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        if !rows.is_empty() {
+            let _ = tx.send(batch_of(columns, &rows)?).await;
+        }
+        Ok(())
+    }
+
+    fn describe_scan(&self, columns: &Schema, bounds: &ScanBounds) -> Result<String> {
+        let names: Vec<&str> = columns.columns.iter().map(|c| c.name.as_str()).collect();
+        let filter = match self.server_filter(bounds) {
+            Some((param, value)) => format!(" with {param}={value}"),
+            None => String::new(),
+        };
+        Ok(format!(
+            "GET {}{filter}, {:?} pagination, records at `{}`, columns {}; the host applies the bounds",
+            self.client.shown(&self.config.url),
+            self.config.pagination,
+            self.config.records_path.as_deref().unwrap_or(""),
+            names.join(", ")
+        ))
+    }
+
+    async fn max_value(&mut self, column: &str, bounds: &ScanBounds) -> Result<Value> {
+        let at = self
+            .schema
+            .columns
+            .iter()
+            .position(|c| c.name == column)
+            .ok_or_else(|| Error::config("sink.strategy", format!("no column `{column}`")))?;
+        let mut max = Value::Null;
+        let mut pages = self.pages(bounds)?;
+        while let Some(page) = pages.next().await? {
+            for row in page {
+                let v = &row[at];
+                if max == Value::Null
+                    || model::compare_values(v, &max) == Some(std::cmp::Ordering::Greater)
+                {
+                    max = v.clone();
+                }
+            }
+        }
+        Ok(max)
+    }
+
+    async fn row_count(&mut self, bounds: &ScanBounds) -> Result<u64> {
+        let limit = bounds.limit.unwrap_or(u64::MAX);
+        let mut n = 0u64;
+        let mut pages = self.pages(bounds)?;
+        while n < limit
+            && let Some(page) = pages.next().await?
+        {
+            n += page.len() as u64;
+        }
+        Ok(n.min(limit))
+    }
+
+    async fn row_version_horizon(&mut self) -> Result<String> {
+        Err(Error::new(
+            Kind::Unsupported,
+            "a REST source has no row versions",
+        ))
+    }
+
+    fn change_feed(&mut self) -> Option<&mut dyn ChangeFeed> {
+        None
+    }
+}
+
+/// Whether a row of `schema` lies within `bounds` (cursor range and filter; the limit is
+/// the caller's): SQL's semantics, so a NULL compares as nothing.
+fn within(schema: &Schema, bounds: &ScanBounds, row: &[Value]) -> bool {
+    let value = |column: &str| {
+        schema
+            .columns
+            .iter()
+            .position(|c| c.name == column)
+            .map(|i| &row[i])
+    };
+    let cmp = |v: &Value, bound: &Value| model::compare_values(v, bound);
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    if let Some(c) = &bounds.cursor {
+        let Some(v) = value(&c.column) else {
+            return false;
+        };
+        if let Some(after) = &c.after
+            && cmp(v, after) != Some(Greater)
+        {
+            return false;
+        }
+        if let Some(up_to) = &c.up_to
+            && !matches!(cmp(v, up_to), Some(Less | Equal))
+        {
+            return false;
+        }
+        if *v == Value::Null {
+            return false;
+        }
+    }
+    bounds.filter.iter().all(|term| {
+        let column = term.column().and_then(value);
+        match (term, column) {
+            (Term::Compare(t), Some(v)) => {
+                let o = cmp(v, &t.value);
+                match t.op {
+                    model::Comparison::Eq => o == Some(Equal),
+                    model::Comparison::Ne => matches!(o, Some(Less | Greater)),
+                    model::Comparison::Lt => o == Some(Less),
+                    model::Comparison::Le => matches!(o, Some(Less | Equal)),
+                    model::Comparison::Gt => o == Some(Greater),
+                    model::Comparison::Ge => matches!(o, Some(Greater | Equal)),
+                }
+            }
+            (Term::Range(r), Some(v)) => {
+                matches!(cmp(v, &r.low), Some(Greater | Equal))
+                    && match cmp(v, &r.high) {
+                        Some(Less) => true,
+                        Some(Equal) => r.high_inclusive,
+                        _ => false,
+                    }
+            }
+            (Term::InList(i), Some(v)) => i.values.iter().any(|x| cmp(v, x) == Some(Equal)),
+            (Term::IsNull(_), Some(v)) => *v == Value::Null,
+            (Term::IsNotNull(_), Some(v)) => *v != Value::Null,
+            _ => false,
+        }
+    })
+}
