@@ -291,3 +291,46 @@ async fn more_pages_than_max_pages_is_an_error_not_a_silent_cut() {
     .await;
     assert_eq!(err.field.as_deref(), Some("source.max_pages"), "{err}");
 }
+
+/// The CLI's log lines (retry warnings name the URL) and its error never carry a secret,
+/// neither a header token nor an API key sent as a query parameter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_the_log() {
+    let api = MockApi::start(records(5)).await;
+    for (server, client) in [
+        (
+            Auth::KeyQuery("key-SECRET-5".into()),
+            "{ type: api_key, name: api_key, value: \"${REST_KEY}\", in: query }",
+        ),
+        (
+            Auth::Bearer("key-SECRET-5".into()),
+            "{ type: bearer, token: \"${REST_KEY}\" }",
+        ),
+    ] {
+        api.set_auth(server);
+        api.set_faults(Faults {
+            server_errors: 2,
+            ..Faults::default()
+        });
+        let dir = scratch("rest_secret_log");
+        let yaml = manifest(&dir, &api, "/all", &format!("  auth: {client}\n"), FULL);
+        std::fs::write(dir.join("m.yaml"), &yaml).unwrap();
+        let run = |key: &str| {
+            std::process::Command::new(crate::cli::host_binary())
+                .args(["run", "-m", "m.yaml"])
+                .current_dir(&dir)
+                .env("DPONE_COMPONENTS_DIR", crate::support::components_dir())
+                .env("REST_KEY", key)
+                .output()
+                .unwrap()
+        };
+        let ok = run("key-SECRET-5");
+        let said = crate::cli::text(&ok);
+        assert!(ok.status.success(), "{said}");
+        assert!(said.contains("retrying"), "no retry was logged: {said}");
+        let refused = run("key-SECRET-6");
+        let said = format!("{said}{}", crate::cli::text(&refused));
+        assert_eq!(refused.status.code(), Some(3), "{said}");
+        assert!(!said.contains("SECRET"), "a secret reached the log: {said}");
+    }
+}
