@@ -13,6 +13,7 @@ mod contenders;
 mod data;
 mod python;
 mod report;
+mod rest;
 
 use std::fs;
 use std::io;
@@ -310,6 +311,8 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
             clickhouse(&lab, table, runs)?
         });
     }
+
+    results.push(rest::scenario(&lab, runs)?);
 
     let machine = Machine::collect(root, &lab, rows, runs)?;
     println!();

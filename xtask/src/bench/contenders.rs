@@ -277,7 +277,7 @@ fn dpone(lab: &Lab, table: &Table, load: Load, rep: u32, run_name: &str) -> Resu
 }
 
 /// `dpone-host run` of `manifest`, measured, with its run report.
-fn run_dpone(lab: &Lab, manifest: &Path, run_name: &str) -> Result<Measured> {
+pub fn run_dpone(lab: &Lab, manifest: &Path, run_name: &str) -> Result<Measured> {
     let report = lab.dirs.work.join(format!("{run_name}.report.json"));
     let mut cmd = measured(&lab.host, &lab.dirs.rss(run_name));
     cmd.arg("run")
@@ -587,7 +587,7 @@ fn strip_ansi(text: &str) -> String {
 }
 
 /// GNU time's `-o` file: a "Command exited with non-zero status" line may precede the number.
-fn read_rss(path: &Path) -> Result<u64> {
+pub fn read_rss(path: &Path) -> Result<u64> {
     let text =
         fs::read_to_string(path).with_context(|| format!("could not read {}", path.display()))?;
     text.lines()

@@ -158,6 +158,34 @@ impl Table {
         }
     }
 
+    /// The records the REST scenario serves from the mock API: six columns a JSON API
+    /// carries (numbers, text, ISO dates and timestamps, decimals as strings, some nulls).
+    pub fn records() -> Self {
+        let mut columns = key_columns();
+        columns.extend([
+            Column::new(
+                "region",
+                "text",
+                "(ARRAY['north','south','east','west'])[1 + (g % 4)::int]",
+            ),
+            Column::new("day", "date", "date '2024-01-01' + (g % 365)::int"),
+            Column::new(
+                "amount",
+                "numeric(18,4)",
+                "round(((g * 104729) % 100000000) / 10000.0 + {v}, 4)",
+            ),
+            Column::new(
+                "label",
+                "text",
+                "CASE WHEN g % 7 = 0 THEN NULL ELSE 'record ' || g END",
+            ),
+        ]);
+        Table {
+            name: "records",
+            columns,
+        }
+    }
+
     pub fn column_count(&self) -> usize {
         self.columns.len()
     }

@@ -22,6 +22,7 @@ pub enum Scenario {
     FullRefresh,
     Merge,
     ClickHouse,
+    Rest,
 }
 
 impl Scenario {
@@ -30,6 +31,7 @@ impl Scenario {
             Scenario::FullRefresh => "pg_to_pg_full_refresh",
             Scenario::Merge => "pg_to_pg_incremental_merge",
             Scenario::ClickHouse => "pg_to_clickhouse_full_refresh",
+            Scenario::Rest => "rest_to_pg_full_refresh",
         }
     }
 
@@ -40,6 +42,7 @@ impl Scenario {
                 "PostgreSQL -> PostgreSQL incremental_merge (20% changed + 5% new rows)"
             }
             Scenario::ClickHouse => "PostgreSQL -> ClickHouse full_refresh",
+            Scenario::Rest => "REST (the mock API, pages of 10,000) -> PostgreSQL full_refresh",
         }
     }
 }
@@ -356,6 +359,7 @@ fn short(scenario: Scenario) -> &'static str {
         Scenario::FullRefresh => "full_refresh",
         Scenario::Merge => "merge",
         Scenario::ClickHouse => "clickhouse",
+        Scenario::Rest => "rest",
     }
 }
 
