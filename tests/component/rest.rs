@@ -76,6 +76,16 @@ async fn every_pagination_style_reads_every_record_once() {
             "/cursor",
             "{ type: cursor, param: cursor, token_path: next_cursor }",
         ),
+        (
+            "page_number_concurrent",
+            "/page",
+            "{ type: page_number, param: page, size_param: limit, size: 10 }\n  concurrency: 3",
+        ),
+        (
+            "offset_concurrent",
+            "/offset",
+            "{ type: offset, offset_param: offset, limit_param: limit, limit: 10 }\n  concurrency: 4",
+        ),
         ("link_header", "/link", "{ type: link_header }"),
         ("next_link", "/next", "{ type: next_link, next_path: next }"),
     ] {
@@ -93,8 +103,9 @@ async fn every_pagination_style_reads_every_record_once() {
         assert_eq!(report.rows_written, RECORDS as u64, "{name}");
         assert_eq!(ids(&dir).await, (1..=RECORDS).collect::<Vec<_>>(), "{name}");
         let requests = api.requests().len() - before;
+        // Concurrent pages may fetch a few past the last one.
         assert!(
-            (1..=5).contains(&requests),
+            (1..=8).contains(&requests),
             "{name}: {requests} requests for {RECORDS} records in pages of 10"
         );
     }

@@ -6,6 +6,8 @@
 //! log line: URLs are shown with the API key parameter masked and every secret's text
 //! replaced by `***`.
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -40,9 +42,10 @@ pub struct RestClient {
     auth_query: Option<(String, String)>,
     /// Texts never to show.
     secrets: Vec<String>,
-    last_request: Option<Instant>,
+    /// When the next request may go (`requests_per_second`), shared by concurrent pages.
+    next_slot: Mutex<Option<Instant>>,
     /// xorshift state for backoff jitter.
-    jitter: u64,
+    jitter: AtomicU64,
 }
 
 impl std::fmt::Debug for RestClient {
@@ -121,8 +124,8 @@ impl RestClient {
             headers,
             auth_query,
             secrets,
-            last_request: None,
-            jitter: seed,
+            next_slot: Mutex::new(None),
+            jitter: AtomicU64::new(seed),
         })
     }
 
@@ -184,7 +187,7 @@ impl RestClient {
     /// Fetches one page: its records, and the request of the next page (`None` at the end).
     /// `fetched` counts the records of the earlier pages; `page_number` is 1-based.
     pub async fn page(
-        &mut self,
+        &self,
         req: &Request,
         page_number: u64,
         fetched: u64,
@@ -311,7 +314,7 @@ impl RestClient {
 
     /// Sends a GET, retrying connection errors, timeouts, 429 and 5xx with backoff
     /// (honouring `Retry-After`), up to `retries.attempts`; returns the whole body.
-    async fn fetch(&mut self, req: &Request) -> Result<(bytes::Bytes, HeaderMap)> {
+    async fn fetch(&self, req: &Request) -> Result<(bytes::Bytes, HeaderMap)> {
         let mut url = req.url.clone();
         if let Some((k, v)) = &self.auth_query {
             set_param(&mut url, k, v);
@@ -375,29 +378,59 @@ impl RestClient {
 
     /// The wait before retry `attempt` (1-based): the server's `Retry-After` when it gave
     /// one, else `initial_ms * 2^(attempt-1)` with jitter in [50%, 100%]; never past `max_ms`.
-    fn backoff(&mut self, attempt: u32, retry_after: Option<u64>) -> Duration {
+    fn backoff(&self, attempt: u32, retry_after: Option<u64>) -> Duration {
         let r = &self.config.retries;
         let ms = match retry_after {
             Some(secs) => secs.saturating_mul(1000),
             None => {
                 let full = r.initial_ms.saturating_mul(1u64 << (attempt - 1).min(30));
                 // xorshift64: jitter spreads the retries of parallel clients apart.
-                self.jitter ^= self.jitter << 13;
-                self.jitter ^= self.jitter >> 7;
-                self.jitter ^= self.jitter << 17;
-                full / 2 + (self.jitter % (full / 2 + 1))
+                let step = |mut x: u64| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^ (x << 17)
+                };
+                let x = self
+                    .jitter
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| Some(step(x)))
+                    .map_or(1, step);
+                full / 2 + (x % (full / 2 + 1))
             }
         };
         Duration::from_millis(ms.min(r.max_ms))
     }
 
-    /// Waits until the next request is allowed by `requests_per_second`.
-    async fn pace(&mut self) {
-        if let (Some(rps), Some(last)) = (self.config.requests_per_second, self.last_request) {
-            let due = last + Duration::from_secs_f64(1.0 / rps);
-            tokio::time::sleep_until(due.into()).await;
+    /// Waits for this request's slot under `requests_per_second`: slots are handed out in
+    /// turn under a lock and waited for outside it, so concurrent pages keep the rate too.
+    async fn pace(&self) {
+        let Some(rps) = self.config.requests_per_second else {
+            return;
+        };
+        let due = {
+            let mut next = self.next_slot.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let due = next.map_or(now, |n| n.max(now));
+            *next = Some(due + Duration::from_secs_f64(1.0 / rps));
+            due
+        };
+        tokio::time::sleep_until(due.into()).await;
+    }
+
+    /// The records per page of the styles whose pages can be asked for in any order (page
+    /// number with a size, offset); `None` for the others.
+    pub fn page_size(&self) -> Option<u64> {
+        match &self.config.pagination {
+            Pagination::PageNumber { size: Some(s), .. } => Some(u64::from(*s)),
+            Pagination::Offset { limit, .. } => Some(u64::from(*limit)),
+            _ => None,
         }
-        self.last_request = Some(Instant::now());
+    }
+
+    /// The request of page `index` (0-based) of a read that began with `first`, for the
+    /// styles of [`Self::page_size`].
+    pub fn nth_page(&self, first: &Request, index: u64) -> Request {
+        let size = self.page_size().unwrap_or(0);
+        self.paged(self.without_paging(first), index * size)
     }
 
     /// `text` with every secret replaced by `***`.
@@ -524,7 +557,7 @@ mod tests {
             "url: http://h/x\nretries: { attempts: 5, initial_ms: 100, max_ms: 1000 }\ncolumns: [{ name: id, type: int64 }]\n",
         )
         .unwrap();
-        let mut client = RestClient::new(&config).unwrap();
+        let client = RestClient::new(&config).unwrap();
         for (attempt, low, high) in [(1, 50, 100), (2, 100, 200), (3, 200, 400)] {
             let ms = client.backoff(attempt, None).as_millis() as u64;
             assert!((low..=high).contains(&ms), "attempt {attempt}: {ms} ms");

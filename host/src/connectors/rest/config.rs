@@ -152,6 +152,10 @@ pub struct RestConfig {
     /// The most requests per second; default unlimited.
     #[serde(default)]
     pub requests_per_second: Option<f64>,
+    /// Pages fetched at once, for page-number (with a `size`) and offset pagination, whose
+    /// pages do not depend on each other; default 1.
+    #[serde(default = "one")]
+    pub concurrency: u32,
     /// The records' columns: JSON carries no schema.
     pub columns: Vec<DeclaredColumn>,
     /// Columns that identify a record, the source's primary key. A record whose key came
@@ -171,6 +175,13 @@ fn default_max_pages() -> u64 {
 fn default_timeout() -> u64 {
     30
 }
+
+fn one() -> u32 {
+    1
+}
+
+/// The most pages a read fetches at once.
+const MAX_CONCURRENCY: u32 = 32;
 
 impl RestConfig {
     /// Pure checks; `at` is the dotted path of this section.
@@ -228,6 +239,22 @@ impl RestConfig {
                 ));
             }
             _ => {}
+        }
+        let independent = matches!(
+            self.pagination,
+            Pagination::PageNumber { size: Some(_), .. } | Pagination::Offset { .. }
+        );
+        if !(1..=MAX_CONCURRENCY).contains(&self.concurrency) {
+            return Err(Error::config(
+                format!("{at}.concurrency"),
+                format!("must be between 1 and {MAX_CONCURRENCY}"),
+            ));
+        }
+        if self.concurrency > 1 && !independent {
+            return Err(Error::config(
+                format!("{at}.concurrency"),
+                "needs pages that do not depend on each other: page_number with a size, or offset pagination",
+            ));
         }
         if let Some(inc) = &self.incremental
             && !self.columns.iter().any(|c| c.name == inc.cursor_column)

@@ -1,6 +1,7 @@
 //! [`RestSource`]: the `Source` of a REST API, page by page (see the module's contract).
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use async_trait::async_trait;
@@ -17,22 +18,23 @@ use crate::model::{self, BATCH_ROWS, ScanBounds, Schema, Term, Value, batch_of};
 #[derive(Debug)]
 pub struct RestSource {
     config: RestConfig,
-    client: RestClient,
+    /// Shared with the page fetches in flight.
+    client: Arc<RestClient>,
     schema: Schema,
 }
 
 impl RestSource {
     pub fn new(config: &RestConfig) -> Result<Self> {
         Ok(RestSource {
-            client: RestClient::new(config)?,
+            client: Arc::new(RestClient::new(config)?),
             schema: declared_schema(&config.columns, &config.primary_key)?,
             config: config.clone(),
         })
     }
 
-    /// The pages of a read within `bounds`, one at a time.
-    fn pages<'a>(&'a mut self, bounds: &'a ScanBounds) -> Result<Pages<'a>> {
-        let next = Some(self.client.first_request(self.server_filter(bounds))?);
+    /// The pages of a read within `bounds`, in order.
+    fn pages<'a>(&'a self, bounds: &'a ScanBounds) -> Result<Pages<'a>> {
+        let first = self.client.first_request(self.server_filter(bounds))?;
         let key_at = self
             .schema
             .primary_key
@@ -42,7 +44,11 @@ impl RestSource {
         Ok(Pages {
             source: self,
             bounds,
-            next,
+            next: Some(first.clone()),
+            first,
+            inflight: VecDeque::new(),
+            scheduled: 0,
+            exhausted: false,
             pages: 0,
             fetched: 0,
             key_at,
@@ -83,11 +89,20 @@ impl RestSource {
     }
 }
 
-/// A read in progress: the request of the next page, and the keys seen so far.
+/// A page fetched ahead, and whether it is the read's last.
+type Fetch = tokio::task::JoinHandle<Result<(client::Page, bool)>>;
+
+/// A read in progress: what comes next, and the keys seen so far.
 struct Pages<'a> {
-    source: &'a mut RestSource,
+    source: &'a RestSource,
     bounds: &'a ScanBounds,
+    first: client::Request,
+    /// One page at a time: the request of the next page.
     next: Option<client::Request>,
+    /// `concurrency` pages at a time: the fetches in flight, in page order.
+    inflight: VecDeque<Fetch>,
+    scheduled: u64,
+    exhausted: bool,
     pages: u64,
     fetched: u64,
     /// Indexes of the primary key columns; empty: no deduplication.
@@ -95,30 +110,28 @@ struct Pages<'a> {
     seen: HashSet<String>,
 }
 
+impl Drop for Pages<'_> {
+    /// A read stopped early (a limit, an error) leaves no fetch running.
+    fn drop(&mut self) {
+        for fetch in &self.inflight {
+            fetch.abort();
+        }
+    }
+}
+
 impl Pages<'_> {
     /// The rows of the next page that lie within the bounds and whose key did not come
     /// already (rows of the source schema); `None` after the last page.
     async fn next(&mut self) -> Result<Option<Vec<Vec<Value>>>> {
-        let Some(request) = self.next.take() else {
+        let concurrent = self.source.config.concurrency > 1;
+        let page = match self.source.client.page_size().filter(|_| concurrent) {
+            Some(size) => self.next_concurrent(size).await?,
+            None => self.next_sequential().await?,
+        };
+        let Some(page) = page else {
             return Ok(None);
         };
-        self.pages += 1;
-        let max_pages = self.source.config.max_pages;
-        if self.pages > max_pages {
-            return Err(Error::config(
-                "source.max_pages",
-                format!(
-                    "the API has more than {max_pages} pages: raise source.max_pages if that is expected"
-                ),
-            ));
-        }
-        let (page, after) = self
-            .source
-            .client
-            .page(&request, self.pages, self.fetched)
-            .await?;
         self.fetched += page.records.len() as u64;
-        self.next = after;
         let mut rows = Vec::with_capacity(page.records.len());
         for (i, record) in page.records.iter().enumerate() {
             let row = self.source.row(record, page.number, i)?;
@@ -138,6 +151,72 @@ impl Pages<'_> {
             rows.push(row);
         }
         Ok(Some(rows))
+    }
+
+    /// Counts a page; more than `max_pages` is an error.
+    fn count_page(&mut self) -> Result<()> {
+        self.pages += 1;
+        let max_pages = self.source.config.max_pages;
+        if self.pages > max_pages {
+            return Err(Error::config(
+                "source.max_pages",
+                format!(
+                    "the API has more than {max_pages} pages: raise source.max_pages if that is expected"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn next_sequential(&mut self) -> Result<Option<client::Page>> {
+        let Some(request) = self.next.take() else {
+            return Ok(None);
+        };
+        self.count_page()?;
+        let (page, after) = self
+            .source
+            .client
+            .page(&request, self.pages, self.fetched)
+            .await?;
+        self.next = after;
+        Ok(Some(page))
+    }
+
+    /// Keeps `concurrency` pages in flight ahead of the one it returns. Pages fetched at
+    /// once cannot wait for each other's answer, so a page shorter than the page size (or
+    /// empty, or reaching `total_path`) is the last, and the pages fetched past it are
+    /// dropped.
+    async fn next_concurrent(&mut self, size: u64) -> Result<Option<client::Page>> {
+        let at_once = self.source.config.concurrency as usize;
+        // One page past max_pages, so a read that needs it fails as a sequential one does.
+        while !self.exhausted
+            && self.inflight.len() < at_once
+            && self.scheduled <= self.source.config.max_pages
+        {
+            let index = self.scheduled;
+            self.scheduled += 1;
+            let client = self.source.client.clone();
+            let request = client.nth_page(&self.first, index);
+            self.inflight.push_back(tokio::spawn(async move {
+                let (page, after) = client.page(&request, index + 1, index * size).await?;
+                let last = after.is_none() || (page.records.len() as u64) < size;
+                Ok((page, last))
+            }));
+        }
+        let Some(fetch) = self.inflight.pop_front() else {
+            return Ok(None);
+        };
+        self.count_page()?;
+        let (page, last) = fetch
+            .await
+            .map_err(|e| Error::internal(format!("a page fetch stopped: {e}")))??;
+        if last {
+            self.exhausted = true;
+            for fetch in self.inflight.drain(..) {
+                fetch.abort();
+            }
+        }
+        Ok(Some(page))
     }
 }
 
