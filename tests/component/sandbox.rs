@@ -254,7 +254,8 @@ async fn unknown_columns_and_malformed_values_are_refused_before_any_sql() {
 }
 
 /// A strategy that keeps the target locked (a transaction open after
-/// `truncate-and-insert`, then endless host calls) is stopped at `limits.wall_seconds`;
+/// `truncate-and-insert`, then endless host calls) is stopped at `limits.wall_seconds` (its
+/// fuel is raised so that the deadline, not the fuel, ends it);
 /// its transaction rolls back, so the lock goes and the target keeps its rows, and its
 /// staging is dropped.
 #[tokio::test]
@@ -274,7 +275,7 @@ async fn the_deadline_stops_a_strategy_holding_a_lock_and_the_lock_is_released()
          source: {{ kind: postgres, url: \"{url}\", table: public.src }}\n\
          sink: {{ kind: postgres, url: \"{url}\", table: public.dst, strategy: {{ attack: lock_loop }} }}\n\
          state: {{ kind: sqlite, path: {}/state.db }}\n\
-         limits: {{ wall_seconds: 2 }}\n",
+         limits: {{ wall_seconds: 2, fuel: 1000000000000 }}\n",
         scratch("deadline").display()
     );
     let err = run_fails(&yaml, Some(&component("sandbox_probe")), Kind::Limit).await;
@@ -412,7 +413,8 @@ async fn lock_loop_pipeline(name: &str) -> Option<(Db, std::path::PathBuf)> {
             "pipeline: {name}\n\
              source: {{ kind: postgres, url: \"{url}\", table: public.src }}\n\
              sink: {{ kind: postgres, url: \"{url}\", table: public.dst, strategy: {{ attack: lock_loop }} }}\n\
-             state: {{ kind: sqlite, path: state.db }}\n"
+             state: {{ kind: sqlite, path: state.db }}\n\
+             limits: {{ fuel: 1000000000000 }}\n"
         ),
     )
     .unwrap();
