@@ -228,10 +228,11 @@ fn respond(
         0
     };
     let shifting = f.shifting_offsets;
+    let since = param("since");
     let records: Vec<&Json> = s
         .records
         .iter()
-        .filter(|r| match param("since") {
+        .filter(|r| match &since {
             Some(since) => r["updated_at"].as_str().is_some_and(|u| u > since.as_str()),
             None => true,
         })

@@ -87,8 +87,6 @@ pub struct Pipeline {
     /// What the source and the sink connectors declare they can do.
     pub source_capabilities: SourceCapabilities,
     pub sink_capabilities: SinkCapabilities,
-    /// The budgets `state.put` checks (`limits.state_entries`, `limits.state_bytes`).
-    limits: Limits,
     /// The committed entries, read at the first `state.put` to check the budgets.
     committed_state: Option<BTreeMap<String, Value>>,
     /// The run's logical time (`clock.now`), microseconds since the epoch.
@@ -130,7 +128,6 @@ impl Pipeline {
             state_colocated,
             source_capabilities: manifest.source.source_capabilities().expect(declared),
             sink_capabilities: manifest.sink.sink_capabilities().expect(declared),
-            limits: manifest.limits,
             committed_state: None,
             now_micros,
             pending_state: BTreeMap::new(),
@@ -157,7 +154,7 @@ impl Pipeline {
 
     /// Stages `key = value` unless the pipeline's state (committed entries overlaid with
     /// staged ones) would then exceed its budgets.
-    async fn put_state(&mut self, key: String, value: Value) -> Result<()> {
+    async fn put_state(&mut self, key: String, value: Value, limits: &Limits) -> Result<()> {
         if self.committed_state.is_none() {
             self.committed_state = Some(self.state.entries(&self.name).await?);
         }
@@ -174,21 +171,21 @@ impl Pipeline {
             bytes += size(k, v);
         }
         let shown: String = key.chars().take(64).collect();
-        if entries > self.limits.state_entries {
+        if entries > limits.state_entries {
             return Err(Error::limit(
                 "limits.state_entries",
                 format!(
                     "state entry {shown:?} would make {entries} entries, more than the pipeline may hold ({})",
-                    self.limits.state_entries
+                    limits.state_entries
                 ),
             ));
         }
-        if bytes > self.limits.state_bytes {
+        if bytes > limits.state_bytes {
             return Err(Error::limit(
                 "limits.state_bytes",
                 format!(
                     "state entry {shown:?} would make the pipeline's state {bytes} bytes, more than it may hold ({})",
-                    self.limits.state_bytes
+                    limits.state_bytes
                 ),
             ));
         }
@@ -753,13 +750,14 @@ impl sink::Host for RunState {
         let filter: Vec<Term> = filter.cross();
         self.timed(async |s| {
             let p = s.pipeline()?;
-            let schema = p.sink.describe().await?.ok_or_else(|| {
-                Error::new(
-                    Kind::Sink,
-                    format!("target `{}` does not exist", p.sink.target()),
-                )
-            })?;
-            check_target_use(p, &key, &filter, &[]).await?;
+            let schema = check_target_use(p, &key, &filter, &[])
+                .await?
+                .ok_or_else(|| {
+                    Error::new(
+                        Kind::Sink,
+                        format!("target `{}` does not exist", p.sink.target()),
+                    )
+                })?;
             p.sink.check_target_keys(&schema, &key, &filter).await
         })
         .await
@@ -873,20 +871,20 @@ fn key_match(schema: &Schema, key: &[String], m: sink::KeyMatch) -> Result<KeyMa
 /// filter, assigned columns) against the target's schema, and the values it passes, before
 /// any SQL: on SQLite a double-quoted unknown name is a string literal, so an unchecked
 /// filter on a missing column would match every row. A dry run whose target is not created
-/// yet checks the values only.
+/// yet checks the values only. Returns the target's schema, `None` in that dry run.
 async fn check_target_use(
     p: &mut Pipeline,
     key: &[String],
     filter: &[Term],
     assigned: &[(String, Value)],
-) -> Result<()> {
+) -> Result<Option<Schema>> {
     let values = filter.iter().flat_map(Term::values);
     for v in values.chain(assigned.iter().map(|(_, v)| v)) {
         model::check_value(v, "sink.strategy")?;
     }
     let Some(schema) = p.sink.describe().await? else {
         if p.sink.is_dry_run() {
-            return Ok(());
+            return Ok(None);
         }
         return Err(Error::new(
             Kind::Sink,
@@ -903,7 +901,7 @@ async fn check_target_use(
     for c in named.chain(assigned.iter().map(|(c, _)| c.as_str())) {
         schema.require(c, "sink.strategy")?;
     }
-    Ok(())
+    Ok(Some(schema))
 }
 
 fn pairs(assignments: Vec<sink::Assignment>) -> Vec<(String, Value)> {
@@ -1086,8 +1084,11 @@ impl state::Host for RunState {
 
     async fn put(&mut self, key: String, value: types::Value) -> Result<()> {
         let value: Value = value.cross();
-        self.timed(async |s| s.pipeline()?.put_state(key, value).await)
-            .await
+        self.timed(async |s| {
+            let limits = s.limits;
+            s.pipeline()?.put_state(key, value, &limits).await
+        })
+        .await
     }
 
     async fn commit(&mut self) -> Result<()> {
