@@ -135,7 +135,7 @@ impl Connection {
 
     /// The roles this kind of connection can play.
     pub fn roles(&self) -> Vec<Role> {
-        let state = matches!(self.kind(), "sqlite" | "postgres");
+        let state = matches!(self.kind(), "sqlite" | "postgres" | "mssql");
         [
             (self.source_capabilities().is_some(), Role::Source),
             (self.sink_capabilities().is_some(), Role::Sink),

@@ -1,16 +1,38 @@
 //! The state store: per-pipeline state entries and the run history.
 //!
-//! SQLite (a file under `.dpone/`) is the embedded default, PostgreSQL the shared store.
-//! Both keep the same two tables (`dpone_state_entries`, `dpone_runs`; in schema `dpone`
-//! on PostgreSQL). Contract: entries change only through [`StateStore::entry_writes`],
+//! SQLite (a file under `.dpone/`) is the embedded default, PostgreSQL and SQL Server the
+//! shared stores. Each keeps the same two tables (`dpone_state_entries`, `dpone_runs`; in
+//! schema `dpone` where the database has schemas), written by the same statements in the
+//! store's dialect. Contract: entries change only through [`StateStore::entry_writes`],
 //! whose statements either run in the sink's own transaction (when the store is the sink's
 //! database) or in [`StateStore::apply`] right after the sink committed.
 
 use std::collections::BTreeMap;
 
+use crate::connectors::dialect::NewTable;
 use crate::connectors::{SqlSession, Statement, TableName, render};
 use crate::error::{Error, Result};
 use crate::model::{DataType, Value, value_from_json, value_to_json};
+
+/// `$first..=$last`, the values of an upsert written with `$n` placeholders.
+pub(crate) fn numbered(range: std::ops::RangeInclusive<usize>) -> Vec<String> {
+    range.map(|n| format!("${n}")).collect()
+}
+
+/// The schema of a bookkeeping table: (name, type, nullable) per column.
+pub(crate) fn bookkeeping_schema(columns: &[(&str, DataType, bool)]) -> crate::model::Schema {
+    crate::model::Schema {
+        columns: columns
+            .iter()
+            .map(|(name, t, nullable)| crate::model::Column {
+                name: (*name).into(),
+                data_type: *t,
+                nullable: *nullable,
+            })
+            .collect(),
+        primary_key: Vec::new(),
+    }
+}
 
 /// One run, as the history keeps it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -74,17 +96,35 @@ impl StateStore {
         let mut ddl: Vec<String> = render::create_namespace(session.dialect(), &entries)
             .into_iter()
             .collect();
-        ddl.push(format!(
-            "CREATE TABLE IF NOT EXISTS {} (pipeline TEXT NOT NULL, entry_key TEXT NOT NULL, \
-             entry_value TEXT NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (pipeline, entry_key))",
-            render::table_ref(&entries)
+        let d = session.dialect();
+        ddl.push(d.create_table(
+            &entries,
+            &bookkeeping_schema(&[
+                ("pipeline", DataType::Text, false),
+                ("entry_key", DataType::Text, false),
+                ("entry_value", DataType::Text, false),
+                ("updated_at", DataType::Text, false),
+            ]),
+            &["pipeline".into(), "entry_key".into()],
+            NewTable::Target,
         ));
-        ddl.push(format!(
-            "CREATE TABLE IF NOT EXISTS {} (run_id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, \
-             strategy_name TEXT NOT NULL, strategy_version TEXT NOT NULL, strategy_hash TEXT NOT NULL, \
-             started_at TEXT NOT NULL, finished_at TEXT, rows_read BIGINT NOT NULL, \
-             rows_written BIGINT NOT NULL, outcome TEXT NOT NULL, error TEXT)",
-            render::table_ref(&runs)
+        ddl.push(d.create_table(
+            &runs,
+            &bookkeeping_schema(&[
+                ("run_id", DataType::Text, false),
+                ("pipeline", DataType::Text, false),
+                ("strategy_name", DataType::Text, false),
+                ("strategy_version", DataType::Text, false),
+                ("strategy_hash", DataType::Text, false),
+                ("started_at", DataType::Text, false),
+                ("finished_at", DataType::Text, true),
+                ("rows_read", DataType::Int64, false),
+                ("rows_written", DataType::Int64, false),
+                ("outcome", DataType::Text, false),
+                ("error", DataType::Text, true),
+            ]),
+            &["run_id".into()],
+            NewTable::Target,
         ));
         for sql in ddl {
             session
@@ -133,13 +173,13 @@ impl StateStore {
         if self.absent {
             return Ok(BTreeMap::new());
         }
-        let stmt = Statement {
-            sql: format!(
+        let stmt = self.statement(
+            format!(
                 "SELECT entry_key, entry_value FROM {} WHERE pipeline = $1 ORDER BY entry_key",
-                render::table_ref(&self.entries)
+                self.table_ref(&self.entries)
             ),
-            params: vec![Value::Text(pipeline.into())],
-        };
+            vec![Value::Text(pipeline.into())],
+        )?;
         let rows = self
             .session
             .query(&stmt, &[DataType::Text, DataType::Text])
@@ -162,24 +202,38 @@ impl StateStore {
         pipeline: &str,
         entries: &BTreeMap<String, Value>,
         now: &str,
-    ) -> Vec<Statement> {
+    ) -> Result<Vec<Statement>> {
+        let sql = self.session.dialect().upsert(
+            &self.entries,
+            &["pipeline", "entry_key", "entry_value", "updated_at"],
+            &numbered(1..=4),
+            &["pipeline", "entry_key"],
+            &["entry_value", "updated_at"],
+        );
         entries
             .iter()
-            .map(|(k, v)| Statement {
-                sql: format!(
-                    "INSERT INTO {} (pipeline, entry_key, entry_value, updated_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (pipeline, entry_key) DO UPDATE SET entry_value = excluded.entry_value, \
-                     updated_at = excluded.updated_at",
-                    render::table_ref(&self.entries)
-                ),
-                params: vec![
-                    Value::Text(pipeline.into()),
-                    Value::Text(k.clone()),
-                    Value::Text(value_to_json(v).to_string()),
-                    Value::Text(now.into()),
-                ],
+            .map(|(k, v)| {
+                self.statement(
+                    sql.clone(),
+                    vec![
+                        Value::Text(pipeline.into()),
+                        Value::Text(k.clone()),
+                        Value::Text(value_to_json(v).to_string()),
+                        Value::Text(now.into()),
+                    ],
+                )
             })
             .collect()
+    }
+
+    /// `table` quoted in the store's dialect.
+    fn table_ref(&self, table: &TableName) -> String {
+        self.session.dialect().table_ref(table)
+    }
+
+    /// A statement written with `$n` placeholders, in the store's dialect.
+    fn statement(&self, sql: String, params: Vec<Value>) -> Result<Statement> {
+        render::with_placeholders(self.session.dialect(), Statement { sql, params })
     }
 
     /// Runs `statements` in one transaction of the store.
@@ -201,15 +255,34 @@ impl StateStore {
     /// Inserts or updates a run in the history.
     pub async fn record_run(&mut self, r: &RunRecord) -> Result<()> {
         let opt = |v: &Option<String>| v.clone().map_or(Value::Null, Value::Text);
-        let stmt = Statement {
-            sql: format!(
-                "INSERT INTO {} (run_id, pipeline, strategy_name, strategy_version, strategy_hash, started_at, \
-                 finished_at, rows_read, rows_written, outcome, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-                 ON CONFLICT (run_id) DO UPDATE SET finished_at = excluded.finished_at, rows_read = excluded.rows_read, \
-                 rows_written = excluded.rows_written, outcome = excluded.outcome, error = excluded.error",
-                render::table_ref(&self.runs)
-            ),
-            params: vec![
+        let sql = self.session.dialect().upsert(
+            &self.runs,
+            &[
+                "run_id",
+                "pipeline",
+                "strategy_name",
+                "strategy_version",
+                "strategy_hash",
+                "started_at",
+                "finished_at",
+                "rows_read",
+                "rows_written",
+                "outcome",
+                "error",
+            ],
+            &numbered(1..=11),
+            &["run_id"],
+            &[
+                "finished_at",
+                "rows_read",
+                "rows_written",
+                "outcome",
+                "error",
+            ],
+        );
+        let stmt = self.statement(
+            sql,
+            vec![
                 Value::Text(r.run_id.clone()),
                 Value::Text(r.pipeline.clone()),
                 Value::Text(r.strategy_name.clone()),
@@ -222,7 +295,7 @@ impl StateStore {
                 Value::Text(r.outcome.clone()),
                 opt(&r.error),
             ],
-        };
+        )?;
         self.session
             .execute(&stmt)
             .await
@@ -248,11 +321,11 @@ impl StateStore {
             Value::Text(this_run.into()),
         ];
         let stale = "pipeline = $1 AND strategy_name = $2 AND run_id <> $3 AND outcome = 'running'";
-        let runs = render::table_ref(&self.runs);
-        let found = Statement {
-            sql: format!("SELECT run_id FROM {runs} WHERE {stale}"),
-            params: scope.clone(),
-        };
+        let runs = self.table_ref(&self.runs);
+        let found = self.statement(
+            format!("SELECT run_id FROM {runs} WHERE {stale}"),
+            scope.clone(),
+        )?;
         let rows = self
             .session
             .query(&found, &[DataType::Text])
@@ -269,14 +342,14 @@ impl StateStore {
         if !ids.is_empty() {
             let mut params = scope;
             params.push(Value::Text(now_text.into()));
-            let mark = Statement {
-                sql: format!(
+            let mark = self.statement(
+                format!(
                     "UPDATE {runs} SET outcome = 'abandoned', finished_at = $4, \
                      error = 'the process ended before the run finished (killed?); a later run dropped its staging' \
                      WHERE {stale}"
                 ),
                 params,
-            };
+            )?;
             self.session
                 .execute(&mark)
                 .await
@@ -290,14 +363,15 @@ impl StateStore {
         if self.absent {
             return Ok(Vec::new());
         }
-        let stmt = Statement {
-            sql: format!(
+        let stmt = self.statement(
+            format!(
                 "SELECT run_id, pipeline, strategy_name, strategy_version, strategy_hash, started_at, finished_at, \
-                 rows_read, rows_written, outcome, error FROM {} WHERE pipeline = $1 ORDER BY started_at DESC LIMIT {limit}",
-                render::table_ref(&self.runs)
+                 rows_read, rows_written, outcome, error FROM {} WHERE pipeline = $1 ORDER BY started_at DESC{}",
+                self.table_ref(&self.runs),
+                self.session.dialect().limit(u64::from(limit), true)
             ),
-            params: vec![Value::Text(pipeline.into())],
-        };
+            vec![Value::Text(pipeline.into())],
+        )?;
         let t = DataType::Text;
         let types = [t, t, t, t, t, t, t, DataType::Int64, DataType::Int64, t, t];
         let rows = self

@@ -3,14 +3,16 @@
 //! Contract: a worker runs a chunk only while it holds the chunk's lease (`running`, its
 //! owner, `lease_expires` in the future) and renews it while it works; a lease that expires
 //! (its worker died) makes the chunk claimable again. On PostgreSQL claims use
-//! `FOR UPDATE SKIP LOCKED`, so any number of processes on any machines can work one
-//! campaign; SQLite serializes writers on its file lock. Chunk finalizations are idempotent,
+//! `FOR UPDATE SKIP LOCKED` (SQL Server: `UPDLOCK, READPAST`), so any number of processes
+//! on any machines can work one campaign; SQLite serializes writers on its file lock. Chunk finalizations are idempotent,
 //! so a chunk that runs twice (its worker died after committing, before `finish`) is
 //! harmless.
 
+use crate::connectors::dialect::NewTable;
 use crate::connectors::{SqlSession, Statement, TableName, render};
 use crate::error::{Error, Result};
 use crate::model::{DataType, RangeTerm, Value, value_from_json, value_to_json};
+use crate::state::{bookkeeping_schema, numbered};
 
 /// A chunk's row in the ledger.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -60,13 +62,25 @@ impl Ledger {
             let mut ddl: Vec<String> = render::create_namespace(session.dialect(), &table)
                 .into_iter()
                 .collect();
-            ddl.push(format!(
-                "CREATE TABLE IF NOT EXISTS {} (pipeline TEXT NOT NULL, campaign TEXT NOT NULL, \
-                 chunk_index BIGINT NOT NULL, range_low TEXT NOT NULL, range_high TEXT NOT NULL, \
-                 status TEXT NOT NULL, attempts BIGINT NOT NULL, lease_owner TEXT, \
-                 lease_expires BIGINT, rows_written BIGINT NOT NULL, error TEXT, \
-                 updated_at TEXT NOT NULL, PRIMARY KEY (pipeline, campaign, chunk_index))",
-                render::table_ref(&table)
+            let (i, t) = (DataType::Int64, DataType::Text);
+            ddl.push(session.dialect().create_table(
+                &table,
+                &bookkeeping_schema(&[
+                    ("pipeline", t, false),
+                    ("campaign", t, false),
+                    ("chunk_index", i, false),
+                    ("range_low", t, false),
+                    ("range_high", t, false),
+                    ("status", t, false),
+                    ("attempts", i, false),
+                    ("lease_owner", t, true),
+                    ("lease_expires", i, true),
+                    ("rows_written", i, false),
+                    ("error", t, true),
+                    ("updated_at", t, false),
+                ]),
+                &["pipeline".into(), "campaign".into(), "chunk_index".into()],
+                NewTable::Target,
             ));
             for sql in ddl {
                 session
@@ -94,22 +108,42 @@ impl Ledger {
         ]
     }
 
+    /// A statement written with `$n` placeholders, in the store's dialect.
+    fn statement(&self, sql: String, params: Vec<Value>) -> Result<Statement> {
+        render::with_placeholders(self.session.dialect(), Statement { sql, params })
+    }
+
+    fn table_ref(&self) -> String {
+        self.session.dialect().table_ref(&self.table)
+    }
+
     async fn execute(&mut self, sql: String, params: Vec<Value>) -> Result<u64> {
-        self.session
-            .execute(&Statement { sql, params })
-            .await
-            .map_err(state_error)
+        let stmt = self.statement(sql, params)?;
+        self.session.execute(&stmt).await.map_err(state_error)
     }
 
     /// Records the plan's chunks as `pending`; chunks already in the ledger keep their row.
     pub async fn ensure_plan(&mut self, chunks: &[RangeTerm], now: &str) -> Result<()> {
         self.session.begin().await.map_err(state_error)?;
         for (i, chunk) in chunks.iter().enumerate() {
-            let sql = format!(
-                "INSERT INTO {} (pipeline, campaign, chunk_index, range_low, range_high, status, \
-                 attempts, rows_written, updated_at) VALUES ($1, $2, $3, $4, $5, 'pending', 0, 0, $6) \
-                 ON CONFLICT (pipeline, campaign, chunk_index) DO NOTHING",
-                render::table_ref(&self.table)
+            let mut values = numbered(1..=5);
+            values.extend(["'pending'", "0", "0", "$6"].map(String::from));
+            let sql = self.session.dialect().upsert(
+                &self.table,
+                &[
+                    "pipeline",
+                    "campaign",
+                    "chunk_index",
+                    "range_low",
+                    "range_high",
+                    "status",
+                    "attempts",
+                    "rows_written",
+                    "updated_at",
+                ],
+                &values,
+                &["pipeline", "campaign", "chunk_index"],
+                &[],
             );
             let mut params = self.scope();
             params.extend([
@@ -137,7 +171,7 @@ impl Ledger {
         max_attempts: u32,
         now_text: &str,
     ) -> Result<Option<i64>> {
-        let table = render::table_ref(&self.table);
+        let table = self.table_ref();
         let mut params = self.scope();
         params.extend([
             Value::Int(now),
@@ -154,7 +188,6 @@ impl Ledger {
             params,
         )
         .await?;
-        let skip_locked = self.session.dialect().skip_locked();
         let mut params = self.scope();
         params.extend([
             Value::Text(owner.into()),
@@ -164,16 +197,16 @@ impl Ledger {
             Value::Text(self.campaign.clone()),
             Value::Int(now),
         ]);
-        let stmt = Statement {
-            sql: format!(
-                "UPDATE {table} SET status = 'running', attempts = attempts + 1, lease_owner = $3, \
-                 lease_expires = $4, updated_at = $5, error = NULL \
-                 WHERE pipeline = $1 AND campaign = $2 AND chunk_index = (SELECT chunk_index FROM {table} \
-                 WHERE pipeline = $6 AND campaign = $7 AND (status = 'pending' OR (status = 'running' \
-                 AND lease_expires < $8)) ORDER BY chunk_index LIMIT 1{skip_locked}) RETURNING chunk_index"
-            ),
-            params,
-        };
+        let sql = self.session.dialect().update_first(
+            &self.table,
+            "status = 'running', attempts = attempts + 1, lease_owner = $3, lease_expires = $4, \
+             updated_at = $5, error = NULL",
+            "pipeline = $1 AND campaign = $2",
+            "pipeline = $6 AND campaign = $7 AND (status = 'pending' OR (status = 'running' \
+             AND lease_expires < $8))",
+            "chunk_index",
+        );
+        let stmt = self.statement(sql, params)?;
         let rows = self
             .session
             .query(&stmt, &[DataType::Int64])
@@ -199,7 +232,7 @@ impl Ledger {
                 format!(
                     "UPDATE {} SET lease_expires = $5 WHERE pipeline = $1 AND campaign = $2 \
                      AND chunk_index = $3 AND lease_owner = $4 AND status = 'running'",
-                    render::table_ref(&self.table)
+                    self.table_ref()
                 ),
                 params,
             )
@@ -227,7 +260,7 @@ impl Ledger {
                 "UPDATE {} SET status = 'done', lease_owner = NULL, lease_expires = NULL, \
                  rows_written = $5, updated_at = $6 WHERE pipeline = $1 AND campaign = $2 \
                  AND chunk_index = $3 AND lease_owner = $4",
-                render::table_ref(&self.table)
+                self.table_ref()
             ),
             params,
         )
@@ -259,7 +292,7 @@ impl Ledger {
                 "UPDATE {} SET status = CASE WHEN attempts < $6 THEN 'pending' ELSE 'failed' END, \
                  lease_owner = NULL, lease_expires = NULL, error = $5, updated_at = $7 \
                  WHERE pipeline = $1 AND campaign = $2 AND chunk_index = $3 AND lease_owner = $4",
-                render::table_ref(&self.table)
+                self.table_ref()
             ),
             params,
         )
@@ -275,7 +308,7 @@ impl Ledger {
             format!(
                 "UPDATE {} SET status = 'pending', attempts = 0, updated_at = $3 \
                  WHERE pipeline = $1 AND campaign = $2 AND status = 'failed'",
-                render::table_ref(&self.table)
+                self.table_ref()
             ),
             params,
         )
@@ -293,15 +326,15 @@ impl Ledger {
         {
             return Ok(Vec::new());
         }
-        let stmt = Statement {
-            sql: format!(
+        let stmt = self.statement(
+            format!(
                 "SELECT chunk_index, range_low, range_high, status, attempts, lease_owner, \
                  lease_expires, rows_written, error FROM {} WHERE pipeline = $1 AND campaign = $2 \
                  ORDER BY chunk_index",
-                render::table_ref(&self.table)
+                self.table_ref()
             ),
-            params: self.scope(),
-        };
+            self.scope(),
+        )?;
         let (i, t) = (DataType::Int64, DataType::Text);
         let rows = self
             .session

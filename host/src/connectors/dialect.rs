@@ -102,8 +102,67 @@ pub trait SqlDialect: Send + Sync + Debug {
         ""
     }
 
-    /// A column definition of `CREATE TABLE`.
-    fn column_def(&self, column: &Column, not_null: bool) -> String {
+    /// Inserts one row (`values` are the expressions of `columns`), or where a row with
+    /// the same `key` exists, sets its `update` columns to the new values (none: keeps it
+    /// as it is). Atomic against a concurrent insert of the same key.
+    fn upsert(
+        &self,
+        table: &TableName,
+        columns: &[&str],
+        values: &[String],
+        key: &[&str],
+        update: &[&str],
+    ) -> String {
+        let list = |names: &[&str]| {
+            names
+                .iter()
+                .map(|c| self.quote_ident(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let action = if update.is_empty() {
+            "DO NOTHING".to_string()
+        } else {
+            let sets: Vec<String> = update
+                .iter()
+                .map(|c| format!("{q} = excluded.{q}", q = self.quote_ident(c)))
+                .collect();
+            format!("DO UPDATE SET {}", sets.join(", "))
+        };
+        format!(
+            "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) {action}",
+            self.table_ref(table),
+            list(columns),
+            values.join(", "),
+            list(key)
+        )
+    }
+
+    /// Claims one row: among the rows matching `pick`, the first by `order` (skipping rows
+    /// another session holds, where rows are locked) gets `set`; returns its `order`
+    /// value, no row when none matched. `scope` is `pick`'s part that identifies the
+    /// rows' group, for dialects that update the chosen row through the group.
+    fn update_first(
+        &self,
+        table: &TableName,
+        set: &str,
+        scope: &str,
+        pick: &str,
+        order: &str,
+    ) -> String {
+        let t = self.table_ref(table);
+        let o = self.quote_ident(order);
+        format!(
+            "UPDATE {t} SET {set} WHERE {scope} AND {o} = (SELECT {o} FROM {t} WHERE {pick} \
+             ORDER BY {o}{}{}) RETURNING {o}",
+            self.limit(1, true),
+            self.skip_locked()
+        )
+    }
+
+    /// A column definition of `CREATE TABLE`; `in_key`: the column is part of the primary
+    /// key the table declares.
+    fn column_def(&self, column: &Column, not_null: bool, _in_key: bool) -> String {
         let t = self.native_type(&column.data_type);
         let q = self.quote_ident(&column.name);
         if not_null {
@@ -135,9 +194,32 @@ pub trait SqlDialect: Send + Sync + Debug {
         None
     }
 
-    /// ` LIMIT n`, appended to a `SELECT`.
-    fn limit(&self, n: u64) -> String {
+    /// ` LIMIT n`, appended to a `SELECT`; `ordered`: the `SELECT` ends with an `ORDER BY`
+    /// (SQL Server's `OFFSET .. FETCH` needs one).
+    fn limit(&self, n: u64, _ordered: bool) -> String {
         format!(" LIMIT {n}")
+    }
+
+    /// The aggregate counting a table's rows, as a 64-bit integer.
+    fn count_all(&self) -> &'static str {
+        "COUNT(*)"
+    }
+
+    /// The condition that `quoted` is one of the values of a JSON array bound as the text
+    /// parameter `param`: how an in-list longer than [`IN_LIST_PARAMS`] values stays one
+    /// parameter where the dialect can expand an array server-side; `None`: one parameter
+    /// per value, up to [`Self::max_params`].
+    fn in_json_array(&self, _quoted: &str, _param: &str) -> Option<String> {
+        None
+    }
+
+    /// Renames `table` to `to` (in its schema) inside the open transaction.
+    fn rename_table(&self, table: &TableName, to: &str) -> String {
+        format!(
+            "ALTER TABLE {} RENAME TO {}",
+            self.table_ref(table),
+            self.quote_ident(to)
+        )
     }
 
     /// The largest value of a quoted column, NULL over no rows.
@@ -209,7 +291,7 @@ pub trait SqlDialect: Send + Sync + Debug {
 
     /// The expression of a row's version and the value a row-version position binds as,
     /// for the `row-versions` scan bound; `unsupported` where rows carry no version.
-    fn row_version(&self, _position: &str) -> Result<(&'static str, Value)> {
+    fn row_version(&self, _position: &str) -> Result<(String, Value)> {
         Err(Error::new(
             Kind::Unsupported,
             "this source has no row versions (PostgreSQL has xmin; SQL Server rowversion comes with its connector)",
@@ -247,30 +329,45 @@ pub trait SqlDialect: Send + Sync + Debug {
         key: &[String],
         role: NewTable,
     ) -> String {
-        let scratch = role == NewTable::Scratch;
-        let mut cols: Vec<String> = schema
-            .columns
-            .iter()
-            .map(|c| self.column_def(c, !scratch && (!c.nullable || key.contains(&c.name))))
-            .collect();
-        if !scratch && !key.is_empty() && self.declares_primary_key() {
-            cols.push(format!("PRIMARY KEY ({})", self.column_list(key)));
-        }
-        let kind = if scratch {
-            self.staging_table_kind()
-        } else {
-            ""
-        };
-        let if_not_exists = if role == NewTable::Target {
-            "IF NOT EXISTS "
-        } else {
-            ""
-        };
-        format!(
-            "CREATE {kind}TABLE {if_not_exists}{} ({}){}",
-            self.table_ref(table),
-            cols.join(", "),
-            self.table_options(key, scratch)
-        )
+        standard_create_table(self, table, schema, key, role)
     }
+}
+
+/// In-lists longer than this bind one JSON array where the dialect can expand one
+/// ([`SqlDialect::in_json_array`]): SQL Server takes at most 2,100 parameters a statement.
+pub const IN_LIST_PARAMS: usize = 1000;
+
+/// `CREATE [kind] TABLE [IF NOT EXISTS] t (columns, PRIMARY KEY (key)) options`: the
+/// standard form of [`SqlDialect::create_table`], for dialects that only wrap it.
+pub fn standard_create_table<D: SqlDialect + ?Sized>(
+    d: &D,
+    table: &TableName,
+    schema: &Schema,
+    key: &[String],
+    role: NewTable,
+) -> String {
+    let scratch = role == NewTable::Scratch;
+    let mut cols: Vec<String> = schema
+        .columns
+        .iter()
+        .map(|c| {
+            let in_key = !scratch && key.contains(&c.name);
+            d.column_def(c, in_key || (!scratch && !c.nullable), in_key)
+        })
+        .collect();
+    if !scratch && !key.is_empty() && d.declares_primary_key() {
+        cols.push(format!("PRIMARY KEY ({})", d.column_list(key)));
+    }
+    let kind = if scratch { d.staging_table_kind() } else { "" };
+    let if_not_exists = if role == NewTable::Target {
+        "IF NOT EXISTS "
+    } else {
+        ""
+    };
+    format!(
+        "CREATE {kind}TABLE {if_not_exists}{} ({}){}",
+        d.table_ref(table),
+        cols.join(", "),
+        d.table_options(key, scratch)
+    )
 }

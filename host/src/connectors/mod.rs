@@ -660,6 +660,8 @@ pub async fn connect(
         Connection::Postgres(c) => Ok(Box::new(
             postgres::PostgresSession::connect(c.url.expose(), role).await?,
         )),
+        #[cfg(feature = "mssql")]
+        Connection::Mssql(c) => Ok(Box::new(mssql::MssqlSession::connect(c, role).await?)),
         #[cfg(feature = "clickhouse")]
         Connection::Clickhouse(c) => Ok(Box::new(
             clickhouse::ClickhouseSession::connect(c.url.expose(), role)

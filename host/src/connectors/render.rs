@@ -6,7 +6,7 @@
 //! dialect's audited literals); the one raw SQL text is the manifest's `predicate_sql`.
 //! Everything here is pure, so `dpone-host plan` can print the exact statements a run issues.
 
-use super::dialect::{KeyMatch, NewTable, SqlDialect};
+use super::dialect::{IN_LIST_PARAMS, KeyMatch, NewTable, SqlDialect};
 use super::{Statement, TableName};
 use crate::error::{Error, Result};
 use crate::model::{Comparison, ScanBounds, Schema, Term, Value};
@@ -47,6 +47,16 @@ impl<'a> Where<'a> {
         (self.placeholder)(self.params.len(), v)
     }
 
+    /// `quoted IN (p1, p2, ..)`, one parameter per value.
+    fn in_list(&mut self, quoted: &str, values: &[Value]) -> Result<()> {
+        let ps = values
+            .iter()
+            .map(|v| self.param(v))
+            .collect::<Result<Vec<_>>>()?;
+        self.parts.push(format!("{quoted} IN ({})", ps.join(", ")));
+        Ok(())
+    }
+
     fn compare(&mut self, column: &str, op: &str, v: &Value) -> Result<()> {
         let p = self.param(v)?;
         self.parts
@@ -85,17 +95,24 @@ impl<'a> Where<'a> {
                 )?;
             }
             Term::InList(i) if i.values.is_empty() => self.parts.push("1 = 0".into()),
+            Term::InList(i) if i.values.len() > IN_LIST_PARAMS => {
+                let quoted = self.d.quote_ident(&i.column);
+                let Some(array) = json_array_text(&i.values) else {
+                    return self.in_list(&quoted, &i.values);
+                };
+                let p = self.param(&Value::Text(array))?;
+                match self.d.in_json_array(&quoted, &p) {
+                    Some(sql) => self.parts.push(sql),
+                    None => {
+                        // The dialect expands no arrays: a parameter per value after all.
+                        self.params.pop();
+                        self.in_list(&quoted, &i.values)?;
+                    }
+                }
+            }
             Term::InList(i) => {
-                let ps = i
-                    .values
-                    .iter()
-                    .map(|v| self.param(v))
-                    .collect::<Result<Vec<_>>>()?;
-                self.parts.push(format!(
-                    "{} IN ({})",
-                    self.d.quote_ident(&i.column),
-                    ps.join(", ")
-                ));
+                let quoted = self.d.quote_ident(&i.column);
+                self.in_list(&quoted, &i.values)?;
             }
             Term::IsNull(c) => self
                 .parts
@@ -157,6 +174,27 @@ impl<'a> Where<'a> {
     }
 }
 
+/// Values as a JSON array of their text in the forms a server converts implicitly to the
+/// column's type (ISO dates and timestamps, `1`/`0` booleans); `None` when one has no such
+/// form (bytes, NULL).
+fn json_array_text(values: &[Value]) -> Option<String> {
+    use crate::model::time::format_timestamp;
+    let text = |v: &Value| -> Option<String> {
+        Some(match v {
+            Value::Null | Value::Bytes(_) => return None,
+            Value::Boolean(b) => u8::from(*b).to_string(),
+            Value::Timestamp(t) => format_timestamp(*t),
+            Value::TimestampTz(t) => format!("{}+00:00", format_timestamp(*t)),
+            other => crate::model::canonical_text(other)?,
+        })
+    };
+    let items = values
+        .iter()
+        .map(|v| text(v).map(serde_json::Value::String))
+        .collect::<Option<Vec<_>>>()?;
+    Some(serde_json::Value::Array(items).to_string())
+}
+
 /// The dialect's own placeholders: what every statement but a session's reads uses.
 fn placeholders(d: &dyn SqlDialect) -> impl Fn(usize, &Value) -> Result<String> + '_ {
     move |n, v| d.placeholder(n, v)
@@ -200,7 +238,7 @@ pub fn select(
         if let Some(c) = &bounds.cursor {
             sql.push_str(&format!(" ORDER BY {}", d.quote_ident(&c.column)));
         }
-        sql.push_str(&d.limit(limit));
+        sql.push_str(&d.limit(limit, bounds.cursor.is_some()));
     }
     Ok(Statement {
         sql,
@@ -482,14 +520,7 @@ pub fn delete_where(
 
 /// Drops the target and renames staging into its place; run inside one transaction.
 pub fn swap(d: &dyn SqlDialect, target: &TableName, staging: &TableName) -> [String; 2] {
-    [
-        drop_table(d, target),
-        format!(
-            "ALTER TABLE {} RENAME TO {}",
-            d.table_ref(staging),
-            d.quote_ident(&target.name)
-        ),
-    ]
+    [drop_table(d, target), d.rename_table(staging, &target.name)]
 }
 
 /// The two queries of a key check over the rows of `table` matching `filter`: (rows, rows
@@ -523,13 +554,14 @@ pub fn key_checks(
         .collect();
     let cols = d.column_list(key);
     let counts = format!(
-        "SELECT (SELECT COUNT(*) FROM {scope}), (SELECT COUNT(*) FROM {scope} WHERE {nulls}), \
-         (SELECT COUNT(*) FROM (SELECT 1 FROM {scope} GROUP BY {cols} HAVING COUNT(*) > 1) AS d)",
+        "SELECT (SELECT {n} FROM {scope}), (SELECT {n} FROM {scope} WHERE {nulls}), \
+         (SELECT {n} FROM (SELECT 1 AS x FROM {scope} GROUP BY {cols} HAVING COUNT(*) > 1) AS d)",
+        n = d.count_all(),
         nulls = any_null.join(" OR "),
     );
     let sample = format!(
         "SELECT {cols} FROM {scope} GROUP BY {cols} HAVING COUNT(*) > 1 ORDER BY {cols}{}",
-        d.limit(5)
+        d.limit(5, true)
     );
     Ok((
         Statement {
@@ -549,12 +581,41 @@ pub fn distinct_values(d: &dyn SqlDialect, table: &TableName, column: &str, limi
     format!(
         "SELECT DISTINCT {c} FROM {} ORDER BY {c}{}",
         d.table_ref(table),
-        d.limit(u64::from(limit))
+        d.limit(u64::from(limit), true)
     )
 }
 
 pub fn count(d: &dyn SqlDialect, table: &TableName) -> String {
-    format!("SELECT COUNT(*) FROM {}", d.table_ref(table))
+    format!("SELECT {} FROM {}", d.count_all(), d.table_ref(table))
+}
+
+/// `stmt`, written with `$n` placeholders, in the dialect's placeholders: dpone's own
+/// bookkeeping statements (state, run history, backfill ledger) are written once for
+/// every store. A `$n` without a parameter is an error.
+pub fn with_placeholders(d: &dyn SqlDialect, stmt: Statement) -> Result<Statement> {
+    let mut sql = String::with_capacity(stmt.sql.len());
+    let mut rest = stmt.sql.as_str();
+    while let Some(at) = rest.find('$') {
+        sql.push_str(&rest[..at]);
+        let digits: String = rest[at + 1..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        let n: usize = digits.parse().unwrap_or(0);
+        let value = n
+            .checked_sub(1)
+            .and_then(|i| stmt.params.get(i))
+            .ok_or_else(|| {
+                Error::internal(format!("`${digits}` has no parameter: {}", stmt.sql))
+            })?;
+        sql.push_str(&d.placeholder(n, value)?);
+        rest = &rest[at + 1 + digits.len()..];
+    }
+    sql.push_str(rest);
+    Ok(Statement {
+        sql,
+        params: stmt.params,
+    })
 }
 
 /// `"a", "b"` in the standard quoting, for connectors' own SQL on servers that use it.

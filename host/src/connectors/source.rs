@@ -174,7 +174,7 @@ impl Source for SqlSource {
             &schema,
             bounds,
             self.manifest_predicate.as_deref(),
-            "COUNT(*)",
+            self.dialect().count_all(),
         )?;
         let rows = self.session.query(&stmt, &[DataType::Int64]).await?;
         match rows.first().and_then(|r| r.first()) {

@@ -179,7 +179,10 @@ pub fn connection(connector: &str, sink: bool, id: &str) -> String {
         "postgres" => {
             format!("kind: postgres\n  url: \"${{DPONE_MATRIX_POSTGRES_URL}}\"\n  table: {table}")
         }
-        "mssql" => format!("kind: mssql\n  url: \"${{DPONE_MATRIX_MSSQL_URL}}\"\n  table: {table}"),
+        // Test servers (the official container image) have self-signed certificates.
+        "mssql" => format!(
+            "kind: mssql\n  url: \"${{DPONE_MATRIX_MSSQL_URL}}\"\n  table: {table}\n  trust_server_certificate: true"
+        ),
         "clickhouse" => {
             format!(
                 "kind: clickhouse\n  url: \"${{DPONE_MATRIX_CLICKHOUSE_URL}}\"\n  table: {table}"

@@ -648,7 +648,7 @@ impl sink::Host for RunState {
             let p = s.pipeline()?;
             let also = if p.state_colocated {
                 let pending = p.take_pending_state();
-                p.state.entry_writes(&p.name, &pending, &p.now_text())
+                p.state.entry_writes(&p.name, &pending, &p.now_text())?
             } else {
                 Vec::<Statement>::new()
             };
@@ -848,7 +848,7 @@ fn feed(p: &mut Pipeline) -> Result<&mut dyn ChangeFeed> {
 fn no_feed() -> Error {
     Error::new(
         Kind::Unsupported,
-        "this source has no change feed (PostgreSQL sources have one; SQL Server change tables come with its connector)",
+        "this source has no change feed (PostgreSQL sources have one; the SQL Server change-table feed is not built yet)",
     )
 }
 
@@ -1107,7 +1107,7 @@ impl state::Host for RunState {
             }
             return Ok(());
         }
-        let writes = p.state.entry_writes(&p.name, &pending, &p.now_text());
+        let writes = p.state.entry_writes(&p.name, &pending, &p.now_text())?;
         p.state.apply(&writes).await
     }
 }

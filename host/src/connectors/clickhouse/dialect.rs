@@ -63,7 +63,7 @@ impl SqlDialect for ClickhouseDialect {
 
     /// `"c" Nullable(T) COMMENT 'dpone:boolean'`: key columns are never Nullable (the
     /// server cannot sort by one before 20.x), marked types carry their comment.
-    fn column_def(&self, column: &Column, not_null: bool) -> String {
+    fn column_def(&self, column: &Column, not_null: bool, _in_key: bool) -> String {
         let t = self.native_type(&column.data_type);
         let t = if not_null {
             t

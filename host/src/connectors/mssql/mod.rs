@@ -1,5 +1,9 @@
-//! SQL Server: the manifest section only. The client (and its type mapping) is not built yet:
-//! a manifest naming this kind validates, and a run stops before connecting with an
-//! `unsupported` error that says so.
+//! SQL Server: source, sink and state store through tiberius, with TDS bulk load into
+//! staging.
 
+pub mod client;
 pub mod config;
+pub mod dialect;
+pub mod types;
+
+pub use client::MssqlSession;

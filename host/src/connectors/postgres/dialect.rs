@@ -57,7 +57,7 @@ impl SqlDialect for PostgresDialect {
         format!("TRUNCATE TABLE {table}")
     }
 
-    fn row_version(&self, position: &str) -> Result<(&'static str, Value)> {
-        Ok((ROW_XID64, Value::Int(parse_xid_position(position)?)))
+    fn row_version(&self, position: &str) -> Result<(String, Value)> {
+        Ok((ROW_XID64.into(), Value::Int(parse_xid_position(position)?)))
     }
 }
