@@ -904,7 +904,7 @@ mod tests {
                 .0
                 .sql,
             "SELECT (SELECT COUNT(*) FROM \"public\".\"__dpone_stg_r1\"), (SELECT COUNT(*) FROM \"public\".\"__dpone_stg_r1\" WHERE \"id\" IS NULL), \
-             (SELECT COUNT(*) FROM (SELECT 1 FROM \"public\".\"__dpone_stg_r1\" GROUP BY \"id\" HAVING COUNT(*) > 1) AS d)"
+             (SELECT COUNT(*) FROM (SELECT 1 AS x FROM \"public\".\"__dpone_stg_r1\" GROUP BY \"id\" HAVING COUNT(*) > 1) AS d)"
         );
     }
 

@@ -536,8 +536,8 @@ mod tests {
     use std::time::Duration;
 
     use mssql_mock_tds::{
-        ColumnDefinition, ColumnValue, MockTdsServer, QueryRegistry, QueryResponse, Row as MockRow,
-        SqlDataType, TerminalError,
+        ColumnDefinition, ColumnValue, ConnectionStore, MockTdsServer, QueryRegistry,
+        QueryResponse, Row as MockRow, SqlDataType, TerminalError,
     };
 
     use super::*;
@@ -562,26 +562,35 @@ mod tests {
         ColumnValue::NVarCharMax(vec![text.encode_utf16().collect()])
     }
 
-    /// A mock server answering `queries`, plus the session's own `@@SPID` query.
-    async fn server(queries: Vec<(&str, QueryResponse)>) -> std::net::SocketAddr {
+    /// The answer to the session's `@@SPID` query.
+    fn spid(id: i64) -> QueryResponse {
+        QueryResponse::new(
+            vec![ColumnDefinition::new("spid", SqlDataType::BigInt)],
+            vec![MockRow::new(vec![ColumnValue::BigInt(id)])],
+        )
+    }
+
+    /// A mock server answering `queries` and `@@SPID` (57); its address and the record of
+    /// its connections.
+    async fn server(
+        queries: Vec<(&str, QueryResponse)>,
+    ) -> (
+        std::net::SocketAddr,
+        Arc<tokio::sync::Mutex<ConnectionStore>>,
+    ) {
         let server = MockTdsServer::new("127.0.0.1:0").await.unwrap();
         let addr = server.local_addr();
+        let store = server.connection_store();
         {
             let registry = server.query_registry();
             let mut r = registry.lock().await;
-            r.register(
-                SPID_SQL,
-                QueryResponse::new(
-                    vec![ColumnDefinition::new("spid", SqlDataType::BigInt)],
-                    vec![MockRow::new(vec![ColumnValue::BigInt(57)])],
-                ),
-            );
+            r.register(SPID_SQL, spid(57));
             for (sql, response) in queries {
                 r.register(sql, response);
             }
         }
         tokio::spawn(server.run());
-        addr
+        (addr, store)
     }
 
     async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
@@ -593,7 +602,7 @@ mod tests {
     #[tokio::test]
     async fn logs_in_reads_its_session_id_and_maps_server_errors() {
         bounded(async {
-            let addr = server(vec![
+            let (addr, _) = server(vec![
                 (
                     "INSERT INTO T (ID) VALUES (@P1)",
                     QueryResponse::error_only(TerminalError::new(
@@ -661,21 +670,7 @@ mod tests {
     #[tokio::test]
     async fn transactions_carry_the_server_descriptor() {
         bounded(async {
-            let server = MockTdsServer::new("127.0.0.1:0").await.unwrap();
-            let addr = server.local_addr();
-            let store = server.connection_store();
-            {
-                let registry = server.query_registry();
-                let mut r = registry.lock().await;
-                r.register(
-                    SPID_SQL,
-                    QueryResponse::new(
-                        vec![ColumnDefinition::new("spid", SqlDataType::BigInt)],
-                        vec![MockRow::new(vec![ColumnValue::BigInt(9)])],
-                    ),
-                );
-            }
-            tokio::spawn(server.run());
+            let (addr, store) = server(vec![]).await;
             let mut s = MssqlSession::connect(&config(addr), Kind::Sink)
                 .await
                 .unwrap();
@@ -718,7 +713,7 @@ mod tests {
                     ])
                 })
                 .collect();
-            let addr = server(vec![(
+            let (addr, _) = server(vec![(
                 "SELECT [ID], [N], [NAME], [BLOB] FROM [DBO].[T]",
                 QueryResponse::new(
                     vec![
@@ -790,7 +785,7 @@ mod tests {
             };
             let text = |n: &str| ColumnDefinition::new(n, SqlDataType::NVarCharMax);
             let int = |n: &str| ColumnDefinition::new(n, SqlDataType::BigInt);
-            let addr = server(vec![
+            let (addr, _) = server(vec![
                 (
                     COLUMNS_SQL,
                     QueryResponse::new(
@@ -858,13 +853,7 @@ mod tests {
             let registry = Arc::new(tokio::sync::Mutex::new(QueryRegistry::new()));
             {
                 let mut r = registry.lock().await;
-                r.register(
-                    SPID_SQL,
-                    QueryResponse::new(
-                        vec![ColumnDefinition::new("spid", SqlDataType::BigInt)],
-                        vec![MockRow::new(vec![ColumnValue::BigInt(3)])],
-                    ),
-                );
+                r.register(SPID_SQL, spid(3));
                 r.register(
                     "SELECT [ID] FROM [T]",
                     QueryResponse::new(
