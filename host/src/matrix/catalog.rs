@@ -45,7 +45,7 @@ pub const PROFILES: [(&str, &str); 6] = [
     ),
     (
         "mssql_live",
-        "a SQL Server: vendor_live reads DPONE_LIVE_MSSQL_URL (no local service here; the connector is not built yet)",
+        "a SQL Server: vendor_live reads DPONE_LIVE_MSSQL_URL (no SQL Server can run on the build machines, so mock_local has none)",
     ),
     (
         "clickhouse_live",
@@ -61,7 +61,7 @@ pub const PROFILES: [(&str, &str); 6] = [
     ),
     (
         "rest_mock",
-        "the REST mock server the matrix starts (the connector and the mock are not built yet)",
+        "the mock REST API `cargo xtask matrix --mode mock_local` serves on a loopback port (DPONE_MATRIX_REST_URL)",
     ),
 ];
 
