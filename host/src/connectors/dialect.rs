@@ -48,6 +48,13 @@ pub trait SqlDialect: Send + Sync + Debug {
         Ok(format!("${n}"))
     }
 
+    /// The right side of `column <op> value` when the value is bound as `param`: the
+    /// parameter itself by default. (SQL Server widens microsecond timestamps past the
+    /// 100 ns its columns hold, see its dialect.)
+    fn compare_bound(&self, _op: &str, param: String, _value: &Value) -> String {
+        param
+    }
+
     /// The most parameters one statement may bind; a statement needing more is refused
     /// with an error instead of failing at the server.
     fn max_params(&self) -> usize;

@@ -533,6 +533,11 @@ pub fn manifest_feed(manifest: &crate::manifest::Manifest) -> Option<Box<dyn Cha
                 c.change_feed.as_ref(),
             )))
         }
+        #[cfg(feature = "mssql")]
+        crate::manifest::Connection::Mssql(c) => Some(Box::new(mssql::feed::MssqlFeed::new(
+            c,
+            manifest.source_table(),
+        ))),
         #[allow(unreachable_patterns)]
         _ => None,
     }

@@ -59,8 +59,9 @@ impl<'a> Where<'a> {
 
     fn compare(&mut self, column: &str, op: &str, v: &Value) -> Result<()> {
         let p = self.param(v)?;
+        let bound = self.d.compare_bound(op, p, v);
         self.parts
-            .push(format!("{} {op} {p}", self.d.quote_ident(column)));
+            .push(format!("{} {op} {bound}", self.d.quote_ident(column)));
         Ok(())
     }
 
@@ -228,13 +229,17 @@ pub fn select(
 ) -> Result<Statement> {
     let mut w = Where::new(d, placeholder);
     w.bounds(bounds, manifest_predicate)?;
+    if bounds.limit == Some(0) {
+        // No row: some dialects cannot say `LIMIT 0` (SQL Server's FETCH needs one).
+        w.parts.push("1 = 0".into());
+    }
     let mut sql = format!(
         "SELECT {} FROM {}{}",
         d.column_list(&schema.names()),
         d.table_ref(table),
         w.sql()
     );
-    if let Some(limit) = bounds.limit {
+    if let Some(limit) = bounds.limit.filter(|n| *n > 0) {
         if let Some(c) = &bounds.cursor {
             sql.push_str(&format!(" ORDER BY {}", d.quote_ident(&c.column)));
         }

@@ -179,10 +179,19 @@ pub fn connection(connector: &str, sink: bool, id: &str) -> String {
         "postgres" => {
             format!("kind: postgres\n  url: \"${{DPONE_MATRIX_POSTGRES_URL}}\"\n  table: {table}")
         }
-        // Test servers (the official container image) have self-signed certificates.
-        "mssql" => format!(
-            "kind: mssql\n  url: \"${{DPONE_MATRIX_MSSQL_URL}}\"\n  table: {table}\n  trust_server_certificate: true"
-        ),
+        // Test servers (the official container image) have self-signed certificates. A cdc
+        // case reads the capture instance the matrix enables on the model table, all
+        // changes compacted per key by dpone.
+        "mssql" => {
+            let feed = if !sink && id.ends_with("__cdc") {
+                "\n  change_feed: { capture_instance: matrix_src_model, net_changes: false }"
+            } else {
+                ""
+            };
+            format!(
+                "kind: mssql\n  url: \"${{DPONE_MATRIX_MSSQL_URL}}\"\n  table: {table}\n  trust_server_certificate: true{feed}"
+            )
+        }
         "clickhouse" => {
             format!(
                 "kind: clickhouse\n  url: \"${{DPONE_MATRIX_CLICKHOUSE_URL}}\"\n  table: {table}"

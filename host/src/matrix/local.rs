@@ -138,6 +138,20 @@ impl<'a> Behaviour<'a> {
             return Ok(rows);
         }
         let mut s = connectors::connect(self.source, Kind::Source, Open::Create).await?;
+        #[cfg(feature = "mssql")]
+        if let Connection::Mssql(c) = self.source
+            && let Some(feed) = &c.change_feed
+        {
+            if number == 0 {
+                self.write(s.as_mut(), number, &rows).await?;
+                capture::enable(s.as_mut(), &self.source_table, feed).await?;
+            } else {
+                let before = capture::max_lsn(s.as_mut()).await?;
+                self.write(s.as_mut(), number, &rows).await?;
+                capture::wait(s.as_mut(), before).await?;
+            }
+            return Ok(rows);
+        }
         self.write(s.as_mut(), number, &rows).await?;
         #[cfg(feature = "postgres")]
         if matches!(self.source, crate::manifest::Connection::Postgres(_)) {
@@ -213,14 +227,16 @@ impl<'a> Behaviour<'a> {
             .skip(1)
             .map(|(i, n)| format!("{} = ${}", s.dialect().quote_ident(n), i + 1))
             .collect();
-        // Only sessions with transactions get here: their placeholders are `$n`.
         let update = format!("UPDATE {table} SET {} WHERE id = $1", set.join(", "));
         s.begin().await?;
         for row in rows.iter().filter(changed) {
-            let stmt = Statement {
-                sql: update.clone(),
-                params: row.clone(),
-            };
+            let stmt = render::with_placeholders(
+                s.dialect(),
+                Statement {
+                    sql: update.clone(),
+                    params: row.clone(),
+                },
+            )?;
             if let Err(e) = s.execute(&stmt).await {
                 let _ = s.rollback().await;
                 return Err(e);
@@ -359,4 +375,80 @@ async fn insert(
         )));
     }
     Ok(())
+}
+
+/// SQL Server cdc cases: the capture instance a case's manifest names, enabled on the model
+/// table each first generation creates (its `DROP TABLE` removed the previous one), and
+/// after each later generation a wait until the capture job has read it from the log.
+#[cfg(feature = "mssql")]
+mod capture {
+    use crate::connectors::mssql::config::ChangeFeedConfig;
+    use crate::connectors::{SqlSession, Statement, TableName};
+    use crate::error::{Error, Result};
+    use crate::model::{DataType, Value};
+
+    /// How long the capture job may take to read a generation (it polls every 5 s).
+    const CAPTURE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+    pub async fn max_lsn(s: &mut dyn SqlSession) -> Result<Value> {
+        let rows = s
+            .query(
+                &Statement::new("SELECT sys.fn_cdc_get_max_lsn()"),
+                &[DataType::Bytes],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .unwrap_or(Value::Null))
+    }
+
+    pub async fn enable(
+        s: &mut dyn SqlSession,
+        table: &TableName,
+        feed: &ChangeFeedConfig,
+    ) -> Result<()> {
+        s.execute(&Statement::new(
+            "IF NOT EXISTS (SELECT 1 FROM sys.databases WHERE database_id = DB_ID() AND is_cdc_enabled = 1) \
+             EXEC sys.sp_cdc_enable_db",
+        ))
+        .await?;
+        s.execute(&Statement {
+            sql: "EXEC sys.sp_cdc_enable_table @source_schema = @P1, @source_name = @P2, \
+                  @role_name = NULL, @capture_instance = @P3, @supports_net_changes = @P4"
+                .into(),
+            params: vec![
+                Value::Text(table.schema.clone().unwrap_or_else(|| "dbo".into())),
+                Value::Text(table.name.clone()),
+                Value::Text(feed.capture_instance.clone()),
+                Value::Boolean(feed.net_changes),
+            ],
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Waits until the maximum LSN has moved past `before` and then held still for longer
+    /// than the capture job's polling interval: the generation's changes are all captured.
+    pub async fn wait(s: &mut dyn SqlSession, before: Value) -> Result<()> {
+        let started = std::time::Instant::now();
+        let mut last = before.clone();
+        let mut still_since = std::time::Instant::now();
+        loop {
+            let now = max_lsn(s).await?;
+            if now != last {
+                last = now;
+                still_since = std::time::Instant::now();
+            } else if last != before && still_since.elapsed() > std::time::Duration::from_secs(6) {
+                return Ok(());
+            }
+            if started.elapsed() > CAPTURE_WAIT {
+                return Err(Error::source(
+                    "the SQL Server capture job did not read the generation within 120 s (is SQL Server Agent running?)",
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
 }

@@ -848,7 +848,7 @@ fn feed(p: &mut Pipeline) -> Result<&mut dyn ChangeFeed> {
 fn no_feed() -> Error {
     Error::new(
         Kind::Unsupported,
-        "this source has no change feed (PostgreSQL sources have one; the SQL Server change-table feed is not built yet)",
+        "this source has no change feed (PostgreSQL and SQL Server sources have one)",
     )
 }
 

@@ -63,7 +63,7 @@ impl Guest for Cdc {
         }
         if !source::describe()?.capabilities.change_feed {
             return Err(DponeError::Unsupported(
-                "cdc needs a source with a change feed (PostgreSQL logical replication)".into(),
+                "cdc needs a source with a change feed (PostgreSQL logical replication, SQL Server change data capture)".into(),
             ));
         }
         let stored = match state::get(POSITION_STATE_KEY)? {

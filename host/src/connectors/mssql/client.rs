@@ -66,12 +66,31 @@ fn applock_sql(owner: &str) -> String {
     )
 }
 
+/// When the server logged this session in, as text; only the session itself can read it
+/// without `VIEW SERVER STATE`.
+const LOGIN_TIME_SQL: &str = "SELECT CONVERT(nvarchar(30), login_time, 126) FROM sys.dm_exec_sessions WHERE session_id = @@SPID";
+
+/// The columns of table `@P1` as bulk load sees them: name, type, scale.
+const BULK_COLUMNS_SQL: &str = "SELECT c.name, TYPE_NAME(c.system_type_id), CAST(c.scale AS BIGINT) \
+     FROM sys.columns AS c WHERE c.object_id = OBJECT_ID(@P1)";
+
 /// One SQL Server connection, used as a source, a sink or a state store.
+///
+/// The session runs with `XACT_ABORT ON`: a run-time error inside a transaction rolls the
+/// whole transaction back on the server. From then on the session refuses every statement
+/// until `rollback`, so nothing can run outside the transaction the caller believes open.
 pub struct MssqlSession {
     client: Tds,
     role: Kind,
     /// The server session id, to end this session's work from another one (`KILL`).
     spid: i64,
+    /// When the server logged this session in: a `KILL` checks it, so it never ends a
+    /// later session that was given the same id.
+    login_time: Option<String>,
+    /// Between `begin` and `commit`/`rollback`.
+    in_transaction: bool,
+    /// A statement failed inside the transaction: the server rolled it back.
+    doomed: bool,
     dialect: MssqlDialect,
 }
 
@@ -134,7 +153,8 @@ impl MssqlSession {
         tds.encryption(match config.encrypt {
             Encrypt::On => EncryptionLevel::Required,
             Encrypt::Strict => EncryptionLevel::Strict,
-            Encrypt::Off => EncryptionLevel::NotSupported,
+            Encrypt::Off => EncryptionLevel::Off,
+            Encrypt::Plaintext => EncryptionLevel::NotSupported,
         });
         // A merge or a swap may run for hours: no per-response timeout (the run's
         // `limits.wall_seconds` bounds it).
@@ -142,11 +162,22 @@ impl MssqlSession {
         if config.trust_server_certificate {
             tds.trust_cert();
         }
-        let client = open(tds, &address, role).await?;
+        let mut client = open(tds, &address, role).await?;
+        // A SQL batch, not sp_executesql: a SET there would end with the call.
+        client
+            .simple_query("SET XACT_ABORT ON")
+            .await
+            .map_err(|e| fail(role, "SET XACT_ABORT ON failed", e))?
+            .into_results()
+            .await
+            .map_err(|e| fail(role, "SET XACT_ABORT ON failed", e))?;
         let mut session = MssqlSession {
             client,
             role,
             spid: 0,
+            login_time: None,
+            in_transaction: false,
+            doomed: false,
             dialect: MssqlDialect {
                 row_version_column: config.row_version_column.clone(),
             },
@@ -158,23 +189,83 @@ impl MssqlSession {
             Some(Value::Int(spid)) => *spid,
             other => return Err(Error::new(role, format!("@@SPID returned {other:?}"))),
         };
+        // Without it (an old server, a test double) the session is never killed: closing
+        // the connection is what ends its work then.
+        session.login_time = match session
+            .query(&Statement::new(LOGIN_TIME_SQL), &[DataType::Text])
+            .await
+        {
+            Ok(rows) => match rows.into_iter().next().and_then(|r| r.into_iter().next()) {
+                Some(Value::Text(t)) => Some(t),
+                _ => None,
+            },
+            Err(e) => {
+                tracing::debug!("reading the session's login time failed: {e}");
+                None
+            }
+        };
         Ok(session)
+    }
+
+    /// Refuses a statement in a transaction the server already rolled back.
+    fn usable(&self) -> Result<()> {
+        if self.doomed {
+            return Err(Error::new(
+                self.role,
+                "SQL Server rolled the transaction back after an earlier error in it: nothing more runs until it is rolled back",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Notes a failed request: inside a transaction, the server rolled it back.
+    fn failed(&mut self, e: Error) -> Error {
+        if self.in_transaction {
+            self.doomed = true;
+        }
+        e
+    }
+
+    /// The columns of `table` as the server declares them: (type name, scale) by name.
+    async fn bulk_columns(
+        &mut self,
+        table: &str,
+    ) -> Result<std::collections::HashMap<String, (String, u8)>> {
+        let rows = self
+            .query(
+                &Statement {
+                    sql: BULK_COLUMNS_SQL.into(),
+                    params: vec![Value::Text(table.into())],
+                },
+                &[DataType::Text, DataType::Text, DataType::Int64],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| match r.as_slice() {
+                [Value::Text(name), Value::Text(t), Value::Int(scale)] => Some((
+                    name.clone(),
+                    (t.to_ascii_lowercase(), u8::try_from(*scale).unwrap_or(0)),
+                )),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Runs `sql` with `params`; the rows of its first result set.
     async fn rows(&mut self, stmt: &Statement) -> Result<Vec<tiberius::Row>> {
+        self.usable()?;
         let data = parameters(&stmt.params)?;
         let refs: Vec<&dyn ToSql> = data.iter().map(|d| d as &dyn ToSql).collect();
         let role = self.role;
-        let stream = self
-            .client
-            .query(stmt.sql.as_str(), &refs)
-            .await
-            .map_err(|e| fail(role, "query failed", e))?;
-        stream
-            .into_first_result()
-            .await
-            .map_err(|e| fail(role, "reading the result failed", e))
+        let result = match self.client.query(stmt.sql.as_str(), &refs).await {
+            Ok(stream) => stream
+                .into_first_result()
+                .await
+                .map_err(|e| fail(role, "reading the result failed", e)),
+            Err(e) => Err(fail(role, "query failed", e)),
+        };
+        result.map_err(|e| self.failed(e))
     }
 
     /// `sp_getapplock` on `name` for `owner` (`Session` or `Transaction`), waiting
@@ -211,6 +302,112 @@ impl MssqlSession {
             )),
         }
     }
+    /// [`SqlSession::read`] without the transaction bookkeeping.
+    async fn read_rows(
+        &mut self,
+        stmt: &Statement,
+        schema: &Schema,
+        tx: mpsc::Sender<RecordBatch>,
+    ) -> Result<()> {
+        let role = self.role;
+        let data = parameters(&stmt.params)?;
+        let refs: Vec<&dyn ToSql> = data.iter().map(|d| d as &dyn ToSql).collect();
+        let mut rows = self
+            .client
+            .query(stmt.sql.as_str(), &refs)
+            .await
+            .map_err(|e| fail(role, "query failed", e))?
+            .into_row_stream();
+        let types: Vec<&DataType> = schema.columns.iter().map(|c| &c.data_type).collect();
+        let mut buffer: Vec<Vec<Value>> = Vec::with_capacity(BATCH_ROWS);
+        while let Some(row) = rows.next().await {
+            let row = row.map_err(|e| fail(role, "reading rows failed", e))?;
+            let values = row
+                .into_iter()
+                .zip(&schema.columns)
+                .zip(&types)
+                .map(|((data, c), t)| from_column_data(data, t, &c.name))
+                .collect::<Result<Vec<_>>>()?;
+            buffer.push(values);
+            if buffer.len() == BATCH_ROWS {
+                let batch = batch_of(schema, &buffer)?;
+                buffer.clear();
+                if tx.send(batch).await.is_err() {
+                    // The receiver is gone; the rest of the result is drained by the next
+                    // request on this connection.
+                    return Ok(());
+                }
+            }
+        }
+        if !buffer.is_empty() {
+            let _ = tx.send(batch_of(schema, &buffer)?).await;
+        }
+        Ok(())
+    }
+
+    /// [`SqlSession::bulk_insert`] without the transaction bookkeeping.
+    async fn bulk_load(
+        &mut self,
+        table: &TableName,
+        schema: &Schema,
+        mut rx: mpsc::Receiver<RecordBatch>,
+    ) -> Result<u64> {
+        let role = self.role;
+        let target = self.dialect.table_ref(table);
+        let declared = self.bulk_columns(&target).await?;
+        let kinds = schema
+            .columns
+            .iter()
+            .map(|c| {
+                declared.get(&c.name).cloned().ok_or_else(|| {
+                    Error::new(role, format!("{target} has no column `{}` to load", c.name))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let quoted: Vec<String> = schema
+            .columns
+            .iter()
+            .map(|c| self.dialect.quote_ident(&c.name))
+            .collect();
+        let columns: Vec<&str> = quoted.iter().map(String::as_str).collect();
+        let mut request = self
+            .client
+            .bulk_insert_with_options(
+                &target,
+                &columns,
+                SqlBulkCopyOption::KeepNulls | SqlBulkCopyOption::TableLock,
+                &[],
+            )
+            .await
+            .map_err(|e| fail(role, &format!("starting the bulk load of {target}"), e))?;
+        while let Some(batch) = rx.recv().await {
+            for row in 0..batch.num_rows() {
+                let mut cells = TokenRow::with_capacity(schema.columns.len());
+                for (i, (c, (sql_type, scale))) in schema.columns.iter().zip(&kinds).enumerate() {
+                    let v = value_at(batch.column(i), &c.data_type, row);
+                    cells.push(cell(&v, sql_type, *scale, &c.name)?);
+                }
+                request
+                    .send(cells)
+                    .await
+                    .map_err(|e| fail(role, &format!("bulk loading {target}"), e))?;
+            }
+        }
+        request
+            .finalize()
+            .await
+            .map(|r| r.total())
+            .map_err(|e| fail(role, &format!("finishing the bulk load of {target}"), e))
+    }
+}
+
+/// `KILL spid`, only while the id still names the session that logged in at `login_time`.
+fn kill_sql(spid: i64, login_time: &str) -> String {
+    format!(
+        "IF EXISTS (SELECT 1 FROM sys.dm_exec_sessions WHERE session_id = {spid} \
+         AND CONVERT(nvarchar(30), login_time, 126) = {}) KILL {spid}",
+        super::dialect::nstring(login_time)
+    )
 }
 
 /// Connects to `address`, following one routing redirect (Azure SQL gateways send one).
@@ -257,19 +454,24 @@ impl SqlSession for MssqlSession {
     }
 
     /// `KILL` rolls the session's transaction back and frees its locks at once; it needs
-    /// the `ALTER ANY CONNECTION` permission (docs/connectors/mssql.md).
+    /// the `ALTER ANY CONNECTION` permission (docs/connectors/mssql.md). It runs only while
+    /// the id still names this session (same login time): a session id is reused.
     fn terminate_statement(&self) -> Option<Statement> {
-        Some(Statement::new(format!("KILL {}", self.spid)))
+        let login_time = self.login_time.as_deref()?;
+        Some(Statement::new(kill_sql(self.spid, login_time)))
     }
 
     async fn execute(&mut self, stmt: &Statement) -> Result<u64> {
+        self.usable()?;
         let data = parameters(&stmt.params)?;
         let refs: Vec<&dyn ToSql> = data.iter().map(|d| d as &dyn ToSql).collect();
-        self.client
+        let result = self
+            .client
             .execute(stmt.sql.as_str(), &refs)
             .await
             .map(|r| r.total())
-            .map_err(|e| fail(self.role, "statement failed", e))
+            .map_err(|e| fail(self.role, "statement failed", e));
+        result.map_err(|e| self.failed(e))
     }
 
     async fn query(&mut self, stmt: &Statement, types: &[DataType]) -> Result<Vec<Vec<Value>>> {
@@ -358,109 +560,63 @@ impl SqlSession for MssqlSession {
         schema: &Schema,
         tx: mpsc::Sender<RecordBatch>,
     ) -> Result<()> {
-        let role = self.role;
-        let data = parameters(&stmt.params)?;
-        let refs: Vec<&dyn ToSql> = data.iter().map(|d| d as &dyn ToSql).collect();
-        let mut rows = self
-            .client
-            .query(stmt.sql.as_str(), &refs)
-            .await
-            .map_err(|e| fail(role, "query failed", e))?
-            .into_row_stream();
-        let types: Vec<&DataType> = schema.columns.iter().map(|c| &c.data_type).collect();
-        let mut buffer: Vec<Vec<Value>> = Vec::with_capacity(BATCH_ROWS);
-        while let Some(row) = rows.next().await {
-            let row = row.map_err(|e| fail(role, "reading rows failed", e))?;
-            let values = row
-                .into_iter()
-                .zip(&schema.columns)
-                .zip(&types)
-                .map(|((data, c), t)| from_column_data(data, t, &c.name))
-                .collect::<Result<Vec<_>>>()?;
-            buffer.push(values);
-            if buffer.len() == BATCH_ROWS {
-                let batch = batch_of(schema, &buffer)?;
-                buffer.clear();
-                if tx.send(batch).await.is_err() {
-                    // The receiver is gone; the rest of the result is drained by the next
-                    // request on this connection.
-                    return Ok(());
-                }
-            }
-        }
-        if !buffer.is_empty() {
-            let _ = tx.send(batch_of(schema, &buffer)?).await;
-        }
-        Ok(())
+        self.usable()?;
+        let result = self.read_rows(stmt, schema, tx).await;
+        result.map_err(|e| self.failed(e))
     }
 
     /// TDS bulk load (`INSERT BULK`), a row at a time from each batch, so memory holds one
-    /// batch whatever the row count. `TABLOCK`: staging is this run's own table.
+    /// batch whatever the row count. `TABLOCK`: staging is this run's own table. Each cell
+    /// is sent in its column's exact type, as the server declares the column (bulk load
+    /// converts nothing).
     async fn bulk_insert(
         &mut self,
         table: &TableName,
         schema: &Schema,
-        mut rx: mpsc::Receiver<RecordBatch>,
+        rx: mpsc::Receiver<RecordBatch>,
     ) -> Result<u64> {
-        let role = self.role;
-        let target = self.dialect.table_ref(table);
-        let quoted: Vec<String> = schema
-            .columns
-            .iter()
-            .map(|c| self.dialect.quote_ident(&c.name))
-            .collect();
-        let columns: Vec<&str> = quoted.iter().map(String::as_str).collect();
-        let mut request = self
-            .client
-            .bulk_insert_with_options(
-                &target,
-                &columns,
-                SqlBulkCopyOption::KeepNulls | SqlBulkCopyOption::TableLock,
-                &[],
-            )
-            .await
-            .map_err(|e| fail(role, &format!("starting the bulk load of {target}"), e))?;
-        while let Some(batch) = rx.recv().await {
-            for row in 0..batch.num_rows() {
-                let mut cells = TokenRow::with_capacity(schema.columns.len());
-                for (i, c) in schema.columns.iter().enumerate() {
-                    cells.push(cell(
-                        &value_at(batch.column(i), &c.data_type, row),
-                        &c.data_type,
-                    )?);
-                }
-                request
-                    .send(cells)
-                    .await
-                    .map_err(|e| fail(role, &format!("bulk loading {target}"), e))?;
-            }
-        }
-        request
-            .finalize()
-            .await
-            .map(|r| r.total())
-            .map_err(|e| fail(role, &format!("finishing the bulk load of {target}"), e))
+        self.usable()?;
+        let result = self.bulk_load(table, schema, rx).await;
+        result.map_err(|e| self.failed(e))
     }
 
     async fn begin(&mut self) -> Result<()> {
+        self.usable()?;
         self.client
             .begin_transaction()
             .await
-            .map_err(|e| fail(self.role, "BEGIN TRANSACTION failed", e))
+            .map_err(|e| fail(self.role, "BEGIN TRANSACTION failed", e))?;
+        self.in_transaction = true;
+        Ok(())
     }
 
     async fn commit(&mut self) -> Result<()> {
-        self.client
+        self.usable()?;
+        let result = self
+            .client
             .commit_transaction()
             .await
-            .map_err(|e| fail(self.role, "COMMIT failed", e))
+            .map_err(|e| fail(self.role, "COMMIT failed", e));
+        match result {
+            Ok(()) => {
+                self.in_transaction = false;
+                Ok(())
+            }
+            Err(e) => Err(self.failed(e)),
+        }
     }
 
+    /// Rolls back; after the server already did (a failed statement under `XACT_ABORT`),
+    /// its answer that no transaction is open is no failure.
     async fn rollback(&mut self) -> Result<()> {
-        self.client
-            .rollback_transaction()
-            .await
-            .map_err(|e| fail(self.role, "ROLLBACK failed", e))
+        let doomed = self.doomed;
+        let result = self.client.rollback_transaction().await;
+        self.in_transaction = false;
+        self.doomed = false;
+        match result {
+            Err(e) if !doomed => Err(fail(self.role, "ROLLBACK failed", e)),
+            _ => Ok(()),
+        }
     }
 
     async fn transaction_lock(&mut self, name: &str) -> Result<()> {
@@ -517,6 +673,18 @@ impl SqlSession for MssqlSession {
         }
     }
 
+    async fn replace_partitions(
+        &mut self,
+        target: &TableName,
+        staging: &TableName,
+        columns: &[String],
+        column: &str,
+        _suffix: &str,
+        statements: &mut crate::connectors::StatementLog,
+    ) -> Result<Option<(u64, u64)>> {
+        super::partitions::replace(self, target, staging, columns, column, statements).await
+    }
+
     async fn try_lock(&mut self, name: &str) -> Result<bool> {
         self.applock(name, "Session", 0).await
     }
@@ -550,7 +718,7 @@ mod tests {
         MssqlConfig {
             url: Secret::new(format!("mssql://sa:pass%40word@{addr}/matrix")),
             table: None,
-            encrypt: Encrypt::Off,
+            encrypt: Encrypt::Plaintext,
             trust_server_certificate: false,
             access_token: None,
             row_version_column: None,
@@ -622,7 +790,9 @@ mod tests {
             ])
             .await;
             let mut s = MssqlSession::connect(&config(addr), Kind::Sink).await.unwrap();
-            assert_eq!(s.terminate_statement().unwrap().sql, "KILL 57");
+            // The mock cannot say when the session logged in: without that no KILL is
+            // ever issued (an id may name another session by then).
+            assert!(s.terminate_statement().is_none());
             let duplicate = s
                 .execute(&Statement {
                     sql: "INSERT INTO T (ID) VALUES (@P1)".into(),
@@ -644,6 +814,43 @@ mod tests {
             // The connection is still usable after server errors.
             s.begin().await.unwrap();
             s.rollback().await.unwrap();
+        })
+        .await;
+    }
+
+    /// Under XACT_ABORT the server rolls a transaction back at its first error: the
+    /// session then refuses statements until the rollback, so none runs outside it.
+    #[tokio::test]
+    async fn a_failed_statement_dooms_its_transaction_until_rollback() {
+        bounded(async {
+            let (addr, _) = server(vec![(
+                "INSERT INTO T (ID) VALUES (@P1)",
+                QueryResponse::error_only(TerminalError::new(2627, 14, "duplicate key")),
+            )])
+            .await;
+            let mut s = MssqlSession::connect(&config(addr), Kind::Sink)
+                .await
+                .unwrap();
+            s.begin().await.unwrap();
+            let insert = Statement {
+                sql: "INSERT INTO T (ID) VALUES (@P1)".into(),
+                params: vec![Value::Int(1)],
+            };
+            assert_eq!(
+                s.execute(&insert).await.unwrap_err().kind,
+                Kind::KeyViolation
+            );
+            let after = s
+                .execute(&Statement::new("DELETE FROM T"))
+                .await
+                .unwrap_err();
+            assert!(
+                after.message.contains("rolled the transaction back"),
+                "{after}"
+            );
+            assert!(s.commit().await.is_err());
+            s.rollback().await.unwrap();
+            s.execute(&Statement::new("DELETE FROM T")).await.unwrap();
         })
         .await;
     }
@@ -841,7 +1048,7 @@ mod tests {
         .await;
     }
 
-    /// A server that answers the login and `@@SPID`, then dies halfway through the next
+    /// A server that answers the session's setup, then dies halfway through the next
     /// response: the call fails with the session's kind, it does not hang.
     #[tokio::test]
     async fn a_connection_dropped_mid_result_fails_the_call() {
@@ -879,8 +1086,9 @@ mod tests {
                     }
                     while let Some(response) = p.process_packet(&mut sock).await.unwrap() {
                         responses += 1;
-                        // The login, then @@SPID, then half of the next answer.
-                        if responses == 3 {
+                        // The login, SET XACT_ABORT, @@SPID and the login time, then half
+                        // of the next answer.
+                        if responses == 5 {
                             sock.write_all(&response[..response.len() / 2])
                                 .await
                                 .unwrap();
@@ -912,12 +1120,19 @@ mod tests {
             PRIMARY_KEY_SQL,
             COLLATIONS_SQL,
             HORIZON_SQL,
-            "KILL 57",
+            LOGIN_TIME_SQL,
+            BULK_COLUMNS_SQL,
+            &kill_sql(57, "2026-12-04T10:00:00.123"),
         ] {
             if let Err(e) = sqlparser::parser::Parser::parse_sql(&dialect, sql) {
                 panic!("does not parse as T-SQL: {e}\n{sql}");
             }
         }
+        assert_eq!(
+            kill_sql(57, "2026-12-04T10:00:00.123"),
+            "IF EXISTS (SELECT 1 FROM sys.dm_exec_sessions WHERE session_id = 57 \
+             AND CONVERT(nvarchar(30), login_time, 126) = N'2026-12-04T10:00:00.123') KILL 57"
+        );
         // `EXEC @status = procedure` is beyond sqlparser's T-SQL grammar: checked as text.
         assert_eq!(
             applock_sql("Session"),

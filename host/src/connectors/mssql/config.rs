@@ -41,8 +41,9 @@ pub struct MssqlConfig {
     #[serde(default)]
     pub table: Option<String>,
     /// TLS: `on` (default: the login and every packet after it encrypted), `strict` (TDS
-    /// 8.0: TLS before the first packet; SQL Server 2022 and later), `off` (no TLS; only
-    /// where the network is trusted, the login still encrypted when the server requires).
+    /// 8.0: TLS before the first packet; SQL Server 2022 and later), `off` (only the login
+    /// packet encrypted, the data in clear: a trusted network), `none` (no TLS at all, the
+    /// password in clear too: servers without TLS, such as test doubles).
     #[serde(default)]
     pub encrypt: Encrypt,
     /// Accept the server's certificate without checking it (self-signed test servers).
@@ -69,6 +70,8 @@ pub enum Encrypt {
     On,
     Strict,
     Off,
+    #[serde(rename = "none")]
+    Plaintext,
 }
 
 /// The `change_feed` of a SQL Server source section: a capture instance of the source

@@ -40,6 +40,23 @@ impl SqlDialect for MssqlDialect {
         2_100
     }
 
+    /// Timestamps are read at microsecond precision, but `datetime2(7)` and `datetime`
+    /// columns hold finer fractions: a bound read back from a column (a cursor's maximum)
+    /// is the column's value cut to microseconds. `> v` and `<= v` compare against
+    /// `v + 900 ns`, so every value that reads as `v` counts as `v`: a cursor neither
+    /// re-reads nor skips its boundary rows.
+    fn compare_bound(&self, op: &str, param: String, value: &Value) -> String {
+        let wide = match value {
+            Value::Timestamp(_) => "datetime2(7)",
+            Value::TimestampTz(_) => "datetimeoffset(7)",
+            _ => return param,
+        };
+        match op {
+            ">" | "<=" => format!("DATEADD(NANOSECOND, 900, CAST({param} AS {wide}))"),
+            _ => param,
+        }
+    }
+
     fn tables_with_prefix(&self, near: &TableName, prefix: &str) -> Statement {
         let schema = near.schema.clone().map_or(Value::Null, Value::Text);
         Statement {
@@ -311,7 +328,8 @@ mod tests {
         assert_eq!(
             st.sql,
             "SELECT [id], [code], [amount], [updated_at], [payload], [row_hash], [is_current] FROM [dbo].[or]]ders] \
-             WHERE [updated_at] > @P1 AND [updated_at] <= @P2 AND [code] <> @P3 \
+             WHERE [updated_at] > DATEADD(NANOSECOND, 900, CAST(@P1 AS datetime2(7))) \
+             AND [updated_at] <= DATEADD(NANOSECOND, 900, CAST(@P2 AS datetime2(7))) AND [code] <> @P3 \
              ORDER BY [updated_at] OFFSET 0 ROWS FETCH NEXT 100 ROWS ONLY"
         );
         assert!(!st.sql.contains("DROP"));

@@ -20,8 +20,8 @@ const MICROS_PER_DAY: i64 = 86_400_000_000;
 const ROW_VERSION_PREFIX: &str = "mssqlrv:";
 
 /// The DDL type of a portable type. Decimals without a declared precision (PostgreSQL's
-/// `numeric`) get `decimal(38,10)`: a value with more digits is refused when loaded,
-/// never rounded ([`to_column_data`] sends the exact value; the server checks it).
+/// `numeric`) get `decimal(38,10)`: a value with more decimal places is refused when
+/// loaded ([`cell`]), never rounded.
 pub fn native_type(t: &DataType) -> String {
     match t {
         DataType::Boolean => "bit".into(),
@@ -157,23 +157,53 @@ pub fn to_column_data(v: &Value) -> Result<ColumnData<'static>> {
     })
 }
 
-/// A value as the bulk-load cell of a column of portable type `t`: bulk load takes each
-/// cell in its column's exact TDS type (no widening), timestamps with zone at the
-/// `datetimeoffset(7)` scale of the staging tables [`native_type`] makes.
-pub fn cell(v: &Value, t: &DataType) -> Result<ColumnData<'static>> {
-    let narrow = |i: i64, what: &str| Error::sink(format!("{i} does not fit SQL Server {what}"));
-    Ok(match (v, t) {
+/// A value as the bulk-load cell of a column the server declares as `sql_type` (e.g.
+/// `int`, `decimal`) with `scale`: bulk load takes each cell in its column's exact TDS type
+/// and converts nothing, so integers and floats are narrowed here (range-checked), and a
+/// decimal or time with more fractional digits than the column holds is refused, never
+/// rounded. `column` names it in errors.
+pub fn cell(v: &Value, sql_type: &str, scale: u8, column: &str) -> Result<ColumnData<'static>> {
+    let misfit = |what: String| Error::sink(format!("column `{column}` ({sql_type}): {what}"));
+    Ok(match (v, sql_type) {
         (Value::Null, t) => null_of(t),
-        (Value::Int(i), DataType::Int16) => {
-            ColumnData::I16(Some(i16::try_from(*i).map_err(|_| narrow(*i, "smallint"))?))
+        (Value::Int(i), "tinyint") => ColumnData::U8(Some(
+            u8::try_from(*i).map_err(|_| misfit(format!("{i} does not fit")))?,
+        )),
+        (Value::Int(i), "smallint") => ColumnData::I16(Some(
+            i16::try_from(*i).map_err(|_| misfit(format!("{i} does not fit")))?,
+        )),
+        (Value::Int(i), "int") => ColumnData::I32(Some(
+            i32::try_from(*i).map_err(|_| misfit(format!("{i} does not fit")))?,
+        )),
+        (Value::Float(f), "real") => ColumnData::F32(Some(*f as f32)),
+        (Value::Decimal(text), "decimal" | "numeric" | "money" | "smallmoney") => {
+            let decimals = text
+                .trim()
+                .split_once('.')
+                .map_or(0, |(_, f)| f.trim_end_matches('0').len());
+            if decimals > usize::from(scale) {
+                return Err(misfit(format!(
+                    "{text} has more than the column's {scale} decimal places (it would be rounded)"
+                )));
+            }
+            to_column_data(v)?
         }
-        (Value::Int(i), DataType::Int32) => {
-            ColumnData::I32(Some(i32::try_from(*i).map_err(|_| narrow(*i, "int"))?))
-        }
-        (Value::Float(f), DataType::Float32) => ColumnData::F32(Some(*f as f32)),
-        (Value::TimestampTz(micros), _) => {
+        (Value::Timestamp(micros), "datetime2") => {
             let dt2 = datetime2_of(*micros)?;
-            let time = Time::new(dt2.time().increments() * 10, 7);
+            let time = at_scale(dt2.time(), scale).ok_or_else(|| {
+                misfit(format!(
+                    "{v:?} has more fractional digits than datetime2({scale})"
+                ))
+            })?;
+            ColumnData::DateTime2(Some(DateTime2::new(dt2.date(), time)))
+        }
+        (Value::TimestampTz(micros), "datetimeoffset") => {
+            let dt2 = datetime2_of(*micros)?;
+            let time = at_scale(dt2.time(), scale).ok_or_else(|| {
+                misfit(format!(
+                    "{v:?} has more fractional digits than datetimeoffset({scale})"
+                ))
+            })?;
             ColumnData::DateTimeOffset(Some(DateTimeOffset::new(
                 DateTime2::new(dt2.date(), time),
                 0,
@@ -183,22 +213,35 @@ pub fn cell(v: &Value, t: &DataType) -> Result<ColumnData<'static>> {
     })
 }
 
-/// A NULL of a column of portable type `t`.
-fn null_of(t: &DataType) -> ColumnData<'static> {
-    match t {
-        DataType::Boolean => ColumnData::Bit(None),
-        DataType::Int16 => ColumnData::I16(None),
-        DataType::Int32 => ColumnData::I32(None),
-        DataType::Int64 => ColumnData::I64(None),
-        DataType::Float32 => ColumnData::F32(None),
-        DataType::Float64 => ColumnData::F64(None),
-        DataType::Decimal(_) => ColumnData::Numeric(None),
-        DataType::Text | DataType::Json => ColumnData::String(None),
-        DataType::Bytes => ColumnData::Binary(None),
-        DataType::Date => ColumnData::Date(None),
-        DataType::Timestamp => ColumnData::DateTime2(None),
-        DataType::TimestampTz => ColumnData::DateTimeOffset(None),
-        DataType::Uuid => ColumnData::Guid(None),
+/// A time of day (microsecond scale) at `scale`; `None` when digits would be lost.
+fn at_scale(time: Time, scale: u8) -> Option<Time> {
+    let micros = time.increments();
+    let increments = if scale >= 6 {
+        micros * 10u64.pow(u32::from(scale - 6))
+    } else {
+        let unit = 10u64.pow(u32::from(6 - scale));
+        micros.is_multiple_of(unit).then_some(micros / unit)?
+    };
+    Some(Time::new(increments, scale))
+}
+
+/// A NULL cell of a column the server declares as `sql_type`.
+fn null_of(sql_type: &str) -> ColumnData<'static> {
+    match sql_type {
+        "bit" => ColumnData::Bit(None),
+        "tinyint" => ColumnData::U8(None),
+        "smallint" => ColumnData::I16(None),
+        "int" => ColumnData::I32(None),
+        "bigint" => ColumnData::I64(None),
+        "real" => ColumnData::F32(None),
+        "float" => ColumnData::F64(None),
+        "decimal" | "numeric" | "money" | "smallmoney" => ColumnData::Numeric(None),
+        "binary" | "varbinary" | "image" => ColumnData::Binary(None),
+        "date" => ColumnData::Date(None),
+        "datetime2" | "datetime" | "smalldatetime" => ColumnData::DateTime2(None),
+        "datetimeoffset" => ColumnData::DateTimeOffset(None),
+        "uniqueidentifier" => ColumnData::Guid(None),
+        _ => ColumnData::String(None),
     }
 }
 
@@ -216,7 +259,16 @@ pub fn from_column_data(data: ColumnData<'_>, t: &DataType, column: &str) -> Res
         ColumnData::I32(v) => v.map_or(Value::Null, |v| Value::Int(i64::from(v))),
         ColumnData::I64(v) => v.map_or(Value::Null, Value::Int),
         ColumnData::F32(v) => v.map_or(Value::Null, |v| Value::Float(f64::from(v))),
-        ColumnData::F64(v) => v.map_or(Value::Null, Value::Float),
+        // tiberius reads money and smallmoney as floats: exact to their 4 decimal places
+        // below 2^53 / 10^4 (about 9e11).
+        ColumnData::F64(v) => match (v, t) {
+            (None, _) => Value::Null,
+            (Some(f), DataType::Decimal(spec)) => {
+                let scale = spec.map_or(4, |s| s.scale.max(0) as usize);
+                Value::Decimal(format!("{f:.scale$}"))
+            }
+            (Some(f), _) => Value::Float(f),
+        },
         ColumnData::Bit(v) => v.map_or(Value::Null, Value::Boolean),
         ColumnData::String(v) => match v {
             None => Value::Null,
@@ -296,22 +348,70 @@ mod tests {
             assert_eq!(back, expected);
         }
         assert!(to_column_data(&Value::Date(-719_163)).is_err());
-        for (v, t) in [
-            (Value::Int(7), DataType::Int16),
-            (Value::Int(-7), DataType::Int32),
+        for (v, sql_type, scale, t) in [
+            (Value::Int(7), "smallint", 0, DataType::Int16),
+            (Value::Int(200), "tinyint", 0, DataType::Int16),
+            (Value::Int(-7), "int", 0, DataType::Int32),
+            (
+                Value::Decimal("1.25".into()),
+                "decimal",
+                2,
+                DataType::Decimal(None),
+            ),
+            (
+                Value::Timestamp(1_700_000_000_123_456),
+                "datetime2",
+                7,
+                DataType::Timestamp,
+            ),
+            (
+                Value::Timestamp(1_700_000_000_123_000),
+                "datetime2",
+                3,
+                DataType::Timestamp,
+            ),
             (
                 Value::TimestampTz(1_700_000_000_123_456),
+                "datetimeoffset",
+                7,
                 DataType::TimestampTz,
             ),
-            (Value::Null, DataType::Bytes),
+            (Value::Null, "varbinary", 0, DataType::Bytes),
         ] {
-            assert_eq!(from_column_data(cell(&v, &t).unwrap(), &t, "c").unwrap(), v);
+            let data = cell(&v, sql_type, scale, "c").unwrap();
+            assert_eq!(from_column_data(data, &t, "c").unwrap(), v, "{sql_type}");
         }
         assert!(matches!(
-            cell(&Value::Int(7), &DataType::Int16),
+            cell(&Value::Int(7), "smallint", 0, "c"),
             Ok(ColumnData::I16(Some(7)))
         ));
-        assert!(cell(&Value::Int(70_000), &DataType::Int16).is_err());
+        assert!(matches!(
+            cell(&Value::Null, "int", 0, "c"),
+            Ok(ColumnData::I32(None))
+        ));
+        let err = cell(&Value::Int(70_000), "smallint", 0, "qty").unwrap_err();
+        assert!(err.message.contains("`qty` (smallint)"), "{err}");
+        assert!(cell(&Value::Int(-1), "tinyint", 0, "c").is_err());
+        assert!(cell(&Value::Decimal("1.255".into()), "decimal", 2, "c").is_err());
+        assert!(cell(&Value::Decimal("1.2500".into()), "decimal", 2, "c").is_ok());
+        assert!(
+            cell(
+                &Value::Timestamp(1_700_000_000_123_456),
+                "datetime2",
+                3,
+                "c"
+            )
+            .is_err()
+        );
+        let money = ColumnData::F64(Some(1234.5));
+        let spec = DataType::Decimal(Some(DecimalSpec {
+            precision: 19,
+            scale: 4,
+        }));
+        assert_eq!(
+            from_column_data(money, &spec, "c").unwrap(),
+            Value::Decimal("1234.5000".into())
+        );
         assert!(to_column_data(&Value::Decimal("1e5".into())).is_err());
     }
 
