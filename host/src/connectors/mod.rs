@@ -665,8 +665,12 @@ pub async fn connect(
         Connection::Postgres(c) => Ok(Box::new(
             postgres::PostgresSession::connect(c.url.expose(), role).await?,
         )),
+        // Boxed: the TDS login's future is large, and every caller of `connect` would
+        // carry it (debug-build tests run their futures on 2 MiB test-thread stacks).
         #[cfg(feature = "mssql")]
-        Connection::Mssql(c) => Ok(Box::new(mssql::MssqlSession::connect(c, role).await?)),
+        Connection::Mssql(c) => Ok(Box::new(
+            Box::pin(mssql::MssqlSession::connect(c, role)).await?,
+        )),
         #[cfg(feature = "clickhouse")]
         Connection::Clickhouse(c) => Ok(Box::new(
             clickhouse::ClickhouseSession::connect(c.url.expose(), role)

@@ -142,14 +142,8 @@ impl<'a> Behaviour<'a> {
         if let Connection::Mssql(c) = self.source
             && let Some(feed) = &c.change_feed
         {
-            if number == 0 {
-                self.write(s.as_mut(), number, &rows).await?;
-                capture::enable(s.as_mut(), &self.source_table, feed).await?;
-            } else {
-                let before = capture::max_lsn(s.as_mut()).await?;
-                self.write(s.as_mut(), number, &rows).await?;
-                capture::wait(s.as_mut(), before).await?;
-            }
+            // Boxed: this rare path must not grow every caller's future.
+            Box::pin(self.write_captured(s.as_mut(), number, &rows, feed)).await?;
             return Ok(rows);
         }
         self.write(s.as_mut(), number, &rows).await?;
@@ -158,6 +152,26 @@ impl<'a> Behaviour<'a> {
             wait_for_older_transactions(s.as_mut()).await?;
         }
         Ok(rows)
+    }
+
+    /// Writes a generation of a SQL Server source whose changes the capture instance
+    /// `feed` reads: enabled on the table the first generation creates, waited for after
+    /// every later one.
+    #[cfg(feature = "mssql")]
+    async fn write_captured(
+        &self,
+        s: &mut dyn SqlSession,
+        number: u32,
+        rows: &[Vec<Value>],
+        feed: &crate::connectors::mssql::config::ChangeFeedConfig,
+    ) -> Result<()> {
+        if number == 0 {
+            self.write(s, number, rows).await?;
+            return capture::enable(s, &self.source_table, feed).await;
+        }
+        let before = capture::max_lsn(s).await?;
+        self.write(s, number, rows).await?;
+        capture::wait(s, before).await
     }
 
     async fn write(&self, s: &mut dyn SqlSession, number: u32, rows: &[Vec<Value>]) -> Result<()> {
