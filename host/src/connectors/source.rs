@@ -18,6 +18,49 @@ pub struct ChangeRead {
     pub part: ChangePart,
 }
 
+impl ChangeRead {
+    /// The read's positions parsed by `parse`; an error unless `after` <= `up_to`.
+    pub fn window<P: PartialOrd>(&self, parse: impl Fn(&str) -> Result<P>) -> Result<(P, P)> {
+        let (after, up_to) = (parse(&self.after)?, parse(&self.up_to)?);
+        if after > up_to {
+            return Err(Error::new(
+                crate::Kind::InvalidHandle,
+                format!(
+                    "a change window ends before it starts ({} after {}): pass the positions of one `open-feed` window",
+                    self.after, self.up_to
+                ),
+            ));
+        }
+        Ok((after, up_to))
+    }
+}
+
+/// Checks an acknowledgement of `position` (`at`, parsed) against `opened`, the window
+/// this run opened (`None`: none yet), shown by `show`: a strategy cannot move a feed past
+/// changes it never read, nor back.
+pub fn check_ack<P: PartialOrd>(
+    opened: Option<&(P, P)>,
+    position: &str,
+    at: &P,
+    show: impl Fn(&P) -> String,
+) -> Result<()> {
+    match opened {
+        Some((after, up_to)) if after <= at && at <= up_to => Ok(()),
+        Some((after, up_to)) => Err(Error::new(
+            crate::Kind::Sandbox,
+            format!(
+                "ack-feed: {position} lies outside the window this run opened ({} to {}): a run acknowledges only what its window holds",
+                show(after),
+                show(up_to)
+            ),
+        )),
+        None => Err(Error::new(
+            crate::Kind::Sandbox,
+            "ack-feed before open-feed: a run acknowledges only positions of the window it opened",
+        )),
+    }
+}
+
 /// What a scan reads.
 #[derive(Debug, Clone)]
 pub enum ScanKind {

@@ -17,7 +17,7 @@ use super::MssqlSession;
 use super::config::{ChangeFeedConfig, MssqlConfig};
 use super::dialect::MssqlDialect;
 use crate::connectors::dialect::SqlDialect;
-use crate::connectors::source::ChangeRead;
+use crate::connectors::source::{ChangeRead, check_ack};
 use crate::connectors::{ChangeFeed, SqlSession, Statement, TableName};
 use crate::error::{Error, Kind, Result};
 use crate::model::{ChangePart, ChangeWindow, Column, DataType, RestartReason, Schema, Value};
@@ -503,20 +503,7 @@ impl ChangeFeed for MssqlFeed {
     }
 
     fn check_read(&self, read: &ChangeRead) -> Result<()> {
-        let (after, up_to) = (
-            parse_lsn_position(&read.after)?,
-            parse_lsn_position(&read.up_to)?,
-        );
-        if after > up_to {
-            return Err(Error::new(
-                Kind::InvalidHandle,
-                format!(
-                    "a change window ends before it starts ({} after {}): pass the positions of one `open-feed` window",
-                    read.after, read.up_to
-                ),
-            ));
-        }
-        Ok(())
+        read.window(parse_lsn_position).map(drop)
     }
 
     async fn read(
@@ -525,11 +512,7 @@ impl ChangeFeed for MssqlFeed {
         read: &ChangeRead,
         tx: mpsc::Sender<RecordBatch>,
     ) -> Result<()> {
-        self.check_read(read)?;
-        let (after, up_to) = (
-            parse_lsn_position(&read.after)?,
-            parse_lsn_position(&read.up_to)?,
-        );
+        let (after, up_to) = read.window(parse_lsn_position)?;
         if after == up_to {
             // An empty window: the change functions refuse a range that ends before it starts.
             return Ok(());
@@ -568,21 +551,7 @@ impl ChangeFeed for MssqlFeed {
     /// (the stored position is the acknowledgement).
     async fn ack(&mut self, position: &str) -> Result<()> {
         let lsn = parse_lsn_position(position)?;
-        match self.opened {
-            Some((after, up_to)) if (after..=up_to).contains(&lsn) => Ok(()),
-            Some((after, up_to)) => Err(Error::new(
-                Kind::Sandbox,
-                format!(
-                    "ack-feed: {position} lies outside the window this run opened ({} to {}): a run acknowledges only what its window holds",
-                    lsn_position(&after),
-                    lsn_position(&up_to)
-                ),
-            )),
-            None => Err(Error::new(
-                Kind::Sandbox,
-                "ack-feed before open-feed: a run acknowledges only positions of the window it opened",
-            )),
-        }
+        check_ack(self.opened.as_ref(), position, &lsn, lsn_position)
     }
 
     fn created(&self) -> Vec<String> {

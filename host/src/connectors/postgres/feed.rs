@@ -23,7 +23,7 @@ use super::config::ChangeFeedConfig;
 use super::pgoutput::{self, Datum, Message};
 use super::types::{lsn_position, parse_lsn_position};
 use crate::connectors::ChangeFeed;
-use crate::connectors::source::ChangeRead;
+use crate::connectors::source::{ChangeRead, check_ack};
 use crate::connectors::{SqlSession, Statement, TableName, render};
 use crate::error::{Error, Kind, Result};
 use crate::model::{ChangePart, ChangeWindow, DataType, RestartReason, Schema, Value};
@@ -149,7 +149,7 @@ impl ChangeFeed for PostgresFeed {
     }
 
     fn check_read(&self, read: &ChangeRead) -> Result<()> {
-        check_window(read)
+        read.window(parse_lsn_position).map(drop)
     }
 
     async fn read(
@@ -162,29 +162,10 @@ impl ChangeFeed for PostgresFeed {
         read_changes(self.session().await?, &table, &names, columns, read, tx).await
     }
 
-    /// Acknowledges only a position of the window this run opened: a strategy cannot move
-    /// the slot past changes it never read, nor back.
+    /// Acknowledges only a position of the window this run opened.
     async fn ack(&mut self, position: &str) -> Result<()> {
         let lsn = parse_lsn_position(position)?;
-        match self.opened {
-            Some((after, up_to)) if (after..=up_to).contains(&lsn) => {}
-            Some((after, up_to)) => {
-                return Err(Error::new(
-                    Kind::Sandbox,
-                    format!(
-                        "ack-feed: {position} lies outside the window this run opened ({} to {}): a run acknowledges only what its window holds",
-                        lsn_position(after),
-                        lsn_position(up_to)
-                    ),
-                ));
-            }
-            None => {
-                return Err(Error::new(
-                    Kind::Sandbox,
-                    "ack-feed before open-feed: a run acknowledges only positions of the window it opened",
-                ));
-            }
-        }
+        check_ack(self.opened.as_ref(), position, &lsn, |l| lsn_position(*l))?;
         let names = self.names.clone();
         ack(self.session().await?, &names, lsn).await
     }
@@ -277,22 +258,6 @@ async fn open_window(
         up_to: lsn_position(feed.horizon.max(after)),
         retained_bytes: Some(feed.retained_bytes),
     })
-}
-
-/// Checks a change read's positions: both LSNs, in order.
-fn check_window(read: &ChangeRead) -> Result<()> {
-    let after = parse_lsn_position(&read.after)?;
-    let up_to = parse_lsn_position(&read.up_to)?;
-    if after > up_to {
-        return Err(Error::new(
-            Kind::InvalidHandle,
-            format!(
-                "a change window ends before it starts ({} after {}): pass the positions of one `open-feed` window",
-                read.after, read.up_to
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// Rows per statement when compacted changes are read back through the server.
@@ -620,12 +585,12 @@ async fn read_changes(
     read: &ChangeRead,
     tx: mpsc::Sender<RecordBatch>,
 ) -> Result<()> {
-    check_window(read)?;
+    let (after, up_to) = read.window(parse_lsn_position)?;
     let window = &Window {
         names,
         key: &read.key,
-        after: parse_lsn_position(&read.after)?,
-        up_to: parse_lsn_position(&read.up_to)?,
+        after,
+        up_to,
         part: read.part,
     };
     let key_at = key_positions(schema, window.key)?;
