@@ -311,6 +311,22 @@ impl Schema {
         })
     }
 
+    /// This schema with every column nullable: the rows of a change feed's deletes carry
+    /// only their key, every other column NULL.
+    pub fn all_nullable(&self) -> Schema {
+        Schema {
+            columns: self
+                .columns
+                .iter()
+                .map(|c| Column {
+                    nullable: true,
+                    ..c.clone()
+                })
+                .collect(),
+            primary_key: self.primary_key.clone(),
+        }
+    }
+
     pub fn names(&self) -> Vec<String> {
         self.columns.iter().map(|c| c.name.clone()).collect()
     }
@@ -828,7 +844,7 @@ mod tests {
 /// Calendar text for dates and timestamps, for dialects that keep them as text (SQLite)
 /// or take them as text parameters (PostgreSQL's COPY reader).
 pub mod time {
-    const MICROS_PER_DAY: i64 = 86_400_000_000;
+    pub const MICROS_PER_DAY: i64 = 86_400_000_000;
 
     /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
     pub fn civil_from_days(days: i64) -> (i64, u32, u32) {

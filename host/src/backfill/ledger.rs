@@ -124,27 +124,27 @@ impl Ledger {
 
     /// Records the plan's chunks as `pending`; chunks already in the ledger keep their row.
     pub async fn ensure_plan(&mut self, chunks: &[RangeTerm], now: &str) -> Result<()> {
+        let mut values = numbered(1..=5);
+        values.extend(["'pending'", "0", "0", "$6"].map(String::from));
+        let sql = self.session.dialect().upsert(
+            &self.table,
+            &[
+                "pipeline",
+                "campaign",
+                "chunk_index",
+                "range_low",
+                "range_high",
+                "status",
+                "attempts",
+                "rows_written",
+                "updated_at",
+            ],
+            &values,
+            &["pipeline", "campaign", "chunk_index"],
+            &[],
+        );
         self.session.begin().await.map_err(state_error)?;
         for (i, chunk) in chunks.iter().enumerate() {
-            let mut values = numbered(1..=5);
-            values.extend(["'pending'", "0", "0", "$6"].map(String::from));
-            let sql = self.session.dialect().upsert(
-                &self.table,
-                &[
-                    "pipeline",
-                    "campaign",
-                    "chunk_index",
-                    "range_low",
-                    "range_high",
-                    "status",
-                    "attempts",
-                    "rows_written",
-                    "updated_at",
-                ],
-                &values,
-                &["pipeline", "campaign", "chunk_index"],
-                &[],
-            );
             let mut params = self.scope();
             params.extend([
                 Value::Int(i as i64),
@@ -152,7 +152,7 @@ impl Ledger {
                 Value::Text(value_to_json(&chunk.high).to_string()),
                 Value::Text(now.into()),
             ]);
-            if let Err(e) = self.execute(sql, params).await {
+            if let Err(e) = self.execute(sql.clone(), params).await {
                 let _ = self.session.rollback().await;
                 return Err(e);
             }

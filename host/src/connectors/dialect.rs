@@ -301,7 +301,7 @@ pub trait SqlDialect: Send + Sync + Debug {
     fn row_version(&self, _position: &str) -> Result<(String, Value)> {
         Err(Error::new(
             Kind::Unsupported,
-            "this source has no row versions (PostgreSQL has xmin; SQL Server rowversion comes with its connector)",
+            "this source has no row versions (PostgreSQL has xmin; SQL Server reads a rowversion column: source.row_version_column)",
         ))
     }
 

@@ -253,7 +253,7 @@ pub trait SqlSession: Send {
     async fn row_version_horizon(&mut self) -> Result<String> {
         Err(Error::new(
             crate::Kind::Unsupported,
-            "this source has no row versions (PostgreSQL has xmin; SQL Server rowversion comes with its connector)",
+            "this source has no row versions (PostgreSQL has xmin; SQL Server reads a rowversion column: source.row_version_column)",
         ))
     }
 
@@ -753,7 +753,6 @@ impl DeclaredColumn {
 }
 
 /// The schema a schemaless source declares in its manifest section.
-#[cfg_attr(not(any(feature = "rest", feature = "kafka")), allow(dead_code))]
 pub fn declared_schema(columns: &[DeclaredColumn], primary_key: &[String]) -> Result<Schema> {
     Ok(Schema {
         columns: columns

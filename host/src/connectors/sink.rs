@@ -690,9 +690,20 @@ fn run_tag(run_id: &str) -> String {
         .collect()
 }
 
-fn first_count(rows: &[Vec<Value>], col: usize) -> u64 {
+/// Column `col` of the first row as a count (0 when absent).
+pub(crate) fn first_count(rows: &[Vec<Value>], col: usize) -> u64 {
     match rows.first().and_then(|r| r.get(col)) {
         Some(Value::Int(n)) => (*n).max(0) as u64,
         _ => 0,
     }
+}
+
+/// The first column of each row, where it is text: a list a catalog query returns.
+pub(crate) fn first_texts(rows: Vec<Vec<Value>>) -> Vec<String> {
+    rows.into_iter()
+        .filter_map(|r| match r.into_iter().next() {
+            Some(Value::Text(t)) => Some(t),
+            _ => None,
+        })
+        .collect()
 }

@@ -458,9 +458,10 @@ mod capture {
                 return Ok(());
             }
             if started.elapsed() > CAPTURE_WAIT {
-                return Err(Error::source(
-                    "the SQL Server capture job did not read the generation within 120 s (is SQL Server Agent running?)",
-                ));
+                return Err(Error::source(format!(
+                    "the SQL Server capture job did not read the generation within {} s (is SQL Server Agent running?)",
+                    CAPTURE_WAIT.as_secs()
+                )));
             }
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }

@@ -520,14 +520,14 @@ fn dlt_pipeline_name(table: &Table) -> String {
 }
 
 /// `program` under GNU time, which writes the peak RSS to `rss`.
-fn measured(program: &Path, rss: &Path) -> Command {
+pub fn measured(program: &Path, rss: &Path) -> Command {
     let mut cmd = Command::new(GNU_TIME);
     cmd.args(["-f", "%M", "-o"]).arg(rss).arg(program);
     cmd
 }
 
 /// Run with stdout and stderr in `log`; fail with the log's last lines.
-fn run_measured(cmd: &mut Command, log: &Path, rss: &Path) -> Result<Measured> {
+pub fn run_measured(cmd: &mut Command, log: &Path, rss: &Path) -> Result<Measured> {
     let file = log_file(log)?;
     cmd.stdin(Stdio::null())
         .stdout(file.try_clone()?)
@@ -587,7 +587,7 @@ fn strip_ansi(text: &str) -> String {
 }
 
 /// GNU time's `-o` file: a "Command exited with non-zero status" line may precede the number.
-pub fn read_rss(path: &Path) -> Result<u64> {
+fn read_rss(path: &Path) -> Result<u64> {
     let text =
         fs::read_to_string(path).with_context(|| format!("could not read {}", path.display()))?;
     text.lines()

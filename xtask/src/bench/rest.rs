@@ -5,10 +5,9 @@
 //! checksum.
 
 use std::fs;
-use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use super::contenders::{self, Contender, Measured};
 use super::data::{Table, quote};
@@ -132,30 +131,10 @@ fn plain_client(lab: &Lab, table: &Table, url: &str, name: &str) -> Result<Measu
         .collect::<Vec<_>>()
         .join("\x1f");
     let rss = lab.dirs.rss(name);
-    let log = fs::File::create(lab.dirs.log(name))?;
-    let started = Instant::now();
-    let status = Command::new(contenders::GNU_TIME)
-        .args(["-f", "%M", "-o"])
-        .arg(&rss)
-        .args(["python3", "-S"])
+    let mut cmd = contenders::measured(Path::new("python3"), &rss);
+    cmd.arg("-S")
         .arg(&script)
         .args([url, &PAGE.to_string(), &psql, &target])
-        .env("PGTZ", "UTC")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .status()
-        .context("could not start python3")?;
-    let wall_seconds = started.elapsed().as_secs_f64();
-    if !status.success() {
-        bail!(
-            "the plain client failed: see {}",
-            lab.dirs.log(name).display()
-        );
-    }
-    Ok(Measured {
-        wall_seconds,
-        peak_rss_kib: contenders::read_rss(&rss)?,
-        dpone: None,
-    })
+        .env("PGTZ", "UTC");
+    contenders::run_measured(&mut cmd, &lab.dirs.log(name), &rss)
 }

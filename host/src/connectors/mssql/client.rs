@@ -18,6 +18,7 @@ use super::config::{Address, Encrypt, MssqlConfig};
 use super::dialect::MssqlDialect;
 use super::types::{cell, from_column_data, portable_type, row_version_position, to_column_data};
 use crate::connectors::dialect::SqlDialect;
+use crate::connectors::sink::first_texts;
 use crate::connectors::{SqlSession, Statement, TableName};
 use crate::error::{Error, Kind, Result};
 use crate::model::{BATCH_ROWS, Column, DataType, Schema, Value, batch_of, value_at};
@@ -131,7 +132,7 @@ fn fail(role: Kind, what: &str, e: tiberius::error::Error) -> Error {
 
 /// The parameters of a statement as TDS data, in order.
 fn parameters(params: &[Value]) -> Result<Vec<ColumnData<'static>>> {
-    params.iter().map(to_column_data).collect()
+    params.iter().cloned().map(to_column_data).collect()
 }
 
 impl MssqlSession {
@@ -276,13 +277,7 @@ impl MssqlSession {
         } else {
             use sha2::Digest;
             let digest = sha2::Sha256::digest(name.as_bytes());
-            format!(
-                "dpone:{}",
-                digest
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>()
-            )
+            format!("dpone:{}", crate::runtime::engine::hex(&digest))
         };
         let stmt = Statement {
             sql: applock_sql(owner),
@@ -385,7 +380,7 @@ impl MssqlSession {
                 let mut cells = TokenRow::with_capacity(schema.columns.len());
                 for (i, (c, (sql_type, scale))) in schema.columns.iter().zip(&kinds).enumerate() {
                     let v = value_at(batch.column(i), &c.data_type, row);
-                    cells.push(cell(&v, sql_type, *scale, &c.name)?);
+                    cells.push(cell(v, sql_type, *scale, &c.name)?);
                 }
                 request
                     .send(cells)
@@ -454,7 +449,8 @@ impl SqlSession for MssqlSession {
     }
 
     /// `KILL` rolls the session's transaction back and frees its locks at once; it needs
-    /// the `ALTER ANY CONNECTION` permission (docs/connectors/mssql.md). It runs only while
+    /// `ALTER ANY CONNECTION`, and `VIEW SERVER STATE` to see the session it checks
+    /// (docs/connectors/mssql.md). It runs only while
     /// the id still names this session (same login time): a session id is reused.
     fn terminate_statement(&self) -> Option<Statement> {
         let login_time = self.login_time.as_deref()?;
@@ -476,14 +472,16 @@ impl SqlSession for MssqlSession {
 
     async fn query(&mut self, stmt: &Statement, types: &[DataType]) -> Result<Vec<Vec<Value>>> {
         let rows = self.rows(stmt).await?;
+        // Every row of a result has the same columns: their names once, for errors.
+        let names: Vec<String> = rows.first().map_or_else(Vec::new, |row| {
+            row.columns().iter().map(|c| c.name().to_string()).collect()
+        });
         rows.into_iter()
             .map(|row| {
-                let names: Vec<String> =
-                    row.columns().iter().map(|c| c.name().to_string()).collect();
                 row.into_iter()
                     .zip(types)
-                    .zip(names)
-                    .map(|((data, t), name)| from_column_data(data, t, &name))
+                    .zip(&names)
+                    .map(|((data, t), name)| from_column_data(data, t, name))
                     .collect()
             })
             .collect()
@@ -541,13 +539,7 @@ impl SqlSession for MssqlSession {
                 &[DataType::Text],
             )
             .await?;
-        let primary_key = key
-            .into_iter()
-            .filter_map(|r| match r.into_iter().next() {
-                Some(Value::Text(k)) => Some(k),
-                _ => None,
-            })
-            .collect();
+        let primary_key = first_texts(key);
         Ok(Some(Schema {
             columns,
             primary_key,
@@ -1113,7 +1105,6 @@ mod tests {
 
     #[test]
     fn own_statements_parse_as_t_sql() {
-        let dialect = sqlparser::dialect::MsSqlDialect {};
         for sql in [
             SPID_SQL,
             COLUMNS_SQL,
@@ -1124,9 +1115,7 @@ mod tests {
             BULK_COLUMNS_SQL,
             &kill_sql(57, "2026-12-04T10:00:00.123"),
         ] {
-            if let Err(e) = sqlparser::parser::Parser::parse_sql(&dialect, sql) {
-                panic!("does not parse as T-SQL: {e}\n{sql}");
-            }
+            crate::connectors::mssql::assert_t_sql(sql);
         }
         assert_eq!(
             kill_sql(57, "2026-12-04T10:00:00.123"),

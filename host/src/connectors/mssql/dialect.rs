@@ -138,15 +138,6 @@ impl SqlDialect for MssqlDialect {
         format!("NOT EXISTS (SELECT {a} INTERSECT SELECT {b})")
     }
 
-    /// T-SQL has no boolean values: a condition is compared through `CASE`.
-    fn holds(&self, cond: &str) -> String {
-        format!("(CASE WHEN {cond} THEN 1 ELSE 0 END = 1)")
-    }
-
-    fn choose(&self, cond: &str, then: &str, otherwise: &str) -> String {
-        format!("CASE WHEN {cond} THEN {then} ELSE {otherwise} END")
-    }
-
     fn truncate(&self, table: &str) -> String {
         // Transactional on SQL Server: rolled back with the rest.
         format!("TRUNCATE TABLE {table}")
@@ -252,6 +243,7 @@ mod tests {
 
     use super::*;
     use crate::connectors::dialect::KeyMatch;
+    use crate::connectors::mssql::assert_t_sql;
     use crate::connectors::render::{self, NewRows, RowSelection};
     use crate::model::{
         CompareTerm, Comparison, CursorBound, DecimalSpec, InTerm, RangeTerm, RowVersionBound,
@@ -261,13 +253,6 @@ mod tests {
     const D: MssqlDialect = MssqlDialect {
         row_version_column: None,
     };
-
-    fn parses(sql: &str) {
-        let dialect = sqlparser::dialect::MsSqlDialect {};
-        if let Err(e) = sqlparser::parser::Parser::parse_sql(&dialect, sql) {
-            panic!("does not parse as T-SQL: {e}\n{sql}");
-        }
-    }
 
     fn orders() -> (TableName, TableName, Schema) {
         let col = |n: &str, t, nullable| Column {
@@ -333,7 +318,7 @@ mod tests {
              ORDER BY [updated_at] OFFSET 0 ROWS FETCH NEXT 100 ROWS ONLY"
         );
         assert!(!st.sql.contains("DROP"));
-        parses(&st.sql);
+        assert_t_sql(&st.sql);
         let unordered = ScanBounds {
             cursor: None,
             ..bounds
@@ -347,7 +332,7 @@ mod tests {
             count.sql
         );
         assert!(count.sql.starts_with("SELECT COUNT_BIG(*) FROM ("));
-        parses(&count.sql);
+        assert_t_sql(&count.sql);
     }
 
     /// An in-list past the 2,100-parameter limit stays one parameter: a JSON array the
@@ -376,7 +361,7 @@ mod tests {
             panic!("{:?}", st.params[0])
         };
         assert!(array.starts_with("[\"0\",\"1\","), "{array}");
-        parses(&st.sql);
+        assert_t_sql(&st.sql);
         let dates: Vec<Value> = (0..1_001).map(Value::TimestampTz).collect();
         let st = render::delete_where(
             d,
@@ -502,7 +487,7 @@ mod tests {
         all.push(render::drop_table(d, &stg));
         all.push(d.tables_with_prefix(&t, "__dpone_stg_r1_").sql);
         for sql in &all {
-            parses(sql);
+            assert_t_sql(sql);
         }
         assert_eq!(
             render::swap(d, &t, &stg)[1],
@@ -534,7 +519,7 @@ mod tests {
             "IF NOT EXISTS (SELECT 1 FROM sys.schemas WHERE QUOTENAME(name) = N'[dbo]') EXEC(N'CREATE SCHEMA [dbo]')"
         );
         for sql in [target, scratch, copy, namespace] {
-            parses(&sql);
+            assert_t_sql(&sql);
         }
     }
 
@@ -601,7 +586,7 @@ mod tests {
         // sqlparser takes table hints after an alias (the SELECT order), MERGE has them
         // before it: the hint is checked as text above, the rest parsed without it.
         for sql in [upsert.sql, insert_only, claim, state] {
-            parses(&sql.replace("WITH (HOLDLOCK) ", ""));
+            assert_t_sql(&sql.replace("WITH (HOLDLOCK) ", ""));
         }
     }
 
@@ -639,6 +624,6 @@ mod tests {
                 Value::Bytes(9u64.to_be_bytes().to_vec())
             ]
         );
-        parses(&st.sql);
+        assert_t_sql(&st.sql);
     }
 }

@@ -17,10 +17,11 @@ use super::MssqlSession;
 use super::config::{ChangeFeedConfig, MssqlConfig};
 use super::dialect::MssqlDialect;
 use crate::connectors::dialect::SqlDialect;
+use crate::connectors::sink::first_texts;
 use crate::connectors::source::{ChangeRead, check_ack};
 use crate::connectors::{ChangeFeed, SqlSession, Statement, TableName};
 use crate::error::{Error, Kind, Result};
-use crate::model::{ChangePart, ChangeWindow, Column, DataType, RestartReason, Schema, Value};
+use crate::model::{ChangePart, ChangeWindow, DataType, RestartReason, Schema, Value};
 
 /// An LSN: the 10 bytes of SQL Server's `binary(10)`, compared as a big-endian number.
 pub type Lsn = [u8; 10];
@@ -29,8 +30,7 @@ const POSITION_PREFIX: &str = "mssqllsn:";
 
 /// The position of `lsn`: fixed-width hex, so positions sort as LSNs do.
 pub fn lsn_position(lsn: &Lsn) -> String {
-    let hex: String = lsn.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{POSITION_PREFIX}{hex}")
+    format!("{POSITION_PREFIX}{}", crate::runtime::engine::hex(lsn))
 }
 
 /// The LSN of a position.
@@ -92,10 +92,9 @@ fn window(stored: Option<Lsn>, instance: &Instance) -> (RestartReason, Lsn, Lsn)
 /// This pipeline's change feed on a SQL Server source table, read over a connection of its
 /// own (opened at its first use).
 pub struct MssqlFeed {
+    /// The source section; its `change_feed` names the capture instance.
     config: MssqlConfig,
     table: TableName,
-    /// `source.change_feed`; every use without it says what to configure.
-    feed: Option<ChangeFeedConfig>,
     session: Option<MssqlSession>,
     /// The window the last `open` gave this run: all it may acknowledge.
     opened: Option<(Lsn, Lsn)>,
@@ -105,7 +104,7 @@ impl std::fmt::Debug for MssqlFeed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MssqlFeed")
             .field("table", &self.table)
-            .field("feed", &self.feed)
+            .field("change_feed", &self.config.change_feed)
             .finish_non_exhaustive()
     }
 }
@@ -114,7 +113,6 @@ impl MssqlFeed {
     /// The feed `source.change_feed` configures on the source `table`.
     pub fn new(config: &MssqlConfig, table: TableName) -> Self {
         MssqlFeed {
-            feed: config.change_feed.clone(),
             config: config.clone(),
             table,
             session: None,
@@ -122,8 +120,9 @@ impl MssqlFeed {
         }
     }
 
+    /// `source.change_feed`; without it, what to configure.
     fn feed(&self) -> Result<ChangeFeedConfig> {
-        self.feed.clone().ok_or_else(|| {
+        self.config.change_feed.clone().ok_or_else(|| {
             Error::config(
                 "source.change_feed.capture_instance",
                 "cdc on SQL Server reads a capture instance of the source table: name it (and net_changes: true where it supports net changes)",
@@ -274,21 +273,16 @@ impl MssqlFeed {
                 ));
             }
         }
-        let computed: Vec<String> = s
-            .query(
+        let computed = first_texts(
+            s.query(
                 &Statement {
                     sql: COMPUTED_SQL.into(),
                     params: vec![Value::Text(MssqlDialect::default().table_ref(&source))],
                 },
                 &[DataType::Text],
             )
-            .await?
-            .into_iter()
-            .filter_map(|r| match r.into_iter().next() {
-                Some(Value::Text(c)) => Some(c),
-                _ => None,
-            })
-            .collect();
+            .await?,
+        );
         for c in &columns.columns {
             if computed.contains(&c.name) {
                 return Err(Error::config(
@@ -529,19 +523,12 @@ impl ChangeFeed for MssqlFeed {
             &up_to,
         );
         // Deleted keys come with every other column NULL, whatever the source declares.
-        let relaxed = Schema {
-            columns: columns
-                .columns
-                .iter()
-                .map(|c| Column {
-                    nullable: true,
-                    ..c.clone()
-                })
-                .collect(),
-            primary_key: columns.primary_key.clone(),
-        };
+        let relaxed;
         let schema = match read.part {
-            ChangePart::Deletes => &relaxed,
+            ChangePart::Deletes => {
+                relaxed = columns.all_nullable();
+                &relaxed
+            }
             ChangePart::Upserts => columns,
         };
         self.session().await?.read(&stmt, schema, tx).await
@@ -569,6 +556,8 @@ impl ChangeFeed for MssqlFeed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connectors::mssql::assert_t_sql;
+    use crate::model::Column;
 
     fn lsn(n: u8) -> Lsn {
         let mut l = [0u8; 10];
@@ -653,13 +642,6 @@ mod tests {
         );
     }
 
-    fn parses(sql: &str) {
-        let dialect = sqlparser::dialect::MsSqlDialect {};
-        if let Err(e) = sqlparser::parser::Parser::parse_sql(&dialect, sql) {
-            panic!("does not parse as T-SQL: {e}\n{sql}");
-        }
-    }
-
     #[test]
     fn change_reads_compact_per_key_and_parse() {
         let col = |n: &str| Column {
@@ -715,7 +697,7 @@ mod tests {
             AGENT_SQL.into(),
             BOUNDS_SQL.into(),
         ] {
-            parses(&sql);
+            assert_t_sql(&sql);
         }
     }
 }

@@ -17,6 +17,7 @@
 
 use super::dialect::{MssqlDialect, nstring};
 use crate::connectors::dialect::SqlDialect;
+use crate::connectors::sink::first_count;
 use crate::connectors::{SqlSession, Statement, StatementLog, TableName};
 use crate::error::Result;
 use crate::model::{DataType, Value};
@@ -26,10 +27,7 @@ pub type Replaced = (u64, u64);
 
 async fn count(s: &mut dyn SqlSession, sql: String) -> Result<u64> {
     let rows = s.query(&Statement::new(sql), &[DataType::Int64]).await?;
-    Ok(match rows.first().and_then(|r| r.first()) {
-        Some(Value::Int(n)) => (*n).max(0) as u64,
-        _ => 0,
-    })
+    Ok(first_count(&rows, 0))
 }
 
 /// The catalog facts that decide whether `target` can be truncated by partition: its heap or
@@ -186,9 +184,6 @@ mod tests {
     fn the_scheme_query_parses() {
         let sql = scheme_sql("[dbo].[or'ders]");
         assert!(sql.contains("OBJECT_ID(N'[dbo].[or''ders]')"), "{sql}");
-        let dialect = sqlparser::dialect::MsSqlDialect {};
-        if let Err(e) = sqlparser::parser::Parser::parse_sql(&dialect, &sql) {
-            panic!("does not parse as T-SQL: {e}\n{sql}");
-        }
+        crate::connectors::mssql::assert_t_sql(&sql);
     }
 }

@@ -11,11 +11,13 @@ use tiberius::numeric::Numeric;
 use tiberius::time::{Date, DateTime2, DateTimeOffset, Time};
 
 use crate::error::{Error, Kind, Result};
+use crate::model::time::MICROS_PER_DAY;
 use crate::model::{DataType, DecimalSpec, Value, decimal_text, parse_decimal};
 
 /// Days from 0001-01-01 (TDS dates) to 1970-01-01 (portable dates).
 const UNIX_EPOCH_DAYS: i64 = 719_162;
-const MICROS_PER_DAY: i64 = 86_400_000_000;
+/// Days from 1900-01-01 (legacy `datetime` and `smalldatetime`) to 1970-01-01.
+const LEGACY_EPOCH_DAYS: i64 = 25_567;
 /// The prefix of a row-version position: `mssqlrv:<rowversion as an unsigned integer>`.
 const ROW_VERSION_PREFIX: &str = "mssqlrv:";
 
@@ -120,21 +122,27 @@ fn micros_of(dt: DateTime2) -> i64 {
     days * MICROS_PER_DAY + micros
 }
 
-/// A value as TDS column data: a bound parameter or a bulk-loaded cell. NULL travels as
-/// an `nvarchar` NULL, which the server converts to any column type but binary ones.
-pub fn to_column_data(v: &Value) -> Result<ColumnData<'static>> {
+/// Digits after the point of decimal text, trailing zeros aside.
+fn decimal_places(text: &str) -> usize {
+    text.trim()
+        .split_once('.')
+        .map_or(0, |(_, f)| f.trim_end_matches('0').len())
+}
+
+/// A value as TDS column data: a bound parameter or a bulk-loaded cell (moved in, so text
+/// and bytes are not copied). NULL travels as an `nvarchar` NULL, which the server converts
+/// to any column type but binary ones.
+pub fn to_column_data(v: Value) -> Result<ColumnData<'static>> {
     Ok(match v {
         Value::Null => ColumnData::String(None),
-        Value::Boolean(b) => ColumnData::Bit(Some(*b)),
-        Value::Int(i) => ColumnData::I64(Some(*i)),
-        Value::Float(f) => ColumnData::F64(Some(*f)),
+        Value::Boolean(b) => ColumnData::Bit(Some(b)),
+        Value::Int(i) => ColumnData::I64(Some(i)),
+        Value::Float(f) => ColumnData::F64(Some(f)),
         Value::Decimal(text) => {
-            let scale = text
-                .trim()
-                .split_once('.')
-                .map_or(0, |(_, f)| f.trim_end_matches('0').len());
-            let scale = u8::try_from(scale).ok().filter(|s| *s <= 38);
-            let unscaled = scale.and_then(|s| parse_decimal(text, s as i8));
+            let scale = u8::try_from(decimal_places(&text))
+                .ok()
+                .filter(|s| *s <= 38);
+            let unscaled = scale.and_then(|s| parse_decimal(&text, s as i8));
             match (scale, unscaled) {
                 (Some(s), Some(u)) => ColumnData::Numeric(Some(Numeric::new_with_scale(u, s))),
                 _ => {
@@ -144,15 +152,15 @@ pub fn to_column_data(v: &Value) -> Result<ColumnData<'static>> {
                 }
             }
         }
-        Value::Text(s) | Value::Json(s) => ColumnData::String(Some(Cow::Owned(s.clone()))),
-        Value::Bytes(b) => ColumnData::Binary(Some(Cow::Owned(b.clone()))),
-        Value::Date(d) => ColumnData::Date(Some(date_of(i64::from(*d))?)),
-        Value::Timestamp(t) => ColumnData::DateTime2(Some(datetime2_of(*t)?)),
+        Value::Text(s) | Value::Json(s) => ColumnData::String(Some(Cow::Owned(s))),
+        Value::Bytes(b) => ColumnData::Binary(Some(Cow::Owned(b))),
+        Value::Date(d) => ColumnData::Date(Some(date_of(i64::from(d))?)),
+        Value::Timestamp(t) => ColumnData::DateTime2(Some(datetime2_of(t)?)),
         Value::TimestampTz(t) => {
-            ColumnData::DateTimeOffset(Some(DateTimeOffset::new(datetime2_of(*t)?, 0)))
+            ColumnData::DateTimeOffset(Some(DateTimeOffset::new(datetime2_of(t)?, 0)))
         }
         Value::Uuid(u) => ColumnData::Guid(Some(
-            uuid::Uuid::parse_str(u).map_err(|_| Error::sink(format!("`{u}` is not a uuid")))?,
+            uuid::Uuid::parse_str(&u).map_err(|_| Error::sink(format!("`{u}` is not a uuid")))?,
         )),
     })
 }
@@ -162,48 +170,43 @@ pub fn to_column_data(v: &Value) -> Result<ColumnData<'static>> {
 /// and converts nothing, so integers and floats are narrowed here (range-checked), and a
 /// decimal or time with more fractional digits than the column holds is refused, never
 /// rounded. `column` names it in errors.
-pub fn cell(v: &Value, sql_type: &str, scale: u8, column: &str) -> Result<ColumnData<'static>> {
+pub fn cell(v: Value, sql_type: &str, scale: u8, column: &str) -> Result<ColumnData<'static>> {
     let misfit = |what: String| Error::sink(format!("column `{column}` ({sql_type}): {what}"));
+    let finer = |v: Value| {
+        misfit(format!(
+            "{v:?} has more fractional digits than {sql_type}({scale})"
+        ))
+    };
     Ok(match (v, sql_type) {
         (Value::Null, t) => null_of(t),
         (Value::Int(i), "tinyint") => ColumnData::U8(Some(
-            u8::try_from(*i).map_err(|_| misfit(format!("{i} does not fit")))?,
+            u8::try_from(i).map_err(|_| misfit(format!("{i} does not fit")))?,
         )),
         (Value::Int(i), "smallint") => ColumnData::I16(Some(
-            i16::try_from(*i).map_err(|_| misfit(format!("{i} does not fit")))?,
+            i16::try_from(i).map_err(|_| misfit(format!("{i} does not fit")))?,
         )),
         (Value::Int(i), "int") => ColumnData::I32(Some(
-            i32::try_from(*i).map_err(|_| misfit(format!("{i} does not fit")))?,
+            i32::try_from(i).map_err(|_| misfit(format!("{i} does not fit")))?,
         )),
-        (Value::Float(f), "real") => ColumnData::F32(Some(*f as f32)),
+        (Value::Float(f), "real") => ColumnData::F32(Some(f as f32)),
         (Value::Decimal(text), "decimal" | "numeric" | "money" | "smallmoney") => {
-            let decimals = text
-                .trim()
-                .split_once('.')
-                .map_or(0, |(_, f)| f.trim_end_matches('0').len());
-            if decimals > usize::from(scale) {
+            if decimal_places(&text) > usize::from(scale) {
                 return Err(misfit(format!(
                     "{text} has more than the column's {scale} decimal places (it would be rounded)"
                 )));
             }
-            to_column_data(v)?
+            to_column_data(Value::Decimal(text))?
         }
         (Value::Timestamp(micros), "datetime2") => {
-            let dt2 = datetime2_of(*micros)?;
-            let time = at_scale(dt2.time(), scale).ok_or_else(|| {
-                misfit(format!(
-                    "{v:?} has more fractional digits than datetime2({scale})"
-                ))
-            })?;
+            let dt2 = datetime2_of(micros)?;
+            let time =
+                at_scale(dt2.time(), scale).ok_or_else(|| finer(Value::Timestamp(micros)))?;
             ColumnData::DateTime2(Some(DateTime2::new(dt2.date(), time)))
         }
         (Value::TimestampTz(micros), "datetimeoffset") => {
-            let dt2 = datetime2_of(*micros)?;
-            let time = at_scale(dt2.time(), scale).ok_or_else(|| {
-                misfit(format!(
-                    "{v:?} has more fractional digits than datetimeoffset({scale})"
-                ))
-            })?;
+            let dt2 = datetime2_of(micros)?;
+            let time =
+                at_scale(dt2.time(), scale).ok_or_else(|| finer(Value::TimestampTz(micros)))?;
             ColumnData::DateTimeOffset(Some(DateTimeOffset::new(
                 DateTime2::new(dt2.date(), time),
                 0,
@@ -300,12 +303,12 @@ pub fn from_column_data(data: ColumnData<'_>, t: &DataType, column: &str) -> Res
         }),
         ColumnData::DateTime(v) => v.map_or(Value::Null, |d| {
             // 1/300 s ticks since 1900-01-01.
-            let days = i64::from(d.days()) - 25_567;
+            let days = i64::from(d.days()) - LEGACY_EPOCH_DAYS;
             let micros = i64::from(d.seconds_fragments()) * 10_000 / 3;
             Value::Timestamp(days * MICROS_PER_DAY + micros)
         }),
         ColumnData::SmallDateTime(v) => v.map_or(Value::Null, |d| {
-            let days = i64::from(d.days()) - 25_567;
+            let days = i64::from(d.days()) - LEGACY_EPOCH_DAYS;
             Value::Timestamp(days * MICROS_PER_DAY + i64::from(d.seconds_fragments()) * 60_000_000)
         }),
         ColumnData::Time(_) => return Err(mismatch("a time of day")),
@@ -340,14 +343,14 @@ mod tests {
             (Value::Null, DataType::Text),
         ];
         for (v, t) in cases {
-            let back = from_column_data(to_column_data(&v).unwrap(), &t, "c").unwrap();
+            let back = from_column_data(to_column_data(v.clone()).unwrap(), &t, "c").unwrap();
             let expected = match &v {
                 Value::Decimal(d) if d == "-12.50" => Value::Decimal("-12.5".into()),
                 other => other.clone(),
             };
             assert_eq!(back, expected);
         }
-        assert!(to_column_data(&Value::Date(-719_163)).is_err());
+        assert!(to_column_data(Value::Date(-719_163)).is_err());
         for (v, sql_type, scale, t) in [
             (Value::Int(7), "smallint", 0, DataType::Int16),
             (Value::Int(200), "tinyint", 0, DataType::Int16),
@@ -378,31 +381,23 @@ mod tests {
             ),
             (Value::Null, "varbinary", 0, DataType::Bytes),
         ] {
-            let data = cell(&v, sql_type, scale, "c").unwrap();
+            let data = cell(v.clone(), sql_type, scale, "c").unwrap();
             assert_eq!(from_column_data(data, &t, "c").unwrap(), v, "{sql_type}");
         }
         assert!(matches!(
-            cell(&Value::Int(7), "smallint", 0, "c"),
+            cell(Value::Int(7), "smallint", 0, "c"),
             Ok(ColumnData::I16(Some(7)))
         ));
         assert!(matches!(
-            cell(&Value::Null, "int", 0, "c"),
+            cell(Value::Null, "int", 0, "c"),
             Ok(ColumnData::I32(None))
         ));
-        let err = cell(&Value::Int(70_000), "smallint", 0, "qty").unwrap_err();
+        let err = cell(Value::Int(70_000), "smallint", 0, "qty").unwrap_err();
         assert!(err.message.contains("`qty` (smallint)"), "{err}");
-        assert!(cell(&Value::Int(-1), "tinyint", 0, "c").is_err());
-        assert!(cell(&Value::Decimal("1.255".into()), "decimal", 2, "c").is_err());
-        assert!(cell(&Value::Decimal("1.2500".into()), "decimal", 2, "c").is_ok());
-        assert!(
-            cell(
-                &Value::Timestamp(1_700_000_000_123_456),
-                "datetime2",
-                3,
-                "c"
-            )
-            .is_err()
-        );
+        assert!(cell(Value::Int(-1), "tinyint", 0, "c").is_err());
+        assert!(cell(Value::Decimal("1.255".into()), "decimal", 2, "c").is_err());
+        assert!(cell(Value::Decimal("1.2500".into()), "decimal", 2, "c").is_ok());
+        assert!(cell(Value::Timestamp(1_700_000_000_123_456), "datetime2", 3, "c").is_err());
         let money = ColumnData::F64(Some(1234.5));
         let spec = DataType::Decimal(Some(DecimalSpec {
             precision: 19,
@@ -412,14 +407,14 @@ mod tests {
             from_column_data(money, &spec, "c").unwrap(),
             Value::Decimal("1234.5000".into())
         );
-        assert!(to_column_data(&Value::Decimal("1e5".into())).is_err());
+        assert!(to_column_data(Value::Decimal("1e5".into())).is_err());
     }
 
     #[test]
     fn seven_digit_fractions_are_cut_to_microseconds() {
         let dt = DateTime2::new(Date::new(UNIX_EPOCH_DAYS as u32), Time::new(12_345_678, 7));
         assert_eq!(micros_of(dt), 1_234_567);
-        let legacy = tiberius::time::DateTime::new(25_567, 300);
+        let legacy = tiberius::time::DateTime::new(LEGACY_EPOCH_DAYS as i32, 300);
         assert_eq!(
             from_column_data(
                 ColumnData::DateTime(Some(legacy)),

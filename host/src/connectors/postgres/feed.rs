@@ -614,19 +614,12 @@ async fn read_changes(
         }
     }
     // Deleted keys come with every other column NULL, whatever the source declares.
-    let relaxed = Schema {
-        columns: schema
-            .columns
-            .iter()
-            .map(|c| crate::model::Column {
-                nullable: true,
-                ..c.clone()
-            })
-            .collect(),
-        primary_key: schema.primary_key.clone(),
-    };
+    let relaxed;
     let schema = match window.part {
-        ChangePart::Deletes => &relaxed,
+        ChangePart::Deletes => {
+            relaxed = schema.all_nullable();
+            &relaxed
+        }
         ChangePart::Upserts => schema,
     };
     let columns: Vec<String> = schema.names();

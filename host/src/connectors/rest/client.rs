@@ -16,7 +16,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value as Json;
 
 use super::config::{Auth, KeyIn, Pagination, RestConfig};
-use super::types::at_path;
+use super::types::{at_path, at_path_mut};
 use crate::error::{Error, Kind, Result};
 
 /// One HTTP request of a read: a URL with its query.
@@ -194,15 +194,15 @@ impl RestClient {
     ) -> Result<(Page, Option<Request>)> {
         let (body, headers) = self.fetch(req).await?;
         let shown = self.shown(req.url.as_str());
-        let json: Json = serde_json::from_slice(&body).map_err(|e| {
+        let mut json: Json = serde_json::from_slice(&body).map_err(|e| {
             Error::source(format!(
                 "page {page_number} ({shown}) is not JSON: {e}; it begins {}",
                 self.excerpt(&body)
             ))
         })?;
         let path = self.config.records_path.as_deref().unwrap_or("");
-        let records = match at_path(&json, path) {
-            Some(Json::Array(items)) => items.clone(),
+        let got = match at_path(&json, path) {
+            Some(Json::Array(items)) => items.len() as u64,
             _ => {
                 return Err(Error::source(format!(
                     "page {page_number} ({shown}) has no array at records_path `{path}`; it begins {}",
@@ -210,7 +210,6 @@ impl RestClient {
                 )));
             }
         };
-        let got = records.len() as u64;
         let total = fetched + got;
         let total_reached = |total_path: &Option<String>| {
             total_path
@@ -259,6 +258,11 @@ impl RestClient {
                     _ => None,
                 },
             }
+        };
+        // Moved out, not copied: a page is in memory once.
+        let records = match at_path_mut(&mut json, path).map(Json::take) {
+            Some(Json::Array(items)) => items,
+            _ => Vec::new(),
         };
         Ok((
             Page {

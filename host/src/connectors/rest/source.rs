@@ -41,9 +41,19 @@ impl RestSource {
             .iter()
             .filter_map(|k| self.schema.columns.iter().position(|c| &c.name == k))
             .collect();
+        let at = |column: &str| self.schema.columns.iter().position(|c| c.name == column);
+        let positions = Positions {
+            cursor: bounds.cursor.as_ref().and_then(|c| at(&c.column)),
+            terms: bounds
+                .filter
+                .iter()
+                .map(|t| t.column().and_then(at))
+                .collect(),
+        };
         Ok(Pages {
             source: self,
             bounds,
+            positions,
             next: Some(first.clone()),
             first,
             inflight: VecDeque::new(),
@@ -96,6 +106,8 @@ type Fetch = tokio::task::JoinHandle<Result<(client::Page, bool)>>;
 struct Pages<'a> {
     source: &'a RestSource,
     bounds: &'a ScanBounds,
+    /// Where the columns `bounds` compare are in a row, found once per read.
+    positions: Positions,
     first: client::Request,
     /// One page at a time: the request of the next page.
     next: Option<client::Request>,
@@ -135,7 +147,7 @@ impl Pages<'_> {
         let mut rows = Vec::with_capacity(page.records.len());
         for (i, record) in page.records.iter().enumerate() {
             let row = self.source.row(record, page.number, i)?;
-            if !within(&self.source.schema, self.bounds, &row) {
+            if !within(self.bounds, &self.positions, &row) {
                 continue;
             }
             if !self.key_at.is_empty() {
@@ -272,6 +284,8 @@ impl Source for RestSource {
             .collect::<Result<_>>()?;
         let mut left = bounds.limit.unwrap_or(u64::MAX);
         let mut rows: Vec<Vec<Value>> = Vec::with_capacity(BATCH_ROWS);
+        // Every declared column in order: rows pass as they are, no value copied.
+        let all = picks.iter().copied().eq(0..self.schema.columns.len());
         let mut pages = self.pages(bounds)?;
         while left > 0
             && let Some(page) = pages.next().await?
@@ -281,7 +295,11 @@ impl Source for RestSource {
                     break;
                 }
                 left -= 1;
-                rows.push(picks.iter().map(|&i| row[i].clone()).collect());
+                rows.push(if all {
+                    row
+                } else {
+                    picks.iter().map(|&i| row[i].clone()).collect()
+                });
                 if rows.len() == BATCH_ROWS {
                     let full = std::mem::replace(&mut rows, Vec::with_capacity(BATCH_ROWS));
                     if tx.send(batch_of(columns, &full)?).await.is_err() {
@@ -357,20 +375,22 @@ impl Source for RestSource {
     }
 }
 
-/// Whether a row of `schema` lies within `bounds` (cursor range and filter; the limit is
-/// the caller's): SQL's semantics, so a NULL compares as nothing.
-fn within(schema: &Schema, bounds: &ScanBounds, row: &[Value]) -> bool {
-    let value = |column: &str| {
-        schema
-            .columns
-            .iter()
-            .position(|c| c.name == column)
-            .map(|i| &row[i])
-    };
+/// The row positions of the columns a scan's bounds compare: the cursor's, and each filter
+/// term's (in order); `None` for a column the row does not have.
+#[derive(Debug)]
+struct Positions {
+    cursor: Option<usize>,
+    terms: Vec<Option<usize>>,
+}
+
+/// Whether a row lies within `bounds` (cursor range and filter; the limit is the caller's),
+/// its compared columns at `positions`: SQL's semantics, so a NULL compares as nothing.
+fn within(bounds: &ScanBounds, positions: &Positions, row: &[Value]) -> bool {
+    let value = |at: Option<usize>| at.map(|i| &row[i]);
     let cmp = |v: &Value, bound: &Value| model::compare_values(v, bound);
     use std::cmp::Ordering::{Equal, Greater, Less};
     if let Some(c) = &bounds.cursor {
-        let Some(v) = value(&c.column) else {
+        let Some(v) = value(positions.cursor) else {
             return false;
         };
         if let Some(after) = &c.after
@@ -387,32 +407,36 @@ fn within(schema: &Schema, bounds: &ScanBounds, row: &[Value]) -> bool {
             return false;
         }
     }
-    bounds.filter.iter().all(|term| {
-        let column = term.column().and_then(value);
-        match (term, column) {
-            (Term::Compare(t), Some(v)) => {
-                let o = cmp(v, &t.value);
-                match t.op {
-                    model::Comparison::Eq => o == Some(Equal),
-                    model::Comparison::Ne => matches!(o, Some(Less | Greater)),
-                    model::Comparison::Lt => o == Some(Less),
-                    model::Comparison::Le => matches!(o, Some(Less | Equal)),
-                    model::Comparison::Gt => o == Some(Greater),
-                    model::Comparison::Ge => matches!(o, Some(Greater | Equal)),
-                }
-            }
-            (Term::Range(r), Some(v)) => {
-                matches!(cmp(v, &r.low), Some(Greater | Equal))
-                    && match cmp(v, &r.high) {
-                        Some(Less) => true,
-                        Some(Equal) => r.high_inclusive,
-                        _ => false,
+    bounds
+        .filter
+        .iter()
+        .zip(&positions.terms)
+        .all(|(term, at)| {
+            let column = value(*at);
+            match (term, column) {
+                (Term::Compare(t), Some(v)) => {
+                    let o = cmp(v, &t.value);
+                    match t.op {
+                        model::Comparison::Eq => o == Some(Equal),
+                        model::Comparison::Ne => matches!(o, Some(Less | Greater)),
+                        model::Comparison::Lt => o == Some(Less),
+                        model::Comparison::Le => matches!(o, Some(Less | Equal)),
+                        model::Comparison::Gt => o == Some(Greater),
+                        model::Comparison::Ge => matches!(o, Some(Greater | Equal)),
                     }
+                }
+                (Term::Range(r), Some(v)) => {
+                    matches!(cmp(v, &r.low), Some(Greater | Equal))
+                        && match cmp(v, &r.high) {
+                            Some(Less) => true,
+                            Some(Equal) => r.high_inclusive,
+                            _ => false,
+                        }
+                }
+                (Term::InList(i), Some(v)) => i.values.iter().any(|x| cmp(v, x) == Some(Equal)),
+                (Term::IsNull(_), Some(v)) => *v == Value::Null,
+                (Term::IsNotNull(_), Some(v)) => *v != Value::Null,
+                _ => false,
             }
-            (Term::InList(i), Some(v)) => i.values.iter().any(|x| cmp(v, x) == Some(Equal)),
-            (Term::IsNull(_), Some(v)) => *v == Value::Null,
-            (Term::IsNotNull(_), Some(v)) => *v != Value::Null,
-            _ => false,
-        }
-    })
+        })
 }

@@ -22,6 +22,18 @@ pub fn at_path<'a>(json: &'a Json, path: &str) -> Option<&'a Json> {
     })
 }
 
+/// [`at_path`], to change or take the value found.
+pub fn at_path_mut<'a>(json: &'a mut Json, path: &str) -> Option<&'a mut Json> {
+    if path.is_empty() {
+        return Some(json);
+    }
+    path.split('.').try_fold(json, |j, step| match j {
+        Json::Object(map) => map.get_mut(step),
+        Json::Array(items) => items.get_mut(step.parse::<usize>().ok()?),
+        _ => None,
+    })
+}
+
 /// `json` as a value of type `t`; the error says what was expected (the caller adds where).
 pub fn value_of(json: &Json, t: &DataType) -> std::result::Result<Value, String> {
     let want = |what: &str| Err(format!("expected {what}, found {}", shown(json)));
