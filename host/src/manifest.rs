@@ -127,7 +127,7 @@ impl Connection {
             #[cfg(feature = "rest")]
             Connection::Rest(_) => None,
             #[cfg(feature = "kafka")]
-            Connection::Kafka(_) => Some(c::kafka::config::SINK_CAPABILITIES),
+            Connection::Kafka(k) => Some(k.sink_capabilities()),
             #[cfg(feature = "bigquery")]
             Connection::Bigquery(_) => Some(c::bigquery::config::SINK_CAPABILITIES),
         }

@@ -8,6 +8,7 @@ mod cdc;
 mod cli;
 mod clickhouse;
 mod docs;
+mod kafka;
 mod partitions;
 mod rest;
 #[path = "../../xtask/src/rest_mock.rs"]

@@ -5,6 +5,7 @@
 mod bench;
 mod build;
 mod clickhouse;
+mod kafka;
 mod matrix;
 mod quickstart;
 // Its fault and auth switches serve the component tests, which include this file.
@@ -42,6 +43,12 @@ enum Task {
     /// Manage the private ClickHouse server (never the system one), for the ClickHouse
     /// connector: installed from Debian when missing.
     Clickhouse {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
+    /// Manage the private Kafka-protocol broker (tansu, in memory), for the Kafka
+    /// connector: installed into the tools cache when missing.
+    Kafka {
         #[command(subcommand)]
         action: ServiceAction,
     },
@@ -111,6 +118,18 @@ fn run_task(task: Task) -> Result<ExitCode> {
                 ServiceAction::Stop => ch.stop()?,
                 ServiceAction::Status => {
                     if !ch.print_status() {
+                        return Ok(ExitCode::from(3));
+                    }
+                }
+            }
+        }
+        Task::Kafka { action } => {
+            let kafka = kafka::Kafka::new(&root)?;
+            match action {
+                ServiceAction::Start => kafka.start()?,
+                ServiceAction::Stop => kafka.stop()?,
+                ServiceAction::Status => {
+                    if !kafka.print_status() {
                         return Ok(ExitCode::from(3));
                     }
                 }

@@ -7,12 +7,14 @@ use anyhow::{Context, Result};
 use crate::bench;
 use crate::build::{self, Profile};
 use crate::clickhouse::Clickhouse;
+use crate::kafka::Kafka;
 use crate::services::{Postgres, StopOnDrop};
 use crate::{cargo, run_cmd};
 
-/// Build the components and the host, start the private PostgreSQL and ClickHouse (installing
-/// ClickHouse from Debian's packages when missing), run the workspace tests against them,
-/// then the benchmark harness at smoke size (so it does not rot), and stop both servers
+/// Build the components and the host, start the private PostgreSQL, ClickHouse (installing
+/// it from Debian's packages when missing) and Kafka broker (installing tansu into the tools
+/// cache when missing), run the workspace tests against them,
+/// then the benchmark harness at smoke size (so it does not rot), and stop the servers
 /// again whatever happened.
 pub fn run(root: &Path, cargo_test_args: &[String]) -> Result<()> {
     build::build_all(root, Profile::Debug)?;
@@ -25,6 +27,9 @@ pub fn run(root: &Path, cargo_test_args: &[String]) -> Result<()> {
     let ch = Clickhouse::new(root)?;
     let _stop_ch = StopOnDrop(ch.clone());
     ch.start()?;
+    let kafka = Kafka::new(root)?;
+    let _stop_kafka = StopOnDrop(kafka.clone());
+    kafka.start()?;
 
     let mut cmd = cargo();
     cmd.arg("test");
@@ -42,6 +47,7 @@ pub fn run(root: &Path, cargo_test_args: &[String]) -> Result<()> {
             .env("CARGO_TARGET_DIR", build::target_dir(root))
             .env("DPONE_TEST_POSTGRES_URL", &url)
             .env("DPONE_TEST_CLICKHOUSE_URL", ch.url())
+            .env("DPONE_TEST_KAFKA_BROKERS", kafka.brokers())
             .env("DPONE_COMPONENTS_DIR", build::components_dir(root))
             // The matrix's contract needs no service, so the default run includes it;
             // mock_local is `cargo xtask matrix --mode mock_local`.

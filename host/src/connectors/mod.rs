@@ -15,6 +15,8 @@
 //! [`SqlSession`].
 
 pub mod dialect;
+#[cfg(any(feature = "rest", feature = "kafka"))]
+pub mod json;
 pub mod render;
 pub mod sink;
 pub mod source;
@@ -342,6 +344,12 @@ pub trait Source: Send {
 
     /// This pipeline's change feed, when the source has one.
     fn change_feed(&mut self) -> Option<&mut dyn ChangeFeed>;
+
+    /// Resumable sources: where a scan with `bounds` that has read continues (its
+    /// `since` for the next run); `None` before it read and for other sources.
+    fn resume(&self, _bounds: &ScanBounds) -> Option<String> {
+        None
+    }
 }
 
 /// Where a run stages rows: tables of this run next to the target. A sink that cannot
@@ -574,6 +582,10 @@ pub async fn connect_source(manifest: &crate::manifest::Manifest) -> Result<Box<
     if let crate::manifest::Connection::Rest(c) = &manifest.source {
         return Ok(Box::new(rest::RestSource::new(c)?));
     }
+    #[cfg(feature = "kafka")]
+    if let crate::manifest::Connection::Kafka(c) = &manifest.source {
+        return Ok(Box::new(kafka::KafkaSource::new(c)?));
+    }
     let session = connect(&manifest.source, crate::Kind::Source, Open::Existing).await?;
     let source = source::SqlSource::new(
         session,
@@ -591,6 +603,13 @@ pub async fn connect_sink(
     run_id: &str,
     dry_run: bool,
 ) -> Result<Box<dyn Sink>> {
+    let statements = StatementLog::new(manifest.limits.report_statements);
+    #[cfg(feature = "kafka")]
+    if let crate::manifest::Connection::Kafka(c) = &manifest.sink {
+        let sink =
+            kafka::KafkaSink::connect(c, &manifest.pipeline, run_id, dry_run, statements).await?;
+        return Ok(Box::new(sink));
+    }
     let open = if dry_run { Open::Plan } else { Open::Create };
     let session = connect(&manifest.sink, crate::Kind::Sink, open).await?;
     Ok(Box::new(sink::SqlSink::new(
@@ -600,32 +619,7 @@ pub async fn connect_sink(
         run_id,
         manifest.strategy.predicate_sql.clone(),
         dry_run,
-        StatementLog::new(manifest.limits.report_statements),
-    )))
-}
-
-/// The staging of a sink that cannot stage rows itself (a Kafka topic): an embedded SQLite
-/// database at `path` (in the work dir), created when missing and driven by the same SQL
-/// code as every SQL sink. Its staging tables are named for `run_id`.
-#[cfg(feature = "sqlite")]
-pub async fn embedded_staging(path: &std::path::Path, run_id: &str) -> Result<Box<dyn Staging>> {
-    let connection = crate::manifest::Connection::Sqlite(sqlite::config::SqliteConfig {
-        path: path.display().to_string(),
-        table: None,
-    });
-    let session = connect(&connection, crate::Kind::Sink, Open::Create).await?;
-    let anchor = TableName {
-        schema: None,
-        name: "dpone_embedded".into(),
-    };
-    Ok(Box::new(sink::SqlSink::new(
-        session,
-        connection,
-        anchor,
-        run_id,
-        None,
-        false,
-        StatementLog::new(crate::runtime::engine::DEFAULT_REPORT_STATEMENTS),
+        statements,
     )))
 }
 
@@ -807,51 +801,4 @@ pub(crate) fn check_declared(
 /// or the later one would drop the earlier one's rows.
 pub fn publishes_whole_target(kind: &str) -> bool {
     kind == "clickhouse"
-}
-
-#[cfg(all(test, feature = "sqlite"))]
-mod tests {
-    use super::*;
-    use crate::model::{Column, batch_of};
-
-    /// The embedded staging a Kafka sink will use: staged rows, key checks and distinct
-    /// values run as SQL in a SQLite file of the work dir.
-    #[tokio::test]
-    async fn embedded_staging_stages_and_checks_keys() {
-        let dir = std::env::temp_dir().join(format!("dpone-embedded-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("nested").join("staging.db");
-        let mut staging = embedded_staging(&path, "run-1").await.unwrap();
-        let schema = Schema {
-            columns: vec![Column {
-                name: "id".into(),
-                data_type: DataType::Int64,
-                nullable: true,
-            }],
-            primary_key: vec![],
-        };
-        let table = staging
-            .create_staging(&schema, StagingKind::Scratch)
-            .await
-            .unwrap();
-        let rows: Vec<Vec<Value>> = [1, 2, 2, 3].iter().map(|i| vec![Value::Int(*i)]).collect();
-        let (tx, rx) = mpsc::channel(1);
-        tx.send(batch_of(&schema, &rows).unwrap()).await.unwrap();
-        drop(tx);
-        assert_eq!(staging.load(&table, &schema, rx).await.unwrap(), 4);
-        let check = staging
-            .check_keys(&table, &schema, &["id".into()])
-            .await
-            .unwrap();
-        assert_eq!((check.rows, check.duplicate_groups), (4, 1));
-        assert_eq!(check.sample, vec![vec![Value::Int(2)]]);
-        let distinct = staging
-            .distinct_values(&table, "id", &DataType::Int64, 10)
-            .await
-            .unwrap();
-        assert_eq!(distinct, [1, 2, 3].map(Value::Int));
-        staging.drop_staging(&table).await.unwrap();
-        assert!(path.exists());
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
 }

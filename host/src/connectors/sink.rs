@@ -93,6 +93,12 @@ impl SqlSink {
         self.session.dialect()
     }
 
+    /// The session itself, for a sink that keeps its own tables next to the target and
+    /// staging (the view of a Kafka topic in the embedded store).
+    pub(crate) fn session(&mut self) -> &mut dyn SqlSession {
+        self.session.as_mut()
+    }
+
     async fn execute(&mut self, stmt: Statement) -> Result<u64> {
         self.statements.push(&stmt.sql);
         tracing::debug!(sql = %stmt.sql, "sink statement");

@@ -57,7 +57,7 @@ pub const PROFILES: [(&str, &str); 6] = [
     ),
     (
         "kafka_live",
-        "Kafka brokers: vendor_live reads DPONE_LIVE_KAFKA_BROKERS (the connector is not built yet)",
+        "a Kafka broker: mock_local uses the private tansu of `cargo xtask kafka start` (DPONE_MATRIX_KAFKA_BROKERS or DPONE_TEST_KAFKA_BROKERS; no producer transactions), vendor_live reads DPONE_LIVE_KAFKA_BROKERS",
     ),
     (
         "rest_mock",
@@ -200,8 +200,15 @@ pub fn connection(connector: &str, sink: bool, id: &str) -> String {
         "bigquery" => format!(
             "kind: bigquery\n  project: \"${{DPONE_MATRIX_BIGQUERY_PROJECT}}\"\n  dataset: matrix_dst\n  table: {id}\n  credentials_json: \"${{DPONE_MATRIX_BIGQUERY_CREDENTIALS_JSON}}\""
         ),
+        // An incremental_append target is an event log; the others are compacted tables.
+        // Brokers without producer transactions (the local tansu) say so in the variable.
         "kafka" if sink => format!(
-            "kind: kafka\n  brokers: \"${{DPONE_MATRIX_KAFKA_BROKERS}}\"\n  topic: dpone_matrix_{id}"
+            "kind: kafka\n  brokers: \"${{DPONE_MATRIX_KAFKA_BROKERS}}\"\n  topic: dpone_matrix_{id}\n  exactly_once: \"${{DPONE_MATRIX_KAFKA_EXACTLY_ONCE}}\"{}",
+            if id.ends_with("__incremental_append") {
+                "\n  append_only: true"
+            } else {
+                ""
+            }
         ),
         "kafka" => format!(
             "kind: kafka\n  brokers: \"${{DPONE_MATRIX_KAFKA_BROKERS}}\"\n  topic: dpone_matrix_model\n  primary_key: [id]\n  columns: {DECLARED_COLUMNS}"

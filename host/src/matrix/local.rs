@@ -43,7 +43,7 @@ async fn wait_for_older_transactions(s: &mut dyn SqlSession) -> Result<()> {
 /// with `rows`, as the REST source reads them back.
 #[cfg(feature = "rest")]
 async fn publish(url: &str, schema: &Schema, rows: &[Vec<Value>]) -> Result<()> {
-    use crate::connectors::rest::types::json_of;
+    use crate::connectors::json::json_of;
     let records: Vec<serde_json::Value> = rows
         .iter()
         .map(|row| {
@@ -95,12 +95,18 @@ impl<'a> Behaviour<'a> {
     pub fn new(manifest: &'a Manifest, cfg: ModelConfig) -> Self {
         let mut schema = model::schema(&cfg);
         let all = schema.names();
-        // A source that declares its columns (REST) carries those of the model only.
-        #[cfg(feature = "rest")]
-        if let Connection::Rest(c) = &manifest.source {
+        // A source that declares its columns (REST, Kafka) carries those of the model only.
+        let declared = match &manifest.source {
+            #[cfg(feature = "rest")]
+            Connection::Rest(c) => Some(&c.columns),
+            #[cfg(feature = "kafka")]
+            Connection::Kafka(c) => Some(&c.columns),
+            _ => None,
+        };
+        if let Some(declared) = declared {
             schema
                 .columns
-                .retain(|col| c.columns.iter().any(|d| d.name == col.name));
+                .retain(|col| declared.iter().any(|d| d.name == col.name));
         }
         let picks = schema
             .columns
@@ -135,6 +141,18 @@ impl<'a> Behaviour<'a> {
         #[cfg(feature = "rest")]
         if let Connection::Rest(c) = self.source {
             publish(&c.url, &self.schema, &rows).await?;
+            return Ok(rows);
+        }
+        #[cfg(feature = "kafka")]
+        if let Connection::Kafka(c) = self.source {
+            let before: Vec<Vec<Value>> = match number {
+                0 => Vec::new(),
+                n => model::generation(&self.cfg, n - 1)
+                    .into_iter()
+                    .map(|r| self.picks.iter().map(|&i| r[i].clone()).collect())
+                    .collect(),
+            };
+            Box::pin(kafka_topic::seed(c, &self.schema, number, &before, &rows)).await?;
             return Ok(rows);
         }
         let mut s = connectors::connect(self.source, Kind::Source, Open::Create).await?;
@@ -270,6 +288,18 @@ impl<'a> Behaviour<'a> {
     pub async fn target(&self, extra: &[Column]) -> Result<Vec<Vec<Value>>> {
         let mut columns = self.schema.clone();
         columns.columns.extend(extra.iter().cloned());
+        #[cfg(feature = "kafka")]
+        if let Connection::Kafka(c) = self.sink {
+            let key: Vec<String> = if c.append_only {
+                Vec::new()
+            } else {
+                self.key
+                    .iter()
+                    .map(|&i| columns.columns[i].name.clone())
+                    .collect()
+            };
+            return Box::pin(kafka_topic::table(c, &columns, &key)).await;
+        }
         let mut s = connectors::connect(self.sink, Kind::Sink, Open::Existing).await?;
         let stmt = Statement::new(format!(
             "SELECT {} FROM {}",
@@ -465,5 +495,76 @@ mod capture {
             }
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
+    }
+}
+
+/// A Kafka topic as the model's source (one record per row change, keyed by `id`) and as a
+/// target (its rows as a table: by key the last record wins).
+#[cfg(feature = "kafka")]
+mod kafka_topic {
+    use std::collections::BTreeMap;
+
+    use crate::connectors::kafka::client::{KafkaClient, TopicProducer};
+    use crate::connectors::kafka::config::KafkaConfig;
+    use crate::connectors::kafka::types::Codec;
+    use crate::error::{Kind, Result};
+    use crate::matrix::model::ID;
+    use crate::model::{Schema, Value};
+
+    /// Partitions of the model's source topic: more than one, so reads merge partitions.
+    const PARTITIONS: i32 = 3;
+
+    /// Generation 0 recreates the topic with every row; a later one produces its changed
+    /// and new rows and a tombstone for each deleted one, as a change stream would.
+    pub async fn seed(
+        c: &KafkaConfig,
+        schema: &Schema,
+        number: u32,
+        before: &[Vec<Value>],
+        rows: &[Vec<Value>],
+    ) -> Result<()> {
+        let client = KafkaClient::new(c, Kind::Source);
+        let key = vec![schema.columns[ID].name.clone()];
+        let codec = Codec::new(schema, &key)?;
+        let id = |r: &Vec<Value>| format!("{:?}", r[ID]);
+        if number == 0 {
+            client.delete_topic(&c.topic).await?;
+            client
+                .create_topic(&c.topic, PARTITIONS, None, true)
+                .await?;
+        }
+        let before: BTreeMap<String, &Vec<Value>> = before.iter().map(|r| (id(r), r)).collect();
+        let mut producer = TopicProducer::open(&client, &c.topic, None).await?;
+        let after: BTreeMap<String, &Vec<Value>> = rows.iter().map(|r| (id(r), r)).collect();
+        for (k, row) in &before {
+            if !after.contains_key(k) {
+                producer
+                    .send(codec.encode_key(row).as_deref(), None)
+                    .await?;
+            }
+        }
+        for row in rows {
+            if before.get(&id(row)) != Some(&row) {
+                let value = codec.encode_value(row);
+                producer
+                    .send(codec.encode_key(row).as_deref(), Some(&value))
+                    .await?;
+            }
+        }
+        producer.commit().await
+    }
+
+    /// The rows the topic holds, as a table of `columns` keyed by `key` (none: every record).
+    pub async fn table(
+        c: &KafkaConfig,
+        columns: &Schema,
+        key: &[String],
+    ) -> Result<Vec<Vec<Value>>> {
+        let client = KafkaClient::new(c, Kind::Sink);
+        if client.partitions(&c.topic).await?.is_none() {
+            return Ok(Vec::new());
+        }
+        let codec = Codec::new(columns, key)?;
+        crate::connectors::kafka::read_table(&client, &c.topic, &codec).await
     }
 }

@@ -170,7 +170,7 @@ pub struct Summary {
 }
 
 /// Example endpoints: what a manifest's `${DPONE_MATRIX_*}` reads in mock_contract.
-const EXAMPLE_ENV: [(&str, &str); 7] = [
+const EXAMPLE_ENV: [(&str, &str); 8] = [
     (
         "DPONE_MATRIX_POSTGRES_URL",
         "postgres://dpone@localhost:5432/matrix",
@@ -185,6 +185,7 @@ const EXAMPLE_ENV: [(&str, &str); 7] = [
     ),
     ("DPONE_MATRIX_REST_URL", "http://localhost:8080"),
     ("DPONE_MATRIX_KAFKA_BROKERS", "localhost:9092"),
+    ("DPONE_MATRIX_KAFKA_EXACTLY_ONCE", "true"),
     ("DPONE_MATRIX_BIGQUERY_PROJECT", "dpone-matrix"),
     ("DPONE_MATRIX_BIGQUERY_CREDENTIALS_JSON", "{}"),
 ];
@@ -229,6 +230,16 @@ fn endpoint(mode: Mode, profile: &str) -> Option<Vec<(&'static str, String)>> {
                 .or_else(|| env("DPONE_TEST_CLICKHOUSE_URL"))
                 .filter(|url| answers(url)),
         ),
+        // tansu serves no EndTxn: its cases produce without a transaction.
+        (Mode::MockLocal, "kafka_live") => Some(vec![
+            (
+                "DPONE_MATRIX_KAFKA_BROKERS",
+                env("DPONE_MATRIX_KAFKA_BROKERS")
+                    .or_else(|| env("DPONE_TEST_KAFKA_BROKERS"))
+                    .filter(|b| answers(b))?,
+            ),
+            ("DPONE_MATRIX_KAFKA_EXACTLY_ONCE", "false".into()),
+        ]),
         (Mode::MockLocal, "rest_mock") => one(
             "DPONE_MATRIX_REST_URL",
             env("DPONE_MATRIX_REST_URL").filter(|url| answers(url)),
@@ -244,10 +255,16 @@ fn endpoint(mode: Mode, profile: &str) -> Option<Vec<(&'static str, String)>> {
             "DPONE_MATRIX_CLICKHOUSE_URL",
             env("DPONE_LIVE_CLICKHOUSE_URL"),
         ),
-        (Mode::VendorLive, "kafka_live") => one(
-            "DPONE_MATRIX_KAFKA_BROKERS",
-            env("DPONE_LIVE_KAFKA_BROKERS"),
-        ),
+        (Mode::VendorLive, "kafka_live") => Some(vec![
+            (
+                "DPONE_MATRIX_KAFKA_BROKERS",
+                env("DPONE_LIVE_KAFKA_BROKERS")?,
+            ),
+            (
+                "DPONE_MATRIX_KAFKA_EXACTLY_ONCE",
+                env("DPONE_LIVE_KAFKA_EXACTLY_ONCE").unwrap_or_else(|| "true".into()),
+            ),
+        ]),
         (Mode::VendorLive, "bigquery_live") => Some(vec![
             (
                 "DPONE_MATRIX_BIGQUERY_PROJECT",
@@ -468,6 +485,11 @@ async fn run_model(
 
 /// Drops the case's target table and, on a PostgreSQL source, its replication slot.
 async fn drop_leftovers(manifest: &Manifest) -> Result<()> {
+    #[cfg(feature = "kafka")]
+    if let crate::manifest::Connection::Kafka(c) = &manifest.sink {
+        let client = connectors::kafka::client::KafkaClient::new(c, Kind::Sink);
+        return client.delete_topic(&c.topic).await;
+    }
     let mut sink = connectors::connect(&manifest.sink, Kind::Sink, Open::Existing).await?;
     let drop = render::drop_table(sink.dialect(), &manifest.sink_table());
     sink.execute(&Statement::new(drop)).await?;

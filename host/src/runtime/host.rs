@@ -996,6 +996,7 @@ async fn load(p: &mut Pipeline, target: &LoadTarget, scan: &ScanKind) -> Result<
     };
     let write = p.sink.load(&target.table, &target.schema, from_counter);
     let ((), (), written) = tokio::try_join!(read, count, write)?;
+    stats.resume = p.source.resume(bounds);
     p.progress.done("load", stats.rows);
     if written != stats.rows {
         return Err(Error::sink(format!(

@@ -10,6 +10,9 @@ fn cursor_state_key(column: &str) -> String {
     format!("cursor.{column}")
 }
 
+/// State key of where a resumable source's last finalized scan stopped (Kafka offsets).
+const POSITION_STATE_KEY: &str = "position.source";
+
 /// A source scan loaded into a staging table of this run.
 #[derive(Debug)]
 pub struct Staged {
@@ -17,9 +20,9 @@ pub struct Staged {
     pub schema: Schema,
     pub staging: Staging,
     pub stats: ScanStats,
-    /// The state key and cursor position to store once this run finalizes; `None` when the
-    /// scan had no cursor bound or staged nothing.
-    next_cursor: Option<(String, Value)>,
+    /// The state entries (cursor, source position) to store once this run finalizes;
+    /// empty when the scan had no cursor bound and the source does not resume.
+    next_cursor: Vec<(String, Value)>,
 }
 
 impl Staged {
@@ -27,10 +30,11 @@ impl Staged {
         self.stats.rows == 0
     }
 
-    /// Stages the new cursor position, so it becomes durable with the finalize transaction.
+    /// Stages the new cursor (and source position), so they become durable with the
+    /// finalize transaction.
     pub fn put_cursor(&self) -> Result<(), DponeError> {
-        if let Some((key, cursor)) = &self.next_cursor {
-            state::put(key, cursor)?;
+        for (key, value) in &self.next_cursor {
+            state::put(key, value)?;
         }
         Ok(())
     }
@@ -112,13 +116,19 @@ pub fn stage_scan(scan: &source::Scan, options: &StagingOptions) -> Result<Stage
         schema: description.schema,
         staging,
         stats,
-        next_cursor: None,
+        next_cursor: Vec::new(),
     })
 }
 
 /// Stages the source rows past the cursor the last finalized run stored for `cursor_column`,
-/// or the whole source when there is no cursor column.
+/// or the whole source when there is no cursor column. A resumable source (a Kafka topic)
+/// also reads only what followed the position the last finalized run stored.
 pub fn stage_incremental(cursor_column: Option<&str>) -> Result<Staged, DponeError> {
+    let resumable = source::describe()?.capabilities.resumable;
+    let since = match resumable.then(|| state::get(POSITION_STATE_KEY)).transpose()?.flatten() {
+        Some(Value::Text(position)) => Some(position),
+        _ => None,
+    };
     let cursor = match cursor_column {
         Some(column) => Some(CursorBound {
             column: column.into(),
@@ -132,9 +142,14 @@ pub fn stage_incremental(cursor_column: Option<&str>) -> Result<Staged, DponeErr
         filter: Vec::new(),
         limit: None,
         row_versions: None,
-        since: None,
+        since,
     };
     let mut staged = stage(&bounds, &scratch())?;
+    if resumable && let Some(resume) = staged.stats.resume.clone() {
+        staged
+            .next_cursor
+            .push((POSITION_STATE_KEY.into(), Value::Text(resume)));
+    }
     if let Some(column) = cursor_column
         && !staged.is_empty()
     {
@@ -146,7 +161,7 @@ pub fn stage_incremental(cursor_column: Option<&str>) -> Result<Staged, DponeErr
                 staged.stats.rows
             ))
         })?;
-        staged.next_cursor = Some((cursor_state_key(column), max));
+        staged.next_cursor.push((cursor_state_key(column), max));
     }
     Ok(staged)
 }

@@ -1,6 +1,8 @@
 //! The `kind: kafka` manifest section: a topic, read as a bounded range of offsets (source)
 //! or written as keyed JSON messages (sink).
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use crate::connectors::{DeclaredColumn, check_declared};
@@ -10,9 +12,9 @@ use crate::secret::Secret;
 
 /// What Kafka can do, declared once for the run, the matrix and the docs. A compacted topic
 /// keyed by the unique key: a changed row is an upsert, a deleted one a tombstone, finalized in
-/// one producer transaction (bounded by the broker's default `transaction.timeout.ms`, 60 s);
-/// reads of the target copy the topic up to its high watermarks. As a source: offsets resume,
-/// nothing is pushed down.
+/// one producer transaction (bounded by its `transaction.timeout.ms`, 60 s); reads of the
+/// target copy the topic up to its high watermarks. As a source: offsets resume, nothing is
+/// pushed down.
 pub const SOURCE_CAPABILITIES: SourceCapabilities = SourceCapabilities {
     pushdown: Pushdown::None,
     cheap_aggregates: false,
@@ -30,6 +32,21 @@ pub const SINK_CAPABILITIES: SinkCapabilities = SinkCapabilities {
     target_reads: TargetReads::StagedCopy,
     transaction_time_limit_ms: Some(60_000),
 };
+
+/// The producer transaction's timeout: the broker aborts a transaction open longer.
+pub const TRANSACTION_TIMEOUT_MS: u64 = 60_000;
+
+/// librdkafka settings dpone sets itself: a manifest's `properties` may not override them.
+const OWN_PROPERTIES: [&str; 8] = [
+    "bootstrap.servers",
+    "security.protocol",
+    "transactional.id",
+    "transaction.timeout.ms",
+    "enable.idempotence",
+    "isolation.level",
+    "enable.auto.commit",
+    "group.id",
+];
 
 /// SASL credentials.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -61,6 +78,60 @@ pub struct KafkaConfig {
     pub sasl: Option<KafkaSasl>,
     #[serde(default)]
     pub tls: bool,
+    /// Source: where undecodable messages go (with headers naming their topic, partition,
+    /// offset and error) instead of failing the run.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+    /// Sink: the topic is an event log (not compacted): only `incremental_append` writes
+    /// it, one message per row.
+    #[serde(default)]
+    pub append_only: bool,
+    /// Sink: finalize in one Kafka producer transaction (default). `false` produces
+    /// idempotently without one, for brokers without transactions: a run that dies while
+    /// producing leaves part of its events, which the next run completes.
+    #[serde(default = "exactly_once_by_default", deserialize_with = "flag")]
+    pub exactly_once: bool,
+    /// Sink: partitions of a topic dpone creates; default 1.
+    #[serde(default)]
+    pub partitions: Option<u32>,
+    /// Sink: replication factor of a topic dpone creates; default the broker's.
+    #[serde(default)]
+    pub replication_factor: Option<u16>,
+    /// Further librdkafka client settings (e.g. `ssl.ca.location`), for every client of
+    /// this section.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn exactly_once_by_default() -> bool {
+    true
+}
+
+/// A boolean written as YAML `true`/`false` or, from a `${VAR}`, as the text `true`/`false`.
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Flag {
+        Bool(bool),
+        Text(String),
+    }
+    match Flag::deserialize(d)? {
+        Flag::Bool(b) => Ok(b),
+        Flag::Text(t) if t == "true" => Ok(true),
+        Flag::Text(t) if t == "false" => Ok(false),
+        Flag::Text(t) => Err(serde::de::Error::custom(format!(
+            "expected true or false, found `{t}`"
+        ))),
+    }
+}
+
+/// A topic name: 1-249 characters of a-z, A-Z, 0-9, '.', '_' and '-'.
+fn topic_name_ok(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= 249
+        && topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 impl KafkaConfig {
@@ -78,16 +149,46 @@ impl KafkaConfig {
                 "must be host:port[,host:port...]",
             ));
         }
-        let topic_ok = !self.topic.is_empty()
-            && self.topic.len() <= 249
-            && self
-                .topic
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        if !topic_ok {
+        let topics = [
+            ("topic", Some(&self.topic)),
+            ("dead_letter_topic", self.dead_letter_topic.as_ref()),
+        ];
+        for (field, topic) in topics {
+            if let Some(topic) = topic
+                && !topic_name_ok(topic)
+            {
+                return Err(Error::config(
+                    format!("{at}.{field}"),
+                    "must be 1-249 characters of a-z, A-Z, 0-9, '.', '_' and '-'",
+                ));
+            }
+        }
+        if self.dead_letter_topic.as_ref() == Some(&self.topic) {
             return Err(Error::config(
-                format!("{at}.topic"),
-                "must be 1-249 characters of a-z, A-Z, 0-9, '.', '_' and '-'",
+                format!("{at}.dead_letter_topic"),
+                "must not be the topic itself",
+            ));
+        }
+        if self.partitions == Some(0) {
+            return Err(Error::config(
+                format!("{at}.partitions"),
+                "must be at least 1",
+            ));
+        }
+        if self.replication_factor == Some(0) {
+            return Err(Error::config(
+                format!("{at}.replication_factor"),
+                "must be at least 1",
+            ));
+        }
+        if let Some(own) = self
+            .properties
+            .keys()
+            .find(|k| OWN_PROPERTIES.contains(&k.as_str()) || k.starts_with("sasl."))
+        {
+            return Err(Error::config(
+                format!("{at}.properties.{own}"),
+                "is set by dpone (from brokers, tls, sasl and the pipeline): remove it",
             ));
         }
         if let Some(sasl) = &self.sasl
@@ -99,5 +200,13 @@ impl KafkaConfig {
             ));
         }
         check_declared(&self.columns, &self.primary_key, at)
+    }
+
+    /// What this topic can do as a sink: an `append_only` topic is an event log.
+    pub fn sink_capabilities(&self) -> SinkCapabilities {
+        SinkCapabilities {
+            append_only_log: self.append_only,
+            ..SINK_CAPABILITIES
+        }
     }
 }

@@ -1,5 +1,19 @@
-//! Kafka: the manifest section only. The client (and its type mapping) is not built yet:
-//! a manifest naming this kind validates, and a run stops before connecting with an
-//! `unsupported` error that says so.
+//! Kafka: a topic as a table. `config.rs` the manifest section, `client.rs` the rdkafka
+//! clients (administration, bounded reads, the producer), `types.rs` records <-> rows and
+//! positions, `view.rs` a topic applied to a table of the embedded store, `sink.rs` and
+//! `source.rs` the `Sink` and `Source`.
+//!
+//! Contract: records are JSON (key: the key columns, value: every column, a tombstone has
+//! no value); reads stop at the end each partition has when the read reaches it, with
+//! `isolation.level = read_committed`; positions are `kafka:<partition>=<next offset>,...`.
 
+pub mod client;
 pub mod config;
+mod sink;
+mod source;
+pub mod types;
+mod view;
+
+pub use sink::KafkaSink;
+pub use source::KafkaSource;
+pub use view::read_table;

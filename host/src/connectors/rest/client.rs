@@ -16,7 +16,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value as Json;
 
 use super::config::{Auth, KeyIn, Pagination, RestConfig};
-use super::types::{at_path, at_path_mut};
+use crate::connectors::json::{at_path, at_path_mut};
 use crate::error::{Error, Kind, Result};
 
 /// One HTTP request of a read: a URL with its query.

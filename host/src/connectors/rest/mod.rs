@@ -1,6 +1,7 @@
 //! REST: a JSON HTTP API as a source, read page by page into batches of the declared
 //! columns (`config.rs` the manifest section, `client.rs` requests and pagination,
-//! `types.rs` JSON into portable values, `source.rs` the `Source`).
+//! `source.rs` the `Source`; JSON into portable values is `connectors/json.rs`, shared
+//! with Kafka).
 //!
 //! Contract: memory stays at one page (`concurrency` pages) plus one batch whatever the
 //! number of pages, plus the keys seen when the source declares a `primary_key` (a record
@@ -12,6 +13,5 @@
 pub mod client;
 pub mod config;
 mod source;
-pub mod types;
 
 pub use source::RestSource;

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::client::{self, RestClient};
 use super::config::RestConfig;
-use super::types;
+use crate::connectors::json;
 use crate::connectors::{ChangeFeed, Source, declared_schema};
 use crate::error::{Error, Kind, Result};
 use crate::model::{self, BATCH_ROWS, ScanBounds, Schema, Term, Value, batch_of};
@@ -71,7 +71,7 @@ impl RestSource {
         let inc = self.config.incremental.as_ref()?;
         let cursor = bounds.cursor.as_ref()?;
         let after = cursor.after.as_ref()?;
-        (cursor.column == inc.cursor_column).then(|| (inc.param.clone(), types::param_text(after)))
+        (cursor.column == inc.cursor_column).then(|| (inc.param.clone(), json::param_text(after)))
     }
 
     /// A record as a row of the source schema.
@@ -82,14 +82,14 @@ impl RestSource {
             .zip(&self.schema.columns)
             .map(|(declared, column)| {
                 let path = declared.path.as_deref().unwrap_or(&declared.name);
-                let found = types::at_path(record, path).unwrap_or(&serde_json::Value::Null);
+                let found = json::at_path(record, path).unwrap_or(&serde_json::Value::Null);
                 let fail = |why: String| {
                     Error::source(format!(
                         "page {page}, record {index}, column `{}` (path `{path}`): {why}",
                         column.name
                     ))
                 };
-                let value = types::value_of(found, &column.data_type).map_err(fail)?;
+                let value = json::value_of(found, &column.data_type).map_err(fail)?;
                 if value == Value::Null && !column.nullable {
                     return Err(fail("null or missing, but declared nullable: false".into()));
                 }

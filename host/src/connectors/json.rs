@@ -1,5 +1,6 @@
-//! JSON values into portable values, by the column types the manifest declares; cursor
-//! values into request parameters.
+//! JSON values into portable values, by the column types the manifest declares, and back:
+//! the one JSON codec of the connectors whose records are JSON (a REST API's pages, Kafka
+//! messages); cursor values into request parameters.
 //!
 //! Contract: a JSON value that does not fit its column is an error, never a NULL; JSON
 //! `null` or a missing field is NULL, refused for a column declared `nullable: false`.
