@@ -40,7 +40,8 @@ async fn records(client: &KafkaClient, topic: &str) -> Vec<Record> {
         }
         all
     };
-    let (read, mut all) = tokio::join!(client.read(topic, &Offsets::new(), tx), collect);
+    let start = Offsets::new();
+    let (read, mut all) = tokio::join!(client.read(topic, &start, tx), collect);
     read.unwrap();
     all.sort_by_key(|r: &Record| (r.partition, r.offset));
     all
