@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 
 use crate::build::{self, Profile};
 use crate::clickhouse::Clickhouse;
+use crate::kafka::Kafka;
 use crate::services::{Postgres, StopOnDrop};
 use crate::{cargo, run_cmd};
 
@@ -141,7 +142,11 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
         let stop_ch = StopOnDrop(ch.clone());
         ch.start()?;
         cmd.env("DPONE_MATRIX_CLICKHOUSE_URL", ch.url());
-        Some((stop_pg, stop_ch))
+        let kafka = Kafka::new(root)?;
+        let stop_kafka = StopOnDrop(kafka.clone());
+        kafka.start()?;
+        cmd.env("DPONE_MATRIX_KAFKA_BROKERS", kafka.brokers());
+        Some((stop_pg, stop_ch, stop_kafka))
     } else {
         None
     };

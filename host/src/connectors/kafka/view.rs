@@ -127,10 +127,12 @@ impl Scratch {
             keys: near.sibling(format!("{}__in_keys", near.name)),
             key_schema,
         };
-        for (table, schema) in [
+        // Without key columns every record is a row: no keys to collect.
+        let tables = [
             (&scratch.rows, schema),
             (&scratch.keys, &scratch.key_schema),
-        ] {
+        ];
+        for (table, schema) in tables.into_iter().filter(|(_, s)| !s.columns.is_empty()) {
             let d = session.dialect();
             let drop = format!("DROP TABLE IF EXISTS {}", d.table_ref(table));
             let create = d.create_table(table, &schema.all_nullable(), &[], NewTable::Scratch);
