@@ -70,6 +70,14 @@ impl std::fmt::Debug for KafkaSink {
     }
 }
 
+/// A table of the embedded store.
+fn local(name: &str) -> TableName {
+    TableName {
+        schema: None,
+        name: name.into(),
+    }
+}
+
 /// Where the views of a pipeline's topics are kept.
 fn store_path(pipeline: &str) -> PathBuf {
     let home = std::env::var("DPONE_HOME").unwrap_or_else(|_| ".dpone".into());
@@ -107,10 +115,7 @@ impl KafkaSink {
         let store = SqlSink::new(
             session,
             connection,
-            TableName {
-                schema: None,
-                name: VIEW.into(),
-            },
+            local(VIEW),
             run_id,
             None,
             dry_run,
@@ -143,42 +148,14 @@ impl KafkaSink {
         self.session().execute(&Statement { sql, params }).await
     }
 
-    /// The columns and key of the view an earlier run left, from its bookkeeping.
+    /// The columns and key of the view an earlier run left for this topic.
     async fn stored_codec(&mut self) -> Result<Option<Codec>> {
-        if self.config.append_only {
+        if self.config.append_only || self.stored_position().await?.is_none() {
             return Ok(None);
         }
-        let exists = self
-            .session()
-            .table_schema(&TableName {
-                schema: None,
-                name: VIEW_META.into(),
-            })
-            .await?
-            .is_some();
-        if !exists {
-            return Ok(None);
-        }
-        let rows = self
-            .session()
-            .query(
-                &Statement::new(format!("SELECT topic FROM {VIEW_META}")),
-                &[DataType::Text],
-            )
-            .await?;
-        let same_topic = matches!(rows.first().and_then(|r| r.first()), Some(Value::Text(t)) if *t == self.config.topic);
-        let view = self
-            .session()
-            .table_schema(&TableName {
-                schema: None,
-                name: VIEW.into(),
-            })
-            .await?;
-        match view {
-            Some(schema) if same_topic => {
-                Ok(Some(Codec::new(&schema, &schema.primary_key.clone())?))
-            }
-            _ => Ok(None),
+        match self.session().table_schema(&local(VIEW)).await? {
+            Some(schema) => Ok(Some(Codec::new(&schema, &schema.primary_key)?)),
+            None => Ok(None),
         }
     }
 
@@ -208,10 +185,7 @@ impl KafkaSink {
     /// applied), rebuilds it from the whole topic. Runs inside the open transaction, if any,
     /// before the transaction records anything.
     async fn catch_up(&mut self, codec: &Codec, rebuild: bool) -> Result<()> {
-        let view = TableName {
-            schema: None,
-            name: VIEW.into(),
-        };
+        let view = local(VIEW);
         let mut start = if rebuild {
             None
         } else {
@@ -260,13 +234,11 @@ impl KafkaSink {
         self.store_position(&end).await
     }
 
+    /// The position the view reflects, when it is this topic's view.
     async fn stored_position(&mut self) -> Result<Option<Offsets>> {
         let exists = self
             .session()
-            .table_schema(&TableName {
-                schema: None,
-                name: VIEW_META.into(),
-            })
+            .table_schema(&local(VIEW_META))
             .await?
             .is_some();
         if !exists {
@@ -437,34 +409,34 @@ impl KafkaSink {
             "SELECT {b_keys} FROM temp.{BEFORE} b WHERE b.__present = 1 AND NOT EXISTS (SELECT 1 FROM main.{} t WHERE {on})",
             q(VIEW)
         );
-        let key_schema = Schema {
-            columns: codec
-                .key_indexes()
-                .iter()
-                .map(|&i| schema.columns[i].clone())
-                .collect(),
-            primary_key: Vec::new(),
-        };
         vec![
             (Statement::new(upserts), schema.clone(), true),
-            (Statement::new(tombstones), key_schema, false),
+            (Statement::new(tombstones), codec.key_schema(), false),
         ]
+    }
+
+    /// Creates the topic `ensure_target` found missing: partitions, replication factor and,
+    /// for a table, `cleanup.policy=compact` from the manifest.
+    async fn create_missing_topic(&mut self) -> Result<()> {
+        if !self.create_topic {
+            return Ok(());
+        }
+        let partitions = i32::try_from(self.config.partitions.unwrap_or(1)).unwrap_or(i32::MAX);
+        self.client
+            .create_topic(
+                &self.config.topic,
+                partitions,
+                self.config.replication_factor,
+                !self.config.append_only,
+            )
+            .await?;
+        self.create_topic = false;
+        Ok(())
     }
 
     /// Produces the net change of the open transaction; returns (upserts, tombstones).
     async fn produce(&mut self, codec: &Codec) -> Result<(u64, u64)> {
-        if self.create_topic {
-            let partitions = i32::try_from(self.config.partitions.unwrap_or(1)).unwrap_or(i32::MAX);
-            self.client
-                .create_topic(
-                    &self.config.topic,
-                    partitions,
-                    self.config.replication_factor,
-                    !self.config.append_only,
-                )
-                .await?;
-            self.create_topic = false;
-        }
+        self.create_missing_topic().await?;
         let id = self
             .config
             .exactly_once
@@ -728,17 +700,8 @@ impl Sink for KafkaSink {
                 "produced {upserts} upserts and {tombstones} tombstones to topic {}",
                 self.config.topic
             ));
-        } else if self.create_topic && self.codec.is_some() {
-            let partitions = i32::try_from(self.config.partitions.unwrap_or(1)).unwrap_or(i32::MAX);
-            self.client
-                .create_topic(
-                    &self.config.topic,
-                    partitions,
-                    self.config.replication_factor,
-                    !self.config.append_only,
-                )
-                .await?;
-            self.create_topic = false;
+        } else if self.codec.is_some() {
+            self.create_missing_topic().await?;
         }
         self.disarm().await?;
         self.appended.clear();

@@ -140,6 +140,18 @@ impl Codec {
             .collect()
     }
 
+    /// The key columns alone, in key order (no key of their own).
+    pub fn key_schema(&self) -> Schema {
+        Schema {
+            columns: self
+                .key
+                .iter()
+                .map(|&i| self.schema.columns[i].clone())
+                .collect(),
+            primary_key: Vec::new(),
+        }
+    }
+
     /// The key columns of a row, in key order.
     pub fn key_of(&self, row: &[Value]) -> Vec<Value> {
         self.key.iter().map(|&i| row[i].clone()).collect()
@@ -233,7 +245,7 @@ impl Codec {
         if !json.is_object() {
             return Err(format!(
                 "the value is not a JSON object: {}",
-                shown(&json.to_string())
+                shown(json.to_string())
             ));
         }
         self.schema

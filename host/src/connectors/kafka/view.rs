@@ -114,18 +114,10 @@ struct Scratch {
 impl Scratch {
     async fn create(session: &mut dyn SqlSession, near: &TableName, codec: &Codec) -> Result<Self> {
         let schema = codec.schema();
-        let key_schema = Schema {
-            columns: codec
-                .key_indexes()
-                .iter()
-                .map(|&i| schema.columns[i].clone())
-                .collect(),
-            primary_key: Vec::new(),
-        };
         let scratch = Scratch {
             rows: near.sibling(format!("{}__in_rows", near.name)),
             keys: near.sibling(format!("{}__in_keys", near.name)),
-            key_schema,
+            key_schema: codec.key_schema(),
         };
         // Without key columns every record is a row: no keys to collect.
         let tables = [
