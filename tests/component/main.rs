@@ -10,6 +10,7 @@ mod clickhouse;
 mod docs;
 mod kafka;
 mod partitions;
+mod registry;
 mod rest;
 #[path = "../../xtask/src/rest_mock.rs"]
 mod rest_api;

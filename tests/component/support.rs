@@ -182,6 +182,18 @@ pub fn clickhouse_url() -> Option<String> {
     url
 }
 
+/// The Kafka broker the tests may use (`cargo xtask test` starts a private one and sets
+/// this). Without it, Kafka tests say so and pass vacuously.
+pub fn kafka_brokers() -> Option<String> {
+    let brokers = std::env::var("DPONE_TEST_KAFKA_BROKERS").ok();
+    if brokers.is_none() {
+        eprintln!(
+            "SKIPPED: DPONE_TEST_KAFKA_BROKERS is not set (run the tests with `cargo xtask test`)"
+        );
+    }
+    brokers
+}
+
 /// A ClickHouse connection through the host's own client.
 pub struct Ch(Box<dyn dpone_host::connectors::SqlSession>);
 

@@ -7,10 +7,12 @@
 //! full refresh, and incremental merge of 20% changed plus 5% new rows. Contenders take turns
 //! within each repetition; every run must leave a target with the source's row count and
 //! checksum, or it does not count. Results go to `target/bench/results.json` and
-//! `docs/benchmarks.md`; `--smoke` only checks that the harness still works.
+//! `docs/benchmarks.md` (`--only` runs some scenarios and leaves the page alone); `--smoke`
+//! only checks that the harness still works.
 
 mod contenders;
 mod data;
+mod kafka;
 mod python;
 mod report;
 mod rest;
@@ -24,6 +26,7 @@ use anyhow::{Context, Result, bail, ensure};
 
 use crate::build::{self, Profile};
 use crate::clickhouse::Clickhouse;
+use crate::kafka::Kafka;
 use crate::output;
 use crate::services::{self, Postgres, StopOnDrop};
 
@@ -52,6 +55,19 @@ pub enum Tables {
     Both,
 }
 
+/// A group of scenarios `--only` selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Only {
+    /// PostgreSQL -> PostgreSQL full refresh and incremental merge.
+    Pg,
+    /// PostgreSQL -> ClickHouse full refresh.
+    Clickhouse,
+    /// REST (the mock API) -> PostgreSQL full refresh.
+    Rest,
+    /// PostgreSQL -> Kafka full refresh.
+    Kafka,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct Options {
     /// Rows per generated table [default: 1000000, or 10000 with --smoke].
@@ -70,6 +86,9 @@ pub struct Options {
     /// Install the Python contenders even with --smoke.
     #[arg(long)]
     install: bool,
+    /// Run only these scenarios (comma-separated) [default: all].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Only>,
 }
 
 impl Options {
@@ -81,7 +100,12 @@ impl Options {
             table: Tables::Both,
             smoke: true,
             install: false,
+            only: Vec::new(),
         }
+    }
+
+    fn wants(&self, scenarios: Only) -> bool {
+        self.only.is_empty() || self.only.contains(&scenarios)
     }
 }
 
@@ -217,6 +241,8 @@ pub struct Lab {
     rows: u64,
     /// The private ClickHouse server.
     pub clickhouse: Clickhouse,
+    /// The private Kafka broker.
+    pub kafka: Kafka,
 }
 
 impl Lab {
@@ -267,11 +293,19 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
     };
 
     let ch = Clickhouse::new(root)?;
-    let _stop_ch = if ch.print_status() {
+    let _stop_ch = if !options.wants(Only::Clickhouse) || ch.print_status() {
         None
     } else {
         let stop = StopOnDrop(ch.clone());
         ch.start()?;
+        Some(stop)
+    };
+    let kafka = Kafka::new(root)?;
+    let _stop_kafka = if !options.wants(Only::Kafka) || kafka.print_status() {
+        None
+    } else {
+        let stop = StopOnDrop(kafka.clone());
+        kafka.start()?;
         Some(stop)
     };
 
@@ -291,6 +325,7 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
         tools,
         rows,
         clickhouse: ch,
+        kafka,
     };
     for contender in Contender::ALL {
         if let Some(why) = contender.unavailable(&lab) {
@@ -302,17 +337,28 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
 
     let mut results = Vec::new();
     for table in &tables {
+        if !options.wants(Only::Pg) && !options.wants(Only::Clickhouse) {
+            break;
+        }
         let source = generate(&lab, table)?;
-        results.push(full_refresh(&lab, table, &source, runs)?);
-        results.push(merge(&lab, table, runs)?);
-        results.push(if table.name == "wide" {
-            ScenarioResult::skipped(Scenario::ClickHouse, table, CLICKHOUSE_WIDE_SKIPPED)
-        } else {
-            clickhouse(&lab, table, runs)?
-        });
+        if options.wants(Only::Pg) {
+            results.push(full_refresh(&lab, table, &source, runs)?);
+            results.push(merge(&lab, table, runs)?);
+        }
+        if options.wants(Only::Clickhouse) {
+            results.push(if table.name == "wide" {
+                ScenarioResult::skipped(Scenario::ClickHouse, table, CLICKHOUSE_WIDE_SKIPPED)
+            } else {
+                clickhouse(&lab, table, runs)?
+            });
+        }
     }
-
-    results.push(rest::scenario(&lab, runs)?);
+    if options.wants(Only::Rest) {
+        results.push(rest::scenario(&lab, runs)?);
+    }
+    if options.wants(Only::Kafka) {
+        results.push(kafka::scenario(&lab, runs)?);
+    }
 
     let machine = Machine::collect(root, &lab, rows, runs)?;
     println!();
@@ -328,7 +374,8 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
     )
     .with_context(|| format!("could not write {}", json_path.display()))?;
     println!("results: {}", json_path.display());
-    if !options.smoke {
+    // A run of some scenarios leaves the page of the last full run as it was.
+    if !options.smoke && options.only.is_empty() {
         let docs = root.join(DOCS);
         fs::write(&docs, report::markdown(&lab, &machine, &results))
             .with_context(|| format!("could not write {}", docs.display()))?;

@@ -107,16 +107,29 @@ impl MockApi {
     }
 }
 
-async fn serve(mut socket: tokio::net::TcpStream, state: Arc<Mutex<State>>) {
+/// One HTTP/1.1 request, as far as the mocks need it.
+#[derive(Debug)]
+pub struct Request {
+    pub method: String,
+    /// Path and query.
+    pub target: String,
+    /// Names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// `Content-Length` bytes of body.
+    pub body: Vec<u8>,
+}
+
+/// Reads one request from `socket`; `None` when it closes or sends more than 1 MiB of head.
+pub async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<Request> {
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
         match socket.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return None,
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
         if head.len() > 1 << 20 {
-            return;
+            return None;
         }
     }
     let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
@@ -130,47 +143,70 @@ async fn serve(mut socket: tokio::net::TcpStream, state: Arc<Mutex<State>>) {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    if method == "PUT" {
-        let length: usize = headers
-            .iter()
-            .find(|(k, _)| k == "content-length")
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
-        while body.len() < length {
-            match socket.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => body.extend_from_slice(&buf[..n]),
-            }
+    let length: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    while body.len() < length {
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => body.extend_from_slice(&buf[..n]),
         }
-        let records = serde_json::from_slice::<Vec<Json>>(&body);
-        let status = match records {
+    }
+    Some(Request {
+        method,
+        target,
+        headers,
+        body,
+    })
+}
+
+/// Writes a response with `body` (JSON) and closes the connection; `cut` sends only the
+/// first half of the body its `Content-Length` announces.
+pub async fn reply(
+    socket: &mut tokio::net::TcpStream,
+    status: &str,
+    extra_headers: &str,
+    body: &[u8],
+    cut: bool,
+) {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra_headers}\r\n",
+        body.len()
+    );
+    let sent = if cut { &body[..body.len() / 2] } else { body };
+    let _ = socket.write_all(head.as_bytes()).await;
+    let _ = socket.write_all(sent).await;
+    let _ = socket.shutdown().await;
+}
+
+async fn serve(mut socket: tokio::net::TcpStream, state: Arc<Mutex<State>>) {
+    let Some(Request {
+        method,
+        target,
+        headers,
+        body,
+    }) = read_request(&mut socket).await
+    else {
+        return;
+    };
+    if method == "PUT" {
+        let status = match serde_json::from_slice::<Vec<Json>>(&body) {
             Ok(records) => {
                 state.lock().unwrap().records = records;
                 "204 No Content"
             }
             Err(_) => "400 Bad Request",
         };
-        let reply = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        let _ = socket.write_all(reply.as_bytes()).await;
-        let _ = socket.shutdown().await;
+        reply(&mut socket, status, "", b"", false).await;
         return;
     }
     let (status, extra, body, cut, delay) = respond(&state, &target, &headers);
     if delay > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
-    let sent = if cut {
-        &body[..body.len() / 2]
-    } else {
-        &body[..]
-    };
-    let reply = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n",
-        body.len()
-    );
-    let _ = socket.write_all(reply.as_bytes()).await;
-    let _ = socket.write_all(sent).await;
-    let _ = socket.shutdown().await;
+    reply(&mut socket, &status, &extra, &body, cut).await;
 }
 
 /// (status line, extra header lines, body, cut the body short, delay ms).

@@ -68,13 +68,19 @@ pub fn value_of(json: &Json, t: &DataType) -> std::result::Result<Value, String>
                 Json::String(s) => s.clone(),
                 _ => return want("a decimal number or string"),
             };
-            let scale = spec.map_or(38, |s| s.scale);
-            match model::parse_decimal(&text, scale) {
-                Some(unscaled) if spec.is_some() => {
-                    Value::Decimal(model::decimal_text(unscaled, scale))
-                }
-                Some(_) => Value::Decimal(text.trim().to_string()),
-                None => return want(&format!("a decimal with at most {scale} fraction digits")),
+            match spec {
+                Some(spec) => match model::parse_decimal(&text, spec.scale) {
+                    Some(unscaled) => Value::Decimal(model::decimal_text(unscaled, spec.scale)),
+                    None => {
+                        return want(&format!(
+                            "a decimal with at most {} fraction digits",
+                            spec.scale
+                        ));
+                    }
+                },
+                // Unconstrained: any precision and scale, kept as the exact text.
+                None if decimal_syntax(text.trim()) => Value::Decimal(text.trim().to_string()),
+                None => return want("a decimal number"),
             }
         }
         DataType::Text => match json {
@@ -137,6 +143,14 @@ pub fn json_of(v: &Value) -> Json {
     }
 }
 
+/// `[-+]digits[.digits]` (or `.digits`): the text of an unconstrained decimal.
+fn decimal_syntax(text: &str) -> bool {
+    let body = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    (!int.is_empty() || !frac.is_empty())
+        && int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit())
+}
+
 /// At most 80 characters of a JSON value, for an error.
 fn shown(json: &Json) -> String {
     let text = json.to_string();
@@ -168,6 +182,17 @@ mod tests {
                 .unwrap_err()
                 .contains("4 fraction digits")
         );
+        let unconstrained = DataType::Decimal(None);
+        assert_eq!(
+            value_of(
+                &j("\"-123456789012345678901234567890.123456789012\""),
+                &unconstrained
+            ),
+            Ok(Value::Decimal(
+                "-123456789012345678901234567890.123456789012".into()
+            ))
+        );
+        assert!(value_of(&j("\"1.2.3\""), &unconstrained).is_err());
         assert_eq!(
             value_of(&j("\"9007199254740993\""), &DataType::Int64),
             Ok(Value::Int(9_007_199_254_740_993))

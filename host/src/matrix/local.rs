@@ -539,15 +539,15 @@ mod kafka_topic {
         for (k, row) in &before {
             if !after.contains_key(k) {
                 producer
-                    .send(codec.encode_key(row).as_deref(), None)
+                    .send(codec.encode_key(row)?.as_deref(), None)
                     .await?;
             }
         }
         for row in rows {
             if before.get(&id(row)) != Some(&row) {
-                let value = codec.encode_value(row);
+                let value = codec.encode_value(row)?;
                 producer
-                    .send(codec.encode_key(row).as_deref(), Some(&value))
+                    .send(codec.encode_key(row)?.as_deref(), Some(&value))
                     .await?;
             }
         }

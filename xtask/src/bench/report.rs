@@ -23,6 +23,7 @@ pub enum Scenario {
     Merge,
     ClickHouse,
     Rest,
+    Kafka,
 }
 
 impl Scenario {
@@ -32,6 +33,7 @@ impl Scenario {
             Scenario::Merge => "pg_to_pg_incremental_merge",
             Scenario::ClickHouse => "pg_to_clickhouse_full_refresh",
             Scenario::Rest => "rest_to_pg_full_refresh",
+            Scenario::Kafka => "pg_to_kafka_full_refresh",
         }
     }
 
@@ -43,6 +45,9 @@ impl Scenario {
             }
             Scenario::ClickHouse => "PostgreSQL -> ClickHouse full_refresh",
             Scenario::Rest => "REST (the mock API, pages of 10,000) -> PostgreSQL full_refresh",
+            Scenario::Kafka => {
+                "PostgreSQL -> Kafka full_refresh (a compacted topic keyed by id, tansu)"
+            }
         }
     }
 }
@@ -360,6 +365,7 @@ fn short(scenario: Scenario) -> &'static str {
         Scenario::Merge => "merge",
         Scenario::ClickHouse => "clickhouse",
         Scenario::Rest => "rest",
+        Scenario::Kafka => "kafka",
     }
 }
 

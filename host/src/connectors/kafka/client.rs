@@ -387,10 +387,13 @@ impl TopicProducer {
         transactional_id: Option<String>,
     ) -> Result<Self> {
         let mut config = client.client_config();
-        config
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "20")
-            .set("compression.type", "lz4");
+        config.set("enable.idempotence", "true");
+        // Batching defaults a manifest's `properties` may tune.
+        for (key, value) in [("linger.ms", "20"), ("compression.type", "lz4")] {
+            if !client.config.properties.contains_key(key) {
+                config.set(key, value);
+            }
+        }
         if let Some(id) = &transactional_id {
             config
                 .set("transactional.id", id)

@@ -1,5 +1,5 @@
 //! The `kind: kafka` manifest section: a topic, read as a bounded range of offsets (source)
-//! or written as keyed JSON messages (sink).
+//! or written as keyed messages (sink), in JSON or in Avro with a Confluent Schema Registry.
 
 use std::collections::BTreeMap;
 
@@ -58,6 +58,30 @@ pub struct KafkaSasl {
     pub password: Secret,
 }
 
+/// How record keys and values are encoded.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// JSON objects (`connectors/json.rs`).
+    #[default]
+    Json,
+    /// Avro in the Confluent wire format, schemas in `schema_registry`.
+    Avro,
+}
+
+/// A Confluent Schema Registry (or one that speaks its REST API).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// `http(s)://host:port[/path]`.
+    pub url: String,
+    /// HTTP basic auth (Confluent Cloud: the API key and secret).
+    #[serde(default)]
+    pub username: Option<Secret>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+}
+
 /// A Kafka topic.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -68,7 +92,13 @@ pub struct KafkaConfig {
     /// Logical table name for logs; default the topic.
     #[serde(default)]
     pub table: Option<String>,
-    /// Source: the columns of the message values (JSON objects).
+    /// Keys and values as JSON (default) or Avro.
+    #[serde(default)]
+    pub format: Format,
+    /// The registry of the Avro schemas (`format: avro`).
+    #[serde(default)]
+    pub schema_registry: Option<RegistryConfig>,
+    /// Source: the columns of the message values.
     #[serde(default)]
     pub columns: Vec<DeclaredColumn>,
     /// Source: columns that identify a record (the message key), the source's primary key.
@@ -190,6 +220,35 @@ impl KafkaConfig {
                 format!("{at}.properties.{own}"),
                 "is set by dpone (from brokers, tls, sasl and the pipeline): remove it",
             ));
+        }
+        match (&self.format, &self.schema_registry) {
+            (Format::Avro, None) => {
+                return Err(Error::config(
+                    format!("{at}.schema_registry"),
+                    "is required with format: avro (the registry that holds the records' schemas)",
+                ));
+            }
+            (Format::Json, Some(_)) => {
+                return Err(Error::config(
+                    format!("{at}.schema_registry"),
+                    "is only used with format: avro: remove it or set format: avro",
+                ));
+            }
+            (_, Some(registry)) => {
+                if !(registry.url.starts_with("http://") || registry.url.starts_with("https://")) {
+                    return Err(Error::config(
+                        format!("{at}.schema_registry.url"),
+                        "must be an http:// or https:// URL",
+                    ));
+                }
+                if registry.password.is_some() != registry.username.is_some() {
+                    return Err(Error::config(
+                        format!("{at}.schema_registry.username"),
+                        "username and password go together",
+                    ));
+                }
+            }
+            (Format::Json, None) => {}
         }
         if let Some(sasl) = &self.sasl
             && !["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].contains(&sasl.mechanism.as_str())

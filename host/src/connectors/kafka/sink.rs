@@ -154,7 +154,9 @@ impl KafkaSink {
             return Ok(None);
         }
         match self.session().table_schema(&local(VIEW)).await? {
-            Some(schema) => Ok(Some(Codec::new(&schema, &schema.primary_key)?)),
+            Some(schema) => Ok(Some(
+                Codec::new(&schema, &schema.primary_key)?.in_format(&self.config, Kind::Sink)?,
+            )),
             None => Ok(None),
         }
     }
@@ -436,6 +438,7 @@ impl KafkaSink {
 
     /// Produces the net change of the open transaction; returns (upserts, tombstones).
     async fn produce(&mut self, codec: &Codec) -> Result<(u64, u64)> {
+        codec.prepare_write().await?;
         self.create_missing_topic().await?;
         let id = self
             .config
@@ -506,9 +509,6 @@ async fn produce_rows(
 ) -> Result<u64> {
     let (tx, mut rx) = mpsc::channel::<RecordBatch>(2);
     let read = session.read(stmt, schema, tx);
-    // Tombstone rows hold the key columns only, in key order.
-    let all: Vec<String> = schema.columns.iter().map(|c| c.name.clone()).collect();
-    let key_codec = Codec::new(schema, &all)?;
     let send = async {
         let mut sent = 0u64;
         while let Some(batch) = rx.recv().await {
@@ -520,13 +520,15 @@ async fn produce_rows(
                     .map(|(i, c)| model::value_at(batch.column(i), &c.data_type, row))
                     .collect();
                 if upserts {
-                    let key = codec.encode_key(&values);
-                    let value = codec.encode_value(&values);
+                    let key = codec.encode_key(&values)?;
+                    let value = codec.encode_value(&values)?;
                     producer.send(key.as_deref(), Some(&value)).await?;
                 } else {
-                    let key = key_codec.encode_key(&values);
-                    producer.send(key.as_deref(), None).await?;
+                    // Tombstone rows hold the key columns only, in key order.
+                    let key = codec.encode_key_values(&values)?;
+                    producer.send(Some(&key), None).await?;
                 }
+                crate::failpoint("sink.mid_produce");
                 sent += 1;
             }
         }
@@ -617,7 +619,7 @@ impl Sink for KafkaSink {
         }
         let exists = self.check_topic().await?;
         self.create_topic = !exists;
-        let wanted = Codec::new(schema, key)?;
+        let wanted = Codec::new(schema, key)?.in_format(&self.config, Kind::Sink)?;
         if self.config.append_only {
             self.codec = Some(wanted);
             return Ok(());
@@ -692,6 +694,7 @@ impl Sink for KafkaSink {
                     return Err(e);
                 }
             };
+            crate::failpoint("sink.after_publish");
             tracing::info!(
                 "kafka: produced {upserts} upserts and {tombstones} tombstones to topic {}",
                 self.config.topic

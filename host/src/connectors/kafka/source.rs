@@ -53,7 +53,7 @@ impl KafkaSource {
     /// `<DPONE_HOME>/kafka`.
     pub fn new(config: &KafkaConfig) -> Result<Self> {
         let schema = declared_schema(&config.columns, &config.primary_key)?;
-        let codec = Codec::declared(&schema, &config.columns)?;
+        let codec = Codec::declared(&schema, &config.columns)?.in_format(config, Kind::Source)?;
         let home = std::env::var("DPONE_HOME").unwrap_or_else(|_| ".dpone".into());
         let path = PathBuf::from(home)
             .join("kafka")

@@ -1,15 +1,19 @@
-//! Kafka records <-> rows: a record's key is a JSON object of the key columns, its value a
-//! JSON object of every column (the values as `connectors/json.rs` writes and reads them),
-//! a tombstone has no value. Positions are `kafka:<partition>=<next offset>,...`.
+//! Kafka records <-> rows: a record's key is an object of the key columns, its value an
+//! object of every column, a tombstone has no value; objects in JSON (the values as
+//! `connectors/json.rs` writes and reads them) or Avro records with a registry
+//! (`avro.rs`). Positions are `kafka:<partition>=<next offset>,...`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::{Map, Value as Json};
 
+use super::avro::AvroFormat;
+use super::config::{Format, KafkaConfig};
 use crate::connectors::DeclaredColumn;
 use crate::connectors::json::{at_path, json_of, value_of};
 use crate::error::{Error, Kind, Result};
-use crate::model::{Schema, Value};
+use crate::model::{Column, Schema, Value};
 
 /// The next offset to read per partition: where a read stopped, as a 0.2.0 position.
 pub type Offsets = BTreeMap<i32, i64>;
@@ -84,6 +88,10 @@ pub struct Codec {
     paths: Vec<String>,
     /// Indexes of the key columns in `schema`.
     key: Vec<usize>,
+    /// The key columns, in key order.
+    key_columns: Vec<Column>,
+    /// Avro records (JSON without).
+    avro: Option<Arc<AvroFormat>>,
 }
 
 impl Codec {
@@ -103,7 +111,7 @@ impl Codec {
     }
 
     fn with_paths(schema: &Schema, paths: Vec<String>, key: &[String]) -> Result<Self> {
-        let key = key
+        let key: Vec<usize> = key
             .iter()
             .map(|k| {
                 schema
@@ -113,11 +121,50 @@ impl Codec {
                     .ok_or_else(|| Error::internal(format!("key column {k} is not in the schema")))
             })
             .collect::<Result<_>>()?;
+        let key_columns = key.iter().map(|&i| schema.columns[i].clone()).collect();
         Ok(Codec {
             schema: schema.clone(),
             paths,
             key,
+            key_columns,
+            avro: None,
         })
+    }
+
+    /// The same codec in the record format `config` names, for its `role` (a sink writes
+    /// records, a source only reads them).
+    pub fn in_format(mut self, config: &KafkaConfig, role: Kind) -> Result<Self> {
+        if let (Format::Avro, Some(registry)) = (config.format, &config.schema_registry) {
+            let avro = match role {
+                Kind::Sink => AvroFormat::writer(
+                    registry,
+                    &config.topic,
+                    &self.schema.columns,
+                    &self.key,
+                    "sink",
+                )?,
+                _ => AvroFormat::reader(registry, "source", Kind::Source)?,
+            };
+            self.avro = Some(Arc::new(avro));
+        }
+        Ok(self)
+    }
+
+    /// Before writing: registers the record schemas (Avro), failing when the registry
+    /// finds them incompatible with the subjects' latest versions.
+    pub async fn prepare_write(&self) -> Result<()> {
+        match &self.avro {
+            Some(avro) => avro.register().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Before decoding `records`: fetches the schemas they were written with (Avro).
+    pub async fn prepare_read(&self, records: &[Record]) -> Result<()> {
+        match &self.avro {
+            Some(avro) => avro.learn(records).await,
+            None => Ok(()),
+        }
     }
 
     pub fn schema(&self) -> &Schema {
@@ -143,11 +190,7 @@ impl Codec {
     /// The key columns alone, in key order (no key of their own).
     pub fn key_schema(&self) -> Schema {
         Schema {
-            columns: self
-                .key
-                .iter()
-                .map(|&i| self.schema.columns[i].clone())
-                .collect(),
+            columns: self.key_columns.clone(),
             primary_key: Vec::new(),
         }
     }
@@ -159,19 +202,32 @@ impl Codec {
 
     /// The message key of a row: `{"k1": .., "k2": ..}` in key order; `None` without key
     /// columns.
-    pub fn encode_key(&self, row: &[Value]) -> Option<Vec<u8>> {
+    pub fn encode_key(&self, row: &[Value]) -> Result<Option<Vec<u8>>> {
         if self.key.is_empty() {
-            return None;
+            return Ok(None);
         }
-        let mut map = Map::new();
-        for &i in &self.key {
-            map.insert(self.schema.columns[i].name.clone(), json_of(&row[i]));
+        self.encode_key_values(&self.key_of(row)).map(Some)
+    }
+
+    /// The message key of the key columns' values, in key order (a tombstone's key).
+    pub fn encode_key_values(&self, key: &[Value]) -> Result<Vec<u8>> {
+        if let Some(avro) = &self.avro {
+            return avro.encode(true, &self.key_columns, key);
         }
-        Some(Json::Object(map).to_string().into_bytes())
+        let map: Map<String, Json> = self
+            .key_columns
+            .iter()
+            .zip(key)
+            .map(|(c, v)| (c.name.clone(), json_of(v)))
+            .collect();
+        Ok(Json::Object(map).to_string().into_bytes())
     }
 
     /// The message value of a row: every column by name.
-    pub fn encode_value(&self, row: &[Value]) -> Vec<u8> {
+    pub fn encode_value(&self, row: &[Value]) -> Result<Vec<u8>> {
+        if let Some(avro) = &self.avro {
+            return avro.encode(false, &self.schema.columns, row);
+        }
         let map: Map<String, Json> = self
             .schema
             .columns
@@ -179,7 +235,7 @@ impl Codec {
             .zip(row)
             .map(|(c, v)| (c.name.clone(), json_of(v)))
             .collect();
-        Json::Object(map).to_string().into_bytes()
+        Ok(Json::Object(map).to_string().into_bytes())
     }
 
     /// What `record` of `topic` means; a source error naming its partition and offset when
@@ -218,28 +274,69 @@ impl Codec {
         Ok(Change::Upsert(row))
     }
 
-    /// The key columns of a key object (or, for one key column, a bare JSON value).
+    /// The key columns of a key object (or, for one key column, a bare value).
     fn decode_key(&self, bytes: &[u8]) -> std::result::Result<Vec<Value>, String> {
+        let key = match &self.avro {
+            Some(avro) => {
+                let columns: Vec<&Column> = self.key_columns.iter().collect();
+                let paths: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+                avro.decode(bytes, &columns, &paths)
+                    .map_err(|e| format!("the key: {e}"))?
+            }
+            None => self.decode_json_key(bytes)?,
+        };
+        match self
+            .key_columns
+            .iter()
+            .zip(&key)
+            .find(|(_, v)| **v == Value::Null)
+        {
+            Some((c, _)) => Err(format!("the key has no value for key column {}", c.name)),
+            None => Ok(key),
+        }
+    }
+
+    fn decode_json_key(&self, bytes: &[u8]) -> std::result::Result<Vec<Value>, String> {
         let json: Json =
             serde_json::from_slice(bytes).map_err(|e| format!("the key is not JSON: {e}"))?;
-        self.key
+        self.key_columns
             .iter()
-            .map(|&i| {
-                let c = &self.schema.columns[i];
+            .map(|c| {
                 let found = match &json {
                     Json::Object(map) => map.get(&c.name).unwrap_or(&Json::Null),
                     scalar if self.key.len() == 1 => scalar,
                     _ => &Json::Null,
                 };
-                if found.is_null() {
-                    return Err(format!("the key has no value for key column {}", c.name));
-                }
                 value_of(found, &c.data_type).map_err(|e| format!("key column {}: {e}", c.name))
             })
             .collect()
     }
 
     fn decode_value(&self, bytes: &[u8]) -> std::result::Result<Vec<Value>, String> {
+        let row = match &self.avro {
+            Some(avro) => {
+                let columns: Vec<&Column> = self.schema.columns.iter().collect();
+                let paths: Vec<&str> = self.paths.iter().map(String::as_str).collect();
+                avro.decode(bytes, &columns, &paths)?
+            }
+            None => self.decode_json_value(bytes)?,
+        };
+        match self
+            .schema
+            .columns
+            .iter()
+            .zip(&row)
+            .find(|(c, v)| !c.nullable && **v == Value::Null)
+        {
+            Some((c, _)) => Err(format!(
+                "column {} is declared not nullable but is null",
+                c.name
+            )),
+            None => Ok(row),
+        }
+    }
+
+    fn decode_json_value(&self, bytes: &[u8]) -> std::result::Result<Vec<Value>, String> {
         let json: Json =
             serde_json::from_slice(bytes).map_err(|e| format!("the value is not JSON: {e}"))?;
         if !json.is_object() {
@@ -254,15 +351,7 @@ impl Codec {
             .zip(&self.paths)
             .map(|(c, path)| {
                 let found = at_path(&json, path).unwrap_or(&Json::Null);
-                let v =
-                    value_of(found, &c.data_type).map_err(|e| format!("column {}: {e}", c.name))?;
-                if v == Value::Null && !c.nullable {
-                    return Err(format!(
-                        "column {} is declared not nullable but is null",
-                        c.name
-                    ));
-                }
-                Ok(v)
+                value_of(found, &c.data_type).map_err(|e| format!("column {}: {e}", c.name))
             })
             .collect()
     }
@@ -325,9 +414,9 @@ mod tests {
             Value::Text("a\"b".into()),
             Value::Date(19_000),
         ];
-        let key = codec.encode_key(&row).unwrap();
+        let key = codec.encode_key(&row).unwrap().unwrap();
         assert_eq!(String::from_utf8(key.clone()).unwrap(), r#"{"id":7}"#);
-        let value = codec.encode_value(&row);
+        let value = codec.encode_value(&row).unwrap();
         let back = Record {
             key: Some(key.clone()),
             value: Some(value),

@@ -38,6 +38,7 @@ pub async fn apply_topic(
     let read = client.read(topic, start, tx);
     let apply = async {
         while let Some(records) = rx.recv().await {
+            codec.prepare_read(&records).await?;
             let mut changes = Vec::with_capacity(records.len());
             for record in &records {
                 match codec.decode(record, topic) {
