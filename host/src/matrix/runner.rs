@@ -483,16 +483,21 @@ async fn run_model(
     outcome
 }
 
-/// Drops the case's target table and, on a PostgreSQL source, its replication slot.
+/// Drops the case's target (a table, or a Kafka topic) and, on a PostgreSQL source, its
+/// replication slot and publication.
 async fn drop_leftovers(manifest: &Manifest) -> Result<()> {
-    #[cfg(feature = "kafka")]
-    if let crate::manifest::Connection::Kafka(c) = &manifest.sink {
-        let client = connectors::kafka::client::KafkaClient::new(c, Kind::Sink);
-        return client.delete_topic(&c.topic).await;
+    match &manifest.sink {
+        #[cfg(feature = "kafka")]
+        crate::manifest::Connection::Kafka(c) => {
+            let client = connectors::kafka::client::KafkaClient::new(c, Kind::Sink);
+            client.delete_topic(&c.topic).await?;
+        }
+        _ => {
+            let mut sink = connectors::connect(&manifest.sink, Kind::Sink, Open::Existing).await?;
+            let drop = render::drop_table(sink.dialect(), &manifest.sink_table());
+            sink.execute(&Statement::new(drop)).await?;
+        }
     }
-    let mut sink = connectors::connect(&manifest.sink, Kind::Sink, Open::Existing).await?;
-    let drop = render::drop_table(sink.dialect(), &manifest.sink_table());
-    sink.execute(&Statement::new(drop)).await?;
     if let Some(mut feed) = connectors::manifest_feed(manifest) {
         feed.drop_feed().await?;
     }
