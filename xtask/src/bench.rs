@@ -243,6 +243,8 @@ pub struct Lab {
     pub clickhouse: Clickhouse,
     /// The private Kafka broker.
     pub kafka: Kafka,
+    /// The raw librdkafka client, the Kafka scenario's limit.
+    pub kafka_client: PathBuf,
 }
 
 impl Lab {
@@ -317,6 +319,11 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
     };
     let tools = python::prepare(root, &dirs, policy);
     let (host, components) = snapshot_dpone(root, &dirs)?;
+    let kafka_client = if options.wants(Only::Kafka) {
+        build::build_example(root, "kafka_raw_client")?
+    } else {
+        PathBuf::new()
+    };
     let lab = Lab {
         server: Server::new(&pg)?,
         dirs,
@@ -326,6 +333,7 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
         rows,
         clickhouse: ch,
         kafka,
+        kafka_client,
     };
     for contender in Contender::ALL {
         if let Some(why) = contender.unavailable(&lab) {

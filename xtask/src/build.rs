@@ -167,3 +167,15 @@ pub fn build_host(root: &Path, profile: Profile) -> Result<PathBuf> {
     run_cmd(&mut cmd).context("building dpone-host failed")?;
     Ok(host_binary(root, profile))
 }
+
+/// Builds an example of dpone-host in release mode; returns its binary.
+pub fn build_example(root: &Path, name: &str) -> Result<PathBuf> {
+    run_cmd(
+        cargo()
+            .args(["build", "--release", "-p", "dpone-host", "--example", name])
+            .current_dir(root)
+            .env("CARGO_TARGET_DIR", target_dir(root)),
+    )
+    .with_context(|| format!("building the example {name} failed"))?;
+    Ok(target_dir(root).join("release").join("examples").join(name))
+}

@@ -1,7 +1,7 @@
 //! PostgreSQL -> Kafka full refresh into a compacted topic keyed by `id`, on the private broker
-//! (`xtask/src/kafka.rs`): dpone against a raw librdkafka producer (`kcat -P`, Debian's
-//! `kcat`) sending the same records with dpone's producer settings (idempotent, lz4,
-//! `linger.ms` 20). The raw producer's records are the ones dpone produced on an untimed
+//! (`xtask/src/kafka.rs`): dpone against a raw librdkafka producer
+//! (`host/examples/kafka_raw_client.rs`, the same librdkafka build, release) sending the
+//! same records with dpone's producer settings (idempotent, lz4, `linger.ms` 20). The raw producer's records are the ones dpone produced on an untimed
 //! first run, read back from the topic, so both send the same bytes; the limit does no
 //! PostgreSQL read and no encoding, dpone does both. Every timed run writes a new topic;
 //! a run counts when that topic holds exactly the first run's records (count and an
@@ -9,23 +9,17 @@
 //! record per source row (count and sum of ids).
 
 use std::fs;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 
 use super::contenders::{self, Contender, Measured};
 use super::data::{Table, quote};
 use super::report::{Outcome, RunRecord, Scenario, ScenarioResult};
 use super::{Lab, SRC_DB, generate, turn_order};
-use crate::services;
-
-const KCAT: &str = "/usr/bin/kcat";
-
-/// Records as `kcat` writes and reads them: key, tab, value, one per line (JSON has no raw
-/// tab or newline).
-const LINE_FORMAT: &str = "%k\\t%s\\n";
+use crate::output;
 
 /// What a topic holds: records, and the wrapping sum of a hash of each `key\tvalue`.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -55,14 +49,13 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 pub fn scenario(lab: &Lab, runs: u32) -> Result<ScenarioResult> {
     let table = Table::records();
     let source = generate(lab, &table)?;
-    ensure_kcat()?;
     let mut result = ScenarioResult::new(Scenario::Kafka, &table, lab, lab.rows, source.copy_bytes);
     for contender in [Contender::Sling, Contender::Dlt] {
         result.exclude(contender, "not benchmarked against Kafka");
     }
     result.relabel(
         Contender::Pipe,
-        "raw librdkafka producer (kcat -P) of the same records",
+        "raw librdkafka producer of the same records",
     );
     let payloads = lab.dirs.work.join("kafka_records.tsv");
     let expected = match first_run(lab, &table, &payloads) {
@@ -157,63 +150,29 @@ fn dpone(lab: &Lab, topic: &str, name: &str) -> Result<Measured> {
     contenders::run_dpone(lab, &path, name)
 }
 
-/// `kcat -P` of the records in `payloads`, with dpone's producer settings.
+/// The raw producer of the records in `payloads` (records are key<TAB>value lines: JSON has
+/// no raw tab or newline).
 fn raw_producer(lab: &Lab, topic: &str, payloads: &Path, name: &str) -> Result<Measured> {
     let rss = lab.dirs.rss(name);
-    let mut cmd = contenders::measured(Path::new(KCAT), &rss);
-    cmd.args(["-P", "-b", &lab.kafka.brokers(), "-t", topic, "-K", "\t"])
-        .args([
-            "-z",
-            "lz4",
-            "-X",
-            "linger.ms=20",
-            "-X",
-            "enable.idempotence=true",
-        ])
+    let mut cmd = contenders::measured(&lab.kafka_client, &rss);
+    cmd.args(["produce", &lab.kafka.brokers(), topic])
         .arg(payloads);
-    // kcat -P sends each named file as one record unless told to split it by lines.
-    cmd.arg("-l");
     contenders::run_measured(&mut cmd, &lab.dirs.log(name), &rss)
 }
 
-/// Every record of `topic` (to its end), digested, and written to `save` when given.
+/// Every record of `topic` (to its end), digested, and kept in `save` when given.
 fn read_topic(lab: &Lab, topic: &str, save: Option<&Path>) -> Result<Digest> {
-    let mut child = Command::new(KCAT)
-        .args(["-C", "-b", &lab.kafka.brokers(), "-t", topic])
-        .args(["-o", "beginning", "-e", "-q", "-f", LINE_FORMAT])
-        .args(["-X", "isolation.level=read_committed"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("could not start kcat")?;
-    let stdout = child.stdout.take().context("no stdout on kcat")?;
-    let digest = match save {
-        None => Digest::of_lines(BufReader::new(stdout))?,
-        Some(path) => {
-            let mut out = BufWriter::new(
-                fs::File::create(path)
-                    .with_context(|| format!("could not create {}", path.display()))?,
-            );
-            std::io::copy(&mut BufReader::new(stdout), &mut out)?;
-            out.flush()?;
-            Digest::of_lines(BufReader::new(fs::File::open(path)?))?
-        }
-    };
-    let output = child.wait_with_output()?;
-    if !output.status.success() {
-        bail!(
-            "kcat -C {topic}: {}: {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
+    let scratch = lab.dirs.work.join("kafka_dump.tsv");
+    let file = save.unwrap_or(&scratch);
+    output(
+        Command::new(&lab.kafka_client)
+            .args(["dump", &lab.kafka.brokers(), topic])
+            .arg(file),
+    )
+    .with_context(|| format!("could not read topic {topic}"))?;
+    let digest = Digest::of_lines(BufReader::new(fs::File::open(file)?))?;
+    if save.is_none() {
+        fs::remove_file(file)?;
     }
     Ok(digest)
-}
-
-/// kcat is Debian's package `kcat`.
-fn ensure_kcat() -> Result<()> {
-    if Path::new(KCAT).is_file() {
-        return Ok(());
-    }
-    services::apt_install(services::running_as_root()?, "kcat")
 }
