@@ -57,8 +57,12 @@ pub fn scenario(lab: &Lab, runs: u32) -> Result<ScenarioResult> {
         Contender::Pipe,
         "raw librdkafka producer of the same records",
     );
+    // The broker may be one that an earlier benchmark left running: new topic names.
+    let tag = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let payloads = lab.dirs.work.join("kafka_records.tsv");
-    let expected = match first_run(lab, &table, &payloads) {
+    let expected = match first_run(lab, &table, &payloads, &format!("bench_kafka_{tag}_first")) {
         Ok(expected) => expected,
         Err(err) => {
             let failed = Outcome::Failed(format!("first load: {err:#}"));
@@ -72,7 +76,7 @@ pub fn scenario(lab: &Lab, runs: u32) -> Result<ScenarioResult> {
                 continue;
             }
             let name = format!("kafka-r{rep}-{}", contender.key());
-            let topic = format!("bench_kafka_r{rep}_{}", contender.key());
+            let topic = format!("bench_kafka_{tag}_r{rep}_{}", contender.key());
             let measured = match contender {
                 Contender::Dpone => dpone(lab, &topic, &name),
                 _ => raw_producer(lab, &topic, &payloads, &name),
@@ -99,8 +103,7 @@ pub fn scenario(lab: &Lab, runs: u32) -> Result<ScenarioResult> {
 
 /// The untimed first dpone run: its records, read back into `payloads`, are what every
 /// timed run must produce; they must be one per source row.
-fn first_run(lab: &Lab, table: &Table, payloads: &Path) -> Result<Digest> {
-    let topic = "bench_kafka_first";
+fn first_run(lab: &Lab, table: &Table, payloads: &Path, topic: &str) -> Result<Digest> {
     dpone(lab, topic, "kafka-first-dpone")?;
     let digest = read_topic(lab, topic, Some(payloads))?;
     let file = fs::File::open(payloads)

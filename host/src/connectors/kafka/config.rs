@@ -269,3 +269,54 @@ impl KafkaConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(yaml: &str) -> std::result::Result<(), Option<String>> {
+        let config: KafkaConfig = serde_yaml_ng::from_str(yaml).map_err(|_| None)?;
+        config.validate("sink").map_err(|e| e.field)
+    }
+
+    #[test]
+    fn sections_are_checked_naming_the_field() {
+        let base = "brokers: \"b:9092\"\ntopic: t\n";
+        assert_eq!(check(base), Ok(()));
+        let cases = [
+            ("brokers: \"b\"\ntopic: t\n", "sink.brokers"),
+            ("brokers: \"b:1\"\ntopic: \"a b\"\n", "sink.topic"),
+            (
+                &format!("{base}dead_letter_topic: t\n"),
+                "sink.dead_letter_topic",
+            ),
+            (&format!("{base}partitions: 0\n"), "sink.partitions"),
+            (
+                &format!("{base}properties: {{ transactional.id: x }}\n"),
+                "sink.properties.transactional.id",
+            ),
+            (&format!("{base}format: avro\n"), "sink.schema_registry"),
+            (
+                &format!("{base}schema_registry: {{ url: \"http://r:8081\" }}\n"),
+                "sink.schema_registry",
+            ),
+            (
+                &format!("{base}format: avro\nschema_registry: {{ url: \"r:8081\" }}\n"),
+                "sink.schema_registry.url",
+            ),
+            (
+                &format!(
+                    "{base}format: avro\nschema_registry: {{ url: \"https://r\", username: u }}\n"
+                ),
+                "sink.schema_registry.username",
+            ),
+        ];
+        for (yaml, field) in cases {
+            assert_eq!(check(yaml), Err(Some(field.to_string())), "{yaml}");
+        }
+        let avro = format!(
+            "{base}format: avro\nschema_registry: {{ url: \"https://r:8081\", username: u, password: p }}\n"
+        );
+        assert_eq!(check(&avro), Ok(()));
+    }
+}

@@ -56,10 +56,21 @@ pub struct KafkaSink {
     codec: Option<Codec>,
     /// The topic is missing: the commit creates it before producing.
     create_topic: bool,
-    /// The open transaction records first values of touched keys.
-    armed: bool,
+    /// How the open transaction tracks the view's changes.
+    tracking: Tracking,
     /// Append-only topics: staging tables inserted in the open transaction.
     appended: Vec<TableName>,
+}
+
+/// How the open transaction knows the view's net change at its commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tracking {
+    Off,
+    /// Triggers note the first value of every key the strategy touches.
+    Triggers,
+    /// The view was empty when the transaction began (a first load, a new topic): every
+    /// row it holds at the commit is new, and nothing else changed. No triggers needed.
+    FromEmpty,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -133,7 +144,7 @@ impl KafkaSink {
             dry_run,
             codec: None,
             create_topic: false,
-            armed: false,
+            tracking: Tracking::Off,
             appended: Vec::new(),
         };
         sink.codec = sink.stored_codec().await?;
@@ -290,8 +301,20 @@ impl KafkaSink {
     }
 
     /// From now until the transaction ends, notes the first value of every key the
-    /// strategy touches in the view.
+    /// strategy touches in the view (nothing to note when the view is empty).
     async fn arm(&mut self, codec: &Codec) -> Result<()> {
+        let view = self.store.dialect().quote_ident(VIEW);
+        let any = self
+            .session()
+            .query(
+                &Statement::new(format!("SELECT EXISTS (SELECT 1 FROM main.{view})")),
+                &[DataType::Int64],
+            )
+            .await?;
+        if matches!(any.first().map(Vec::as_slice), Some([Value::Int(0)])) {
+            self.tracking = Tracking::FromEmpty;
+            return Ok(());
+        }
         let d = self.store.dialect();
         let q = |n: &str| d.quote_ident(n);
         let columns: Vec<String> = codec.schema().columns.iter().map(|c| q(&c.name)).collect();
@@ -342,15 +365,15 @@ impl KafkaSink {
         for sql in statements {
             self.execute(sql, vec![]).await?;
         }
-        self.armed = true;
+        self.tracking = Tracking::Triggers;
         Ok(())
     }
 
     async fn disarm(&mut self) -> Result<()> {
-        if !self.armed {
+        let was = std::mem::replace(&mut self.tracking, Tracking::Off);
+        if was != Tracking::Triggers {
             return Ok(());
         }
-        self.armed = false;
         for sql in [
             format!("DROP TRIGGER IF EXISTS temp.{BEFORE}_del"),
             format!("DROP TRIGGER IF EXISTS temp.{BEFORE}_upd"),
@@ -369,8 +392,12 @@ impl KafkaSink {
         let d = self.store.dialect();
         let q = |n: &str| d.quote_ident(n);
         let schema = codec.schema();
+        let columns: Vec<String> = schema.columns.iter().map(|c| q(&c.name)).collect();
+        if self.tracking == Tracking::FromEmpty {
+            let all = format!("SELECT {} FROM main.{}", columns.join(", "), q(VIEW));
+            return vec![(Statement::new(all), schema.clone(), true)];
+        }
         if self.config.append_only {
-            let columns: Vec<String> = schema.columns.iter().map(|c| q(&c.name)).collect();
             return self
                 .appended
                 .iter()
@@ -661,7 +688,7 @@ impl Sink for KafkaSink {
             return Ok(());
         }
         if let Err(e) = self.prepare(&codec).await {
-            self.armed = false;
+            self.tracking = Tracking::Off;
             let _ = self.store.rollback().await;
             return Err(e);
         }
@@ -683,7 +710,7 @@ impl Sink for KafkaSink {
             return self.store.commit(also).await;
         }
         if let Some(codec) = self.codec.clone()
-            && (self.armed || !self.appended.is_empty())
+            && (self.tracking != Tracking::Off || !self.appended.is_empty())
         {
             let (upserts, tombstones) = match self.produce(&codec).await {
                 Ok(counts) => counts,
@@ -713,7 +740,7 @@ impl Sink for KafkaSink {
     }
 
     async fn rollback(&mut self) -> Result<()> {
-        self.armed = false;
+        self.tracking = Tracking::Off;
         self.appended.clear();
         self.store.rollback().await
     }
@@ -834,13 +861,13 @@ impl Sink for KafkaSink {
     }
 
     async fn drop_leftovers(&mut self) -> bool {
-        self.armed = false;
+        self.tracking = Tracking::Off;
         self.appended.clear();
         self.store.drop_leftovers().await
     }
 
     async fn reconnect(&mut self) -> Result<()> {
-        self.armed = false;
+        self.tracking = Tracking::Off;
         self.store.reconnect().await
     }
 
@@ -849,7 +876,7 @@ impl Sink for KafkaSink {
     }
 
     async fn abandon(&mut self) -> Result<()> {
-        self.armed = false;
+        self.tracking = Tracking::Off;
         self.appended.clear();
         self.store.abandon().await
     }
