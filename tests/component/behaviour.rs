@@ -72,7 +72,7 @@ impl Endpoints {
     /// crash in the middle of the produce leaves part of the records delivered.
     async fn postgres_to_kafka(server: &str, brokers: &str, name: &str) -> Self {
         let url = fresh_postgres_database(server, name).await;
-        crate::kafka::fresh_topic(brokers, name).await;
+        crate::kafka::fresh_topic(brokers, name, None).await;
         Endpoints {
             source: format!("{{ kind: postgres, url: \"{url}\", table: src.model }}"),
             sink: format!(

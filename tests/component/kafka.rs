@@ -18,10 +18,15 @@ fn client(brokers: &str, topic: &str) -> (KafkaClient, KafkaConfig) {
     (KafkaClient::new(&config, Kind::Sink), config)
 }
 
-/// Deletes `topic`, so a test starts without it (a pipeline's view then starts empty).
-pub async fn fresh_topic(brokers: &str, topic: &str) {
+/// Deletes `topic`, so a test starts without it (a pipeline's view then starts empty), and
+/// creates it again compacted with `partitions` when given; returns a client of it.
+pub async fn fresh_topic(brokers: &str, topic: &str, partitions: Option<i32>) -> KafkaClient {
     let (client, _) = client(brokers, topic);
     client.delete_topic(topic).await.unwrap();
+    if let Some(n) = partitions {
+        client.create_topic(topic, n, None, true).await.unwrap();
+    }
+    client
 }
 
 /// Every record of `topic`, in partition then offset order.
@@ -95,8 +100,7 @@ async fn a_topic_as_a_table_gets_only_net_changes() {
     };
     let topic = "dpone_test_net_changes";
     let dir = scratch("kafka_net_changes");
-    let (client, _) = client(&brokers, topic);
-    client.delete_topic(topic).await.unwrap();
+    let client = fresh_topic(&brokers, topic, None).await;
     let mut src = Db::sqlite(&dir.join("src.db")).await;
     src.exec(
         "CREATE TABLE items (id INTEGER PRIMARY KEY, note TEXT);
@@ -319,9 +323,7 @@ async fn an_empty_topic_then_a_tombstone_as_a_table_source() {
     };
     let topic = "dpone_test_source_table";
     let dir = scratch("kafka_source_table");
-    let (client, _) = client(&brokers, topic);
-    client.delete_topic(topic).await.unwrap();
-    client.create_topic(topic, 3, None, true).await.unwrap();
+    let client = fresh_topic(&brokers, topic, Some(3)).await;
     let yaml = source_manifest(
         &dir,
         &brokers,
@@ -383,8 +385,7 @@ async fn avro_records_round_trip_through_the_registry() {
     let registry = crate::registry::Registry::start().await;
     let topic = "dpone_test_avro";
     let dir = scratch("kafka_avro");
-    let (client, _) = client(&brokers, topic);
-    client.delete_topic(topic).await.unwrap();
+    let client = fresh_topic(&brokers, topic, None).await;
     let mut src = Db::sqlite(&dir.join("src.db")).await;
     src.exec(
         "CREATE TABLE items (id INTEGER PRIMARY KEY, note TEXT);
@@ -448,8 +449,7 @@ async fn avro_incompatible_schemas_and_unknown_ids_are_refused() {
     let registry = crate::registry::Registry::start().await;
     let topic = "dpone_test_avro_incompatible";
     let dir = scratch("kafka_avro_incompatible");
-    let (client, _) = client(&brokers, topic);
-    client.delete_topic(topic).await.unwrap();
+    let client = fresh_topic(&brokers, topic, None).await;
     registry.register(
         &format!("{topic}-value"),
         r#"{"type":"record","name":"old","fields":[{"name":"id","type":"string"}]}"#,
@@ -510,9 +510,7 @@ async fn a_partition_missing_from_the_position_is_read_from_its_start() {
         return;
     };
     let topic = "dpone_test_new_partitions";
-    let (client, _) = client(&brokers, topic);
-    client.delete_topic(topic).await.unwrap();
-    client.create_topic(topic, 3, None, true).await.unwrap();
+    let client = fresh_topic(&brokers, topic, Some(3)).await;
     let keys: Vec<String> = (0..60).map(|i| format!(r#"{{"id":{i}}}"#)).collect();
     let batch = |range: std::ops::Range<usize>| -> Vec<(&str, Option<&str>)> {
         keys[range]
