@@ -156,7 +156,32 @@ fn component_crates(strategies: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// Debian packages the host's native dependencies build with: librdkafka (the Kafka
+/// connector) is compiled from source by CMake, with OpenSSL and curl.
+const NATIVE_BUILD_PACKAGES: [&str; 3] = ["cmake", "libssl-dev", "libcurl4-openssl-dev"];
+
+/// Installs the packages of [`NATIVE_BUILD_PACKAGES`] that are missing (on Debian: other
+/// systems are left to their owner, and the build says what it lacks).
+fn ensure_native_build_tools() -> Result<()> {
+    if Command::new("dpkg").arg("--version").output().is_err() {
+        return Ok(());
+    }
+    let as_root = crate::services::running_as_root()?;
+    for package in NATIVE_BUILD_PACKAGES {
+        let installed = Command::new("dpkg")
+            .args(["-s", package])
+            .output()
+            .is_ok_and(|out| out.status.success());
+        if !installed {
+            phase(&format!("installing {package} (to build librdkafka)"));
+            crate::services::apt_install(as_root, package)?;
+        }
+    }
+    Ok(())
+}
+
 pub fn build_host(root: &Path, profile: Profile) -> Result<PathBuf> {
+    ensure_native_build_tools()?;
     let mut cmd = cargo();
     cmd.args(["build", "-p", "dpone-host"])
         .current_dir(root)
