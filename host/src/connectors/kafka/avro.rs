@@ -16,7 +16,7 @@
 //!   column is a bad record (the caller names partition and offset).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use apache_avro::Schema as AvroSchema;
 use apache_avro::types::Value as Avro;
@@ -36,7 +36,7 @@ struct Written {
     text: String,
     schema: AvroSchema,
     /// Set once the schema is registered.
-    id: Mutex<Option<u32>>,
+    id: OnceLock<u32>,
 }
 
 /// The schemas a sink writes its keys and values with.
@@ -109,7 +109,7 @@ impl AvroFormat {
                 subject: format!("{topic}-{suffix}"),
                 text,
                 schema,
-                id: Mutex::new(None),
+                id: OnceLock::new(),
             })
         };
         let key = if key.is_empty() {
@@ -143,12 +143,7 @@ impl AvroFormat {
     pub async fn register(&self) -> Result<()> {
         let writes = self.writes()?;
         for written in writes.key.iter().chain([&writes.value]) {
-            if written
-                .id
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_some()
-            {
+            if written.id.get().is_some() {
                 continue;
             }
             match self
@@ -177,7 +172,7 @@ impl AvroFormat {
                 .register_schema(&written.subject, &written.text, SchemaType::Avro, &[])
                 .await
                 .map_err(|e| self.error(&format!("register subject {}", written.subject), e))?;
-            *written.id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.as_u32());
+            let _ = written.id.set(id.as_u32());
         }
         Ok(())
     }
@@ -195,10 +190,9 @@ impl AvroFormat {
         } else {
             &writes.value
         };
-        let id = written
+        let id = *written
             .id
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .get()
             .ok_or_else(|| Error::internal(format!("{} is not registered", written.subject)))?;
         let fields = columns
             .iter()
@@ -272,11 +266,7 @@ impl AvroFormat {
     ) -> std::result::Result<Vec<Value>, String> {
         let (datum, schema) = self.datum(bytes)?;
         if let ([c], false) = (columns, matches!(plain(&datum), Avro::Record(_))) {
-            let scale = match plain_schema(&schema) {
-                AvroSchema::Decimal(d) => Some(d.scale),
-                _ => None,
-            };
-            return value_of_avro(&datum, scale, &c.data_type)
+            return value_of_avro(&datum, scale_of(&schema), &c.data_type)
                 .map(|v| vec![v])
                 .map_err(|e| format!("column {}: {e}", c.name));
         }
@@ -439,7 +429,12 @@ fn decimal_scale(schema: &AvroSchema, path: &str) -> Option<usize> {
             AvroSchema::Record(r) => r.fields.iter().find(|f| f.name == step).map(|f| &f.schema),
             _ => None,
         })?;
-    match plain_schema(field) {
+    scale_of(field)
+}
+
+/// The scale of a decimal schema (or of a union's non-null decimal branch).
+fn scale_of(schema: &AvroSchema) -> Option<usize> {
+    match plain_schema(schema) {
         AvroSchema::Decimal(d) => Some(d.scale),
         _ => None,
     }

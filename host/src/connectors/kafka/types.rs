@@ -211,28 +211,23 @@ impl Codec {
 
     /// The message key of the key columns' values, in key order (a tombstone's key).
     pub fn encode_key_values(&self, key: &[Value]) -> Result<Vec<u8>> {
-        if let Some(avro) = &self.avro {
-            return avro.encode(true, &self.key_columns, key);
-        }
-        let map: Map<String, Json> = self
-            .key_columns
-            .iter()
-            .zip(key)
-            .map(|(c, v)| (c.name.clone(), json_of(v)))
-            .collect();
-        Ok(Json::Object(map).to_string().into_bytes())
+        self.encode_object(true, &self.key_columns, key)
     }
 
     /// The message value of a row: every column by name.
     pub fn encode_value(&self, row: &[Value]) -> Result<Vec<u8>> {
+        self.encode_object(false, &self.schema.columns, row)
+    }
+
+    /// `values` of `columns` as one object: an Avro record of the key (`key`) or value
+    /// schema, or a JSON object by column name.
+    fn encode_object(&self, key: bool, columns: &[Column], values: &[Value]) -> Result<Vec<u8>> {
         if let Some(avro) = &self.avro {
-            return avro.encode(false, &self.schema.columns, row);
+            return avro.encode(key, columns, values);
         }
-        let map: Map<String, Json> = self
-            .schema
-            .columns
+        let map: Map<String, Json> = columns
             .iter()
-            .zip(row)
+            .zip(values)
             .map(|(c, v)| (c.name.clone(), json_of(v)))
             .collect();
         Ok(Json::Object(map).to_string().into_bytes())
