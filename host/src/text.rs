@@ -38,6 +38,18 @@ pub fn clean(text: &str, max_chars: usize) -> String {
     out
 }
 
+/// An error and its chain of causes, `: `-separated (a client's error says little
+/// without the I/O error under it).
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
 /// The first [`NAME_CHARS`] characters of a name, cleaned, for an error message: the error
 /// stays readable however long the name a strategy passed.
 pub fn name(text: &str) -> String {

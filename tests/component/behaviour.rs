@@ -84,6 +84,18 @@ impl Endpoints {
         }
     }
 
+    async fn postgres_to_bigquery(server: &str, endpoint: &str, name: &str) -> Self {
+        let url = fresh_postgres_database(server, name).await;
+        let bq = crate::support::Bq::fresh(endpoint, name).await;
+        Endpoints {
+            source: format!("{{ kind: postgres, url: \"{url}\", table: src.model }}"),
+            sink: bq.sink("model", ""),
+            state: format!("{{ kind: postgres, url: \"{url}\" }}"),
+            workers: 1,
+            domain: Domain::Calendar,
+        }
+    }
+
     async fn sqlite_to_postgres(server: &str, name: &str) -> Self {
         let d = scratch(name);
         let url = fresh_postgres_database(server, name).await;
@@ -308,6 +320,32 @@ crash_cases!(
     cdc
 );
 
+// BigQuery publishes the shadow in one multi-statement transaction: a crash before it
+// leaves the target as it was, a crash after it (before the state commits) is repaired by
+// the next run. Append inserts at commit, outside a shadow: the window of
+// docs/connectors/bigquery.md.
+crash_cases!(
+    bigquery_crash_before_commit,
+    "postgres_to_bigquery",
+    "sink.before_commit",
+    full_refresh,
+    incremental_append,
+    incremental_merge,
+    snapshot_diff,
+    scd2
+);
+crash_cases!(
+    bigquery_crash_after_publish,
+    "postgres_to_bigquery",
+    "sink.after_publish",
+    full_refresh,
+    incremental_merge,
+    replace,
+    partition_replace,
+    snapshot_diff,
+    scd2
+);
+
 // A topic has no transaction of its own here (the test broker has none): the produce is the
 // publish, and a crash in its middle leaves part of the records. The next run's view reads
 // them from the topic, so it produces the rest and nothing twice per key.
@@ -361,6 +399,10 @@ async fn endpoints(pair: &str, name: &str) -> Option<Endpoints> {
         "postgres_to_clickhouse" => {
             let clickhouse = crate::support::clickhouse_url()?;
             Endpoints::postgres_to_clickhouse(&server, &clickhouse, name).await
+        }
+        "postgres_to_bigquery" => {
+            let endpoint = crate::support::bigquery_endpoint()?;
+            Endpoints::postgres_to_bigquery(&server, &endpoint, name).await
         }
         "postgres_to_kafka" => {
             let brokers = crate::support::kafka_brokers()?;

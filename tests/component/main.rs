@@ -4,6 +4,7 @@
 
 mod backfill;
 mod behaviour;
+mod bigquery;
 mod cdc;
 mod cli;
 mod clickhouse;

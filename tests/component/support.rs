@@ -249,3 +249,84 @@ impl Ch {
         db
     }
 }
+
+/// The BigQuery emulator the tests may use (`cargo xtask test` starts a private one and sets
+/// this). Without it, BigQuery tests say so and pass vacuously.
+pub fn bigquery_endpoint() -> Option<String> {
+    let endpoint = std::env::var("DPONE_TEST_BIGQUERY_ENDPOINT").ok();
+    if endpoint.is_none() {
+        eprintln!(
+            "SKIPPED: DPONE_TEST_BIGQUERY_ENDPOINT is not set (run the tests with `cargo xtask test`)"
+        );
+    }
+    endpoint
+}
+
+/// A fresh dataset on the BigQuery emulator, through the host's own client.
+pub struct Bq {
+    session: Box<dyn dpone_host::connectors::SqlSession>,
+    pub endpoint: String,
+    pub dataset: String,
+}
+
+impl Bq {
+    /// Drops dataset `dpone_test_<name>` with its tables and creates it again.
+    pub async fn fresh(endpoint: &str, name: &str) -> Bq {
+        use dpone_host::connectors::bigquery::config::BigqueryConfig;
+        let dataset = format!("dpone_test_{name}");
+        let config = BigqueryConfig {
+            project: "dpone-test".into(),
+            dataset: dataset.clone(),
+            table: None,
+            location: None,
+            endpoint: Some(endpoint.into()),
+            credentials_json: None,
+            partition_by: None,
+            cluster_by: Vec::new(),
+        };
+        let session = dpone_host::connectors::connect(
+            &dpone_host::manifest::Connection::Bigquery(config),
+            Kind::Sink,
+            dpone_host::connectors::Open::Create,
+        )
+        .await
+        .unwrap();
+        let mut bq = Bq {
+            session,
+            endpoint: endpoint.into(),
+            dataset,
+        };
+        let d = bq.dataset.clone();
+        bq.exec(&format!("DROP SCHEMA IF EXISTS `{d}` CASCADE"))
+            .await;
+        bq.exec(&format!("CREATE SCHEMA `{d}`")).await;
+        bq
+    }
+
+    /// The manifest's sink section for `table` in this dataset (no strategy line).
+    pub fn sink(&self, table: &str, extra: &str) -> String {
+        format!(
+            "kind: bigquery\n  project: dpone-test\n  dataset: {}\n  table: {table}\n  endpoint: \"{}\"{extra}",
+            self.dataset, self.endpoint
+        )
+    }
+
+    pub async fn exec(&mut self, sql: &str) {
+        self.session
+            .execute(&dpone_host::connectors::Statement::new(sql))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Every row of `sql`, decoded as `types`.
+    pub async fn values(
+        &mut self,
+        sql: &str,
+        types: &[dpone_host::model::DataType],
+    ) -> Vec<Vec<dpone_host::model::Value>> {
+        self.session
+            .query(&dpone_host::connectors::Statement::new(sql), types)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+}

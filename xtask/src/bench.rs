@@ -10,6 +10,7 @@
 //! `docs/benchmarks.md` (`--only` runs some scenarios and leaves the page alone); `--smoke`
 //! only checks that the harness still works.
 
+mod bigquery;
 mod contenders;
 mod data;
 mod kafka;
@@ -24,6 +25,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail, ensure};
 
+use crate::bigquery::Bigquery;
 use crate::build::{self, Profile};
 use crate::clickhouse::Clickhouse;
 use crate::kafka::Kafka;
@@ -66,6 +68,8 @@ pub enum Only {
     Rest,
     /// PostgreSQL -> Kafka full refresh.
     Kafka,
+    /// PostgreSQL -> BigQuery (the emulator) full refresh.
+    Bigquery,
 }
 
 #[derive(Debug, clap::Args)]
@@ -245,6 +249,8 @@ pub struct Lab {
     pub kafka: Kafka,
     /// The raw librdkafka client, the Kafka scenario's limit.
     pub kafka_client: PathBuf,
+    /// The BigQuery emulator.
+    pub bigquery: Bigquery,
 }
 
 impl Lab {
@@ -310,6 +316,14 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
         kafka.start()?;
         Some(stop)
     };
+    let bigquery = Bigquery::new(root)?;
+    let _stop_bigquery = if !options.wants(Only::Bigquery) || bigquery.print_status() {
+        None
+    } else {
+        let stop = StopOnDrop(bigquery.clone());
+        bigquery.start()?;
+        Some(stop)
+    };
 
     let dirs = Dirs::new(root)?;
     let policy = if options.smoke && !options.install {
@@ -334,6 +348,7 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
         clickhouse: ch,
         kafka,
         kafka_client,
+        bigquery,
     };
     for contender in Contender::ALL {
         if let Some(why) = contender.unavailable(&lab) {
@@ -366,6 +381,9 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
     }
     if options.wants(Only::Kafka) {
         results.push(kafka::scenario(&lab, runs)?);
+    }
+    if options.wants(Only::Bigquery) {
+        results.push(bigquery::scenario(&lab, runs)?);
     }
 
     let machine = Machine::collect(root, &lab, rows, runs)?;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::services::{Service, port_from_env};
+use crate::services::{Service, port_from_env, tools_dir};
 use crate::{cargo, run_cmd};
 
 const PORT_ENV: &str = "DPONE_KAFKA_PORT";
@@ -38,15 +38,6 @@ impl Service for Kafka {
     fn stop(&self) -> Result<()> {
         Kafka::stop(self)
     }
-}
-
-/// Where tools installed for the tests are kept across checkouts.
-pub fn tools_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("DPONE_TOOLS_DIR") {
-        return PathBuf::from(dir);
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
-    PathBuf::from(home).join(".cache").join("dpone")
 }
 
 impl Kafka {

@@ -3,6 +3,7 @@
 //! holds the two helpers every area needs (the repository root and running a child command).
 
 mod bench;
+mod bigquery;
 mod build;
 mod clickhouse;
 mod kafka;
@@ -49,6 +50,12 @@ enum Task {
     /// Manage the private Kafka-protocol broker (tansu, in memory), for the Kafka
     /// connector: installed into the tools cache when missing.
     Kafka {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
+    /// Manage the BigQuery emulator (bqemulator, in memory), for the BigQuery connector:
+    /// installed into a Python venv in the tools cache when missing.
+    Bigquery {
         #[command(subcommand)]
         action: ServiceAction,
     },
@@ -130,6 +137,18 @@ fn run_task(task: Task) -> Result<ExitCode> {
                 ServiceAction::Stop => kafka.stop()?,
                 ServiceAction::Status => {
                     if !kafka.print_status() {
+                        return Ok(ExitCode::from(3));
+                    }
+                }
+            }
+        }
+        Task::Bigquery { action } => {
+            let bq = bigquery::Bigquery::new(&root)?;
+            match action {
+                ServiceAction::Start => bq.start()?,
+                ServiceAction::Stop => bq.stop()?,
+                ServiceAction::Status => {
+                    if !bq.print_status() {
                         return Ok(ExitCode::from(3));
                     }
                 }

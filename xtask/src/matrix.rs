@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use crate::bigquery::Bigquery;
 use crate::build::{self, Profile};
 use crate::clickhouse::Clickhouse;
 use crate::kafka::Kafka;
@@ -146,7 +147,11 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
         let stop_kafka = StopOnDrop(kafka.clone());
         kafka.start()?;
         cmd.env("DPONE_MATRIX_KAFKA_BROKERS", kafka.brokers());
-        Some((stop_pg, stop_ch, stop_kafka))
+        let bq = Bigquery::new(root)?;
+        let stop_bq = StopOnDrop(bq.clone());
+        bq.start()?;
+        cmd.env("DPONE_MATRIX_BIGQUERY_ENDPOINT", bq.endpoint());
+        Some((stop_pg, stop_ch, stop_kafka, stop_bq))
     } else {
         None
     };

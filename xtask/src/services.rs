@@ -429,6 +429,16 @@ pub fn apt_install(as_root: bool, package: &str) -> Result<()> {
     Ok(())
 }
 
+/// Where tools installed for the tests (tansu, bqemulator) are kept across checkouts:
+/// `DPONE_TOOLS_DIR`, default `~/.cache/dpone`.
+pub fn tools_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("DPONE_TOOLS_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+    PathBuf::from(home).join(".cache").join("dpone")
+}
+
 /// A service's port: `var` when set, else `default`.
 pub fn port_from_env(var: &str, default: u16) -> Result<u16> {
     match std::env::var(var) {

@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::bench;
+use crate::bigquery::Bigquery;
 use crate::build::{self, Profile};
 use crate::clickhouse::Clickhouse;
 use crate::kafka::Kafka;
@@ -12,7 +13,8 @@ use crate::services::{Postgres, StopOnDrop};
 use crate::{cargo, run_cmd};
 
 /// Build the components and the host, start the private PostgreSQL, ClickHouse (installing
-/// it from Debian's packages when missing) and Kafka broker (installing tansu into the tools
+/// it from Debian's packages when missing), Kafka broker (installing tansu into the tools
+/// cache when missing) and BigQuery emulator (installing bqemulator into a venv in the tools
 /// cache when missing), run the workspace tests against them,
 /// then the benchmark harness at smoke size (so it does not rot), and stop the servers
 /// again whatever happened.
@@ -30,6 +32,9 @@ pub fn run(root: &Path, cargo_test_args: &[String]) -> Result<()> {
     let kafka = Kafka::new(root)?;
     let _stop_kafka = StopOnDrop(kafka.clone());
     kafka.start()?;
+    let bq = Bigquery::new(root)?;
+    let _stop_bq = StopOnDrop(bq.clone());
+    bq.start()?;
 
     let mut cmd = cargo();
     cmd.arg("test");
@@ -48,6 +53,7 @@ pub fn run(root: &Path, cargo_test_args: &[String]) -> Result<()> {
             .env("DPONE_TEST_POSTGRES_URL", &url)
             .env("DPONE_TEST_CLICKHOUSE_URL", ch.url())
             .env("DPONE_TEST_KAFKA_BROKERS", kafka.brokers())
+            .env("DPONE_TEST_BIGQUERY_ENDPOINT", bq.endpoint())
             .env("DPONE_COMPONENTS_DIR", build::components_dir(root))
             // The matrix's contract needs no service, so the default run includes it;
             // mock_local is `cargo xtask matrix --mode mock_local`.

@@ -225,11 +225,13 @@ pub trait SqlSession: Send {
     }
 
     /// Refuses an existing target (described as `schema`) that this session cannot
-    /// finalize with `key` as the key; any target will do by default.
+    /// finalize with `key` as the key, or load rows of `incoming` into; any target will do
+    /// by default.
     async fn check_target(
         &mut self,
         _table: &TableName,
         _schema: &Schema,
+        _incoming: &Schema,
         _key: &[String],
     ) -> Result<()> {
         Ok(())
@@ -671,6 +673,10 @@ pub async fn connect(
                 .await?
                 .with_compression(c.compression),
         )),
+        #[cfg(feature = "bigquery")]
+        Connection::Bigquery(c) => Ok(Box::new(
+            bigquery::BigquerySession::connect(c, role, open == Open::Create).await?,
+        )),
         #[allow(unreachable_patterns)]
         other => Err(Error::new(
             crate::Kind::Unsupported,
@@ -800,5 +806,5 @@ pub(crate) fn check_declared(
 /// (the shadow of sinks without transactions): two finalizations must then never overlap,
 /// or the later one would drop the earlier one's rows.
 pub fn publishes_whole_target(kind: &str) -> bool {
-    kind == "clickhouse"
+    matches!(kind, "clickhouse" | "bigquery")
 }

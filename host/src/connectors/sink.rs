@@ -332,7 +332,7 @@ impl Sink for SqlSink {
         if let Some(existing) = self.describe().await? {
             return self
                 .session
-                .check_target(&self.target, &existing, key)
+                .check_target(&self.target, &existing, schema, key)
                 .await;
         }
         self.ensure_schema().await?;

@@ -53,7 +53,7 @@ pub const PROFILES: [(&str, &str); 6] = [
     ),
     (
         "bigquery_live",
-        "a BigQuery project: vendor_live reads DPONE_LIVE_BIGQUERY_PROJECT and DPONE_LIVE_BIGQUERY_CREDENTIALS_JSON (the connector is not built yet)",
+        "a BigQuery project: mock_local uses the private emulator of `cargo xtask bigquery start` (DPONE_MATRIX_BIGQUERY_ENDPOINT or DPONE_TEST_BIGQUERY_ENDPOINT), vendor_live reads DPONE_LIVE_BIGQUERY_PROJECT and DPONE_LIVE_BIGQUERY_CREDENTIALS_JSON (signing in to Google is not built yet)",
     ),
     (
         "kafka_live",
@@ -198,7 +198,7 @@ pub fn connection(connector: &str, sink: bool, id: &str) -> String {
             )
         }
         "bigquery" => format!(
-            "kind: bigquery\n  project: \"${{DPONE_MATRIX_BIGQUERY_PROJECT}}\"\n  dataset: matrix_dst\n  table: {id}\n  credentials_json: \"${{DPONE_MATRIX_BIGQUERY_CREDENTIALS_JSON}}\""
+            "kind: bigquery\n  project: \"${{DPONE_MATRIX_BIGQUERY_PROJECT}}\"\n  dataset: matrix_dst\n  table: {id}\n  endpoint: \"${{DPONE_MATRIX_BIGQUERY_ENDPOINT}}\"\n  credentials_json: \"${{DPONE_MATRIX_BIGQUERY_CREDENTIALS_JSON}}\""
         ),
         // An incremental_append target is an event log; the others are compacted tables.
         // Brokers without producer transactions (the local tansu) say so in the variable.

@@ -41,6 +41,9 @@ pub enum Domain {
     /// Dates from 1970 (to 2079), timestamps in whole seconds from 1970 (to 2096): what
     /// ClickHouse's `Date` and `DateTime` hold.
     Epoch,
+    /// Dates as in `Full`, timestamps with microseconds from the 4th century to the 7th
+    /// millennium: within BigQuery's years 1 to 9999.
+    Calendar,
 }
 
 impl Domain {
@@ -48,6 +51,8 @@ impl Domain {
     pub fn of(kinds: &[&str]) -> Domain {
         if kinds.contains(&"clickhouse") {
             Domain::Epoch
+        } else if kinds.contains(&"bigquery") {
+            Domain::Calendar
         } else {
             Domain::Full
         }
@@ -229,12 +234,13 @@ fn row(cfg: &ModelConfig, id: i64, version: u64) -> Vec<Value> {
                 _ => format!("{r:x}"),
             }),
             DataType::Date => Value::Date(match cfg.domain {
-                Domain::Full => (r % 40_000) as i32 - 10_000,
+                Domain::Full | Domain::Calendar => (r % 40_000) as i32 - 10_000,
                 Domain::Epoch => (r % 40_000) as i32,
             }),
             DataType::TimestampTz => Value::TimestampTz(match cfg.domain {
                 Domain::Full => (r % 4_000_000_000_000_000) as i64 - 1_000_000_000_000_000,
                 Domain::Epoch => (r % 4_000_000_000) as i64 * 1_000_000,
+                Domain::Calendar => (r % 200_000_000_000_000_000) as i64 - 50_000_000_000_000_000,
             }),
             DataType::Boolean => Value::Boolean(r.is_multiple_of(2)),
             _ => Value::Bytes(r.to_le_bytes()[..(r % 9) as usize].to_vec()),

@@ -170,7 +170,7 @@ pub struct Summary {
 }
 
 /// Example endpoints: what a manifest's `${DPONE_MATRIX_*}` reads in mock_contract.
-const EXAMPLE_ENV: [(&str, &str); 8] = [
+const EXAMPLE_ENV: [(&str, &str); 9] = [
     (
         "DPONE_MATRIX_POSTGRES_URL",
         "postgres://dpone@localhost:5432/matrix",
@@ -188,6 +188,7 @@ const EXAMPLE_ENV: [(&str, &str); 8] = [
     ("DPONE_MATRIX_KAFKA_EXACTLY_ONCE", "true"),
     ("DPONE_MATRIX_BIGQUERY_PROJECT", "dpone-matrix"),
     ("DPONE_MATRIX_BIGQUERY_CREDENTIALS_JSON", "{}"),
+    ("DPONE_MATRIX_BIGQUERY_ENDPOINT", "http://localhost:9050"),
 ];
 
 /// Whether the server of `scheme://[user[:password]@]host:port/...` accepts a connection
@@ -244,6 +245,17 @@ fn endpoint(mode: Mode, profile: &str) -> Option<Vec<(&'static str, String)>> {
             "DPONE_MATRIX_REST_URL",
             env("DPONE_MATRIX_REST_URL").filter(|url| answers(url)),
         ),
+        // The emulator takes requests without credentials.
+        (Mode::MockLocal, "bigquery_live") => Some(vec![
+            (
+                "DPONE_MATRIX_BIGQUERY_ENDPOINT",
+                env("DPONE_MATRIX_BIGQUERY_ENDPOINT")
+                    .or_else(|| env("DPONE_TEST_BIGQUERY_ENDPOINT"))
+                    .filter(|url| answers(url))?,
+            ),
+            ("DPONE_MATRIX_BIGQUERY_PROJECT", "dpone-matrix".into()),
+            ("DPONE_MATRIX_BIGQUERY_CREDENTIALS_JSON", String::new()),
+        ]),
         (Mode::MockLocal, _) => None,
         (Mode::VendorLive, "postgres_live") => {
             one("DPONE_MATRIX_POSTGRES_URL", env("DPONE_LIVE_POSTGRES_URL"))
@@ -266,6 +278,10 @@ fn endpoint(mode: Mode, profile: &str) -> Option<Vec<(&'static str, String)>> {
             ),
         ]),
         (Mode::VendorLive, "bigquery_live") => Some(vec![
+            (
+                "DPONE_MATRIX_BIGQUERY_ENDPOINT",
+                crate::connectors::bigquery::config::GOOGLE_ENDPOINT.into(),
+            ),
             (
                 "DPONE_MATRIX_BIGQUERY_PROJECT",
                 env("DPONE_LIVE_BIGQUERY_PROJECT")?,

@@ -190,6 +190,14 @@ impl Table {
         self.columns.len()
     }
 
+    /// `(name, PostgreSQL type)` of every column in order, the type as the DDL has it
+    /// (`bigint NOT NULL`, `numeric(18,4)`).
+    pub fn columns(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.sql_type.as_str()))
+    }
+
     /// `"id", "updated_at", ...`
     pub fn column_list(&self) -> String {
         self.columns

@@ -1,5 +1,8 @@
-//! BigQuery: the manifest section only. The client (and its type mapping) is not built yet:
-//! a manifest naming this kind validates, and a run stops before connecting with an
-//! `unsupported` error that says so.
+//! BigQuery over its REST API: a sink (docs/connectors/bigquery.md).
 
+pub mod client;
 pub mod config;
+pub mod dialect;
+pub mod types;
+
+pub use client::BigquerySession;

@@ -136,7 +136,7 @@ impl ClickhouseSession {
         let response = req
             .send()
             .await
-            .map_err(|e| self.fail(what, with_causes(&e)))?;
+            .map_err(|e| self.fail(what, crate::text::with_causes(&e)))?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -151,7 +151,7 @@ impl ClickhouseSession {
         response
             .bytes()
             .await
-            .map_err(|e| self.fail(what, with_causes(&e)))?;
+            .map_err(|e| self.fail(what, crate::text::with_causes(&e)))?;
         Ok(())
     }
 
@@ -289,8 +289,12 @@ impl Rows {
             }
             return Ok(None);
         };
-        let chunk = chunk
-            .map_err(|e| Error::new(self.role, format!("ClickHouse: read: {}", with_causes(&e))))?;
+        let chunk = chunk.map_err(|e| {
+            Error::new(
+                self.role,
+                format!("ClickHouse: read: {}", crate::text::with_causes(&e)),
+            )
+        })?;
         self.buf.extend_from_slice(&chunk);
         self.tail.extend_from_slice(&chunk);
         let excess = self.tail.len().saturating_sub(TAIL);
@@ -341,16 +345,6 @@ impl Rows {
 }
 
 /// An error with its causes (reqwest's own message leaves out why a connection failed).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    text
-}
-
 /// Percent-decodes a URL's user or password.
 fn decode(s: &str) -> String {
     let bytes = s.as_bytes();
@@ -600,6 +594,7 @@ impl SqlSession for ClickhouseSession {
         &mut self,
         table: &TableName,
         schema: &Schema,
+        _incoming: &Schema,
         key: &[String],
     ) -> Result<()> {
         super::publish::check_engine(self, table).await?;

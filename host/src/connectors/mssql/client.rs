@@ -622,6 +622,7 @@ impl SqlSession for MssqlSession {
         &mut self,
         table: &TableName,
         _schema: &Schema,
+        _incoming: &Schema,
         key: &[String],
     ) -> Result<()> {
         let stmt = Statement {
