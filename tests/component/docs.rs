@@ -88,6 +88,8 @@ fn example_env(name: &str) -> Option<String> {
         "127.0.0.1:9092"
     } else if name.contains("REST") {
         "http://127.0.0.1:8080"
+    } else if name.contains("ENDPOINT") {
+        "http://127.0.0.1:59050"
     } else if name.contains("URL") || name.contains("PG") || name.contains("POSTGRES") {
         "postgres://dpone@127.0.0.1:5432/dpone"
     } else {

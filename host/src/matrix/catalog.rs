@@ -53,7 +53,7 @@ pub const PROFILES: [(&str, &str); 6] = [
     ),
     (
         "bigquery_live",
-        "a BigQuery project: mock_local uses the private emulator of `cargo xtask bigquery start` (DPONE_MATRIX_BIGQUERY_ENDPOINT or DPONE_TEST_BIGQUERY_ENDPOINT), vendor_live reads DPONE_LIVE_BIGQUERY_PROJECT and DPONE_LIVE_BIGQUERY_CREDENTIALS_JSON (signing in to Google is not built yet)",
+        "a BigQuery project: mock_local uses the private emulator of `cargo xtask bigquery start` (DPONE_MATRIX_BIGQUERY_ENDPOINT or DPONE_TEST_BIGQUERY_ENDPOINT), vendor_live reads DPONE_LIVE_BIGQUERY_PROJECT and DPONE_LIVE_BIGQUERY_CREDENTIALS_JSON (signing in to Google is built, never run here)",
     ),
     (
         "kafka_live",

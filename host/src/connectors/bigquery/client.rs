@@ -235,15 +235,8 @@ impl BigquerySession {
 
     /// Fails with the job's first error, if the answer carries one.
     fn job_errors(&self, answer: &Json, job_id: &str) -> Result<()> {
-        let first = answer["errors"]
-            .as_array()
-            .and_then(|e| e.first())
-            .or_else(|| answer["status"].get("errorResult"));
-        match first {
-            Some(e) => Err(self.fail(
-                &format!("job {job_id}"),
-                crate::text::clean(e["message"].as_str().unwrap_or("failed"), 400),
-            )),
+        match first_error(answer) {
+            Some(message) => Err(self.fail(&format!("job {job_id}"), message)),
             None => Ok(()),
         }
     }
@@ -477,6 +470,18 @@ impl BigquerySession {
         }
         Ok(serde_json::from_str(&text).ok())
     }
+}
+
+/// The first error of a query answer (`errors`, the emulator's way) or of a job resource
+/// (`status.errorResult`), cleaned for a message.
+fn first_error(answer: &Json) -> Option<String> {
+    let first = answer["errors"]
+        .as_array()
+        .and_then(|e| e.first())
+        .or_else(|| answer["status"].get("errorResult"))?;
+    let reason = first["reason"].as_str().unwrap_or("error");
+    let message = first["message"].as_str().unwrap_or("failed");
+    Some(crate::text::clean(&format!("{reason}: {message}"), 400))
 }
 
 /// `req` with `body` as its JSON body.
@@ -783,5 +788,28 @@ impl SqlSession for BigquerySession {
             Kind::Unsupported,
             "BigQuery has no locks to hold a pipeline's run: keep the state store in SQLite or PostgreSQL",
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_job_says_its_first_error() {
+        let load = json!({"status": {"state": "DONE", "errorResult": {
+            "reason": "invalid", "message": "Error while reading data"}, "errors": [{}]}});
+        assert_eq!(
+            first_error(&load).as_deref(),
+            Some("invalid: Error while reading data")
+        );
+        let query = json!({"jobComplete": true, "errors": [
+            {"reason": "invalidQuery", "message": "Syntax error\nat 1"},
+            {"reason": "other", "message": "second"}]});
+        assert_eq!(
+            first_error(&query).as_deref(),
+            Some("invalidQuery: Syntax error\\nat 1")
+        );
+        assert_eq!(first_error(&json!({"status": {"state": "DONE"}})), None);
     }
 }

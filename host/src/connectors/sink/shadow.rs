@@ -1,16 +1,17 @@
-//! The copy-on-write shadow: how a sink whose session has no transactions (ClickHouse)
-//! keeps the sink contract, for any dialect.
+//! The copy-on-write shadow: how a sink whose session has no transactions that span its
+//! statements (ClickHouse, BigQuery) keeps the sink contract, for any dialect.
 //!
 //! The first change after `begin` copies the target to `__dpone_shd_<run>_<n>`, every change
 //! rewrites or appends to the shadow (a delete is a copy without the rows, an update a copy
 //! with the new values, written with the dialect's `holds` and `choose`), and `commit`
-//! publishes the shadow with the session's swap statement (the old target goes to
-//! `__dpone_old_<run>`, then is dropped). An append while nothing else changed waits for the
+//! publishes the shadow with the session's swap statement (ClickHouse: a rename, the old
+//! target going to `__dpone_old_<run>`, then dropped; BigQuery: one multi-statement
+//! transaction that replaces the target's rows with the shadow's). An append while nothing else changed waits for the
 //! commit and costs one `INSERT ... SELECT` into the target, no copy; a native partition
 //! replacement loads a copy shaped like the target and runs the session's partition
 //! replacements at commit. `rollback`, or a crash before the publishing statement, leaves
 //! the target as it was; the shadows are this run's leftovers.
-//! docs/connectors/clickhouse.md lists the crash windows.
+//! docs/connectors/clickhouse.md and docs/connectors/bigquery.md list the crash windows.
 
 use super::{SqlSink, first_count};
 use crate::connectors::dialect::KeyMatch;
