@@ -245,6 +245,7 @@ pub trait SqlDialect: Send + Sync + Debug {
     /// (SQLite cannot alias the table of a DELETE or UPDATE). Keys were checked to be
     /// non-NULL, so `=` is exact.
     fn key_match(&self, target: &str, staging: &str, key: &[String], m: &KeyMatch) -> String {
+        let target = self.correlation_name(target);
         let mut on: Vec<String> = key
             .iter()
             .map(|k| format!("s.{q} = {target}.{q}", q = self.quote_ident(k)))
@@ -267,15 +268,24 @@ pub trait SqlDialect: Send + Sync + Debug {
     /// The condition on a staging row `s` that holds when no row of `target` has its key
     /// and satisfies every one of `filter` (rendered conditions on the target's columns).
     fn no_target_row(&self, target: &str, key: &[String], filter: &[String]) -> String {
+        let name = self.correlation_name(target);
         let mut on: Vec<String> = key
             .iter()
-            .map(|k| format!("{target}.{q} = s.{q}", q = self.quote_ident(k)))
+            .map(|k| format!("{name}.{q} = s.{q}", q = self.quote_ident(k)))
             .collect();
         on.extend(filter.iter().cloned());
         format!(
             "NOT EXISTS (SELECT 1 FROM {target} WHERE {})",
             on.join(" AND ")
         )
+    }
+
+    /// How a column of the table `table_ref` (a rendered reference) is qualified in a
+    /// correlated subquery: by the reference itself by default. (GoogleSQL reads a
+    /// dataset-qualified path before a column as a field path, and takes the table's
+    /// last name instead.)
+    fn correlation_name<'a>(&self, table_ref: &'a str) -> &'a str {
+        table_ref
     }
 
     /// `cond` as a condition that is false where it is NULL.

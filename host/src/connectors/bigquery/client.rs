@@ -69,6 +69,34 @@ impl fmt::Debug for BigquerySession {
     }
 }
 
+/// Waiting for a job: pauses from 100 ms doubling to 5 s, for [`JOB_TIMEOUT`] at most.
+struct Backoff {
+    started: std::time::Instant,
+    pause: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff {
+            started: std::time::Instant::now(),
+            pause: Duration::from_millis(100),
+        }
+    }
+
+    /// Sleeps before the next poll; an error (naming `job`) once the job ran too long.
+    async fn wait(&mut self, session: &BigquerySession, job: &str) -> Result<()> {
+        if self.started.elapsed() > JOB_TIMEOUT {
+            return Err(session.fail(
+                &format!("job {job}"),
+                format!("not done after {} s", JOB_TIMEOUT.as_secs()),
+            ));
+        }
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(Duration::from_secs(5));
+        Ok(())
+    }
+}
+
 /// One page of a query's results.
 struct Page {
     job_id: String,
@@ -262,8 +290,7 @@ impl BigquerySession {
     /// A page of the results of job `job_id` (`getQueryResults`), waiting with backoff
     /// while the job runs.
     async fn results(&self, job_id: &str, token: Option<&str>) -> Result<Page> {
-        let started = std::time::Instant::now();
-        let mut pause = Duration::from_millis(100);
+        let mut backoff = Backoff::new();
         loop {
             let mut req = self
                 .http
@@ -287,14 +314,7 @@ impl BigquerySession {
             if answer["jobComplete"].as_bool() != Some(false) {
                 return Ok(page(job_id.to_string(), answer));
             }
-            if started.elapsed() > JOB_TIMEOUT {
-                return Err(self.fail(
-                    &format!("job {job_id}"),
-                    format!("not done after {} s", JOB_TIMEOUT.as_secs()),
-                ));
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(5));
+            backoff.wait(self, job_id).await?;
         }
     }
 
@@ -364,21 +384,13 @@ impl BigquerySession {
 
     /// Waits until job `job_id` is done; fails with its first error.
     async fn wait_job(&self, job_id: &str, mut job: Json) -> Result<Json> {
-        let started = std::time::Instant::now();
-        let mut pause = Duration::from_millis(100);
+        let mut backoff = Backoff::new();
         loop {
             self.job_errors(&job, job_id)?;
             if job["status"]["state"].as_str() == Some("DONE") {
                 return Ok(job);
             }
-            if started.elapsed() > JOB_TIMEOUT {
-                return Err(self.fail(
-                    &format!("job {job_id}"),
-                    format!("not done after {} s", JOB_TIMEOUT.as_secs()),
-                ));
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(5));
+            backoff.wait(self, job_id).await?;
             let mut req = self.http.get(self.api(&format!("jobs/{job_id}")));
             if let Some(l) = &self.location {
                 req = req.query(&[("location", l)]);

@@ -5,7 +5,7 @@
 //! path).
 
 use super::types::native_type;
-use crate::connectors::dialect::{KeyMatch, NewTable, SqlDialect, standard_create_table};
+use crate::connectors::dialect::{NewTable, SqlDialect, standard_create_table};
 use crate::connectors::{Statement, TableName};
 use crate::error::Result;
 use crate::model::{DataType, Schema, Value};
@@ -145,37 +145,8 @@ impl SqlDialect for BigqueryDialect {
         sql
     }
 
-    fn key_match(&self, target: &str, staging: &str, key: &[String], m: &KeyMatch) -> String {
-        let alias = implicit_alias(target);
-        let mut on: Vec<String> = key
-            .iter()
-            .map(|k| format!("s.{q} = {alias}.{q}", q = self.quote_ident(k)))
-            .collect();
-        if let KeyMatch::InStagingDiffering(column) = m {
-            let q = self.quote_ident(column);
-            on.push(self.null_safe_differs(&format!("s.{q}"), &format!("{alias}.{q}")));
-        }
-        let not = if *m == KeyMatch::NotInStaging {
-            "NOT "
-        } else {
-            ""
-        };
-        format!(
-            "{not}EXISTS (SELECT 1 FROM {staging} AS s WHERE {})",
-            on.join(" AND ")
-        )
-    }
-
-    fn no_target_row(&self, target: &str, key: &[String], filter: &[String]) -> String {
-        let mut on: Vec<String> = key
-            .iter()
-            .map(|k| format!("t.{q} = s.{q}", q = self.quote_ident(k)))
-            .collect();
-        on.extend(filter.iter().map(|f| format!("({f})")));
-        format!(
-            "NOT EXISTS (SELECT 1 FROM {target} AS t WHERE {})",
-            on.join(" AND ")
-        )
+    fn correlation_name<'a>(&self, table_ref: &'a str) -> &'a str {
+        implicit_alias(table_ref)
     }
 
     fn truncate(&self, table: &str) -> String {
@@ -207,6 +178,7 @@ mod tests {
 
     #[test]
     fn keys_correlate_through_the_alias() {
+        use crate::connectors::dialect::KeyMatch;
         let d = dialect();
         let sql = d.key_match("`d`.`t`", "`d`.`s`", &["id".into()], &KeyMatch::InStaging);
         assert_eq!(
