@@ -272,3 +272,42 @@ async fn a_malformed_service_account_key_is_refused_naming_the_field_not_the_key
     assert!(text.contains("sink.credentials_json"), "{text}");
     assert!(!text.contains("s3cr3t"), "the key leaked: {text}");
 }
+
+/// A value the load job refuses (text that is not JSON, from a SQLite `JSON` column, which
+/// SQLite does not check): the run fails naming the job and its error, and the target keeps
+/// its rows.
+#[tokio::test]
+async fn a_failed_load_job_fails_the_run_and_changes_nothing() {
+    let Some(endpoint) = bigquery_endpoint() else {
+        return;
+    };
+    let mut bq = Bq::fresh(&endpoint, "bq_failed_load").await;
+    let dir = crate::support::scratch("bq_failed_load");
+    let mut db = Db::sqlite(&dir.join("src.db")).await;
+    db.exec("CREATE TABLE events (id INTEGER PRIMARY KEY, payload JSON); INSERT INTO events VALUES (1, '{\"a\": 1}')")
+        .await;
+    let yaml = format!(
+        "pipeline: bq_failed_load\nsource: {{ kind: sqlite, path: {d}/src.db, table: events }}\n\
+         sink:\n  {}\n  strategy: {{ mode: full_refresh, unique_key: [id] }}\n\
+         state: {{ kind: sqlite, path: {d}/state.db }}\n",
+        bq.sink("events", ""),
+        d = dir.display()
+    );
+    run(&yaml, None).await.unwrap();
+    let ids = format!("SELECT `id` FROM `{}`.`events` ORDER BY `id`", bq.dataset);
+    assert_eq!(
+        bq.values(&ids, &[DataType::Int64]).await,
+        vec![vec![Value::Int(1)]]
+    );
+
+    db.exec("INSERT INTO events VALUES (2, 'not json')").await;
+    let err = run_fails(&yaml, None, Kind::Sink).await;
+    assert!(
+        err.message.starts_with("BigQuery: job ") && err.message.contains("invalid"),
+        "{err}"
+    );
+    assert_eq!(
+        bq.values(&ids, &[DataType::Int64]).await,
+        vec![vec![Value::Int(1)]]
+    );
+}
