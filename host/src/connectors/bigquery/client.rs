@@ -319,15 +319,14 @@ impl BigquerySession {
     }
 
     /// Runs `stmt` and passes every row, decoded as `types`, to `each` page by page;
-    /// stops when `each` returns false. Returns the rows the statement changed.
+    /// stops when `each` returns false.
     async fn rows(
         &self,
         stmt: &Statement,
         types: &[DataType],
         mut each: impl FnMut(Vec<Vec<Value>>) -> bool,
-    ) -> Result<u64> {
+    ) -> Result<()> {
         let mut page = self.first_page(stmt).await?;
-        let affected = page.affected;
         loop {
             let rows = page
                 .rows
@@ -336,11 +335,11 @@ impl BigquerySession {
                 .map(|(r, row)| self.decode_row(row, types, &page.job_id, r))
                 .collect::<Result<Vec<_>>>()?;
             if !each(rows) {
-                return Ok(affected);
+                return Ok(());
             }
             match page.next.take() {
                 Some(token) => page = self.results(&page.job_id, Some(&token)).await?,
-                None => return Ok(affected),
+                None => return Ok(()),
             }
         }
     }
@@ -537,7 +536,8 @@ impl SqlSession for BigquerySession {
     /// The rows a DML statement changed as BigQuery counts them (`numDmlAffectedRows`);
     /// 0 where the endpoint does not say (the emulator, for scripts).
     async fn execute(&mut self, stmt: &Statement) -> Result<u64> {
-        self.rows(stmt, &[], |_| false).await
+        // Rows a statement returns (a script's last SELECT) are not read.
+        Ok(self.first_page(stmt).await?.affected)
     }
 
     async fn query(&mut self, stmt: &Statement, types: &[DataType]) -> Result<Vec<Vec<Value>>> {
