@@ -318,29 +318,20 @@ impl BigquerySession {
         }
     }
 
-    /// Runs `stmt` and passes every row, decoded as `types`, to `each` page by page;
-    /// stops when `each` returns false.
-    async fn rows(
-        &self,
-        stmt: &Statement,
-        types: &[DataType],
-        mut each: impl FnMut(Vec<Vec<Value>>) -> bool,
-    ) -> Result<()> {
-        let mut page = self.first_page(stmt).await?;
-        loop {
-            let rows = page
-                .rows
-                .iter()
-                .enumerate()
-                .map(|(r, row)| self.decode_row(row, types, &page.job_id, r))
-                .collect::<Result<Vec<_>>>()?;
-            if !each(rows) {
-                return Ok(());
-            }
-            match page.next.take() {
-                Some(token) => page = self.results(&page.job_id, Some(&token)).await?,
-                None => return Ok(()),
-            }
+    /// The rows of `page`, decoded as `types`.
+    fn decode_page(&self, page: &Page, types: &[DataType]) -> Result<Vec<Vec<Value>>> {
+        page.rows
+            .iter()
+            .enumerate()
+            .map(|(r, row)| self.decode_row(row, types, &page.job_id, r))
+            .collect()
+    }
+
+    /// The page after `page`, `None` after the last.
+    async fn next_page(&self, page: &Page) -> Result<Option<Page>> {
+        match &page.next {
+            Some(token) => Ok(Some(self.results(&page.job_id, Some(token)).await?)),
+            None => Ok(None),
         }
     }
 
@@ -541,12 +532,12 @@ impl SqlSession for BigquerySession {
     }
 
     async fn query(&mut self, stmt: &Statement, types: &[DataType]) -> Result<Vec<Vec<Value>>> {
-        let mut all = Vec::new();
-        self.rows(stmt, types, |rows| {
-            all.extend(rows);
-            true
-        })
-        .await?;
+        let mut page = self.first_page(stmt).await?;
+        let mut all = self.decode_page(&page, types)?;
+        while let Some(next) = self.next_page(&page).await? {
+            page = next;
+            all.extend(self.decode_page(&page, types)?);
+        }
         Ok(all)
     }
 
@@ -582,23 +573,14 @@ impl SqlSession for BigquerySession {
     ) -> Result<()> {
         let types: Vec<DataType> = schema.columns.iter().map(|c| c.data_type).collect();
         // One page at a time: a slow receiver holds the read at one page of rows.
-        let mut page = self.first_page(stmt).await?;
-        loop {
-            let rows = page
-                .rows
-                .iter()
-                .enumerate()
-                .map(|(r, row)| self.decode_row(row, &types, &page.job_id, r))
-                .collect::<Result<Vec<_>>>()?;
-            for chunk in rows.chunks(BATCH_ROWS) {
+        let mut page = Some(self.first_page(stmt).await?);
+        while let Some(current) = page {
+            for chunk in self.decode_page(&current, &types)?.chunks(BATCH_ROWS) {
                 if tx.send(batch_of(schema, chunk)?).await.is_err() {
                     return Ok(());
                 }
             }
-            match page.next.take() {
-                Some(token) => page = self.results(&page.job_id, Some(&token)).await?,
-                None => break,
-            }
+            page = self.next_page(&current).await?;
         }
         Ok(())
     }
