@@ -104,7 +104,7 @@ impl Connection {
             #[cfg(feature = "clickhouse")]
             Connection::Clickhouse(_) => Some(c::clickhouse::config::SOURCE_CAPABILITIES),
             #[cfg(feature = "rest")]
-            Connection::Rest(_) => Some(c::rest::config::SOURCE_CAPABILITIES),
+            Connection::Rest(rest) => Some(rest.source_capabilities()),
             #[cfg(feature = "kafka")]
             Connection::Kafka(_) => Some(c::kafka::config::SOURCE_CAPABILITIES),
             #[cfg(feature = "bigquery")]
@@ -197,6 +197,21 @@ pub struct StrategySection {
     pub predicate_sql: Option<String>,
     /// Every other key, by name.
     pub options: BTreeMap<String, Yaml>,
+}
+
+impl StrategySection {
+    /// The columns of the `unique_key` option, the key every built-in strategy keeps the
+    /// target by (a list, or one name); empty when the strategy takes none.
+    pub fn unique_key(&self) -> Vec<String> {
+        match self.options.get("unique_key") {
+            Some(Yaml::Sequence(names)) => names
+                .iter()
+                .filter_map(|n| n.as_str().map(String::from))
+                .collect(),
+            Some(Yaml::String(name)) => vec![name.clone()],
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// The `limits` section: the sandbox of the strategy component.

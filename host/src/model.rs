@@ -585,18 +585,20 @@ pub fn column_max(batch: &arrow_array::RecordBatch, index: usize, t: &DataType) 
     let array = batch.column(index);
     let mut best: Option<Value> = None;
     for row in 0..batch.num_rows() {
-        let v = value_at(array, t, row);
-        if v == Value::Null {
-            continue;
-        }
-        if best
-            .as_ref()
-            .is_none_or(|b| compare_values(&v, b) == Some(std::cmp::Ordering::Greater))
-        {
-            best = Some(v);
-        }
+        keep_max(&mut best, &value_at(array, t, row));
     }
     best
+}
+
+/// Makes `best` the larger of itself and `v`; a NULL `v` changes nothing.
+pub fn keep_max(best: &mut Option<Value>, v: &Value) {
+    if *v != Value::Null
+        && best
+            .as_ref()
+            .is_none_or(|b| compare_values(v, b) == Some(std::cmp::Ordering::Greater))
+    {
+        *best = Some(v.clone());
+    }
 }
 
 /// Every row of `batches` (built for `schema`) as values: for tests, the behaviour model

@@ -236,6 +236,98 @@ async fn a_record_repeated_across_pages_is_kept_once() {
     assert_eq!(ids(&dir).await, (1..=RECORDS).collect::<Vec<_>>());
 }
 
+/// Without a source `primary_key`, the strategy's `unique_key` is the key repeated records
+/// are dropped by; `dedupe: false` keeps them, and then the load's key check refuses them.
+#[tokio::test]
+async fn repeated_records_are_dropped_by_the_unique_key_unless_dedupe_is_off() {
+    let api = MockApi::start(records(RECORDS)).await;
+    api.set_faults(Faults {
+        shifting_offsets: true,
+        ..Faults::default()
+    });
+    let offset = "  records_path: data\n  pagination: { type: offset, offset_param: offset, limit_param: limit, limit: 10 }\n";
+    let mode = "mode: incremental_merge, unique_key: [id]";
+    let dir = scratch("rest_unique_key");
+    let keyless = |extra: &str| {
+        manifest(&dir, &api, "/offset", &format!("{offset}{extra}"), mode)
+            .replace("  primary_key: [id]\n", "")
+    };
+    let report = run(&keyless(""), None).await.unwrap();
+    assert_eq!(report.rows_written, RECORDS as u64);
+    assert_eq!(ids(&dir).await, (1..=RECORDS).collect::<Vec<_>>());
+
+    run_fails(&keyless("  dedupe: false\n"), None, Kind::KeyViolation).await;
+    assert_eq!(
+        ids(&dir).await.len(),
+        RECORDS as usize,
+        "the target changed"
+    );
+
+    let unknown = manifest(
+        &dir,
+        &api,
+        "/offset",
+        offset,
+        "mode: incremental_merge, unique_key: [nope]",
+    );
+    let unknown = run_fails(&unknown, None, Kind::Config).await;
+    assert_eq!(
+        unknown.field.as_deref(),
+        Some("sink.strategy.unique_key"),
+        "{unknown}"
+    );
+}
+
+/// A read with `incremental` resumes after the largest cursor it loaded: the position
+/// `rest:<column>=<value>` is stored with the state, sent as the parameter of the next run
+/// (which reads only what is new), and kept when nothing new came.
+#[tokio::test]
+async fn the_position_is_the_largest_cursor_read_and_the_next_run_starts_after_it() {
+    let api = MockApi::start(records(20)).await;
+    let dir = scratch("rest_position");
+    let extra = "  records_path: data\n  pagination: { type: cursor, param: cursor, token_path: next_cursor }\n\
+                 \x20 incremental: { cursor_column: updated_at, param: since }\n";
+    // No cursor_column: the position alone keeps the second run to what is new.
+    let yaml = manifest(
+        &dir,
+        &api,
+        "/cursor",
+        extra,
+        "mode: incremental_merge, unique_key: [id]",
+    );
+    let position = async || {
+        let mut db = Db::sqlite(&dir.join("state.db")).await;
+        db.rows("SELECT entry_value FROM dpone_state_entries WHERE entry_key = 'position.source'")
+            .await
+            .first()
+            .and_then(|r| r[0].clone())
+    };
+    assert_eq!(run(&yaml, None).await.unwrap().rows_written, 20);
+    let first = position().await.expect("no position stored");
+    assert!(
+        first.contains(r#"rest:updated_at=\"2024-01-01T00:00:20.000000\""#),
+        "{first}"
+    );
+
+    let mut more = records(20);
+    more.push(record(21, "2024-02-02T00:00:00"));
+    api.set_records(more);
+    let before = api.requests().len();
+    assert_eq!(run(&yaml, None).await.unwrap().rows_read, 1);
+    let asked = api.requests()[before..].join("\n");
+    assert!(asked.contains("since=2024-01-01T00%3A00%3A20"), "{asked}");
+    let second = position().await.unwrap();
+    assert!(second.contains("2024-02-02T00:00:00"), "{second}");
+
+    assert_eq!(run(&yaml, None).await.unwrap().rows_read, 0);
+    assert_eq!(
+        position().await.unwrap(),
+        second,
+        "an empty read keeps the position"
+    );
+    assert_eq!(ids(&dir).await.len(), 21);
+}
+
 /// With `incremental`, the API filters by the stored cursor; the host filters too, so the
 /// run's rows are exactly those past the cursor.
 #[tokio::test]

@@ -14,6 +14,7 @@ mod bigquery;
 mod contenders;
 mod data;
 mod kafka;
+mod mssql;
 mod python;
 mod report;
 mod rest;
@@ -70,6 +71,9 @@ pub enum Only {
     Kafka,
     /// PostgreSQL -> BigQuery (the emulator) full refresh.
     Bigquery,
+    /// PostgreSQL -> SQL Server and back, full refresh: only with a server given by
+    /// DPONE_LIVE_MSSQL_URL (and bcp, sqlcmd on PATH); skipped otherwise.
+    Mssql,
 }
 
 #[derive(Debug, clap::Args)]
@@ -83,8 +87,9 @@ pub struct Options {
     /// The tables to generate and load: narrow (20 mixed columns), wide (120 sparse ones).
     #[arg(long, value_enum, default_value_t = Tables::Both)]
     table: Tables,
-    /// Check that the harness works: 10000 rows, one run, only the Python contenders that are
-    /// already installed, results in target/bench/smoke-results.json (docs untouched).
+    /// Check that the harness works: 10000 rows, one run, the debug build, only the Python
+    /// contenders that are already installed, results in target/bench/smoke-results.json
+    /// (docs untouched).
     #[arg(long)]
     smoke: bool,
     /// Install the Python contenders even with --smoke.
@@ -287,7 +292,14 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
         Tables::Both => vec![Table::narrow(), Table::wide()],
     };
 
-    build::build_all(root, Profile::Release)?;
+    // Times only mean something in release; the smoke run checks the harness, so it takes
+    // the debug build `cargo xtask test` has just made instead of compiling release too.
+    let profile = if options.smoke {
+        Profile::Debug
+    } else {
+        Profile::Release
+    };
+    build::build_all(root, profile)?;
     ensure_gnu_time()?;
 
     let pg = Postgres::new(root)?;
@@ -332,9 +344,9 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
         InstallPolicy::Install
     };
     let tools = python::prepare(root, &dirs, policy);
-    let (host, components) = snapshot_dpone(root, &dirs)?;
+    let (host, components) = snapshot_dpone(root, &dirs, profile)?;
     let kafka_client = if options.wants(Only::Kafka) {
-        build::build_example(root, "kafka_raw_client")?
+        build::build_example(root, "kafka_raw_client", profile)?
     } else {
         PathBuf::new()
     };
@@ -385,6 +397,10 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
     if options.wants(Only::Bigquery) {
         results.push(bigquery::scenario(&lab, runs)?);
     }
+    // Never in a smoke run: a server in the environment is the user's, not the harness's.
+    if options.wants(Only::Mssql) && !options.smoke {
+        results.extend(mssql::scenarios(&lab, runs)?);
+    }
 
     let machine = Machine::collect(root, &lab, rows, runs)?;
     println!();
@@ -420,9 +436,9 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
 
 /// Copy the host and the components into the work folder, so every run of this benchmark
 /// uses the same build even if `target/` is rebuilt meanwhile.
-fn snapshot_dpone(root: &Path, dirs: &Dirs) -> Result<(PathBuf, PathBuf)> {
+fn snapshot_dpone(root: &Path, dirs: &Dirs, profile: Profile) -> Result<(PathBuf, PathBuf)> {
     let host = dirs.work.join("dpone-host");
-    let built = build::host_binary(root, Profile::Release);
+    let built = build::host_binary(root, profile);
     fs::copy(&built, &host).with_context(|| format!("could not copy {}", built.display()))?;
     let components = dirs.work.join("strategies");
     fs::create_dir_all(&components)

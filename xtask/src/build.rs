@@ -193,14 +193,18 @@ pub fn build_host(root: &Path, profile: Profile) -> Result<PathBuf> {
     Ok(host_binary(root, profile))
 }
 
-/// Builds an example of dpone-host in release mode; returns its binary.
-pub fn build_example(root: &Path, name: &str) -> Result<PathBuf> {
-    run_cmd(
-        cargo()
-            .args(["build", "--release", "-p", "dpone-host", "--example", name])
-            .current_dir(root)
-            .env("CARGO_TARGET_DIR", target_dir(root)),
-    )
-    .with_context(|| format!("building the example {name} failed"))?;
-    Ok(target_dir(root).join("release").join("examples").join(name))
+/// Builds an example of dpone-host; returns its binary.
+pub fn build_example(root: &Path, name: &str, profile: Profile) -> Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.args(["build", "-p", "dpone-host", "--example", name])
+        .current_dir(root)
+        .env("CARGO_TARGET_DIR", target_dir(root));
+    if profile == Profile::Release {
+        cmd.arg("--release");
+    }
+    run_cmd(&mut cmd).with_context(|| format!("building the example {name} failed"))?;
+    Ok(target_dir(root)
+        .join(profile.dir_name())
+        .join("examples")
+        .join(name))
 }

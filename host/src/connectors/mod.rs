@@ -582,7 +582,10 @@ pub enum Open {
 pub async fn connect_source(manifest: &crate::manifest::Manifest) -> Result<Box<dyn Source>> {
     #[cfg(feature = "rest")]
     if let crate::manifest::Connection::Rest(c) = &manifest.source {
-        return Ok(Box::new(rest::RestSource::new(c)?));
+        return Ok(Box::new(rest::RestSource::new(
+            c,
+            &manifest.strategy.unique_key(),
+        )?));
     }
     #[cfg(feature = "kafka")]
     if let crate::manifest::Connection::Kafka(c) = &manifest.source {

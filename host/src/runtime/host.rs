@@ -959,11 +959,8 @@ async fn load(p: &mut Pipeline, target: &LoadTarget, scan: &ScanKind) -> Result<
             stats.bytes += batch.get_array_memory_size() as u64;
             if let Some((i, t)) = &cursor
                 && let Some(m) = model::column_max(&batch, *i, t)
-                && stats.max_cursor.as_ref().is_none_or(|cur| {
-                    model::compare_values(&m, cur) == Some(std::cmp::Ordering::Greater)
-                })
             {
-                stats.max_cursor = Some(m);
+                model::keep_max(&mut stats.max_cursor, &m);
             }
             let batch = if target.hashed {
                 let mut columns = batch.columns().to_vec();

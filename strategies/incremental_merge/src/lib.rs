@@ -31,7 +31,7 @@ impl Guest for IncrementalMerge {
                 optional(
                     CURSOR_COLUMN,
                     OptionKind::Text,
-                    "Column that grows when a row changes; without it every run merges the whole source.",
+                    "Column that grows when a row changes; without it every run merges the whole source (of a resumable source, what followed the last run).",
                 ),
             ],
             needs: transactional_needs(true),

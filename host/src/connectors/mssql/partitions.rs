@@ -113,23 +113,20 @@ pub async fn replace(
         }
         _ => return Ok(None),
     };
+    let plan = Plan {
+        target: target_ref,
+        staging: d.table_ref(staging),
+        column: d.quote_ident(column),
+        function,
+        columns: d.column_list(columns),
+    };
     // Held to the end of the transaction: no writer can put an unstaged value into a
     // touched partition between the checks below and the truncation.
-    let lock =
-        format!("SELECT COUNT_BIG(*) FROM {target_ref} WITH (TABLOCKX, HOLDLOCK) WHERE 1 = 0");
+    let lock = plan.lock();
     statements.push(&lock);
     s.query(&Statement::new(lock), &[DataType::Int64]).await?;
-    let staging_ref = d.table_ref(staging);
-    let col = d.quote_ident(column);
-    let partition_of = |c: &str| format!("$PARTITION.{function}({c})");
     let touched: Vec<i64> = s
-        .query(
-            &Statement::new(format!(
-                "SELECT DISTINCT CAST({} AS BIGINT) FROM {staging_ref}",
-                partition_of(&col)
-            )),
-            &[DataType::Int64],
-        )
+        .query(&Statement::new(plan.touched()), &[DataType::Int64])
         .await?
         .into_iter()
         .filter_map(|r| match r.first() {
@@ -142,30 +139,14 @@ pub async fn replace(
     }
     let list: Vec<String> = touched.iter().map(i64::to_string).collect();
     let list = list.join(", ");
-    let in_touched = format!("{} IN ({list})", partition_of(&col));
-    let foreign = count(
-        s,
-        format!(
-            "SELECT COUNT_BIG(*) FROM {target_ref} WHERE {in_touched} AND ({col} IS NULL OR {col} NOT IN \
-             (SELECT {col} FROM {staging_ref} WHERE {col} IS NOT NULL))"
-        ),
-    )
-    .await?;
-    if foreign > 0 {
+    if count(s, plan.foreign(&list)).await? > 0 {
         tracing::info!(
             "the partitions of {target} that staging touches also hold values that are not staged: replacing by delete + insert"
         );
         return Ok(None);
     }
-    let deleted = count(
-        s,
-        format!("SELECT COUNT_BIG(*) FROM {target_ref} WHERE {in_touched}"),
-    )
-    .await?;
-    let column_list = d.column_list(columns);
-    let truncate = format!("TRUNCATE TABLE {target_ref} WITH (PARTITIONS ({list}))");
-    let insert =
-        format!("INSERT INTO {target_ref} ({column_list}) SELECT {column_list} FROM {staging_ref}");
+    let deleted = count(s, plan.deleted(&list)).await?;
+    let (truncate, insert) = (plan.truncate(&list), plan.insert());
     statements.push(&truncate);
     s.execute(&Statement::new(truncate)).await?;
     statements.push(&insert);
@@ -173,17 +154,132 @@ pub async fn replace(
     Ok(Some((deleted, inserted)))
 }
 
+/// The statements of one replacement: `target` partitioned by `function` on `column`,
+/// refilled from `staging` (all quoted already); `list` is the touched partition numbers.
+struct Plan {
+    target: String,
+    staging: String,
+    column: String,
+    function: String,
+    columns: String,
+}
+
+impl Plan {
+    fn partition_of(&self, expr: &str) -> String {
+        format!("$PARTITION.{}({expr})", self.function)
+    }
+
+    fn lock(&self) -> String {
+        format!(
+            "SELECT COUNT_BIG(*) FROM {} WITH (TABLOCKX, HOLDLOCK) WHERE 1 = 0",
+            self.target
+        )
+    }
+
+    /// The partitions staging's values fall in.
+    fn touched(&self) -> String {
+        format!(
+            "SELECT DISTINCT CAST({} AS BIGINT) FROM {}",
+            self.partition_of(&self.column),
+            self.staging
+        )
+    }
+
+    fn in_touched(&self, list: &str) -> String {
+        format!("{} IN ({list})", self.partition_of(&self.column))
+    }
+
+    /// Target rows in the touched partitions whose value staging does not hold.
+    fn foreign(&self, list: &str) -> String {
+        let (col, staging) = (&self.column, &self.staging);
+        format!(
+            "SELECT COUNT_BIG(*) FROM {} WHERE {} AND ({col} IS NULL OR {col} NOT IN \
+             (SELECT {col} FROM {staging} WHERE {col} IS NOT NULL))",
+            self.target,
+            self.in_touched(list)
+        )
+    }
+
+    fn deleted(&self, list: &str) -> String {
+        format!(
+            "SELECT COUNT_BIG(*) FROM {} WHERE {}",
+            self.target,
+            self.in_touched(list)
+        )
+    }
+
+    fn truncate(&self, list: &str) -> String {
+        format!("TRUNCATE TABLE {} WITH (PARTITIONS ({list}))", self.target)
+    }
+
+    fn insert(&self) -> String {
+        format!(
+            "INSERT INTO {target} ({columns}) SELECT {columns} FROM {staging}",
+            target = self.target,
+            columns = self.columns,
+            staging = self.staging
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The catalog query parses as T-SQL; `$PARTITION.f(c)` and `TRUNCATE .. WITH
-    /// (PARTITIONS ..)` are beyond sqlparser's T-SQL grammar and are checked in
-    /// vendor_live.
     #[test]
     fn the_scheme_query_parses() {
         let sql = scheme_sql("[dbo].[or'ders]");
         assert!(sql.contains("OBJECT_ID(N'[dbo].[or''ders]')"), "{sql}");
         crate::connectors::mssql::assert_t_sql(&sql);
+    }
+
+    /// Every statement of a replacement, as text and parsed. `$PARTITION.f(c)` is beyond
+    /// sqlparser's T-SQL grammar: each statement is also parsed with it written as the
+    /// scalar function call `dbo.f(c)` of the same shape. `TRUNCATE .. WITH (PARTITIONS ..)`
+    /// is too: its `TRUNCATE TABLE` is parsed and its partition clause checked as text.
+    #[test]
+    fn the_replacement_statements_parse() {
+        let d = MssqlDialect::default();
+        let plan = Plan {
+            target: d.table_ref(&TableName {
+                schema: Some("dbo".into()),
+                name: "or'ders]".into(),
+            }),
+            staging: "[dbo].[orders__stage]".into(),
+            column: d.quote_ident("day"),
+            function: d.quote_ident("pf_day"),
+            columns: d.column_list(&["id".into(), "day".into()]),
+        };
+        let list = "3, 4";
+        assert_eq!(plan.target, "[dbo].[or'ders]]]");
+        assert_eq!(
+            plan.touched(),
+            "SELECT DISTINCT CAST($PARTITION.[pf_day]([day]) AS BIGINT) FROM [dbo].[orders__stage]"
+        );
+        assert_eq!(
+            plan.deleted(list),
+            "SELECT COUNT_BIG(*) FROM [dbo].[or'ders]]] WHERE $PARTITION.[pf_day]([day]) IN (3, 4)"
+        );
+        assert_eq!(
+            plan.insert(),
+            "INSERT INTO [dbo].[or'ders]]] ([id], [day]) SELECT [id], [day] FROM [dbo].[orders__stage]"
+        );
+        let truncate = plan.truncate(list);
+        assert_eq!(
+            truncate,
+            "TRUNCATE TABLE [dbo].[or'ders]]] WITH (PARTITIONS (3, 4))"
+        );
+        for sql in [
+            plan.lock(),
+            plan.touched(),
+            plan.foreign(list),
+            plan.deleted(list),
+            plan.insert(),
+        ] {
+            crate::connectors::mssql::assert_t_sql(&sql.replace("$PARTITION.", "dbo."));
+        }
+        let (table, partitions) = truncate.split_once(" WITH ").unwrap();
+        crate::connectors::mssql::assert_t_sql(table);
+        assert_eq!(partitions, "(PARTITIONS (3, 4))");
     }
 }

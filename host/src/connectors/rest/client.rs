@@ -16,7 +16,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value as Json;
 
 use super::config::{Auth, KeyIn, Pagination, RestConfig};
-use crate::connectors::json::{at_path, at_path_mut};
+use super::types::Extract;
 use crate::error::{Error, Kind, Result};
 
 /// One HTTP request of a read: a URL with its query.
@@ -25,12 +25,12 @@ pub struct Request {
     url: Url,
 }
 
-/// A response's records, and the page's place in the read.
+/// A response's records, each as its declared cells, and the page's place in the read.
 #[derive(Debug)]
 pub struct Page {
     /// 1-based.
     pub number: u64,
-    pub records: Vec<Json>,
+    pub records: Vec<Vec<Json>>,
 }
 
 /// The client of one REST source.
@@ -46,6 +46,9 @@ pub struct RestClient {
     next_slot: Mutex<Option<Instant>>,
     /// xorshift state for backoff jitter.
     jitter: AtomicU64,
+    /// What a response gives: the records' cells, and the one value the pagination reads
+    /// (`total_path`, `token_path` or `next_path`), if any.
+    extract: Extract,
 }
 
 impl std::fmt::Debug for RestClient {
@@ -118,6 +121,24 @@ impl RestClient {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
             | 1;
+        let cells: Vec<&str> = config
+            .columns
+            .iter()
+            .map(|c| c.path.as_deref().unwrap_or(&c.name))
+            .collect();
+        let paged_by = match &config.pagination {
+            Pagination::PageNumber { total_path, .. } | Pagination::Offset { total_path, .. } => {
+                total_path.as_deref()
+            }
+            Pagination::Cursor { token_path, .. } => Some(token_path.as_str()),
+            Pagination::NextLink { next_path } => Some(next_path.as_str()),
+            Pagination::None | Pagination::LinkHeader => None,
+        };
+        let extract = Extract::new(
+            config.records_path.as_deref().unwrap_or(""),
+            &cells,
+            paged_by.as_slice(),
+        );
         Ok(RestClient {
             http,
             config: config.clone(),
@@ -126,6 +147,7 @@ impl RestClient {
             secrets,
             next_slot: Mutex::new(None),
             jitter: AtomicU64::new(seed),
+            extract,
         })
     }
 
@@ -194,44 +216,39 @@ impl RestClient {
     ) -> Result<(Page, Option<Request>)> {
         let (body, headers) = self.fetch(req).await?;
         let shown = self.shown(req.url.as_str());
-        let mut json: Json = serde_json::from_slice(&body).map_err(|e| {
+        let taken = self.extract.parse(&body).map_err(|e| {
             Error::source(format!(
                 "page {page_number} ({shown}) is not JSON: {e}; it begins {}",
                 self.excerpt(&body)
             ))
         })?;
         let path = self.config.records_path.as_deref().unwrap_or("");
-        let got = match at_path(&json, path) {
-            Some(Json::Array(items)) => items.len() as u64,
-            _ => {
-                return Err(Error::source(format!(
-                    "page {page_number} ({shown}) has no array at records_path `{path}`; it begins {}",
-                    self.excerpt(&body)
-                )));
-            }
+        let Some(records) = taken.records else {
+            return Err(Error::source(format!(
+                "page {page_number} ({shown}) has no array at records_path `{path}`; it begins {}",
+                self.excerpt(&body)
+            )));
         };
+        let got = records.len() as u64;
         let total = fetched + got;
-        let total_reached = |total_path: &Option<String>| {
-            total_path
-                .as_deref()
-                .and_then(|p| at_path(&json, p))
-                .and_then(Json::as_u64)
-                .is_some_and(|expected| total >= expected)
-        };
+        // The value at the pagination's one path: total, token or next URL.
+        let paged_by = taken.extras.first();
         let next = if got == 0 {
             None
         } else {
             match &self.config.pagination {
                 Pagination::None => None,
-                Pagination::PageNumber { total_path, .. }
-                | Pagination::Offset { total_path, .. } => {
-                    if total_reached(total_path) {
+                Pagination::PageNumber { .. } | Pagination::Offset { .. } => {
+                    let total_reached = paged_by
+                        .and_then(Json::as_u64)
+                        .is_some_and(|expected| total >= expected);
+                    if total_reached {
                         None
                     } else {
                         Some(self.paged(self.without_paging(req), total))
                     }
                 }
-                Pagination::Cursor { param, token_path } => match at_path(&json, token_path) {
+                Pagination::Cursor { param, .. } => match paged_by {
                     Some(Json::String(t)) if !t.is_empty() => {
                         let mut url = req.url.clone();
                         set_param(&mut url, param, t);
@@ -251,18 +268,13 @@ impl RestClient {
                     .find_map(next_link)
                     .map(|target| self.follow(&req.url, &target))
                     .transpose()?,
-                Pagination::NextLink { next_path } => match at_path(&json, next_path) {
+                Pagination::NextLink { .. } => match paged_by {
                     Some(Json::String(target)) if !target.is_empty() => {
                         Some(self.follow(&req.url, target)?)
                     }
                     _ => None,
                 },
             }
-        };
-        // Moved out, not copied: a page is in memory once.
-        let records = match at_path_mut(&mut json, path).map(Json::take) {
-            Some(Json::Array(items)) => items,
-            _ => Vec::new(),
         };
         Ok((
             Page {

@@ -9,17 +9,6 @@ use crate::error::{Error, Result};
 use crate::model::{Pushdown, SourceCapabilities};
 use crate::secret::Secret;
 
-/// What a REST API can do, declared once for the run, the matrix and the docs. The API
-/// filters nothing but the cursor parameter a manifest maps (`incremental`), so the host
-/// applies every bound itself; counts and maxima are whole reads.
-pub const SOURCE_CAPABILITIES: SourceCapabilities = SourceCapabilities {
-    pushdown: Pushdown::None,
-    cheap_aggregates: false,
-    resumable: false,
-    row_versions: false,
-    change_feed: false,
-};
-
 /// How the API pages its records. Every style stops at an empty page; `total_path`, where
 /// offered, also stops once that many records came.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -158,10 +147,14 @@ pub struct RestConfig {
     pub concurrency: u32,
     /// The records' columns: JSON carries no schema.
     pub columns: Vec<DeclaredColumn>,
-    /// Columns that identify a record, the source's primary key. A record whose key came
-    /// already in the same read (offset pages shifting under concurrent writes) is skipped.
+    /// Columns that identify a record, the source's primary key: the key a read
+    /// deduplicates by when the strategy names no `unique_key`.
     #[serde(default)]
     pub primary_key: Vec<String>,
+    /// Whether a read keeps only the first record of each key (pages that shift when the
+    /// API's data changes between requests repeat records); default: when there is a key.
+    #[serde(default)]
+    pub dedupe: Option<bool>,
 }
 
 fn no_pagination() -> Pagination {
@@ -184,6 +177,27 @@ fn one() -> u32 {
 const MAX_CONCURRENCY: u32 = 32;
 
 impl RestConfig {
+    /// What this API can do as a source. It filters by nothing but the cursor parameter
+    /// `incremental` maps (the host applies every bound itself as well); counts and maxima
+    /// are whole reads; a read with `incremental` resumes after the largest cursor it read.
+    pub fn source_capabilities(&self) -> SourceCapabilities {
+        SourceCapabilities {
+            pushdown: match self.incremental {
+                Some(_) => Pushdown::CursorOnly,
+                None => Pushdown::None,
+            },
+            cheap_aggregates: false,
+            resumable: self.incremental.is_some(),
+            row_versions: false,
+            change_feed: false,
+        }
+    }
+
+    /// Whether a read skips records whose key came already (see `dedupe`).
+    pub fn dedupes(&self) -> bool {
+        self.dedupe.unwrap_or(true)
+    }
+
     /// Pure checks; `at` is the dotted path of this section.
     pub fn validate(&self, at: &str) -> Result<()> {
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
