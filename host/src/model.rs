@@ -297,6 +297,22 @@ impl Schema {
     }
 
     /// The column called `name`, or a config error at `field`.
+    /// Where each of `names` is among the columns; an error naming `field` for one that is
+    /// not, as [`Schema::require`] gives.
+    pub fn positions(&self, names: &[String], field: &str) -> Result<Vec<usize>> {
+        names
+            .iter()
+            .map(|name| {
+                self.require(name, field)?;
+                Ok(self
+                    .columns
+                    .iter()
+                    .position(|c| &c.name == name)
+                    .expect("required above"))
+            })
+            .collect()
+    }
+
     pub fn require(&self, name: &str, field: &str) -> Result<&Column> {
         self.column(name).ok_or_else(|| {
             let known: Vec<&str> = self.columns.iter().map(|c| c.name.as_str()).collect();

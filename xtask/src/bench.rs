@@ -549,6 +549,15 @@ fn checkpoint(lab: &Lab) -> Result<()> {
     Ok(())
 }
 
+/// `<rows> <sum of ids>` of `qualified` in `db`: what the scenarios that load the records
+/// table elsewhere compare their targets with.
+pub fn rows_and_id_sum(lab: &Lab, db: &str, qualified: &str) -> Result<String> {
+    lab.server.sql(
+        db,
+        &format!("SELECT count(*) || ' ' || sum(id) FROM {qualified}"),
+    )
+}
+
 /// The contenders in turn, starting one further along in each repetition, so none always
 /// runs right after the same other one.
 fn turn_order(rep: u32) -> Vec<Contender> {

@@ -18,6 +18,10 @@
 //!
 //! `since=<timestamp>` keeps the records whose `updated_at` is later (compared as text, so
 //! ISO 8601 in one format).
+//!
+//! Each record is rendered as JSON once, when it is set: a page is those texts joined, so
+//! serving a page costs about its copy and the benchmark measures the clients, not this
+//! server.
 
 use std::sync::{Arc, Mutex};
 
@@ -56,9 +60,23 @@ pub struct Faults {
     pub shifting_offsets: bool,
 }
 
+/// The record set, and each record rendered as JSON text.
+#[derive(Debug, Default)]
+struct Records {
+    values: Vec<Json>,
+    texts: Vec<String>,
+}
+
+impl Records {
+    fn new(values: Vec<Json>) -> Self {
+        let texts = values.iter().map(Json::to_string).collect();
+        Records { values, texts }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
-    records: Vec<Json>,
+    records: Records,
     auth: Auth,
     faults: Faults,
     /// Every request line served, with its headers' names (never values).
@@ -77,7 +95,7 @@ impl MockApi {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(Mutex::new(State {
-            records,
+            records: Records::new(records),
             ..State::default()
         }));
         let shared = state.clone();
@@ -90,7 +108,7 @@ impl MockApi {
     }
 
     pub fn set_records(&self, records: Vec<Json>) {
-        self.state.lock().unwrap().records = records;
+        self.state.lock().unwrap().records = Records::new(records);
     }
 
     pub fn set_auth(&self, auth: Auth) {
@@ -194,7 +212,7 @@ async fn serve(mut socket: tokio::net::TcpStream, state: Arc<Mutex<State>>) {
     if method == "PUT" {
         let status = match serde_json::from_slice::<Vec<Json>>(&body) {
             Ok(records) => {
-                state.lock().unwrap().records = records;
+                state.lock().unwrap().records = Records::new(records);
                 "204 No Content"
             }
             Err(_) => "400 Bad Request",
@@ -265,43 +283,47 @@ fn respond(
     };
     let shifting = f.shifting_offsets;
     let since = param("since");
-    let records: Vec<&Json> = s
-        .records
-        .iter()
-        .filter(|r| match &since {
-            Some(since) => r["updated_at"].as_str().is_some_and(|u| u > since.as_str()),
-            None => true,
-        })
-        .collect();
+    // The records served, by index: those after `since`, when given.
+    let chosen: Vec<usize> = match &since {
+        Some(since) => (0..s.records.values.len())
+            .filter(|&i| {
+                s.records.values[i]["updated_at"]
+                    .as_str()
+                    .is_some_and(|u| u > since.as_str())
+            })
+            .collect(),
+        None => (0..s.records.values.len()).collect(),
+    };
     let limit: usize = param("limit")
         .or_else(|| param("per_page"))
         .and_then(|l| l.parse().ok())
         .unwrap_or(10);
-    let total = records.len();
-    let slice = |from: usize| -> Vec<Json> {
-        records
+    let total = chosen.len();
+    let texts = &s.records.texts;
+    // The JSON array of the chosen records from `from`, `take` of them.
+    let array = |from: usize, take: usize| -> String {
+        let items: Vec<&str> = chosen
             .iter()
             .skip(from)
-            .take(limit)
-            .map(|r| (*r).clone())
-            .collect()
+            .take(take)
+            .map(|&i| texts[i].as_str())
+            .collect();
+        format!("[{}]", items.join(","))
     };
+    let slice = |from: usize| array(from, limit);
     let number = |k: &str, default: usize| param(k).and_then(|v| v.parse().ok()).unwrap_or(default);
-    let ok = |body: Json, extra: String| {
-        (
-            "200 OK".to_string(),
-            extra,
-            body.to_string().into_bytes(),
-            cut,
-            delay,
-        )
-    };
+    let ok =
+        |body: String, extra: String| ("200 OK".to_string(), extra, body.into_bytes(), cut, delay);
+    let text = |v: Option<String>| Json::from(v).to_string();
     match path {
-        "/all" => ok(json!(records), String::new()),
+        "/all" => ok(array(0, total), String::new()),
         "/page" | "/model" => {
             let page = number("page", 1).max(1);
             ok(
-                json!({ "data": slice((page - 1) * limit), "total": total }),
+                format!(
+                    r#"{{"data":{},"total":{total}}}"#,
+                    slice((page - 1) * limit)
+                ),
                 String::new(),
             )
         }
@@ -313,7 +335,7 @@ fn respond(
                 offset
             };
             ok(
-                json!({ "data": slice(from), "total": total }),
+                format!(r#"{{"data":{},"total":{total}}}"#, slice(from)),
                 String::new(),
             )
         }
@@ -321,7 +343,7 @@ fn respond(
             let from = number("cursor", 0);
             let next = (from + limit < total).then(|| (from + limit).to_string());
             ok(
-                json!({ "data": slice(from), "next_cursor": next }),
+                format!(r#"{{"data":{},"next_cursor":{}}}"#, slice(from), text(next)),
                 String::new(),
             )
         }
@@ -336,14 +358,18 @@ fn respond(
             } else {
                 String::new()
             };
-            ok(json!(slice((page - 1) * limit)), link)
+            ok(slice((page - 1) * limit), link)
         }
         "/next" => {
             let page = number("page", 1).max(1);
             let next =
                 (page * limit < total).then(|| format!("/next?page={}&limit={limit}", page + 1));
             ok(
-                json!({ "data": slice((page - 1) * limit), "next": next }),
+                format!(
+                    r#"{{"data":{},"next":{}}}"#,
+                    slice((page - 1) * limit),
+                    text(next)
+                ),
                 String::new(),
             )
         }

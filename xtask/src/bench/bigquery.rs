@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use super::contenders::{self, Contender, Measured};
 use super::data::{Table, quote};
 use super::report::{Outcome, RunRecord, Scenario, ScenarioResult};
-use super::{Lab, SRC_DB, generate, turn_order};
+use super::{Lab, SRC_DB, generate, rows_and_id_sum, turn_order};
 use crate::output;
 
 /// The project in every request; the emulator serves any project it is asked for.
@@ -75,13 +75,7 @@ pub fn scenario(lab: &Lab, runs: u32) -> Result<ScenarioResult> {
         script: lab.dirs.work.join("bigquery_load.py"),
         parquet: lab.dirs.work.join("bigquery_records.parquet"),
     };
-    let expected = lab.server.sql(
-        SRC_DB,
-        &format!(
-            "SELECT count(*) || ' ' || sum(id) FROM public.{}",
-            quote(table.name)
-        ),
-    )?;
+    let expected = rows_and_id_sum(lab, SRC_DB, &format!("public.{}", quote(table.name)))?;
     if let Err(err) = create_dataset(lab, &setup.dataset) {
         for contender in [Contender::Dpone, Contender::Pipe] {
             let failed = Outcome::Failed(format!("first load: {err:#}"));

@@ -18,7 +18,7 @@ use anyhow::{Context, Result, ensure};
 use super::contenders::{self, Contender, Measured};
 use super::data::{Table, quote};
 use super::report::{Outcome, RunRecord, Scenario, ScenarioResult};
-use super::{Lab, SRC_DB, generate, turn_order};
+use super::{Lab, SRC_DB, generate, rows_and_id_sum, turn_order};
 use crate::output;
 
 /// What a topic holds: records, and the wrapping sum of a hash of each `key\tvalue`.
@@ -122,13 +122,7 @@ fn first_run(lab: &Lab, table: &Table, payloads: &Path, topic: &str) -> Result<D
                 .with_context(|| format!("a key without an integer id: {key}"))?,
         );
     }
-    let expected = lab.server.sql(
-        SRC_DB,
-        &format!(
-            "SELECT count(*) || ' ' || sum(id) FROM public.{}",
-            quote(table.name)
-        ),
-    )?;
+    let expected = rows_and_id_sum(lab, SRC_DB, &format!("public.{}", quote(table.name)))?;
     let actual = format!("{} {ids}", digest.records);
     ensure!(
         actual == expected,

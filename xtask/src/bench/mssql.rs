@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail, ensure};
 use super::contenders::{self, Contender, Measured};
 use super::data::{Table, quote};
 use super::report::{Outcome, RunRecord, Scenario, ScenarioResult};
-use super::{DST_DB, Lab, SRC_DB, generate, turn_order};
+use super::{DST_DB, Lab, SRC_DB, generate, rows_and_id_sum, turn_order};
 use crate::output;
 
 /// The variable naming the server, as for `cargo xtask matrix --mode vendor_live`.
@@ -167,13 +167,7 @@ pub fn scenarios(lab: &Lab, runs: u32) -> Result<Vec<ScenarioResult>> {
             .collect());
     };
     let source = generate(lab, &table)?;
-    let expected = lab.server.sql(
-        SRC_DB,
-        &format!(
-            "SELECT count(*) || ' ' || sum(id) FROM public.{}",
-            quote(table.name)
-        ),
-    )?;
+    let expected = rows_and_id_sum(lab, SRC_DB, &format!("public.{}", quote(table.name)))?;
     let file = lab.dirs.work.join("mssql_records.txt");
     export(lab, &table, &file)?;
     let mut results = Vec::new();
@@ -306,7 +300,7 @@ fn run(
                 ),
             )?;
             let measured = contenders::run_dpone(lab, &manifest, name)?;
-            Ok((measured, pg_count_and_sum(lab, &target)?))
+            Ok((measured, rows_and_id_sum(lab, DST_DB, &target)?))
         }
         (_, _) => {
             let target = Contender::Pipe.target(table);
@@ -342,7 +336,7 @@ fn run(
             let mut cmd = contenders::measured(Path::new("sh"), &rss);
             cmd.arg("-c").arg(script).env("PGTZ", "UTC");
             let measured = contenders::run_measured(&mut cmd, &log, &rss)?;
-            Ok((measured, pg_count_and_sum(lab, &target)?))
+            Ok((measured, rows_and_id_sum(lab, DST_DB, &target)?))
         }
     }
 }
@@ -359,13 +353,6 @@ fn manifest(lab: &Lab, name: &str, source: &str, sink: &str) -> Result<PathBuf> 
     let path = lab.dirs.work.join(format!("{name}.yaml"));
     fs::write(&path, text).with_context(|| format!("could not write {}", path.display()))?;
     Ok(path)
-}
-
-fn pg_count_and_sum(lab: &Lab, target: &str) -> Result<String> {
-    lab.server.sql(
-        DST_DB,
-        &format!("SELECT count(*) || ' ' || sum(id) FROM {target}"),
-    )
 }
 
 fn run_quiet(cmd: &mut Command, lab: &Lab, name: &str) -> Result<()> {

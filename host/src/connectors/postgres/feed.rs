@@ -593,7 +593,7 @@ async fn read_changes(
         up_to,
         part: read.part,
     };
-    let key_at = key_positions(schema, window.key)?;
+    let key_at = schema.positions(window.key, "sink.strategy.unique_key")?;
     let compacted = compact(s, table, schema, window, &key_at).await?;
     let mut rows = Vec::new();
     for (key, last) in compacted {
@@ -668,24 +668,6 @@ fn row_json(schema: &Schema, fields: Vec<(usize, Datum)>) -> Result<String> {
         ));
     }
     Ok(format!("{{{}}}", parts.join(",")))
-}
-
-/// Where each key column is in `schema`, looked up once per window.
-fn key_positions(schema: &Schema, key: &[String]) -> Result<Vec<usize>> {
-    key.iter()
-        .map(|k| {
-            schema
-                .columns
-                .iter()
-                .position(|c| &c.name == k)
-                .ok_or_else(|| {
-                    Error::config(
-                        "sink.strategy.unique_key",
-                        format!("`{k}` is not a source column"),
-                    )
-                })
-        })
-        .collect()
 }
 
 /// Decodes the window and keeps each key's last change.

@@ -51,21 +51,7 @@ impl RestSource {
             ));
         }
         let dedupe_by = match config.dedupes() {
-            true => key
-                .iter()
-                .map(|k| {
-                    schema
-                        .columns
-                        .iter()
-                        .position(|c| &c.name == k)
-                        .ok_or_else(|| {
-                            Error::config(
-                                field,
-                                format!("`{k}` is not a declared column of the REST source"),
-                            )
-                        })
-                })
-                .collect::<Result<_>>()?,
+            true => schema.positions(key, field)?,
             false => Vec::new(),
         };
         let columns = config
