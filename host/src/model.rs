@@ -507,20 +507,29 @@ pub fn batch_of(schema: &Schema, rows: &[Vec<Value>]) -> Result<arrow_array::Rec
 
 /// Canonical text of a scaled i128 decimal: `-12.50` for (-1250, 2).
 pub fn decimal_text(unscaled: i128, scale: i8) -> String {
-    if scale <= 0 {
-        let zeros = "0".repeat(scale.unsigned_abs() as usize);
-        return if unscaled == 0 {
-            "0".into()
-        } else {
-            format!("{unscaled}{zeros}")
-        };
+    if unscaled == 0 && scale <= 0 {
+        return "0".into();
     }
-    let scale = scale as usize;
     let digits = unscaled.unsigned_abs().to_string();
-    let digits = format!("{digits:0>width$}", width = scale + 1);
-    let (int, frac) = digits.split_at(digits.len() - scale);
-    let sign = if unscaled < 0 { "-" } else { "" };
-    format!("{sign}{int}.{frac}")
+    let zeros = usize::from(scale.unsigned_abs());
+    let mut out = String::with_capacity(digits.len() + zeros + 3);
+    if unscaled < 0 {
+        out.push('-');
+    }
+    if scale <= 0 {
+        out.push_str(&digits);
+        out.extend(std::iter::repeat_n('0', zeros));
+    } else if digits.len() <= zeros {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', zeros - digits.len()));
+        out.push_str(&digits);
+    } else {
+        let (int, frac) = digits.split_at(digits.len() - zeros);
+        out.push_str(int);
+        out.push('.');
+        out.push_str(frac);
+    }
+    out
 }
 
 /// Parses decimal text into an i128 scaled by `scale`; `None` when it does not fit or

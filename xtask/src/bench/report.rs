@@ -762,6 +762,13 @@ pub fn markdown(lab: &Lab, machine: &Machine, results: &[ScenarioResult]) -> Str
          `INSERT ... SELECT`, one transaction. Sling: `--mode incremental --primary-key id \
          --update-key updated_at`. dlt: `merge` with `primary_key=\"id\"` and \
          `dlt.sources.incremental(\"updated_at\")`.\n\
+         - **REST -> PostgreSQL.** The mock API of `xtask/src/rest_mock.rs` serves the \
+         records table's rows as JSON pages of 10,000 (each record rendered once, so the server \
+         costs about a copy per page). As in the full refresh above, dpone loads once untimed \
+         and each timed run replaces its existing target (`full_refresh`, `unique_key: [id]`, \
+         the read deduplicating by `id`). The limit: a plain client, Python's standard \
+         library fetching the same pages and writing CSV into `psql COPY`, into a table it \
+         creates each run.\n\
          - **PostgreSQL -> Kafka.** A compacted topic keyed by `id` on the private tansu \
          broker (in memory; installed as a debug build, so the broker bounds both contenders). \
          dpone: `full_refresh`, `exactly_once: false` (tansu serves no transactions), into a \

@@ -4,9 +4,9 @@
 //! codec of a value is `connectors/json.rs`, shared with Kafka).
 //!
 //! Contract: memory stays at two pages (`concurrency` pages) plus one batch whatever the
-//! number of pages, plus a 16-byte fingerprint per key seen where a read dedupes (a record
-//! whose key came already in the same read is skipped, as pages shifting under concurrent
-//! writes repeat records). The API filters only by the mapped incremental parameter; every
+//! number of pages, plus a fingerprint (8 or 16 bytes) per key seen where a read dedupes
+//! (a record whose key came already in the same read is skipped, as pages shifting under
+//! concurrent writes repeat records). The API filters only by the mapped incremental parameter; every
 //! bound (cursor range, position, filter, limit) is also applied by the host, so a scan
 //! returns exactly the rows within its bounds whatever the API did with the parameter.
 

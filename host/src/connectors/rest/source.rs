@@ -101,7 +101,7 @@ impl RestSource {
             exhausted: false,
             pages: 0,
             fetched: 0,
-            seen: HashSet::new(),
+            seen: Seen::default(),
         })
     }
 
@@ -208,8 +208,62 @@ struct Pages<'a> {
     exhausted: bool,
     pages: u64,
     fetched: u64,
-    /// 16 bytes a key, where the source dedupes.
-    seen: HashSet<u128>,
+    /// The keys seen, where the source dedupes.
+    seen: Seen,
+}
+
+/// The keys a read has seen, each kept as a fingerprint: 8 bytes for a key of one integer
+/// column (most APIs' ids), 16 for any other.
+#[derive(Debug, Default)]
+struct Seen {
+    ints: HashSet<u64, Spread>,
+    others: HashSet<u128, Spread>,
+}
+
+impl Seen {
+    /// Whether the `key` columns of `row` are new to the read (and now seen).
+    fn insert(&mut self, row: &[Value], key: &[usize]) -> bool {
+        match (key, row) {
+            (&[k], row) if let Value::Int(i) = row[k] => self.ints.insert(mix(i)),
+            _ => self.others.insert(fingerprint(row, key)),
+        }
+    }
+}
+
+/// The set of fingerprints hashes each by its own bits: they are spread evenly already, so
+/// hashing them again would only cost time.
+#[derive(Debug, Default, Clone, Copy)]
+struct Spread;
+
+impl std::hash::BuildHasher for Spread {
+    type Hasher = SpreadHasher;
+
+    fn build_hasher(&self) -> SpreadHasher {
+        SpreadHasher(0)
+    }
+}
+
+#[derive(Debug)]
+struct SpreadHasher(u64);
+
+impl Hasher for SpreadHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.0 = (v as u64) ^ ((v >> 64) as u64);
+    }
 }
 
 impl Drop for Pages<'_> {
@@ -243,7 +297,7 @@ impl Pages<'_> {
                 continue;
             }
             let key = &self.source.dedupe_by;
-            if !key.is_empty() && !self.seen.insert(fingerprint(&row, key)) {
+            if !key.is_empty() && !self.seen.insert(&row, key) {
                 continue;
             }
             rows.push(row);
@@ -514,9 +568,18 @@ impl Source for RestSource {
     }
 }
 
-/// A 128-bit fingerprint of a row's `key` columns: two SipHash sums with fixed keys, so
-/// two distinct keys of one read collide with a chance of about n²/2¹²⁹ (for n = 10⁹
-/// keys, 10⁻²¹).
+/// An integer key, its bits spread for the set's hashing by splitmix64's finalizer: each
+/// step is invertible, so two keys never share a fingerprint.
+fn mix(i: i64) -> u64 {
+    let mut x = i as u64;
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A 128-bit fingerprint of a row's `key` columns: two SipHash sums with fixed keys, so two
+/// distinct keys of one read collide with a chance of about n²/2¹²⁹ (for n = 10⁹ keys,
+/// 10⁻²¹).
 fn fingerprint(row: &[Value], key: &[usize]) -> u128 {
     let sum = |salt: u8| {
         let mut h = std::hash::DefaultHasher::new();
@@ -683,6 +746,13 @@ mod tests {
             fingerprint(&row("a", "bc"), &key),
             fingerprint(&row("a", "bc"), &key)
         );
+        let ints: HashSet<u64> = (-1000..1000).map(mix).collect();
+        assert_eq!(ints.len(), 2000, "integer keys are exact");
+        let mut seen = Seen::default();
+        assert!(seen.insert(&[Value::Int(7)], &[0]));
+        assert!(!seen.insert(&[Value::Int(7)], &[0]));
+        assert!(seen.insert(&[Value::Null], &[0]));
+        assert!(!seen.insert(&[Value::Null], &[0]));
         let nulls = [
             vec![Value::Null, Value::Int(1)],
             vec![Value::Int(1), Value::Null],

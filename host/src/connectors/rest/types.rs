@@ -195,7 +195,11 @@ impl<'de> DeserializeSeed<'de> for At<'_, '_> {
         }
         if node.takes_value() {
             let value = <Json as de::Deserialize>::deserialize(d)?;
-            fill(node, &value, self.slots, self.records.as_mut());
+            match node.slots.as_slice() {
+                // A cell and nothing else (the usual column): moved, not copied.
+                &[slot] if !node.records && node.steps.is_empty() => self.slots[slot] = value,
+                _ => fill(node, &value, self.slots, self.records.as_mut()),
+            }
             return Ok(());
         }
         d.deserialize_any(self)
