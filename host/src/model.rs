@@ -296,7 +296,6 @@ impl Schema {
         self.columns.iter().find(|c| c.name == name)
     }
 
-    /// The column called `name`, or a config error at `field`.
     /// Where each of `names` is among the columns; an error naming `field` for one that is
     /// not, as [`Schema::require`] gives.
     pub fn positions(&self, names: &[String], field: &str) -> Result<Vec<usize>> {
@@ -313,6 +312,7 @@ impl Schema {
             .collect()
     }
 
+    /// The column called `name`, or a config error at `field`.
     pub fn require(&self, name: &str, field: &str) -> Result<&Column> {
         self.column(name).ok_or_else(|| {
             let known: Vec<&str> = self.columns.iter().map(|c| c.name.as_str()).collect();

@@ -23,8 +23,22 @@ struct Node {
     slots: Vec<usize>,
     /// The record array is here (top level only).
     records: bool,
-    /// The next steps: an object field, or an array index in decimal.
-    steps: Vec<(String, Node)>,
+    /// The next steps.
+    steps: Vec<Edge>,
+    /// Every slot at or below this node, and whether the records are: what a key repeated
+    /// in an object resets before its later value is walked, so the last value wins as in
+    /// a parsed tree.
+    below: Vec<usize>,
+    records_below: bool,
+}
+
+/// A step: an object field by name, or (when the name is a number, as `at_path` reads
+/// it) an array element by index.
+#[derive(Debug)]
+struct Edge {
+    name: String,
+    index: Option<usize>,
+    node: Node,
 }
 
 impl Node {
@@ -34,19 +48,41 @@ impl Node {
             return self;
         }
         path.split('.').fold(self, |node, step| {
-            let at = match node.steps.iter().position(|(s, _)| s == step) {
+            let at = match node.steps.iter().position(|e| e.name == step) {
                 Some(at) => at,
                 None => {
-                    node.steps.push((step.to_string(), Node::default()));
+                    node.steps.push(Edge {
+                        name: step.to_string(),
+                        index: step.parse().ok(),
+                        node: Node::default(),
+                    });
                     node.steps.len() - 1
                 }
             };
-            &mut node.steps[at].1
+            &mut node.steps[at].node
         })
     }
 
+    /// Fills in `below` and `records_below`, once every path is added.
+    fn finish(&mut self) {
+        self.below = self.slots.clone();
+        self.records_below = self.records;
+        for edge in &mut self.steps {
+            edge.node.finish();
+            self.below.extend_from_slice(&edge.node.below);
+            self.records_below |= edge.node.records_below;
+        }
+    }
+
     fn step(&self, key: &str) -> Option<&Node> {
-        self.steps.iter().find(|(s, _)| s == key).map(|(_, n)| n)
+        self.steps.iter().find(|e| e.name == key).map(|e| &e.node)
+    }
+
+    fn element(&self, index: usize) -> Option<&Node> {
+        self.steps
+            .iter()
+            .find(|e| e.index == Some(index))
+            .map(|e| &e.node)
     }
 
     /// Whether a value here is taken whole, rather than only walked through.
@@ -88,6 +124,8 @@ impl Extract {
         for (i, path) in column_paths.iter().enumerate() {
             record.add(path).slots.push(i);
         }
+        top.finish();
+        record.finish();
         Extract {
             top,
             record,
@@ -173,9 +211,9 @@ fn fill(node: &Node, value: &Json, slots: &mut [Json], mut records: Option<&mut 
             _ => None,
         };
     }
-    for (step, child) in &node.steps {
-        if let Some(next) = json::at_path(value, step) {
-            fill(child, next, slots, records.as_deref_mut());
+    for edge in &node.steps {
+        if let Some(next) = json::at_path(value, &edge.name) {
+            fill(&edge.node, next, slots, records.as_deref_mut());
         }
     }
 }
@@ -185,6 +223,15 @@ impl<'de> DeserializeSeed<'de> for At<'_, '_> {
 
     fn deserialize<D: Deserializer<'de>>(mut self, d: D) -> std::result::Result<(), D::Error> {
         let node = self.node;
+        // What an earlier value of a repeated key left here gives way to this one.
+        for &slot in &node.below {
+            self.slots[slot] = Json::Null;
+        }
+        if node.records_below
+            && let Some(out) = self.records.as_mut()
+        {
+            *out.out = None;
+        }
         let only_records = node.records && node.slots.is_empty() && node.steps.is_empty();
         if only_records && let Some(out) = self.records.take() {
             *out.out = d.deserialize_any(Records {
@@ -226,9 +273,13 @@ impl<'de> Visitor<'de> for At<'_, '_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> std::result::Result<(), A::Error> {
+        if self.node.steps.is_empty() {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            return Ok(());
+        }
         let mut index = 0usize;
         loop {
-            let more = match self.node.step(&index.to_string()) {
+            let more = match self.node.element(index) {
                 Some(child) => seq.next_element_seed(self.below(child))?.is_some(),
                 None => seq.next_element::<IgnoredAny>()?.is_some(),
             };
@@ -395,12 +446,21 @@ mod tests {
                 { "id": 1, "name": "a", "tag": { "k": "x", "list": [5, 6] }, "skip": { "deep": [1, {"a": 2}] } },
                 { "id": 2, "name": null, "tag": "flat", "na\u006de": "escaped key" },
                 { "id": 3, "id": 4, "tag": { "k": "y\"z" } },
+                { "id": 5, "tag": { "k": 1, "list": [7, 8] }, "tag": "flat" },
                 "not an object",
                 [1, 2]
             ]
         }"#;
         let body: Json = serde_json::from_str(text).unwrap();
-        let columns = ["id", "name", "tag.k", "tag.list.1", "tag", "missing.x"];
+        let columns = [
+            "id",
+            "name",
+            "tag.k",
+            "tag.list.1",
+            "tag",
+            "missing.x",
+            "tag.list.01",
+        ];
         let extras = ["meta.next", "meta.total", "meta.pages.1", "meta", "nope"];
         let extract = Extract::new("data", &columns, &extras);
         let taken = extract.parse(text.as_bytes()).unwrap();
@@ -437,8 +497,11 @@ mod tests {
             &br#"{"result": {"items": {"id": 1}}}"#[..],
             br#"{"other": []}"#,
             b"42",
+            br#"{"result": {"items": [{"id": 1}]}, "result": {}}"#,
         ] {
             assert_eq!(nested.parse(body).unwrap().records, None);
+            let walked = Extract::new("result.items", &["id"], &[]);
+            assert_eq!(walked.parse(body).unwrap().records, None);
         }
         // A records path under a value taken whole is read from that value.
         let taken = nested
