@@ -140,6 +140,8 @@ impl Login {
     }
 }
 
+/// `%XX` decoding of a URL's user or password, as dpone-host's SQL Server config does (the
+/// xtask does not link the host); `+` stays a plus, as in a URL's user info.
 fn percent_decode(text: &str) -> Result<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
