@@ -16,8 +16,9 @@ use dpone_host::error::{Error, Result};
 use dpone_host::manifest::Manifest;
 use dpone_host::matrix;
 use dpone_host::runner::{self, RunOptions};
-use dpone_host::runtime::engine::{Limits, Runtime};
+use dpone_host::runtime::engine::{Needs, Runtime};
 use dpone_host::runtime::report::RunReport;
+use dpone_host::runtime::sandbox::WasiMode;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -323,8 +324,9 @@ async fn dispatch(command: Command) -> Result<()> {
                 target.strategy.as_deref(),
                 &components_dir(&target),
             )?;
-            let loaded = runtime.load(&bytes, &origin, field)?;
-            let info = runner::describe(&runtime, &loaded, &manifest.limits).await?;
+            let loaded = runtime.load(&bytes, &origin, field, manifest.limits.wasi)?;
+            let limits = manifest.limits_for(&loaded.needs);
+            let info = runner::describe(&runtime, &loaded, &limits).await?;
             runner::strategy_options(&info, &manifest.strategy, None)?;
             println!(
                 "{}: valid ({} {}, {} -> {})",
@@ -342,13 +344,43 @@ async fn dispatch(command: Command) -> Result<()> {
             let runtime = Runtime::new(runner::open_cache(&runner::open_work_dir()?))?;
             let (bytes, origin, field) =
                 runner::read_component(None, Some(&component), &PathBuf::new())?;
-            let loaded = runtime.load(&bytes, &origin, field)?;
-            let info = runner::describe(&runtime, &loaded, &Limits::default()).await?;
+            let loaded = runtime.load(&bytes, &origin, field, WasiMode::Virtual)?;
+            let limits = Manifest::default_limits_for(&loaded.needs);
+            let described = std::time::Instant::now();
+            let info = runner::describe(&runtime, &loaded, &limits).await?;
+            let describe_seconds = described.elapsed().as_secs_f64();
             println!("{} {} (sha256 {})", info.name, info.version, loaded.hash);
             println!("  {}", info.description);
             println!(
                 "  needs: transactions={} rename_swap={} mutable_target={}",
                 info.needs.transactions, info.needs.rename_swap, info.needs.mutable_target
+            );
+            println!(
+                "  sandbox: memory_mb={} fuel={} ({})",
+                limits.memory_mb,
+                limits.fuel,
+                if loaded.needs == Needs::default() {
+                    "the defaults"
+                } else {
+                    "declared by the component; the manifest's limits override"
+                }
+            );
+            if loaded.ambient_imports.is_empty() {
+                println!("  wasi: cli and io only (runs under limits.wasi: strict too)");
+            } else {
+                println!(
+                    "  wasi: also imports {} (served virtual: deterministic and empty; refused under limits.wasi: strict)",
+                    loaded.ambient_imports.join(", ")
+                );
+            }
+            println!(
+                "  start: loaded in {:.2} s ({}), describe answered in {describe_seconds:.3} s",
+                loaded.load_seconds,
+                if loaded.cache_hit {
+                    "from the compile cache"
+                } else {
+                    "compiled, now cached"
+                }
             );
             println!("  options:");
             for o in &info.options {

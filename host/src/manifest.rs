@@ -21,7 +21,8 @@ use serde_yaml_ng::Value as Yaml;
 use crate::connectors::TableName;
 use crate::error::{Error, Result};
 use crate::model::{SinkCapabilities, SourceCapabilities};
-use crate::runtime::engine::Limits;
+use crate::runtime::engine::{Limits, MAX_MEMORY_MB, Needs};
+use crate::runtime::sandbox::WasiMode;
 
 /// A connection to one database, selected by `kind`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -234,21 +235,25 @@ pub struct LimitsSection {
     pub message_chars: Option<u64>,
     /// Sink statements a run keeps for its report and plan. Default 1000.
     pub report_statements: Option<u64>,
+    /// Which WASI interfaces the component may import: `virtual` (default) or `strict`.
+    pub wasi: Option<WasiMode>,
 }
 
 impl LimitsSection {
-    /// The limits, defaults filled in.
-    fn resolve(&self) -> Limits {
+    /// The limits of a component that declares `needs`: a value set here wins, then the
+    /// component's declaration, then the default.
+    fn resolve(&self, needs: &Needs) -> Limits {
         let d = Limits::default();
         Limits {
-            fuel: self.fuel.unwrap_or(d.fuel),
-            memory_mb: self.memory_mb.unwrap_or(d.memory_mb),
+            fuel: self.fuel.or(needs.fuel).unwrap_or(d.fuel),
+            memory_mb: self.memory_mb.or(needs.memory_mb).unwrap_or(d.memory_mb),
             state_entries: self.state_entries.unwrap_or(d.state_entries),
             state_bytes: self.state_bytes.unwrap_or(d.state_bytes),
             wall_seconds: self.wall_seconds.unwrap_or(d.wall_seconds),
             log_bytes: self.log_bytes.unwrap_or(d.log_bytes),
             message_chars: self.message_chars.unwrap_or(d.message_chars),
             report_statements: self.report_statements.unwrap_or(d.report_statements),
+            wasi: self.wasi.unwrap_or(d.wasi),
         }
     }
 }
@@ -263,7 +268,11 @@ pub struct Manifest {
     pub strategy: StrategySection,
     /// Where state lives; default: SQLite at `.dpone/state.db`.
     pub state: Connection,
+    /// The limits of a component that declares no needs; a run uses
+    /// [`Manifest::limits_for`] its component.
     pub limits: Limits,
+    /// The `limits` section as written, to resolve it against a component's needs.
+    limits_section: LimitsSection,
 }
 
 #[derive(Deserialize)]
@@ -303,7 +312,7 @@ impl Manifest {
                 e.inner().to_string(),
             )
         })?;
-        let limits = raw.limits.resolve();
+        let limits = raw.limits.resolve(&Needs::default());
         let state = match raw.state {
             Some(s) => s,
             #[cfg(feature = "sqlite")]
@@ -326,9 +335,20 @@ impl Manifest {
             strategy,
             state,
             limits,
+            limits_section: raw.limits,
         };
         manifest.validate()?;
         Ok(manifest)
+    }
+
+    /// The limits of a component declaring `needs` under an empty `limits` section.
+    pub fn default_limits_for(needs: &Needs) -> Limits {
+        LimitsSection::default().resolve(needs)
+    }
+
+    /// The limits of a run of a component declaring `needs`.
+    pub fn limits_for(&self, needs: &Needs) -> Limits {
+        self.limits_section.resolve(needs)
     }
 
     /// Reads and parses a manifest file with the process environment.
@@ -422,10 +442,10 @@ impl Manifest {
                 return Err(Error::config(field, "must be greater than 0"));
             }
         }
-        if !(1..=4096).contains(&l.memory_mb) {
+        if !(1..=MAX_MEMORY_MB).contains(&l.memory_mb) {
             return Err(Error::config(
                 "limits.memory_mb",
-                "must be between 1 and 4096",
+                format!("must be between 1 and {MAX_MEMORY_MB}"),
             ));
         }
         if l.wall_seconds > MAX_WALL_SECONDS {
@@ -624,6 +644,33 @@ sink:
         let err = Manifest::parse(text, &env).unwrap_err();
         assert_eq!(err.kind, crate::Kind::Config, "{err}");
         err.field.unwrap_or_default()
+    }
+
+    #[test]
+    fn a_components_declared_needs_are_defaults_the_manifest_overrides() {
+        let needs = Needs {
+            memory_mb: Some(256),
+            fuel: Some(7),
+        };
+        let m = Manifest::parse(GOOD, &env).unwrap();
+        let l = m.limits_for(&needs);
+        assert_eq!((l.memory_mb, l.fuel), (256, 7));
+        assert_eq!(m.limits_for(&Needs::default()), Limits::default());
+        let m = Manifest::parse(&format!("{GOOD}limits: {{ memory_mb: 100 }}\n"), &env).unwrap();
+        let l = m.limits_for(&needs);
+        assert_eq!((l.memory_mb, l.fuel), (100, 7));
+    }
+
+    #[test]
+    fn the_wasi_mode_is_virtual_unless_strict_is_asked() {
+        let m = Manifest::parse(GOOD, &env).unwrap();
+        assert_eq!(m.limits.wasi, WasiMode::Virtual);
+        let m = Manifest::parse(&format!("{GOOD}limits: {{ wasi: strict }}\n"), &env).unwrap();
+        assert_eq!(m.limits.wasi, WasiMode::Strict);
+        assert_eq!(
+            field_of(&format!("{GOOD}limits: {{ wasi: open }}\n")),
+            "limits.wasi"
+        );
     }
 
     #[test]

@@ -112,7 +112,7 @@ pub async fn describe(
     loaded: &LoadedStrategy,
     limits: &Limits,
 ) -> Result<StrategyInfo> {
-    let state = RunState::new(limits, None);
+    let state = RunState::new(limits, None, "");
     let (mut store, instance) = runtime
         .instantiate(loaded, state, limits)
         .await
@@ -427,8 +427,8 @@ pub async fn prepare(manifest: &Manifest, opts: &RunOptions<'_>) -> Result<Prepa
     let runtime = Runtime::new(open_cache(&work))?;
     let (bytes, origin, field) =
         read_component(Some(manifest), opts.strategy, &opts.components_dir)?;
-    let loaded = runtime.load(&bytes, &origin, field)?;
-    let info = describe(&runtime, &loaded, &manifest.limits).await?;
+    let loaded = runtime.load(&bytes, &origin, field, manifest.limits.wasi)?;
+    let info = describe(&runtime, &loaded, &manifest.limits_for(&loaded.needs)).await?;
     strategy_options(&info, &manifest.strategy, None)?;
     Ok(Prepared {
         runtime,
@@ -691,12 +691,10 @@ impl Run<'_> {
             Progress::new(opts.progress),
         );
         let instantiated = Instant::now();
-        let mut run_state = RunState::new(&manifest.limits, Some(pipeline));
+        let limits = manifest.limits_for(&loaded.needs);
+        let mut run_state = RunState::new(&limits, Some(pipeline), run_id);
         run_state.deadline = Some(self.deadline);
-        let (mut store, instance) = match runtime
-            .instantiate(loaded, run_state, &manifest.limits)
-            .await
-        {
+        let (mut store, instance) = match runtime.instantiate(loaded, run_state, &limits).await {
             Ok(pair) => pair,
             Err((e, run_state)) => {
                 return (
@@ -724,7 +722,7 @@ impl Run<'_> {
         let was_stopped = stopped.is_some();
         let trapped = match (stopped, &outcome) {
             (Some(stop), _) => Some(stop),
-            (None, Some(Err(e))) => Some(classify_trap(e, store.data(), &manifest.limits)),
+            (None, Some(Err(e))) => Some(classify_trap(e, store.data(), &limits)),
             _ => None,
         };
         let mut pipeline = store

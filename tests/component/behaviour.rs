@@ -120,6 +120,16 @@ impl Endpoints {
 }
 
 async fn three_generations(endpoints: Endpoints, name: &str, strategy: &str) {
+    three_generations_of(endpoints, name, strategy, None).await
+}
+
+/// [`three_generations`] of `component` in place of the built-in `strategy` it implements.
+async fn three_generations_of(
+    endpoints: Endpoints,
+    name: &str,
+    strategy: &str,
+    component: Option<&std::path::Path>,
+) {
     let (options, semantics, compound) = strategy_options(strategy);
     let cfg = ModelConfig::from_env(20_261_127, compound, endpoints.domain)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -137,7 +147,7 @@ async fn three_generations(endpoints: Endpoints, name: &str, strategy: &str) {
             let yaml = endpoints.manifest(name, &backfill_options(max_id, endpoints.workers));
             run_campaign(&yaml, Start::Run).await.unwrap();
         } else {
-            run(&endpoints.manifest(name, &options), None)
+            run(&endpoints.manifest(name, &options), component)
                 .await
                 .unwrap_or_else(|e| panic!("{strategy} {label}: {e}"));
         }
@@ -447,3 +457,69 @@ model_cases!(
     scd2,
     backfill
 );
+
+/// The Python `snapshot_diff` (examples/strategies/python) held to the same model, target
+/// and oracle as its Rust twin.
+mod python_twin {
+    use crate::support::component;
+
+    async fn snapshot_diff(pair: &str) {
+        let name = format!("model_py_{pair}_snapshot_diff");
+        let Some(endpoints) = super::endpoints(pair, &name).await else {
+            return;
+        };
+        let python = component("snapshot_diff_py");
+        super::three_generations_of(endpoints, &name, "snapshot_diff", Some(&python)).await;
+    }
+
+    /// The sink statements of a `snapshot_diff` run of `strategy` (`None`: the built-in)
+    /// over a fresh copy of one small source, with the run id and the run's folder taken
+    /// out: what differs between two runs of the same inputs.
+    async fn statements(run_name: &str, strategy: Option<&std::path::Path>) -> Vec<String> {
+        let dir = crate::support::scratch(run_name);
+        let mut src = crate::support::Db::sqlite(&dir.join("src.db")).await;
+        src.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, score REAL)")
+            .await;
+        src.exec("INSERT INTO t VALUES (1, 'a', 1.5), (2, 'b', NULL), (3, 'c', 3.0)")
+            .await;
+        let yaml = format!(
+            "pipeline: twin\n\
+             source: {{ kind: sqlite, path: {d}/src.db, table: t }}\n\
+             sink:\n  kind: sqlite\n  path: {d}/dst.db\n  table: t\n  strategy: {{ mode: snapshot_diff, unique_key: [id] }}\n\
+             state: {{ kind: sqlite, path: {d}/state.db }}\n",
+            d = dir.display()
+        );
+        let report = crate::support::run(&yaml, strategy).await.unwrap();
+        let dir = dir.display().to_string();
+        // Staging tables are named after the run id's first 12 digits.
+        let run = &report.run_id[..12];
+        report
+            .sink_statements
+            .iter()
+            .map(|s| s.replace(run, "<run>").replace(&dir, "<dir>"))
+            .collect()
+    }
+
+    /// Two runs of the Python component on the same inputs make the same host calls, and
+    /// they are the calls its Rust twin makes.
+    #[tokio::test]
+    async fn python_runs_are_deterministic_and_call_the_host_as_the_rust_twin_does() {
+        let python = component("snapshot_diff_py");
+        let first = statements("twin_py_1", Some(&python)).await;
+        let second = statements("twin_py_2", Some(&python)).await;
+        let rust = statements("twin_rust", None).await;
+        assert!(first.len() > 3, "{first:?}");
+        assert_eq!(first, second);
+        assert_eq!(first, rust);
+    }
+
+    #[tokio::test]
+    async fn snapshot_diff_sqlite_to_sqlite() {
+        snapshot_diff("sqlite_to_sqlite").await
+    }
+
+    #[tokio::test]
+    async fn snapshot_diff_postgres_to_postgres() {
+        snapshot_diff("postgres_to_postgres").await
+    }
+}

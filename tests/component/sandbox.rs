@@ -3,7 +3,7 @@
 
 use dpone_host::Kind;
 
-use crate::support::{Db, component, run_fails, scratch};
+use crate::support::{Db, component, run, run_fails, scratch};
 
 /// A manifest over SQLite databases in a fresh directory: an empty source table `t`, a
 /// target `t` the probe may create.
@@ -121,29 +121,135 @@ async fn environment_variables_are_invisible() {
     assert!(!err.message.contains(&home));
 }
 
+/// The hostile components that import clocks, random, files and sockets: the Rust one and
+/// the Python one (whose runtime imports them all).
+const ESCAPERS: [&str; 2] = ["sandbox_escape", "sandbox_probe_py"];
+
 #[tokio::test]
-async fn files_sockets_and_clocks_are_refused_before_the_component_runs() {
+async fn under_strict_wasi_files_sockets_and_clocks_are_refused_before_the_component_runs() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
-    for attack in [
-        "file, target: /etc/passwd",
-        &format!("socket, target: \"{addr}\""),
-        "clock",
-    ] {
-        let yaml = probe_manifest("escape", &format!("attack: {attack}"), "").await;
-        let err = run_fails(&yaml, Some(&component("sandbox_escape")), Kind::Sandbox).await;
-        for refused in ["wasi:filesystem", "wasi:sockets", "wasi:clocks"] {
-            assert!(
-                err.message.contains(refused),
-                "{refused} not named in: {err}"
+    for escaper in ESCAPERS {
+        for attack in [
+            "file, target: /etc/passwd",
+            &format!("socket, target: \"{addr}\""),
+            "clock",
+        ] {
+            let yaml = probe_manifest(
+                "escape_strict",
+                &format!("attack: {attack}"),
+                "limits: { wasi: strict }",
+            )
+            .await;
+            let err = run_fails(&yaml, Some(&component(escaper)), Kind::Sandbox).await;
+            for refused in ["wasi:filesystem", "wasi:sockets", "wasi:clocks", "strict"] {
+                assert!(
+                    err.message.contains(refused),
+                    "{escaper}: {refused} not named in: {err}"
+                );
+            }
+        }
+    }
+    assert!(
+        listener.accept().is_err(),
+        "an escape component reached the socket"
+    );
+}
+
+/// Under the default virtual WASI the components run, and find no file, no network and
+/// no clock but the run's logical time.
+#[tokio::test]
+async fn under_virtual_wasi_files_and_sockets_fail_and_clocks_read_the_logical_time() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    for escaper in ESCAPERS {
+        for attack in [
+            "file, target: /etc/passwd".to_string(),
+            format!("socket, target: \"{addr}\""),
+        ] {
+            let yaml = probe_manifest("escape_virtual", &format!("attack: {attack}"), "").await;
+            let err = run_fails(&yaml, Some(&component(escaper)), Kind::Unsupported).await;
+            assert!(err.message.starts_with("blocked:"), "{escaper}: {err}");
+            assert!(!err.message.contains("LEAKED"), "{escaper}: {err}");
+        }
+        let yaml = probe_manifest("escape_clock", "attack: clock", "").await;
+        let report = run(&yaml, Some(&component(escaper))).await.unwrap();
+        let started = logical_micros(&report.started_at);
+        let said = &report.message;
+        if escaper == "sandbox_escape" {
+            assert_eq!(said, &format!("clock: {}", started / 1_000_000));
+        } else {
+            assert_eq!(
+                said,
+                &format!("clock: wall={started} monotonic={}", started * 1000)
             );
         }
     }
     assert!(
         listener.accept().is_err(),
-        "the escape component reached the socket"
+        "an escape component reached the socket"
     );
+}
+
+/// The run's logical time from a report's `started_at`, microseconds since the epoch.
+fn logical_micros(started_at: &str) -> i64 {
+    dpone_host::model::time::parse_timestamp(started_at)
+        .unwrap_or_else(|| panic!("started_at {started_at:?} is not a timestamp"))
+}
+
+/// A Python component is held by the same limits as a Rust one, with the same errors.
+#[tokio::test]
+async fn a_python_component_is_stopped_by_fuel_and_memory_and_sees_no_environment() {
+    let probe = component("sandbox_probe_py");
+    let yaml = probe_manifest("py_loop", "attack: loop", "limits: { fuel: 2000000000 }").await;
+    let err = run_fails(&yaml, Some(&probe), Kind::Sandbox).await;
+    assert_eq!(err.field.as_deref(), Some("limits.fuel"), "{err}");
+
+    let yaml = probe_manifest("py_alloc", "attack: alloc", "").await;
+    let err = run_fails(&yaml, Some(&probe), Kind::Sandbox).await;
+    assert_eq!(err.field.as_deref(), Some("limits.memory_mb"), "{err}");
+    // The component declares 128 MiB; the manifest's value wins over the declaration.
+    assert!(err.message.contains("limits.memory_mb = 128"), "{err}");
+    let yaml = probe_manifest(
+        "py_alloc_capped",
+        "attack: alloc",
+        "limits: { memory_mb: 40 }",
+    )
+    .await;
+    let err = run_fails(&yaml, Some(&probe), Kind::Sandbox).await;
+    assert!(err.message.contains("limits.memory_mb = 40"), "{err}");
+
+    let home = std::env::var("HOME").expect("the test host has HOME");
+    let yaml = probe_manifest("py_env", "attack: env, target: HOME", "").await;
+    let err = run_fails(&yaml, Some(&probe), Kind::Unsupported).await;
+    assert!(err.message.contains("no variables visible"), "{err}");
+    assert!(!err.message.contains(&home));
+}
+
+/// Randomness comes from the run id: each run reads other bytes, and the same run id
+/// always gives the same ones (unit-tested in `runtime::sandbox`).
+#[tokio::test]
+async fn randomness_differs_between_runs_and_clocks_do_not_advance() {
+    let probe = component("sandbox_probe_py");
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let yaml = probe_manifest("py_entropy", "attack: entropy", "").await;
+        let report = run(&yaml, Some(&probe)).await.unwrap();
+        let started = logical_micros(&report.started_at);
+        assert!(
+            report.message.ends_with(&format!(
+                "clock: wall={started} monotonic={}",
+                started * 1000
+            )),
+            "{}",
+            report.message
+        );
+        seen.push(report.message);
+    }
+    let urandom = |m: &str| m.split_whitespace().nth(1).unwrap().to_string();
+    assert_ne!(urandom(&seen[0]), urandom(&seen[1]));
 }
 
 #[tokio::test]

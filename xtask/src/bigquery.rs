@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::services::{Service, apt_install, port_from_env, running_as_root, tools_dir};
+use crate::services::{Service, install_venv, port_from_env, tools_dir};
 use crate::{output, run_cmd};
 
 const PORT_ENV: &str = "DPONE_BIGQUERY_PORT";
@@ -122,40 +122,11 @@ impl Bigquery {
             "bqemulator {VERSION} is not installed; installing it into {} (once, a couple of minutes)",
             venv.display()
         );
-        Self::remove_half_install(&venv)?;
-        fs::create_dir_all(tools_dir())
-            .with_context(|| format!("could not create {}", tools_dir().display()))?;
-        let create_venv = || run_cmd(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-        if let Err(err) = create_venv() {
-            // Debian's python3 comes without the venv module (and ensurepip): that is
-            // `python3-venv`. Elsewhere the failure is the owner's to fix.
-            if Command::new("dpkg").arg("--version").output().is_err() {
-                return Err(err.context("could not create a Python venv for bqemulator"));
-            }
-            eprintln!("`python3 -m venv` failed; installing Debian's python3-venv and retrying");
-            Self::remove_half_install(&venv)?;
-            apt_install(running_as_root()?, "python3-venv")?;
-            create_venv().context("could not create a Python venv for bqemulator")?;
-        }
-        run_cmd(
-            Command::new(venv.join("bin").join("pip"))
-                .arg("install")
-                .args(PIP_PACKAGES),
-        )
-        .context("could not install bqemulator and DuckDB with pip")?;
+        install_venv(&venv, "bqemulator and DuckDB", PIP_PACKAGES)?;
         run_cmd(Command::new(&python).args(["-c", IMPORT_SPATIAL]))
             .context("could not load DuckDB's spatial extension from the bqemulator venv")?;
         fs::write(Self::marker(), format!("bqemulator {VERSION}\n"))
             .with_context(|| format!("could not write {}", Self::marker().display()))
-    }
-
-    /// Removes what an interrupted install left, so the next one starts from nothing.
-    fn remove_half_install(venv: &Path) -> Result<()> {
-        if venv.exists() {
-            fs::remove_dir_all(venv)
-                .with_context(|| format!("could not remove the half install {}", venv.display()))?;
-        }
-        Ok(())
     }
 
     /// Installs and starts the emulator, and waits until its REST API lists the datasets of

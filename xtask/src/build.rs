@@ -56,7 +56,13 @@ pub fn host_binary(root: &Path, profile: Profile) -> PathBuf {
 pub fn build_all(root: &Path, profile: Profile) -> Result<()> {
     ensure_wasm_target()?;
     phase("building the strategy components (wasm32-wasip2, release)");
-    let components = build_components(root)?;
+    let mut components = build_components(root)?;
+    phase("building the Python strategy components (componentize-py)");
+    match crate::python::build_components(root) {
+        Ok(python) => components.extend(python),
+        // Rust components and the host do not need them; `cargo xtask test` does and fails.
+        Err(err) => println!("skipped the Python components: {err:#}"),
+    }
     phase(&format!(
         "building dpone-host ({}; the first build compiles wasmtime and takes minutes)",
         profile.dir_name()

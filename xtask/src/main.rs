@@ -8,6 +8,7 @@ mod build;
 mod clickhouse;
 mod kafka;
 mod matrix;
+mod python;
 mod quickstart;
 // Its fault and auth switches serve the component tests, which include this file.
 #[allow(dead_code)]

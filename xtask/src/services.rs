@@ -429,6 +429,42 @@ pub fn apt_install(as_root: bool, package: &str) -> Result<()> {
     Ok(())
 }
 
+/// Creates the Python venv `venv` (removing a half install first) and pip-installs
+/// `packages` into it; `what` names the tool in errors. On Debian, installs `python3-venv`
+/// when Python lacks the venv module.
+pub fn install_venv(venv: &Path, what: &str, packages: &[&str]) -> Result<()> {
+    remove_half_install(venv)?;
+    fs::create_dir_all(tools_dir())
+        .with_context(|| format!("could not create {}", tools_dir().display()))?;
+    let create_venv = || run_cmd(Command::new("python3").args(["-m", "venv"]).arg(venv));
+    if let Err(err) = create_venv() {
+        // Debian's python3 comes without the venv module (and ensurepip): that is
+        // `python3-venv`. Elsewhere the failure is the owner's to fix.
+        if Command::new("dpkg").arg("--version").output().is_err() {
+            return Err(err.context(format!("could not create a Python venv for {what}")));
+        }
+        eprintln!("`python3 -m venv` failed; installing Debian's python3-venv and retrying");
+        remove_half_install(venv)?;
+        apt_install(running_as_root()?, "python3-venv")?;
+        create_venv().with_context(|| format!("could not create a Python venv for {what}"))?;
+    }
+    run_cmd(
+        Command::new(venv.join("bin").join("pip"))
+            .arg("install")
+            .args(packages),
+    )
+    .with_context(|| format!("could not install {what} with pip"))
+}
+
+/// Removes what an interrupted install left, so the next one starts from nothing.
+fn remove_half_install(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        fs::remove_dir_all(dir)
+            .with_context(|| format!("could not remove the half install {}", dir.display()))?;
+    }
+    Ok(())
+}
+
 /// Where tools installed for the tests (tansu, bqemulator) are kept across checkouts:
 /// `DPONE_TOOLS_DIR`, default `~/.cache/dpone`.
 pub fn tools_dir() -> PathBuf {

@@ -326,8 +326,9 @@ impl Components {
         let path = self.dir.join(format!("{strategy}.wasm"));
         let described = async {
             let (bytes, origin, field) = runner::read_component(None, Some(&path), &self.dir)?;
-            let loaded = self.runtime.load(&bytes, &origin, field)?;
-            runner::describe(&self.runtime, &loaded, &Limits::default()).await
+            let limits = Limits::default();
+            let loaded = self.runtime.load(&bytes, &origin, field, limits.wasi)?;
+            runner::describe(&self.runtime, &loaded, &limits).await
         }
         .await
         .map_err(|e| format!("component {}: {e}", path.display()));

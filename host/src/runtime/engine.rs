@@ -14,6 +14,7 @@ use wasmtime::{Config, Engine, ResourceLimiter, UpdateDeadline};
 
 use super::bindings::{Strategy, StrategyPre};
 use super::host::RunState;
+use super::sandbox::WasiMode;
 use crate::error::{Error, Kind, Result};
 
 /// Default guest fuel per run: about two seconds of pure guest compute here, far more than
@@ -78,6 +79,8 @@ pub struct Limits {
     pub message_chars: u64,
     /// Sink statements a run keeps for its report and plan.
     pub report_statements: u64,
+    /// Which WASI interfaces the component may import.
+    pub wasi: WasiMode,
 }
 
 impl Default for Limits {
@@ -91,6 +94,7 @@ impl Default for Limits {
             log_bytes: DEFAULT_LOG_BYTES,
             message_chars: DEFAULT_MESSAGE_CHARS,
             report_statements: DEFAULT_REPORT_STATEMENTS,
+            wasi: WasiMode::Virtual,
         }
     }
 }
@@ -161,6 +165,10 @@ pub struct LoadedStrategy {
     /// Time spent loading (cache hit) or compiling (miss), for the run report.
     pub load_seconds: f64,
     pub cache_hit: bool,
+    /// What the component declares it needs: the defaults of its memory and fuel limits.
+    pub needs: Needs,
+    /// The WASI interfaces it imports beyond `wasi:cli` and `wasi:io`, served virtual.
+    pub ambient_imports: Vec<String>,
 }
 
 impl std::fmt::Debug for LoadedStrategy {
@@ -220,10 +228,23 @@ impl Runtime {
 
     /// Loads a component from its bytes: from the cache when compiled before, otherwise
     /// compiled and cached. Refuses, with a config error naming `field`, a file that is
-    /// not a component, imports something the sandbox does not provide, or does not
-    /// export the `dpone:strategy/strategy` world.
-    pub fn load(&self, bytes: &[u8], origin: &str, field: &str) -> Result<LoadedStrategy> {
+    /// not a component, declares malformed needs or does not export the
+    /// `dpone:strategy/strategy` world; with a sandbox error, one that imports something
+    /// `wasi` does not allow.
+    pub fn load(
+        &self,
+        bytes: &[u8],
+        origin: &str,
+        field: &str,
+        wasi: WasiMode,
+    ) -> Result<LoadedStrategy> {
         let started = Instant::now();
+        let needs = Needs::declared(bytes).map_err(|e| {
+            Error::config(
+                field,
+                format!("{origin}: custom section {NEEDS_SECTION}: {e}"),
+            )
+        })?;
         let hash = hex(&Sha256::digest(bytes));
         let mut engine_hash = std::hash::DefaultHasher::new();
         self.engine
@@ -250,7 +271,7 @@ impl Runtime {
             }
         };
         refuse_other_contract(&self.engine, &component, origin, field)?;
-        refuse_ambient_imports(&self.engine, &component, origin)?;
+        refuse_ambient_imports(&self.engine, &component, origin, wasi)?;
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             Error::new(
                 Kind::Sandbox,
@@ -270,6 +291,8 @@ impl Runtime {
             )
         })?;
         Ok(LoadedStrategy {
+            ambient_imports: ambient_imports(&self.engine, &component),
+            needs,
             pre,
             hash,
             load_seconds: started.elapsed().as_secs_f64(),
@@ -399,29 +422,135 @@ fn refuse_other_contract(
     }
 }
 
-/// Import namespaces a strategy may use. Rust's std for wasm32-wasip2 always imports
-/// `wasi:cli` and `wasi:io` (served empty, see [`super::sandbox`]); files, sockets, clocks
-/// and randomness are refused outright, so a component that asks for them never runs and
-/// a run's decisions depend only on what the host gives it.
-const ALLOWED_IMPORTS: [&str; 3] = ["dpone:strategy/", "wasi:io/", "wasi:cli/"];
+/// The WASI interfaces `component` imports beyond `wasi:cli` and `wasi:io`: what
+/// `limits.wasi: strict` refuses.
+fn ambient_imports(engine: &Engine, component: &Component) -> Vec<String> {
+    let plain = WasiMode::Strict.allowed_imports();
+    component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .filter(|name| !plain.iter().any(|p| name.starts_with(p)))
+        .collect()
+}
 
-fn refuse_ambient_imports(engine: &Engine, component: &Component, origin: &str) -> Result<()> {
+/// Refuses a component importing what `wasi` does not allow, before it runs: a run's
+/// decisions depend only on what the host gives it.
+fn refuse_ambient_imports(
+    engine: &Engine,
+    component: &Component,
+    origin: &str,
+    wasi: WasiMode,
+) -> Result<()> {
+    let allowed = wasi.allowed_imports();
     let refused: Vec<String> = component
         .component_type()
         .imports(engine)
         .map(|(name, _)| name.to_string())
-        .filter(|name| !ALLOWED_IMPORTS.iter().any(|p| name.starts_with(p)))
+        .filter(|name| !allowed.iter().any(|p| name.starts_with(p)))
         .collect();
     if refused.is_empty() {
         return Ok(());
     }
+    let why = match wasi {
+        WasiMode::Strict => {
+            "limits.wasi is strict: strategies get no files, sockets, clocks or randomness; `virtual` links them deterministic and empty"
+        }
+        WasiMode::Virtual => "the dpone sandbox links only dpone:strategy and WASI p2",
+    };
     Err(Error::new(
         Kind::Sandbox,
         format!(
-            "{origin} imports {} which the dpone sandbox does not provide (strategies get no files, sockets or ambient clock)",
+            "{origin} imports {} which the dpone sandbox does not provide ({why})",
             refused.join(", ")
         ),
     ))
+}
+
+/// Name of the custom section in which a component declares its needs.
+pub const NEEDS_SECTION: &str = "dpone:needs";
+
+/// The memory and fuel a component declares it needs, in a top-level custom section
+/// [`NEEDS_SECTION`] of `key = value` lines (`memory_mb`, `fuel`). They replace the
+/// defaults of `limits.memory_mb` and `limits.fuel`; a value the manifest sets wins, so
+/// the operator keeps the last word.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    pub memory_mb: Option<u64>,
+    pub fuel: Option<u64>,
+}
+
+impl Needs {
+    /// The needs declared in a component's bytes; none when it has no such section.
+    /// Only the outer component's sections are read: a core module cannot declare them.
+    pub fn declared(bytes: &[u8]) -> std::result::Result<Needs, String> {
+        let mut needs = Needs::default();
+        for text in custom_sections(bytes, NEEDS_SECTION) {
+            let text = std::str::from_utf8(text).map_err(|_| "is not UTF-8".to_string())?;
+            for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                let (key, value) = line
+                    .split_once('=')
+                    .ok_or_else(|| format!("line {line:?} is not key = value"))?;
+                let value: u64 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{} must be a positive integer", key.trim()))?;
+                match key.trim() {
+                    "memory_mb" if (1..=MAX_MEMORY_MB).contains(&value) => {
+                        needs.memory_mb = Some(value)
+                    }
+                    "memory_mb" => {
+                        return Err(format!("memory_mb must be between 1 and {MAX_MEMORY_MB}"));
+                    }
+                    "fuel" if value > 0 => needs.fuel = Some(value),
+                    "fuel" => return Err("fuel must be greater than 0".into()),
+                    other => return Err(format!("unknown key {other:?} (memory_mb, fuel)")),
+                }
+            }
+        }
+        Ok(needs)
+    }
+}
+
+/// The largest `limits.memory_mb`, declared or set.
+pub const MAX_MEMORY_MB: u64 = 4096;
+
+/// The payloads of the top-level custom sections named `name`. Stops quietly at malformed
+/// bytes: compiling the component reports those.
+fn custom_sections<'a>(bytes: &'a [u8], name: &str) -> Vec<&'a [u8]> {
+    let mut found = Vec::new();
+    let mut at = 8; // magic and version/layer
+    while at < bytes.len() {
+        let id = bytes[at];
+        let Some((size, len)) = leb_u32(&bytes[at + 1..]) else {
+            break;
+        };
+        let start = at + 1 + len;
+        let Some(section) = bytes.get(start..start + size as usize) else {
+            break;
+        };
+        if id == 0
+            && let Some((name_len, n)) = leb_u32(section)
+            && let Some(section_name) = section.get(n..n + name_len as usize)
+            && section_name == name.as_bytes()
+        {
+            found.push(&section[n + name_len as usize..]);
+        }
+        at = start + size as usize;
+    }
+    found
+}
+
+/// An unsigned LEB128 u32 and its length in bytes.
+fn leb_u32(bytes: &[u8]) -> Option<(u32, usize)> {
+    let mut value = 0u32;
+    for (i, byte) in bytes.iter().take(5).enumerate() {
+        value |= u32::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
 }
 
 /// Turns a failed guest call into a host error: fuel and memory limits name their
@@ -468,4 +597,59 @@ fn root_cause(e: &wasmtime::Error) -> String {
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A component header followed by `sections` (id, payload).
+    fn component(sections: &[(u8, Vec<u8>)]) -> Vec<u8> {
+        let mut bytes = b"\0asm\x0d\0\x01\0".to_vec();
+        for (id, payload) in sections {
+            bytes.push(*id);
+            bytes.push(u8::try_from(payload.len()).unwrap());
+            bytes.extend(payload);
+        }
+        bytes
+    }
+
+    fn custom(name: &str, text: &str) -> (u8, Vec<u8>) {
+        let mut payload = vec![u8::try_from(name.len()).unwrap()];
+        payload.extend(name.as_bytes());
+        payload.extend(text.as_bytes());
+        (0, payload)
+    }
+
+    #[test]
+    fn needs_are_read_from_the_custom_section() {
+        let bytes = component(&[
+            (1, vec![0; 3]),
+            custom("other", "memory_mb = 9"),
+            custom(NEEDS_SECTION, "memory_mb = 256\nfuel=7\n"),
+        ]);
+        assert_eq!(
+            Needs::declared(&bytes),
+            Ok(Needs {
+                memory_mb: Some(256),
+                fuel: Some(7)
+            })
+        );
+        assert_eq!(Needs::declared(&component(&[])), Ok(Needs::default()));
+    }
+
+    #[test]
+    fn malformed_needs_say_what_is_wrong() {
+        for (text, said) in [
+            ("memory_mb = 0", "between 1 and 4096"),
+            ("memory_mb = 5000", "between 1 and 4096"),
+            ("fuel = -1", "positive integer"),
+            ("fuel = 0", "greater than 0"),
+            ("cpu = 1", "unknown key"),
+            ("memory_mb", "not key = value"),
+        ] {
+            let err = Needs::declared(&component(&[custom(NEEDS_SECTION, text)])).unwrap_err();
+            assert!(err.contains(said), "{text}: {err}");
+        }
+    }
 }

@@ -231,7 +231,7 @@ impl WasiView for RunState {
     }
 }
 
-/// Links the dpone world and the locked-down WASI (see [`super::sandbox`]).
+/// Links the dpone world and the deterministic, empty WASI (see [`super::sandbox`]).
 pub fn add_to_linker(linker: &mut Linker<RunState>) -> Result<()> {
     super::bindings::Strategy::add_to_linker::<RunState, HasSelf<RunState>>(linker, |s| s)
         .map_err(|e| Error::internal(format!("linking the dpone world: {e}")))?;
@@ -240,7 +240,10 @@ pub fn add_to_linker(linker: &mut Linker<RunState>) -> Result<()> {
 }
 
 impl RunState {
-    pub fn new(limits: &Limits, pipeline: Option<Pipeline>) -> Self {
+    /// The store data of an instance: `pipeline` is `None` for describe-only instances;
+    /// `run_id` seeds the instance's WASI randomness ([`super::sandbox`]).
+    pub fn new(limits: &Limits, pipeline: Option<Pipeline>, run_id: &str) -> Self {
+        let now = pipeline.as_ref().map_or(0, |p| p.now_micros);
         RunState {
             limiter: GuestLimiter::new(limits),
             limits: *limits,
@@ -250,7 +253,7 @@ impl RunState {
             deadline: None,
             table: ResourceTable::new(),
             handles: 0,
-            wasi: super::sandbox::wasi_ctx(),
+            wasi: super::sandbox::wasi_ctx(run_id, now),
             pipeline,
         }
     }

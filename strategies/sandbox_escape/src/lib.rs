@@ -7,11 +7,12 @@
 //! - `socket`: opens a TCP connection to `target` (`host:port`);
 //! - `clock`: reads the wall clock.
 //!
-//! These need `wasi:filesystem`, `wasi:sockets` and `wasi:clocks`, which the host refuses
-//! to link: the component must be rejected before it runs. Were it ever instantiated, a
-//! successful attack returns `ok` with a message
-//! saying what leaked (`LEAKED ...`, or `clock: <seconds since the epoch>`); a blocked one
-//! returns `unsupported("blocked: <error>")`. It touches no source, sink or state.
+//! These need `wasi:filesystem`, `wasi:sockets` and `wasi:clocks`. Under `limits.wasi:
+//! strict` the host refuses them: the component must be rejected before it runs. Under the
+//! default `virtual` they are linked empty: a successful attack returns `ok` with a message
+//! saying what leaked (`LEAKED ...`), the clock attack returns `clock: <seconds since the
+//! epoch>` (which must be the run's logical time), a blocked one returns
+//! `unsupported("blocked: <error>")`. It touches no source, sink or state.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

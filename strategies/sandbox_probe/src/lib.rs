@@ -30,7 +30,8 @@
 //! a blocked one returns `unsupported("blocked: <error>")`; the host's own refusals come
 //! back as they are. The first three attacks touch no source, sink or state; the others
 //! create staging tables (the host drops them) and stage state that is never committed. Its sibling `sandbox_escape` tries files, sockets and the clock: those need WASI
-//! imports the host refuses to link, so they live in a component of their own.
+//! imports that `limits.wasi: strict` refuses at load, so they live in a component of their
+//! own.
 
 use std::hint::black_box;
 
