@@ -458,18 +458,21 @@ model_cases!(
     backfill
 );
 
-/// The Python `snapshot_diff` (examples/strategies/python) held to the same model, target
-/// and oracle as its Rust twin.
-mod python_twin {
+/// The Python and JavaScript `snapshot_diff` (examples/strategies/python, .../js) held to
+/// the same model, target and oracle as their Rust twin.
+mod language_twins {
     use crate::support::component;
 
-    async fn snapshot_diff(pair: &str) {
-        let name = format!("model_py_{pair}_snapshot_diff");
+    /// The built twins: the Python and the JavaScript `snapshot_diff`.
+    const TWINS: [&str; 2] = ["snapshot_diff_py", "snapshot_diff_js"];
+
+    async fn snapshot_diff(twin: &str, pair: &str) {
+        let name = format!("model_{twin}_{pair}");
         let Some(endpoints) = super::endpoints(pair, &name).await else {
             return;
         };
-        let python = component("snapshot_diff_py");
-        super::three_generations_of(endpoints, &name, "snapshot_diff", Some(&python)).await;
+        let path = component(twin);
+        super::three_generations_of(endpoints, &name, "snapshot_diff", Some(&path)).await;
     }
 
     /// The sink statements of a `snapshot_diff` run of `strategy` (`None`: the built-in)
@@ -500,26 +503,32 @@ mod python_twin {
             .collect()
     }
 
-    /// Two runs of the Python component on the same inputs make the same host calls, and
-    /// they are the calls its Rust twin makes.
+    /// Two runs of each twin on the same inputs make the same host calls, and they are the
+    /// calls the Rust strategy makes.
     #[tokio::test]
-    async fn python_runs_are_deterministic_and_call_the_host_as_the_rust_twin_does() {
-        let python = component("snapshot_diff_py");
-        let first = statements("twin_py_1", Some(&python)).await;
-        let second = statements("twin_py_2", Some(&python)).await;
+    async fn runs_are_deterministic_and_call_the_host_as_the_rust_twin_does() {
         let rust = statements("twin_rust", None).await;
-        assert!(first.len() > 3, "{first:?}");
-        assert_eq!(first, second);
-        assert_eq!(first, rust);
+        assert!(rust.len() > 3, "{rust:?}");
+        for twin in TWINS {
+            let path = component(twin);
+            let first = statements(&format!("{twin}_1"), Some(&path)).await;
+            let second = statements(&format!("{twin}_2"), Some(&path)).await;
+            assert_eq!(first, second, "{twin}");
+            assert_eq!(first, rust, "{twin}");
+        }
     }
 
     #[tokio::test]
     async fn snapshot_diff_sqlite_to_sqlite() {
-        snapshot_diff("sqlite_to_sqlite").await
+        for twin in TWINS {
+            snapshot_diff(twin, "sqlite_to_sqlite").await
+        }
     }
 
     #[tokio::test]
     async fn snapshot_diff_postgres_to_postgres() {
-        snapshot_diff("postgres_to_postgres").await
+        for twin in TWINS {
+            snapshot_diff(twin, "postgres_to_postgres").await
+        }
     }
 }

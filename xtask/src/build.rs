@@ -6,6 +6,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use crate::languages::Language;
 use crate::{cargo, output, run_cmd};
 
 const WASM_TARGET: &str = "wasm32-wasip2";
@@ -57,11 +58,14 @@ pub fn build_all(root: &Path, profile: Profile) -> Result<()> {
     ensure_wasm_target()?;
     phase("building the strategy components (wasm32-wasip2, release)");
     let mut components = build_components(root)?;
-    phase("building the Python strategy components (componentize-py)");
-    match crate::python::build_components(root) {
-        Ok(python) => components.extend(python),
-        // Rust components and the host do not need them; `cargo xtask test` does and fails.
-        Err(err) => println!("skipped the Python components: {err:#}"),
+    for language in Language::ALL {
+        phase(&format!("building the {language:?} strategy components"));
+        match language.build_components(root) {
+            Ok(built) => components.extend(built),
+            // Rust components and the host do not need them; `cargo xtask test` does and
+            // fails.
+            Err(err) => println!("skipped the {language:?} components: {err:#}"),
+        }
     }
     phase(&format!(
         "building dpone-host ({}; the first build compiles wasmtime and takes minutes)",

@@ -7,8 +7,8 @@ mod bigquery;
 mod build;
 mod clickhouse;
 mod kafka;
+mod languages;
 mod matrix;
-mod python;
 mod quickstart;
 // Its fault and auth switches serve the component tests, which include this file.
 #[allow(dead_code)]
