@@ -32,6 +32,11 @@ const FUEL_YIELD_INTERVAL: u64 = 10_000_000;
 /// loop or call to settle the fuel of its host calls and check its wall-clock deadline.
 const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// The compile cache's size past which the least recently used entries are removed: a
+/// compiled Rust strategy takes 1 to 3 MB, a Python or JavaScript one about 40 MB, and every
+/// rebuild of a component is a new entry.
+pub const CACHE_BYTES: u64 = 1 << 30;
+
 /// Default cap on a pipeline's state entries (`limits.state_entries`).
 pub const DEFAULT_STATE_ENTRIES: u64 = 1000;
 
@@ -301,7 +306,12 @@ impl Runtime {
     }
 
     fn cached(&self, key: &str) -> Option<Component> {
-        let bytes = self.cache.as_ref()?.read(key).ok()?;
+        let dir = self.cache.as_ref()?;
+        let bytes = dir.read(key).ok()?;
+        // The modification time is the entry's last use: eviction keeps the recent ones.
+        if let Ok(file) = dir.open_with(key, cap_std::fs::OpenOptions::new().append(true)) {
+            let _ = file.into_std().set_modified(std::time::SystemTime::now());
+        }
         // SAFETY: the cache directory is the host's own (opened from its configured root);
         // entries are written only by `store_cached` from components this engine compiled,
         // and are keyed by the component's content hash and the engine's compatibility
@@ -325,6 +335,7 @@ impl Runtime {
         if let Err(e) = written {
             tracing::warn!("could not cache the compiled component: {e}");
         }
+        evict(dir, CACHE_BYTES, key);
     }
 
     /// Instantiates a fresh, sandboxed instance for one run. A trapped instance cannot be
@@ -541,6 +552,33 @@ fn custom_sections<'a>(bytes: &'a [u8], name: &str) -> Vec<&'a [u8]> {
     found
 }
 
+/// Removes the least recently used compiled components (`.cwasm`, by modification time)
+/// until the cache holds at most `budget` bytes, never `keep` (the entry just written). A
+/// process loading an entry that is removed meanwhile has it open or compiles it again.
+fn evict(dir: &Dir, budget: u64, keep: &str) {
+    let Ok(entries) = dir.entries() else { return };
+    let mut found: Vec<(std::time::SystemTime, u64, String)> = entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let name = entry.file_name().into_string().ok()?;
+            let meta = entry.metadata().ok()?;
+            let used = meta.modified().ok()?.into_std();
+            name.ends_with(".cwasm").then_some((used, meta.len(), name))
+        })
+        .collect();
+    let mut total: u64 = found.iter().map(|(_, size, _)| size).sum();
+    found.sort();
+    for (_, size, name) in found {
+        if total <= budget {
+            break;
+        }
+        if name != keep && dir.remove_file(&name).is_ok() {
+            tracing::info!("compile cache: removed {name}, the least recently used entry");
+            total -= size;
+        }
+    }
+}
+
 /// An unsigned LEB128 u32 and its length in bytes.
 fn leb_u32(bytes: &[u8]) -> Option<(u32, usize)> {
     let mut value = 0u32;
@@ -619,6 +657,33 @@ mod tests {
         payload.extend(name.as_bytes());
         payload.extend(text.as_bytes());
         (0, payload)
+    }
+
+    #[test]
+    fn the_cache_evicts_the_least_recently_used_entries_past_its_budget() {
+        let root = std::env::temp_dir().join(format!("dpone-evict-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let dir = Dir::open_ambient_dir(&root, cap_std::ambient_authority()).unwrap();
+        let at = |secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        for (name, used) in [("a.cwasm", 3), ("b.cwasm", 1), ("c.cwasm", 2), ("d.cwasm", 4)] {
+            dir.write(name, [0u8; 100]).unwrap();
+            let file = std::fs::File::options()
+                .append(true)
+                .open(root.join(name))
+                .unwrap();
+            file.set_modified(at(used)).unwrap();
+        }
+        dir.write("other.txt", [0u8; 1000]).unwrap();
+        // b is the oldest, but it is the entry just written.
+        evict(&dir, 250, "b.cwasm");
+        let mut left: Vec<String> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["b.cwasm", "d.cwasm", "other.txt"]);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
