@@ -18,6 +18,7 @@ mod mssql;
 mod python;
 mod report;
 mod rest;
+mod startup;
 
 use std::fs;
 use std::io;
@@ -74,6 +75,8 @@ pub enum Only {
     /// PostgreSQL -> SQL Server and back, full refresh: only with a server given by
     /// DPONE_LIVE_MSSQL_URL (and bcp, sqlcmd on PATH); skipped otherwise.
     Mssql,
+    /// Time to first instruction of the same strategy in Rust, Python and JavaScript.
+    Startup,
 }
 
 #[derive(Debug, clap::Args)]
@@ -402,9 +405,16 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
         results.extend(mssql::scenarios(&lab, runs)?);
     }
 
+    let startup = if options.wants(Only::Startup) {
+        startup::measure(&lab)?
+    } else {
+        Vec::new()
+    };
+
     let machine = Machine::collect(root, &lab, rows, runs)?;
     println!();
     print!("{}", report::console(&machine, &results));
+    print!("{}", startup::console(&startup));
     let json_path = lab.dirs.base.join(if options.smoke {
         "smoke-results.json"
     } else {
@@ -412,15 +422,19 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
     });
     fs::write(
         &json_path,
-        serde_json::to_string_pretty(&report::json(&lab, &machine, &results))?,
+        serde_json::to_string_pretty(&{
+            let mut json = report::json(&lab, &machine, &results);
+            json["startup"] = startup::json(&startup);
+            json
+        })?,
     )
     .with_context(|| format!("could not write {}", json_path.display()))?;
     println!("results: {}", json_path.display());
     // A run of some scenarios leaves the page of the last full run as it was.
     if !options.smoke && options.only.is_empty() {
         let docs = root.join(DOCS);
-        fs::write(&docs, report::markdown(&lab, &machine, &results))
-            .with_context(|| format!("could not write {}", docs.display()))?;
+        let page = report::markdown(&lab, &machine, &results) + &startup::markdown(&startup);
+        fs::write(&docs, page).with_context(|| format!("could not write {}", docs.display()))?;
         println!("table: {}", docs.display());
     }
 
