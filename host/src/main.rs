@@ -374,7 +374,7 @@ async fn dispatch(command: Command) -> Result<()> {
                 );
             }
             println!(
-                "  start: loaded in {:.2} s ({}), describe answered in {describe_seconds:.3} s",
+                "  start: loaded in {:.3} s ({}), describe answered in {describe_seconds:.3} s",
                 loaded.load_seconds,
                 if loaded.cache_hit {
                     "from the compile cache"

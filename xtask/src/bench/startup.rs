@@ -141,6 +141,7 @@ const HEADERS: [&str; 7] = [
 
 pub fn console(startup: &[Startup]) -> String {
     let mut out = String::from("\ntime to first instruction (dpone-host strategy inspect):\n");
+    let _ = writeln!(out, "  {}", HEADERS.join(" | "));
     for row in rows(startup) {
         let _ = writeln!(out, "  {}", row.join("  "));
     }
