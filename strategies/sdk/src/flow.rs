@@ -125,7 +125,11 @@ pub fn stage_scan(scan: &source::Scan, options: &StagingOptions) -> Result<Stage
 /// also reads only what followed the position the last finalized run stored.
 pub fn stage_incremental(cursor_column: Option<&str>) -> Result<Staged, DponeError> {
     let resumable = source::describe()?.capabilities.resumable;
-    let since = match resumable.then(|| state::get(POSITION_STATE_KEY)).transpose()?.flatten() {
+    let since = match resumable
+        .then(|| state::get(POSITION_STATE_KEY))
+        .transpose()?
+        .flatten()
+    {
         Some(Value::Text(position)) => Some(position),
         _ => None,
     };
