@@ -268,8 +268,8 @@ pub struct Manifest {
     pub strategy: StrategySection,
     /// Where state lives; default: SQLite at `.dpone/state.db`.
     pub state: Connection,
-    /// The limits of a component that declares no needs; a run uses
-    /// [`Manifest::limits_for`] its component.
+    /// The limits as if the component declared no needs: right for every limit but
+    /// `fuel` and `memory_mb`, which a run takes from [`Manifest::limits_for`].
     pub limits: Limits,
     /// The `limits` section as written, to resolve it against a component's needs.
     limits_section: LimitsSection,

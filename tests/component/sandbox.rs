@@ -143,6 +143,7 @@ async fn under_strict_wasi_files_sockets_and_clocks_are_refused_before_the_compo
             )
             .await;
             let err = run_fails(&yaml, Some(&component(escaper)), Kind::Sandbox).await;
+            assert_eq!(err.field.as_deref(), Some("limits.wasi"), "{err}");
             for refused in ["wasi:filesystem", "wasi:sockets", "wasi:clocks", "strict"] {
                 assert!(
                     err.message.contains(refused),
@@ -207,11 +208,12 @@ async fn a_python_component_is_stopped_by_fuel_and_memory_and_sees_no_environmen
     let err = run_fails(&yaml, Some(&probe), Kind::Sandbox).await;
     assert_eq!(err.field.as_deref(), Some("limits.fuel"), "{err}");
 
+    // The component declares 128 MiB, its cap without a manifest value ...
     let yaml = probe_manifest("py_alloc", "attack: alloc", "").await;
     let err = run_fails(&yaml, Some(&probe), Kind::Sandbox).await;
     assert_eq!(err.field.as_deref(), Some("limits.memory_mb"), "{err}");
-    // The component declares 128 MiB; the manifest's value wins over the declaration.
     assert!(err.message.contains("limits.memory_mb = 128"), "{err}");
+    // ... and the manifest's value wins over the declaration.
     let yaml = probe_manifest(
         "py_alloc_capped",
         "attack: alloc",
@@ -248,8 +250,11 @@ async fn randomness_differs_between_runs_and_clocks_do_not_advance() {
         );
         seen.push(report.message);
     }
-    let urandom = |m: &str| m.split_whitespace().nth(1).unwrap().to_string();
-    assert_ne!(urandom(&seen[0]), urandom(&seen[1]));
+    // "entropy: urandom=.. random=.. uuid4=.. clock: ..": each of the three draws differs.
+    for draw in 1..=3 {
+        let nth = |m: &str| m.split_whitespace().nth(draw).unwrap().to_string();
+        assert_ne!(nth(&seen[0]), nth(&seen[1]), "{seen:?}");
+    }
 }
 
 #[tokio::test]

@@ -62,8 +62,8 @@ pub fn build_all(root: &Path, profile: Profile) -> Result<()> {
         phase(&format!("building the {language:?} strategy components"));
         match language.build_components(root) {
             Ok(built) => components.extend(built),
-            // Rust components and the host do not need them; `cargo xtask test` does and
-            // fails.
+            // Rust components and the host do not need them. No stale copy stays behind
+            // (`build_components` emptied the folder), so a test that needs one fails.
             Err(err) => println!("skipped the {language:?} components: {err:#}"),
         }
     }

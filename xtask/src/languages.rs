@@ -185,9 +185,23 @@ impl Language {
                     .to_string_lossy()
             );
             let built = built_dir.join(format!("{name}.wasm"));
-            if !fresh(&built, &[&dir, &sdk, &root.join("wit")])? {
-                self.build(root, &dir, &built)
+            // The toolchain's install marker and this file (the declared needs) are inputs
+            // too: a new toolchain or new needs rebuild every component.
+            let inputs = [
+                dir.as_path(),
+                &sdk,
+                &root.join("wit"),
+                &self.install_dir().join(".installed"),
+                &root.join("xtask/src/languages.rs"),
+            ];
+            if !fresh(&built, &inputs)? {
+                // Built aside and renamed once every step succeeded: a failed step never
+                // leaves a component that looks fresh.
+                let partial = built.with_extension("partial.wasm");
+                self.build(root, &dir, &partial)
                     .with_context(|| format!("building the component {} failed", dir.display()))?;
+                fs::rename(&partial, &built)
+                    .with_context(|| format!("could not rename {}", partial.display()))?;
             }
             let to = components_dir(root).join(format!("{name}.wasm"));
             fs::copy(&built, &to).with_context(|| {
@@ -225,6 +239,7 @@ fn newest(path: &Path) -> Result<SystemTime> {
     if meta.is_dir() {
         for entry in fs::read_dir(path)? {
             let entry = entry?.path();
+            // componentize-py compiles the sources it bundles there during a build.
             if entry.file_name().is_some_and(|n| n == "__pycache__") {
                 continue;
             }

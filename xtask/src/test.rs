@@ -12,12 +12,13 @@ use crate::kafka::Kafka;
 use crate::services::{Postgres, StopOnDrop};
 use crate::{cargo, run_cmd};
 
-/// Build the components and the host, start the private PostgreSQL, ClickHouse (installing
-/// it from Debian's packages when missing), Kafka broker (installing tansu into the tools
-/// cache when missing) and BigQuery emulator (installing bqemulator into a venv in the tools
-/// cache when missing; componentize-py and componentize-js likewise, for the Python and JavaScript components), run the workspace tests against them,
-/// then the benchmark harness at smoke size (so it does not rot), and stop the servers
-/// again whatever happened.
+/// Build the components (installing componentize-py and componentize-js into the tools
+/// cache when missing, for the Python and JavaScript ones) and the host, start the private
+/// PostgreSQL, ClickHouse (installing it from Debian's packages when missing), Kafka broker
+/// (installing tansu into the tools cache when missing) and BigQuery emulator (installing
+/// bqemulator into a venv in the tools cache when missing), run the workspace tests against
+/// them, then the benchmark harness at smoke size (so it does not rot), and stop the
+/// servers again whatever happened.
 pub fn run(root: &Path, cargo_test_args: &[String]) -> Result<()> {
     // The Python and JavaScript components are optional for a build, not for the tests
     // that run them.

@@ -326,8 +326,10 @@ impl Components {
         let path = self.dir.join(format!("{strategy}.wasm"));
         let described = async {
             let (bytes, origin, field) = runner::read_component(None, Some(&path), &self.dir)?;
-            let limits = Limits::default();
-            let loaded = self.runtime.load(&bytes, &origin, field, limits.wasi)?;
+            let loaded = self
+                .runtime
+                .load(&bytes, &origin, field, Limits::default().wasi)?;
+            let limits = Manifest::default_limits_for(&loaded.needs);
             runner::describe(&self.runtime, &loaded, &limits).await
         }
         .await

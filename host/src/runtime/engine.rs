@@ -99,7 +99,7 @@ impl Default for Limits {
             log_bytes: DEFAULT_LOG_BYTES,
             message_chars: DEFAULT_MESSAGE_CHARS,
             report_statements: DEFAULT_REPORT_STATEMENTS,
-            wasi: WasiMode::Virtual,
+            wasi: WasiMode::default(),
         }
     }
 }
@@ -433,20 +433,25 @@ fn refuse_other_contract(
     }
 }
 
-/// The WASI interfaces `component` imports beyond `wasi:cli` and `wasi:io`: what
-/// `limits.wasi: strict` refuses.
-fn ambient_imports(engine: &Engine, component: &Component) -> Vec<String> {
-    let plain = WasiMode::Strict.allowed_imports();
+/// The imports of `component` outside the namespaces `allowed`.
+fn imports_outside(engine: &Engine, component: &Component, allowed: &[&str]) -> Vec<String> {
     component
         .component_type()
         .imports(engine)
         .map(|(name, _)| name.to_string())
-        .filter(|name| !plain.iter().any(|p| name.starts_with(p)))
+        .filter(|name| !allowed.iter().any(|p| name.starts_with(p)))
         .collect()
 }
 
+/// The WASI interfaces `component` imports beyond `wasi:cli` and `wasi:io`: what
+/// `limits.wasi: strict` refuses.
+fn ambient_imports(engine: &Engine, component: &Component) -> Vec<String> {
+    imports_outside(engine, component, WasiMode::Strict.allowed_imports())
+}
+
 /// Refuses a component importing what `wasi` does not allow, before it runs: a run's
-/// decisions depend only on what the host gives it.
+/// decisions depend only on what the host gives it. Under `strict` the error names
+/// `limits.wasi`, the setting that would let it run.
 fn refuse_ambient_imports(
     engine: &Engine,
     component: &Component,
@@ -454,28 +459,32 @@ fn refuse_ambient_imports(
     wasi: WasiMode,
 ) -> Result<()> {
     let allowed = wasi.allowed_imports();
-    let refused: Vec<String> = component
-        .component_type()
-        .imports(engine)
-        .map(|(name, _)| name.to_string())
-        .filter(|name| !allowed.iter().any(|p| name.starts_with(p)))
-        .collect();
+    let refused = imports_outside(engine, component, allowed);
     if refused.is_empty() {
         return Ok(());
     }
-    let why = match wasi {
-        WasiMode::Strict => {
-            "limits.wasi is strict: strategies get no files, sockets, clocks or randomness; `virtual` links them deterministic and empty"
-        }
-        WasiMode::Virtual => "the dpone sandbox links only dpone:strategy and WASI p2",
+    let namespaces = allowed
+        .iter()
+        .map(|p| p.trim_end_matches('/'))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (field, why) = match wasi {
+        WasiMode::Strict => (
+            Some("limits.wasi".to_string()),
+            format!(
+                "limits.wasi is strict: a strategy may import only {namespaces}; `virtual` links clocks, random, files and sockets deterministic and empty"
+            ),
+        ),
+        WasiMode::Virtual => (None, format!("a strategy may import only {namespaces}")),
     };
-    Err(Error::new(
-        Kind::Sandbox,
-        format!(
+    Err(Error {
+        kind: Kind::Sandbox,
+        field,
+        message: format!(
             "{origin} imports {} which the dpone sandbox does not provide ({why})",
             refused.join(", ")
         ),
-    ))
+    })
 }
 
 /// Name of the custom section in which a component declares its needs.
@@ -484,7 +493,8 @@ pub const NEEDS_SECTION: &str = "dpone:needs";
 /// The memory and fuel a component declares it needs, in a top-level custom section
 /// [`NEEDS_SECTION`] of `key = value` lines (`memory_mb`, `fuel`). They replace the
 /// defaults of `limits.memory_mb` and `limits.fuel`; a value the manifest sets wins, so
-/// the operator keeps the last word.
+/// the operator keeps the last word. A declaration cannot lift the sandbox much: at most
+/// [`MAX_DECLARED_MEMORY_MB`] and [`MAX_DECLARED_FUEL`]; more must be set in the manifest.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Needs {
     pub memory_mb: Option<u64>,
@@ -502,20 +512,22 @@ impl Needs {
                 let (key, value) = line
                     .split_once('=')
                     .ok_or_else(|| format!("line {line:?} is not key = value"))?;
+                let key = key.trim();
+                let max = match key {
+                    "memory_mb" => MAX_DECLARED_MEMORY_MB,
+                    "fuel" => MAX_DECLARED_FUEL,
+                    other => return Err(format!("unknown key {other:?} (memory_mb, fuel)")),
+                };
                 let value: u64 = value
                     .trim()
                     .parse()
-                    .map_err(|_| format!("{} must be a positive integer", key.trim()))?;
-                match key.trim() {
-                    "memory_mb" if (1..=MAX_MEMORY_MB).contains(&value) => {
-                        needs.memory_mb = Some(value)
-                    }
-                    "memory_mb" => {
-                        return Err(format!("memory_mb must be between 1 and {MAX_MEMORY_MB}"));
-                    }
-                    "fuel" if value > 0 => needs.fuel = Some(value),
-                    "fuel" => return Err("fuel must be greater than 0".into()),
-                    other => return Err(format!("unknown key {other:?} (memory_mb, fuel)")),
+                    .ok()
+                    .filter(|v| (1..=max).contains(v))
+                    .ok_or_else(|| format!("{key} must be an integer from 1 to {max}"))?;
+                if key == "memory_mb" {
+                    needs.memory_mb = Some(value);
+                } else {
+                    needs.fuel = Some(value);
                 }
             }
         }
@@ -523,8 +535,14 @@ impl Needs {
     }
 }
 
-/// The largest `limits.memory_mb`, declared or set.
+/// The largest `limits.memory_mb` a manifest may set.
 pub const MAX_MEMORY_MB: u64 = 4096;
+
+/// The most memory a component may declare it needs: a quarter of what a manifest may set.
+pub const MAX_DECLARED_MEMORY_MB: u64 = 1024;
+
+/// The most fuel a component may declare it needs: ten times the default.
+pub const MAX_DECLARED_FUEL: u64 = 10 * DEFAULT_FUEL;
 
 /// The payloads of the top-level custom sections named `name`. Stops quietly at malformed
 /// bytes: compiling the component reports those.
@@ -537,7 +555,10 @@ fn custom_sections<'a>(bytes: &'a [u8], name: &str) -> Vec<&'a [u8]> {
             break;
         };
         let start = at + 1 + len;
-        let Some(section) = bytes.get(start..start + size as usize) else {
+        let Some(section) = start
+            .checked_add(size as usize)
+            .and_then(|end| bytes.get(start..end))
+        else {
             break;
         };
         if id == 0
@@ -579,13 +600,13 @@ fn evict(dir: &Dir, budget: u64, keep: &str) {
     }
 }
 
-/// An unsigned LEB128 u32 and its length in bytes.
+/// An unsigned LEB128 u32 and its length in bytes; `None` when truncated or too large.
 fn leb_u32(bytes: &[u8]) -> Option<(u32, usize)> {
-    let mut value = 0u32;
+    let mut value = 0u64;
     for (i, byte) in bytes.iter().take(5).enumerate() {
-        value |= u32::from(byte & 0x7f) << (7 * i);
+        value |= u64::from(byte & 0x7f) << (7 * i);
         if byte & 0x80 == 0 {
-            return Some((value, i + 1));
+            return Some((u32::try_from(value).ok()?, i + 1));
         }
     }
     None
@@ -641,10 +662,12 @@ pub fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    /// A component header followed by `sections` (id, payload).
+    /// A component header followed by `sections` (id, payload); payloads under 128 bytes,
+    /// so a length is one LEB128 byte.
     fn component(sections: &[(u8, Vec<u8>)]) -> Vec<u8> {
         let mut bytes = b"\0asm\x0d\0\x01\0".to_vec();
         for (id, payload) in sections {
+            assert!(payload.len() < 128);
             bytes.push(*id);
             bytes.push(u8::try_from(payload.len()).unwrap());
             bytes.extend(payload);
@@ -709,13 +732,32 @@ mod tests {
     }
 
     #[test]
+    fn malformed_section_bytes_end_the_search_without_a_panic() {
+        let whole = component(&[custom(NEEDS_SECTION, "memory_mb = 256")]);
+        for cut in 0..whole.len() {
+            assert_eq!(
+                Needs::declared(&whole[..cut]),
+                Ok(Needs::default()),
+                "{cut}"
+            );
+        }
+        // A section size in LEB128 that does not fit a u32, or that runs past the end.
+        let mut huge = component(&[]);
+        huge.extend([0, 0xff, 0xff, 0xff, 0xff, 0x7f]);
+        assert_eq!(Needs::declared(&huge), Ok(Needs::default()));
+        let mut long = component(&[]);
+        long.extend([0, 0x7f, 1, b'x']);
+        assert_eq!(Needs::declared(&long), Ok(Needs::default()));
+    }
+
+    #[test]
     fn malformed_needs_say_what_is_wrong() {
         for (text, said) in [
-            ("memory_mb = 0", "between 1 and 4096"),
-            ("memory_mb = 5000", "between 1 and 4096"),
-            ("fuel = -1", "positive integer"),
-            ("fuel = 0", "greater than 0"),
-            ("cpu = 1", "unknown key"),
+            ("memory_mb = 0", "from 1 to 1024"),
+            ("memory_mb = 2000", "from 1 to 1024"),
+            ("fuel = -1", "from 1 to 200000000000"),
+            ("fuel = 200000000001", "from 1 to 200000000000"),
+            ("cpu = x", "unknown key"),
             ("memory_mb", "not key = value"),
         ] {
             let err = Needs::declared(&component(&[custom(NEEDS_SECTION, text)])).unwrap_err();

@@ -10,7 +10,7 @@
 //! - both clocks frozen at the run's logical time (`clock.now`), so a component reads the
 //!   same time as the contract gives it;
 //! - random bytes from a SHA-256 counter stream seeded by the run id: the same run id gives
-//!   the same bytes, on any machine and host version.
+//!   the same stream on any machine (how a component's reads split it is the component's).
 //!
 //! What a component may import at all is the mode's (`limits.wasi`, [`WasiMode`]): `virtual`
 //! links the interfaces above, `strict` refuses a component that imports clocks, random,
@@ -69,7 +69,7 @@ pub fn wasi_ctx(run_id: &str, now_micros: i64) -> WasiCtx {
         .secure_random(Stream::new(run_id, "random"))
         .insecure_random(Stream::new(run_id, "insecure"))
         .insecure_random_seed(u128::from_le_bytes(
-            Stream::new(run_id, "insecure-seed").block()[..16]
+            Stream::new(run_id, "insecure-seed").next_block()[..16]
                 .try_into()
                 .expect("a SHA-256 block has 32 bytes"),
         ))
@@ -130,7 +130,7 @@ impl Stream {
         }
     }
 
-    fn block(&mut self) -> [u8; 32] {
+    fn next_block(&mut self) -> [u8; 32] {
         let block = Sha256::new()
             .chain_update(self.seed)
             .chain_update(self.counter.to_le_bytes())
@@ -159,7 +159,7 @@ impl rand_core::TryRng for Stream {
     fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
         for byte in dst {
             if self.used == self.block.len() {
-                self.block = self.block();
+                self.block = self.next_block();
                 self.used = 0;
             }
             *byte = self.block[self.used];

@@ -92,7 +92,11 @@ export const transactionalNeeds = (mutableTarget) => ({
  */
 export class Options {
   constructor(options) {
-    this.options = new Map(options);
+    // The first value of a name wins, as in the Rust SDK.
+    this.options = new Map();
+    for (const [name, value] of options) {
+      if (!this.options.has(name)) this.options.set(name, value);
+    }
   }
 
   get(name, tag, kindName) {
@@ -200,11 +204,13 @@ export class Staged {
  * for) and loads the source rows within `bounds`.
  */
 export function stage(bounds, options) {
+  // The scan opens first, as in the Rust SDK: bad bounds fail before staging exists.
+  const scan = source.openScan(bounds);
   log.progress('stage', 0n, undefined);
   const description = source.describe();
   const staging = sink.createStaging(description.schema, options);
   info(`stage: loading ${description.name} into ${staging.name()}`);
-  const stats = sink.load(staging, source.openScan(bounds));
+  const stats = sink.load(staging, scan);
   log.progress('stage', stats.rows, stats.rows);
   return new Staged(description.schema, staging, stats);
 }
@@ -304,6 +310,7 @@ export function dropStaging(staging) {
   }
 }
 
+// A key value in an error message, written as the Rust SDK writes it.
 function display(value) {
   switch (value.tag) {
     case 'null':
@@ -313,6 +320,11 @@ function display(value) {
     case 'text':
     case 'json':
       return JSON.stringify(value.val);
+    case 'date':
+      return `${value.val} days after 1970-01-01`;
+    case 'timestamp':
+    case 'timestamp-tz':
+      return `${value.val} us after 1970-01-01`;
     default:
       return `${value.val}`;
   }

@@ -8,10 +8,12 @@ A Python runtime needs more than dpone's 64 MiB default, so every Python strateg
 its memory this way after `componentize-py` built it. Standard library only.
 """
 
+import os
 import sys
 
 SECTION = b"dpone:needs"
-KEYS = ("memory_mb", "fuel")
+# The most each key may declare (the host refuses more: the manifest must set it).
+KEYS = {"memory_mb": 1024, "fuel": 200_000_000_000}
 
 
 def leb(n: int) -> bytes:
@@ -24,14 +26,16 @@ def leb(n: int) -> bytes:
 
 
 def read_leb(data: bytes, at: int):
-    value, shift = 0, 0
-    while True:
-        byte = data[at]
-        value |= (byte & 0x7F) << shift
-        at += 1
+    """An unsigned LEB128 u32 at `at` and the offset after it."""
+    value = 0
+    for i in range(5):
+        if at + i >= len(data):
+            break
+        byte = data[at + i]
+        value |= (byte & 0x7F) << (7 * i)
         if not byte & 0x80:
-            return value, at
-        shift += 7
+            return value, at + i + 1
+    raise ValueError(f"malformed section header at byte {at}")
 
 
 def without_needs(data: bytes) -> bytes:
@@ -58,8 +62,10 @@ def main(argv) -> int:
     lines = []
     for pair in pairs:
         key, _, value = pair.partition("=")
-        if key not in KEYS or not value.isdigit() or int(value) <= 0:
-            print(f"{pair!r}: expected memory_mb=N or fuel=N with N > 0", file=sys.stderr)
+        good = value.isascii() and value.isdigit() and key in KEYS
+        if not good or not 1 <= int(value) <= KEYS[key]:
+            limits = ", ".join(f"{k}=1..{v}" for k, v in KEYS.items())
+            print(f"{pair!r}: expected {limits}", file=sys.stderr)
             return 2
         lines.append(f"{key} = {int(value)}\n")
     with open(path, "rb") as f:
@@ -68,9 +74,16 @@ def main(argv) -> int:
         print(f"{path} is not a WebAssembly file", file=sys.stderr)
         return 2
     payload = leb(len(SECTION)) + SECTION + "".join(lines).encode()
-    data = without_needs(data) + b"\0" + leb(len(payload)) + payload
-    with open(path, "wb") as f:
+    try:
+        data = without_needs(data) + b"\0" + leb(len(payload)) + payload
+    except (ValueError, IndexError) as err:
+        print(f"{path}: {err}", file=sys.stderr)
+        return 2
+    # Written aside and renamed, so a crash never leaves half a component.
+    partial = path + ".partial"
+    with open(partial, "wb") as f:
         f.write(data)
+    os.replace(partial, path)
     return 0
 
 

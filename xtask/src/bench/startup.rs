@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::Lab;
 use crate::output;
 
-/// Warm loads per component; the median is reported.
+/// Warm loads per component; the one with the median whole-process time is reported.
 const WARM_RUNS: usize = 3;
 
 /// The components measured: the same strategy in each language.
@@ -140,6 +140,9 @@ const HEADERS: [&str; 7] = [
 ];
 
 pub fn console(startup: &[Startup]) -> String {
+    if startup.is_empty() {
+        return String::new();
+    }
     let mut out = String::from("\ntime to first instruction (dpone-host strategy inspect):\n");
     let _ = writeln!(out, "  {}", HEADERS.join(" | "));
     for row in rows(startup) {
@@ -149,12 +152,15 @@ pub fn console(startup: &[Startup]) -> String {
 }
 
 pub fn markdown(startup: &[Startup]) -> String {
+    if startup.is_empty() {
+        return String::new();
+    }
     let mut md = String::from(
         "\n## Time to first instruction\n\n\
          `dpone-host strategy inspect` of the same strategy (`snapshot_diff`) built from \
          Rust, Python (componentize-py) and JavaScript (componentize-js): the load on a cold \
-         compile cache (compiling to native code), then the median of three loads on the warm \
-         cache. The guest's first instruction runs inside `describe`, so load + describe \
+         compile cache (compiling to native code), then on the warm cache the run with the \
+         median whole-process time of three. The guest's first instruction runs inside `describe`, so load + describe \
          bounds it from above. A Python or JavaScript component carries its language \
          runtime, which is what its size and compile time are.\n\n",
     );

@@ -81,7 +81,7 @@ export const { describe, run } = defineStrategy({
       throw invalidConfig(COMPARE, `\`${compare}\` is not a comparison method (use row_hash)`);
     }
     const policy = options.text(DELETE_POLICY) ?? 'hard_delete';
-    if (!(policy in FATE)) {
+    if (!Object.hasOwn(FATE, policy)) {
       throw invalidConfig(DELETE_POLICY, `\`${policy}\` is not hard_delete, soft_delete or ignore`);
     }
     const rowHash = options.text(ROW_HASH_COLUMN) ?? '__dpone__row_hash';

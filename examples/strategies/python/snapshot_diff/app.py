@@ -43,6 +43,11 @@ DELETED_COLUMN = "deleted_column"
 POLICIES = ("hard_delete", "soft_delete", "ignore")
 
 
+def default(value, fallback):
+    """`value` unless the option is absent: an empty text is refused later, as in Rust."""
+    return fallback if value is None else value
+
+
 class SnapshotDiff(Strategy):
     def describe(self) -> StrategyInfo:
         return StrategyInfo(
@@ -82,11 +87,11 @@ class SnapshotDiff(Strategy):
         compare = options.text(COMPARE)
         if compare not in (None, "row_hash"):
             raise invalid_config(COMPARE, f"`{compare}` is not a comparison method (use row_hash)")
-        policy = options.text(DELETE_POLICY) or "hard_delete"
+        policy = default(options.text(DELETE_POLICY), "hard_delete")
         if policy not in POLICIES:
             raise invalid_config(DELETE_POLICY, f"`{policy}` is not hard_delete, soft_delete or ignore")
-        row_hash = options.text(ROW_HASH_COLUMN) or "__dpone__row_hash"
-        deleted = options.text(DELETED_COLUMN) or "__dpone__deleted_at"
+        row_hash = default(options.text(ROW_HASH_COLUMN), "__dpone__row_hash")
+        deleted = default(options.text(DELETED_COLUMN), "__dpone__deleted_at")
 
         staged = stage(whole_source(), scratch(row_hash))
         check_keys(staged.staging, key)

@@ -20,6 +20,7 @@ which `run` lets through, so the host sees the host's own error. Raise your own 
 logs its traceback at error level, then lets it trap (the host reports a sandbox error).
 """
 
+import json
 import traceback
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Tuple, TypeVar
@@ -156,7 +157,10 @@ class Options:
     """
 
     def __init__(self, options: List[Tuple[str, wit_world.OptionValue]]):
-        self._options = dict(options)
+        # The first value of a name wins, as in the Rust SDK.
+        self._options = {}
+        for name, value in options:
+            self._options.setdefault(name, value)
 
     def _get(self, name: str, kind: type, kind_name: str):
         value = self._options.get(name)
@@ -251,11 +255,13 @@ class Staged:
 def stage(bounds: source.ScanBounds, options: sink.StagingOptions) -> Staged:
     """Creates a staging table with the source schema (plus the row hash column `options`
     asks for) and loads the source rows within `bounds`."""
+    # The scan opens first, as in the Rust SDK: bad bounds fail before staging exists.
+    scan = source.open_scan(bounds)
     log.progress("stage", 0, None)
     description = source.describe()
     staging = sink.create_staging(description.schema, options)
     info(f"stage: loading {description.name} into {staging.name()}")
-    stats = sink.load(staging, source.open_scan(bounds))
+    stats = sink.load(staging, scan)
     log.progress("stage", stats.rows, stats.rows)
     return Staged(description.schema, staging, stats)
 
@@ -349,10 +355,20 @@ def drop_staging(staging: sink.Staging) -> None:
 
 
 def _display(value: types.Value) -> str:
+    """A key value in an error message, written as the Rust SDK writes it."""
     if isinstance(value, types.Value_Null):
         return "NULL"
+    if isinstance(value, types.Value_Boolean):
+        return "true" if value.value else "false"
+    if isinstance(value, types.Value_Float):
+        integral = value.value.is_integer() and abs(value.value) < 1e16
+        return str(int(value.value)) if integral else repr(value.value)
+    if isinstance(value, (types.Value_Text, types.Value_Json)):
+        return json.dumps(value.value, ensure_ascii=False)
     if isinstance(value, types.Value_Bytes):
         return f"<{len(value.value)} bytes>"
-    if isinstance(value, (types.Value_Text, types.Value_Json)):
-        return repr(value.value)
+    if isinstance(value, types.Value_Date):
+        return f"{value.value} days after 1970-01-01"
+    if isinstance(value, (types.Value_Timestamp, types.Value_TimestampTz)):
+        return f"{value.value} us after 1970-01-01"
     return str(value.value)
