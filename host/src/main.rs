@@ -324,7 +324,7 @@ async fn dispatch(command: Command) -> Result<()> {
                 target.strategy.as_deref(),
                 &components_dir(&target),
             )?;
-            let loaded = runtime.load(&bytes, &origin, field, manifest.limits.wasi)?;
+            let loaded = runtime.load(&bytes, &origin, field, manifest.limits().wasi)?;
             let limits = manifest.limits_for(&loaded.needs);
             let info = runner::describe(&runtime, &loaded, &limits).await?;
             runner::strategy_options(&info, &manifest.strategy, None)?;

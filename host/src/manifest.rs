@@ -268,11 +268,9 @@ pub struct Manifest {
     pub strategy: StrategySection,
     /// Where state lives; default: SQLite at `.dpone/state.db`.
     pub state: Connection,
-    /// The limits as if the component declared no needs: right for every limit but
-    /// `fuel` and `memory_mb`, which a run takes from [`Manifest::limits_for`].
-    pub limits: Limits,
-    /// The `limits` section as written, to resolve it against a component's needs.
-    limits_section: LimitsSection,
+    /// The `limits` section as written: [`Manifest::limits_for`] resolves it against a
+    /// component's needs.
+    limits: LimitsSection,
 }
 
 #[derive(Deserialize)]
@@ -312,7 +310,6 @@ impl Manifest {
                 e.inner().to_string(),
             )
         })?;
-        let limits = raw.limits.resolve(&Needs::default());
         let state = match raw.state {
             Some(s) => s,
             #[cfg(feature = "sqlite")]
@@ -334,8 +331,7 @@ impl Manifest {
             sink: raw.sink,
             strategy,
             state,
-            limits,
-            limits_section: raw.limits,
+            limits: raw.limits,
         };
         manifest.validate()?;
         Ok(manifest)
@@ -348,7 +344,13 @@ impl Manifest {
 
     /// The limits of a run of a component declaring `needs`.
     pub fn limits_for(&self, needs: &Needs) -> Limits {
-        self.limits_section.resolve(needs)
+        self.limits.resolve(needs)
+    }
+
+    /// The limits of a component that declares no needs: every limit but `fuel` and
+    /// `memory_mb` is the same for any component.
+    pub fn limits(&self) -> Limits {
+        self.limits_for(&Needs::default())
     }
 
     /// Reads and parses a manifest file with the process environment.
@@ -428,7 +430,7 @@ impl Manifest {
                 "the state store keeps its own tables; remove this key",
             ));
         }
-        let l = &self.limits;
+        let l = &self.limits();
         for (field, value) in [
             ("limits.fuel", l.fuel),
             ("limits.state_entries", l.state_entries),
@@ -664,9 +666,9 @@ sink:
     #[test]
     fn the_wasi_mode_is_virtual_unless_strict_is_asked() {
         let m = Manifest::parse(GOOD, &env).unwrap();
-        assert_eq!(m.limits.wasi, WasiMode::Virtual);
+        assert_eq!(m.limits().wasi, WasiMode::Virtual);
         let m = Manifest::parse(&format!("{GOOD}limits: {{ wasi: strict }}\n"), &env).unwrap();
-        assert_eq!(m.limits.wasi, WasiMode::Strict);
+        assert_eq!(m.limits().wasi, WasiMode::Strict);
         assert_eq!(
             field_of(&format!("{GOOD}limits: {{ wasi: open }}\n")),
             "limits.wasi"
@@ -679,7 +681,7 @@ sink:
         assert_eq!(m.pipeline, "orders");
         assert_eq!(m.strategy.mode.as_deref(), Some("incremental_merge"));
         assert_eq!(m.strategy.options.len(), 2);
-        assert_eq!(m.limits, Limits::default());
+        assert_eq!(m.limits(), Limits::default());
         assert_eq!(m.sink_table().schema.as_deref(), Some("analytics"));
         assert!(!m.state_colocated());
         assert!(!format!("{m:?}").contains("hunter2"), "secrets never print");

@@ -427,7 +427,7 @@ pub async fn prepare(manifest: &Manifest, opts: &RunOptions<'_>) -> Result<Prepa
     let runtime = Runtime::new(open_cache(&work))?;
     let (bytes, origin, field) =
         read_component(Some(manifest), opts.strategy, &opts.components_dir)?;
-    let loaded = runtime.load(&bytes, &origin, field, manifest.limits.wasi)?;
+    let loaded = runtime.load(&bytes, &origin, field, manifest.limits().wasi)?;
     let info = describe(&runtime, &loaded, &manifest.limits_for(&loaded.needs)).await?;
     strategy_options(&info, &manifest.strategy, None)?;
     Ok(Prepared {
@@ -517,7 +517,7 @@ pub async fn run_prepared(
         run_id: &run_id,
         now,
         chunk,
-        deadline: Instant::now() + Duration::from_secs(manifest.limits.wall_seconds),
+        deadline: Instant::now() + Duration::from_secs(manifest.limits().wall_seconds),
     };
     let result = run.execute(&mut report).await;
     report.wall_seconds = started.elapsed().as_secs_f64();
@@ -560,7 +560,7 @@ impl Run<'_> {
         tokio::select! {
             out = work => Ok(out),
             () = tokio::time::sleep_until(self.deadline.into()) => {
-                Err(deadline_passed(&self.manifest.limits))
+                Err(deadline_passed(&self.manifest.limits()))
             }
             stop = stop::requested() => Err(stop),
         }
@@ -736,10 +736,10 @@ impl Run<'_> {
             (Some(e), _) => Err(e),
             (None, Some(Ok(Ok(summary)))) => {
                 report.rows_deleted = summary.rows_deleted;
-                report.message = text::clean(&summary.message, manifest.limits.message_len());
+                report.message = text::clean(&summary.message, limits.message_len());
                 Ok(())
             }
-            (None, Some(Ok(Err(guest)))) => Err(guest_error(guest, &manifest.limits)),
+            (None, Some(Ok(Err(guest)))) => Err(guest_error(guest, &limits)),
             (None, _) => unreachable!("a failed or stopped call is classified above"),
         };
         if result.is_ok() && pipeline.sink.in_transaction() {

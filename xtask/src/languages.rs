@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 
 use crate::build::{components_dir, target_dir};
 use crate::run_cmd;
-use crate::services::{install_venv, tools_dir};
+use crate::services::{install_venv, remove_half_install, tools_dir};
 
 /// A language whose components the build makes.
 #[derive(Debug, Clone, Copy)]
@@ -74,10 +74,7 @@ impl Language {
                 install_venv(&dir, tool, &[&format!("componentize-py=={version}")])?
             }
             Language::JavaScript => {
-                if dir.exists() {
-                    fs::remove_dir_all(&dir)
-                        .with_context(|| format!("could not remove {}", dir.display()))?;
-                }
+                remove_half_install(&dir)?;
                 fs::create_dir_all(&dir)
                     .with_context(|| format!("could not create {}", dir.display()))?;
                 run_cmd(
@@ -86,7 +83,7 @@ impl Language {
                         .arg(&dir)
                         .arg(format!("@bytecodealliance/componentize-js@{version}")),
                 )
-                .context("could not install componentize-js with npm (needs Node.js 20+)")?
+                .context("could not install componentize-js with npm (used here with Node.js 20)")?
             }
         }
         fs::write(&marker, format!("{tool} {version}\n"))
@@ -215,7 +212,7 @@ impl Language {
 
 /// What a Python component declares it needs. Measured: CPython's snapshot starts at 14 MiB
 /// of linear memory, and the snapshot_diff example runs within 16 MiB and 30,000,000 fuel
-/// (12 host calls of it) on a small table, so fuel keeps its default. Memory gets twice the
+/// (host calls included) on a small table, so fuel keeps its default. Memory gets twice the
 /// Rust default: a Python object is several times the size of the Rust value it stands for,
 /// and a strategy may hold up to 10,000 `distinct-values` at once.
 const PYTHON_NEEDS: &[&str] = &["memory_mb=128"];

@@ -457,7 +457,7 @@ pub fn install_venv(venv: &Path, what: &str, packages: &[&str]) -> Result<()> {
 }
 
 /// Removes what an interrupted install left, so the next one starts from nothing.
-fn remove_half_install(dir: &Path) -> Result<()> {
+pub fn remove_half_install(dir: &Path) -> Result<()> {
     if dir.exists() {
         fs::remove_dir_all(dir)
             .with_context(|| format!("could not remove the half install {}", dir.display()))?;

@@ -608,7 +608,7 @@ pub async fn connect_sink(
     run_id: &str,
     dry_run: bool,
 ) -> Result<Box<dyn Sink>> {
-    let statements = StatementLog::new(manifest.limits.report_statements);
+    let statements = StatementLog::new(manifest.limits().report_statements);
     #[cfg(feature = "kafka")]
     if let crate::manifest::Connection::Kafka(c) = &manifest.sink {
         let sink =
