@@ -215,6 +215,81 @@ impl StrategySection {
     }
 }
 
+/// The `transfer` section: how rows move from the source into staging. Its settings
+/// change how fast a load runs, never what it writes.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Transfer {
+    /// Forward rows undecoded when the source and the staging table share a bulk wire
+    /// format and column types (PostgreSQL -> PostgreSQL binary COPY). Default true;
+    /// `false` sends every row through Arrow.
+    pub pass_through: bool,
+    /// How many streams read a whole-table scan at once, each on its own connection in
+    /// one shared snapshot, each with its own writer into staging.
+    pub parallelism: Parallelism,
+}
+
+impl Default for Transfer {
+    fn default() -> Self {
+        Transfer {
+            pass_through: true,
+            parallelism: Parallelism::Auto,
+        }
+    }
+}
+
+/// `transfer.parallelism`: `auto` or a number of streams, 1 to [`Parallelism::MAX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Parallelism {
+    /// One stream per [`Parallelism::AUTO_BYTES`] of table, at most
+    /// [`Parallelism::AUTO_MAX`].
+    #[default]
+    Auto,
+    Streams(u32),
+}
+
+impl Parallelism {
+    pub const MAX: u32 = 16;
+    /// The table size each stream of `auto` reads: below twice this a scan is one stream,
+    /// since opening connections and a shared snapshot costs more than it saves.
+    pub const AUTO_BYTES: u64 = 128 << 20;
+    /// `auto` streams at most: more only contend for the server's cores and disk.
+    pub const AUTO_MAX: u32 = 4;
+
+    /// The streams for a table of `bytes` on disk.
+    pub fn streams(self, bytes: u64) -> u32 {
+        match self {
+            Parallelism::Streams(n) => n,
+            Parallelism::Auto => u32::try_from(bytes / Self::AUTO_BYTES)
+                .map_or(Self::AUTO_MAX, |n| n.clamp(1, Self::AUTO_MAX)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Parallelism {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Streams(u64),
+            Word(String),
+        }
+        let bad = || {
+            serde::de::Error::custom(format!(
+                "`auto` or a number of streams from 1 to {}",
+                Parallelism::MAX
+            ))
+        };
+        match Written::deserialize(d)? {
+            Written::Word(w) if w == "auto" => Ok(Parallelism::Auto),
+            Written::Streams(n) if (1..=u64::from(Parallelism::MAX)).contains(&n) => {
+                Ok(Parallelism::Streams(n as u32))
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
 /// The `limits` section: the sandbox of the strategy component.
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
@@ -271,6 +346,7 @@ pub struct Manifest {
     /// The `limits` section as written: [`Manifest::limits_for`] resolves it against a
     /// component's needs.
     limits: LimitsSection,
+    pub transfer: Transfer,
 }
 
 #[derive(Deserialize)]
@@ -283,6 +359,8 @@ struct RawManifest {
     state: Option<Connection>,
     #[serde(default)]
     limits: LimitsSection,
+    #[serde(default)]
+    transfer: Transfer,
 }
 
 /// The longest `limits.wall_seconds`: a deadline must be one a timer can hold.
@@ -332,6 +410,7 @@ impl Manifest {
             strategy,
             state,
             limits: raw.limits,
+            transfer: raw.transfer,
         };
         manifest.validate()?;
         Ok(manifest)
@@ -673,6 +752,42 @@ sink:
             field_of(&format!("{GOOD}limits: {{ wasi: open }}\n")),
             "limits.wasi"
         );
+    }
+
+    #[test]
+    fn transfer_defaults_to_pass_through_and_auto_streams() {
+        let m = Manifest::parse(GOOD, &env).unwrap();
+        assert_eq!(m.transfer, Transfer::default());
+        assert!(m.transfer.pass_through);
+        assert_eq!(m.transfer.parallelism, Parallelism::Auto);
+        let yaml = format!("{GOOD}transfer: {{ pass_through: false, parallelism: 3 }}\n");
+        let m = Manifest::parse(&yaml, &env).unwrap();
+        assert!(!m.transfer.pass_through);
+        assert_eq!(m.transfer.parallelism, Parallelism::Streams(3));
+        let m =
+            Manifest::parse(&format!("{GOOD}transfer: {{ parallelism: auto }}\n"), &env).unwrap();
+        assert_eq!(m.transfer.parallelism, Parallelism::Auto);
+        for bad in ["0", "17", "-1", "many", "2.5"] {
+            let yaml = format!("{GOOD}transfer: {{ parallelism: {bad} }}\n");
+            assert_eq!(field_of(&yaml), "transfer.parallelism", "{bad}");
+        }
+        assert_eq!(
+            field_of(&format!("{GOOD}transfer: {{ streams: 2 }}\n")),
+            "transfer.streams"
+        );
+    }
+
+    #[test]
+    fn auto_parallelism_grows_with_the_table_up_to_its_cap() {
+        let mib = 1 << 20;
+        assert_eq!(Parallelism::Auto.streams(0), 1);
+        assert_eq!(Parallelism::Auto.streams(255 * mib), 1);
+        assert_eq!(Parallelism::Auto.streams(256 * mib), 2);
+        assert_eq!(
+            Parallelism::Auto.streams(100_000 * mib),
+            Parallelism::AUTO_MAX
+        );
+        assert_eq!(Parallelism::Streams(7).streams(0), 7);
     }
 
     #[test]

@@ -496,6 +496,8 @@ pub async fn run_prepared(
         outcome: "failed".into(),
         error: None,
         rows_read: 0,
+        rows_forwarded: 0,
+        read_streams: 0,
         rows_written: 0,
         rows_deleted: 0,
         message: String::new(),
@@ -731,6 +733,8 @@ impl Run<'_> {
             .expect("run instances carry a pipeline");
         report.wasm_guest_seconds = (call_seconds - pipeline.host_seconds).max(0.0);
         report.rows_read = pipeline.rows_read;
+        report.rows_forwarded = pipeline.rows_forwarded;
+        report.read_streams = pipeline.read_streams;
         report.rows_written = pipeline.rows_written;
         let mut result = match (trapped, outcome) {
             (Some(e), _) => Err(e),

@@ -42,7 +42,11 @@ impl Endpoints {
     }
 
     async fn postgres(server: &str, name: &str) -> Self {
-        let url = fresh_postgres_database(server, name).await;
+        Endpoints::postgres_at(&fresh_postgres_database(server, name).await)
+    }
+
+    /// Source, target and state in the database at `url`.
+    fn postgres_at(url: &str) -> Self {
         Endpoints {
             source: format!("{{ kind: postgres, url: \"{url}\", table: src.model }}"),
             sink: format!("kind: postgres\n  url: \"{url}\"\n  table: dst.model"),
@@ -531,4 +535,118 @@ mod language_twins {
             snapshot_diff(twin, "postgres_to_postgres").await
         }
     }
+}
+
+/// PostgreSQL -> PostgreSQL loads forward rows undecoded (`transfer.pass_through`, the
+/// default) and split whole-table reads over streams in one snapshot
+/// (`transfer.parallelism`). The same three generations of the model run in two databases:
+/// one with `parallelism: 3`, one with `pass_through: false, parallelism: 1` (every row
+/// through Arrow, one stream). After every run the targets must be the same, byte for byte
+/// (binary COPY of every row). The first must have forwarded every row it read (none
+/// where the strategy stages a row hash: those take the Arrow path) and read in three
+/// streams (one for xmin, whose window reads in the session's own snapshot).
+mod pass_through {
+    use dpone_host::manifest::Manifest;
+    use dpone_host::matrix::catalog::strategy_options;
+    use dpone_host::matrix::local::Behaviour;
+    use dpone_host::matrix::model::{Domain, ModelConfig};
+
+    use crate::support::{fresh_postgres_database, run};
+
+    /// The target as binary COPY, in the order of each row's text (appends may repeat a
+    /// key): every value in PostgreSQL's own binary form, so equal bytes mean equal stored
+    /// values.
+    async fn target_bytes(url: &str) -> Vec<u8> {
+        use futures_util::StreamExt;
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        let mut stream = conn
+            .copy_out_raw("COPY (SELECT * FROM dst.model AS t ORDER BY CAST(t AS TEXT)) TO STDOUT (FORMAT binary)")
+            .await
+            .unwrap();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            bytes.extend_from_slice(&chunk.unwrap());
+        }
+        bytes
+    }
+
+    async fn both_paths(strategy: &str) {
+        let Some(server) = crate::support::postgres_url() else {
+            return;
+        };
+        let (options, _, compound) = strategy_options(strategy);
+        let name = format!("wire_{strategy}");
+        let urls = [
+            fresh_postgres_database(&server, &format!("{name}_forwarded")).await,
+            fresh_postgres_database(&server, &format!("{name}_arrow")).await,
+        ];
+        let endpoints = urls.each_ref().map(|u| super::Endpoints::postgres_at(u));
+        let cfg = ModelConfig::from_env(20_261_206, compound, Domain::Full)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let manifests = endpoints
+            .each_ref()
+            .map(|e| Manifest::parse(&e.manifest(&name, "mode: full_refresh"), &|_| None).unwrap());
+        let models = manifests.each_ref().map(|m| Behaviour::new(m, cfg));
+        let yamls = [
+            format!(
+                "{}transfer: {{ parallelism: 3 }}\n",
+                endpoints[0].manifest(&name, &options)
+            ),
+            format!(
+                "{}transfer: {{ pass_through: false, parallelism: 1 }}\n",
+                endpoints[1].manifest(&name, &options)
+            ),
+        ];
+        // snapshot_diff stages a row hash column: its rows take the Arrow path.
+        let hashed = strategy == "snapshot_diff";
+        for (generation, label) in [(0, "generation 0"), (1, "generation 1"), (1, "no change")] {
+            if label != "no change" {
+                for model in &models {
+                    model.seed(generation).await.unwrap();
+                }
+            }
+            let mut reports = Vec::new();
+            for yaml in &yamls {
+                reports.push(
+                    run(yaml, None)
+                        .await
+                        .unwrap_or_else(|e| panic!("{strategy} {label}: {e}")),
+                );
+            }
+            let (fast, plain) = (&reports[0], &reports[1]);
+            let forwarded = if hashed { 0 } else { fast.rows_read };
+            assert_eq!(fast.rows_forwarded, forwarded, "{strategy} {label}");
+            assert!(
+                hashed || label == "no change" || fast.rows_forwarded > 0,
+                "{strategy} {label}: nothing was forwarded"
+            );
+            let streams = if strategy == "xmin" { 1 } else { 3 };
+            assert_eq!(fast.read_streams, streams, "{strategy} {label}");
+            assert_eq!(plain.rows_forwarded, 0, "{strategy} {label}");
+            assert_eq!(plain.read_streams, 1, "{strategy} {label}");
+            assert_eq!(fast.rows_read, plain.rows_read, "{strategy} {label}");
+            let (a, b) = (target_bytes(&urls[0]).await, target_bytes(&urls[1]).await);
+            assert!(a.len() > 19, "{strategy} {label}: empty target");
+            assert!(a == b, "{strategy} {label}: the targets differ");
+        }
+    }
+
+    macro_rules! cases {
+        ($($strategy:ident),*) => {
+            $(#[tokio::test] async fn $strategy() {
+                both_paths(stringify!($strategy)).await
+            })*
+        };
+    }
+
+    cases!(
+        full_refresh,
+        incremental_append,
+        incremental_merge,
+        replace,
+        partition_replace,
+        snapshot_diff,
+        xmin
+    );
 }

@@ -6,9 +6,10 @@
 //! cluster and loads them into `bench_dst` (one schema per contender) in each scenario:
 //! full refresh, and incremental merge of 20% changed plus 5% new rows. Contenders take turns
 //! within each repetition; every run must leave a target with the source's row count and
-//! checksum, or it does not count. Results go to `target/bench/results.json` and
-//! `docs/benchmarks.md` (`--only` runs some scenarios and leaves the page alone); `--smoke`
-//! only checks that the harness still works.
+//! checksum, or it does not count. A full run ends with the memory-at-scale phase: the narrow
+//! full refresh again at `--scale-rows` rows, dpone and the COPY pipe only, for their peak RSS.
+//! Results go to `target/bench/results.json` and `docs/benchmarks.md` (`--only` runs some
+//! scenarios and leaves the page alone); `--smoke` only checks that the harness still works.
 
 mod bigquery;
 mod contenders;
@@ -43,6 +44,7 @@ pub const SRC_DB: &str = "bench_src";
 pub const DST_DB: &str = "bench_dst";
 const DEFAULT_ROWS: u64 = 1_000_000;
 const DEFAULT_RUNS: u32 = 3;
+const DEFAULT_SCALE_ROWS: u64 = 10_000_000;
 const SMOKE_ROWS: u64 = 10_000;
 const SMOKE_RUNS: u32 = 1;
 /// Below this the 20% / 5% change rounds to almost nothing.
@@ -95,12 +97,20 @@ pub struct Options {
     /// (docs untouched).
     #[arg(long)]
     smoke: bool,
-    /// Install the Python contenders even with --smoke.
+    /// Install the Python contenders and clickhouse-client even with --smoke.
     #[arg(long)]
     install: bool,
     /// Run only these scenarios (comma-separated) [default: all].
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Only>,
+    /// Leave out the Python contenders (Sling and dlt): neither installed nor run.
+    #[arg(long)]
+    skip_python: bool,
+    /// Rows of the memory-at-scale phase that ends a full run (not --only, not --smoke, the
+    /// narrow table included): the narrow full refresh again, dpone and the COPY pipe only,
+    /// for their peak RSS; it runs when above --rows, 0 turns it off.
+    #[arg(long, default_value_t = DEFAULT_SCALE_ROWS)]
+    scale_rows: u64,
 }
 
 impl Options {
@@ -113,6 +123,8 @@ impl Options {
             smoke: true,
             install: false,
             only: Vec::new(),
+            skip_python: false,
+            scale_rows: 0,
         }
     }
 
@@ -253,6 +265,8 @@ pub struct Lab {
     rows: u64,
     /// The private ClickHouse server.
     pub clickhouse: Clickhouse,
+    /// clickhouse-client, the ClickHouse scenario's limit, or why it cannot run.
+    pub clickhouse_client: Result<PathBuf, String>,
     /// The private Kafka broker.
     pub kafka: Kafka,
     /// The raw librdkafka client, the Kafka scenario's limit.
@@ -272,6 +286,7 @@ impl Lab {
 /// What the scenarios need to know about a generated source table.
 #[derive(Debug)]
 struct Source {
+    rows: u64,
     checksum: String,
     copy_bytes: u64,
 }
@@ -341,12 +356,24 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
     };
 
     let dirs = Dirs::new(root)?;
-    let policy = if options.smoke && !options.install {
-        InstallPolicy::UseInstalled
-    } else {
+    // A smoke run installs no contender unless told to: it must not depend on the network.
+    let install = !options.smoke || options.install;
+    let policy = if options.skip_python {
+        InstallPolicy::Skip
+    } else if install {
         InstallPolicy::Install
+    } else {
+        InstallPolicy::UseInstalled
     };
     let tools = python::prepare(root, &dirs, policy);
+    let clickhouse_client = if !options.wants(Only::Clickhouse) {
+        Err("the ClickHouse scenario does not run".to_owned())
+    } else if install {
+        ch.client().map_err(|err| format!("{err:#}"))
+    } else {
+        ch.installed_client()
+            .ok_or_else(|| "not installed (smoke mode installs nothing; add --install)".to_owned())
+    };
     let (host, components) = snapshot_dpone(root, &dirs, profile)?;
     let kafka_client = if options.wants(Only::Kafka) {
         build::build_example(root, "kafka_raw_client", profile)?
@@ -361,11 +388,15 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
         tools,
         rows,
         clickhouse: ch,
+        clickhouse_client,
         kafka,
         kafka_client,
         bigquery,
     };
-    for contender in Contender::ALL {
+    let native_insert = options
+        .wants(Only::Clickhouse)
+        .then_some(Contender::NativeInsert);
+    for contender in Contender::ALL.into_iter().chain(native_insert) {
         if let Some(why) = contender.unavailable(&lab) {
             println!("{}: unavailable: {why}", contender.label(&lab));
         }
@@ -380,7 +411,15 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
         }
         let source = generate(&lab, table)?;
         if options.wants(Only::Pg) {
-            results.push(full_refresh(&lab, table, &source, runs)?);
+            let logs = format!("{}-full", table.name);
+            results.push(full_refresh(
+                &lab,
+                table,
+                &source,
+                runs,
+                &Contender::ALL,
+                &logs,
+            )?);
             results.push(merge(&lab, table, runs)?);
         }
         if options.wants(Only::Clickhouse) {
@@ -410,10 +449,27 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
     } else {
         Vec::new()
     };
+    // Last, so that it disturbs none of the tables the other scenarios use; only in a full run
+    // with the narrow table, whose figures it is compared with.
+    let wants_scale = !options.smoke
+        && options.only.is_empty()
+        && options.table != Tables::Wide
+        && options.scale_rows > 0;
+    let scale = if !wants_scale {
+        Vec::new()
+    } else if options.scale_rows <= rows {
+        println!(
+            "memory at scale: skipped, --scale-rows {} is not above --rows {rows}",
+            options.scale_rows
+        );
+        Vec::new()
+    } else {
+        vec![memory_at_scale(&lab, options.scale_rows)?]
+    };
 
     let machine = Machine::collect(root, &lab, rows, runs)?;
     println!();
-    print!("{}", report::console(&machine, &results));
+    print!("{}", report::console(&machine, &results, &scale));
     print!("{}", startup::console(&startup));
     let json_path = lab.dirs.base.join(if options.smoke {
         "smoke-results.json"
@@ -423,7 +479,7 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
     fs::write(
         &json_path,
         serde_json::to_string_pretty(&{
-            let mut json = report::json(&lab, &machine, &results);
+            let mut json = report::json(&lab, &machine, &results, &scale);
             json["startup"] = startup::json(&startup);
             json
         })?,
@@ -433,12 +489,13 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
     // A run of some scenarios leaves the page of the last full run as it was.
     if !options.smoke && options.only.is_empty() {
         let docs = root.join(DOCS);
-        let page = report::markdown(&lab, &machine, &results) + &startup::markdown(&startup);
+        let page =
+            report::markdown(&lab, &machine, &results, &scale) + &startup::markdown(&startup);
         fs::write(&docs, page).with_context(|| format!("could not write {}", docs.display()))?;
         println!("table: {}", docs.display());
     }
 
-    let dpone_failures = report::dpone_failures(&results);
+    let dpone_failures = report::dpone_failures(results.iter().chain(&scale));
     if !dpone_failures.is_empty() {
         bail!(
             "dpone's result did not count:\n  {}",
@@ -513,24 +570,30 @@ fn warm_component_cache(lab: &Lab) -> Result<()> {
     Ok(())
 }
 
+/// Generates `table` with `--rows` rows as the source of the scenarios.
 fn generate(lab: &Lab, table: &Table) -> Result<Source> {
+    generate_rows(lab, table, lab.rows)
+}
+
+/// Generates `table` with `rows` rows, replacing what the source database had of it.
+fn generate_rows(lab: &Lab, table: &Table, rows: u64) -> Result<Source> {
     let qualified = source_table(table);
     println!(
-        "generating {} ({} columns, {} rows) in {SRC_DB}",
+        "generating {} ({} columns, {rows} rows) in {SRC_DB}",
         table.name,
         table.column_count(),
-        lab.rows
     );
     lab.server.sql(
         SRC_DB,
         &format!(
             "DROP TABLE IF EXISTS {qualified}; {}; {}",
             table.create_sql(&qualified),
-            table.fill_sql(&qualified, lab.rows)
+            table.fill_sql(&qualified, rows)
         ),
     )?;
     vacuum(lab, SRC_DB, Some(&qualified))?;
     let source = Source {
+        rows,
         checksum: lab.server.sql(SRC_DB, &table.checksum_sql(&qualified))?,
         copy_bytes: lab.server.copy_bytes(
             SRC_DB,
@@ -575,28 +638,42 @@ pub fn rows_and_id_sum(lab: &Lab, db: &str, qualified: &str) -> Result<String> {
 /// The contenders in turn, starting one further along in each repetition, so none always
 /// runs right after the same other one.
 fn turn_order(rep: u32) -> Vec<Contender> {
-    let mut order = Contender::ALL;
-    order.rotate_left((rep as usize - 1) % Contender::ALL.len());
-    order.to_vec()
+    turns(&Contender::ALL, rep)
 }
 
-/// The steady state of a scheduled full refresh: each contender first loads the table once,
-/// untimed, so every timed run replaces an existing target (for dpone: its swap path, staging
-/// created like the target, rather than the first run's create-and-reload).
-fn full_refresh(lab: &Lab, table: &Table, source: &Source, runs: u32) -> Result<ScenarioResult> {
-    let mut result = ScenarioResult::new(
+/// [`turn_order`] of some contenders.
+fn turns(contenders: &[Contender], rep: u32) -> Vec<Contender> {
+    let mut order = contenders.to_vec();
+    order.rotate_left((rep as usize - 1) % contenders.len());
+    order
+}
+
+/// The steady state of a scheduled full refresh: each of `contenders` first loads the table
+/// once, untimed, so every timed run replaces an existing target (for dpone: its swap path,
+/// staging created like the target, rather than the first run's create-and-reload). `logs`
+/// begins the names of the runs' logs.
+fn full_refresh(
+    lab: &Lab,
+    table: &Table,
+    source: &Source,
+    runs: u32,
+    contenders: &[Contender],
+    logs: &str,
+) -> Result<ScenarioResult> {
+    let mut result = ScenarioResult::with_contenders(
         Scenario::FullRefresh,
         table,
         lab,
-        lab.rows,
+        source.rows,
         source.copy_bytes,
+        contenders,
     );
     let mut primed = Vec::new();
-    for contender in Contender::ALL {
+    for &contender in contenders {
         if contender.unavailable(lab).is_some() {
             continue;
         }
-        let name = format!("{}-full-first-{}", table.name, contender.key());
+        let name = format!("{logs}-first-{}", contender.key());
         let first = contender
             .reset(lab, table)
             .and_then(|()| contender.load(lab, table, Load::FullRefresh, 0, &name));
@@ -612,11 +689,11 @@ fn full_refresh(lab: &Lab, table: &Table, source: &Source, runs: u32) -> Result<
     }
     vacuum(lab, DST_DB, None)?;
     for rep in 1..=runs {
-        for contender in turn_order(rep) {
+        for contender in turns(contenders, rep) {
             if !primed.contains(&contender) {
                 continue;
             }
-            let name = format!("{}-full-r{rep}-{}", table.name, contender.key());
+            let name = format!("{logs}-r{rep}-{}", contender.key());
             let measured = checkpoint(lab)
                 .and_then(|()| contender.load(lab, table, Load::FullRefresh, rep, &name));
             let record = judge(lab, contender, table, rep, measured, &source.checksum);
@@ -687,20 +764,32 @@ fn merge(lab: &Lab, table: &Table, runs: u32) -> Result<ScenarioResult> {
     Ok(result)
 }
 
-/// PostgreSQL -> ClickHouse full refresh, dpone against the pipe of ClickHouse's own HTTP
-/// insert (`psql COPY ... CSV | curl INSERT ... FORMAT CSV`). Each contender loads once
-/// untimed, so the timed runs replace an existing table. A run counts when the target has
-/// the source's row count, sum of ids and latest `updated_at`.
+/// PostgreSQL -> ClickHouse full refresh. The limit is the server's own native insert of the
+/// same rows: dpone's first load read back once, untimed, into a file in ClickHouse's `Native`
+/// format (`RowBinary` on a server that refuses it), which each timed run inserts with
+/// clickhouse-client. The CSV pipe is ClickHouse's HTTP text insert (`psql COPY ... CSV | curl
+/// INSERT ... FORMAT CSV`), Sling loads with `--mode full-refresh`. Each contender loads once
+/// untimed, so the timed runs replace an existing table; dpone loads first, since the native
+/// insert's and the pipe's tables are created like its table (so without it neither runs).
+/// A run counts when the target has the source's row count, sum of ids and latest
+/// `updated_at`.
 fn clickhouse(lab: &Lab, table: &Table, runs: u32) -> Result<ScenarioResult> {
     let qualified = source_table(table);
     let bytes = lab.server.copy_bytes(
         SRC_DB,
         &format!("SELECT {} FROM {qualified}", table.column_list()),
     )?;
-    let mut result = ScenarioResult::new(Scenario::ClickHouse, table, lab, lab.rows, bytes);
-    for contender in [Contender::Sling, Contender::Dlt] {
-        result.exclude(contender, "not benchmarked against ClickHouse");
-    }
+    let mut result = ScenarioResult::with_contenders(
+        Scenario::ClickHouse,
+        table,
+        lab,
+        lab.rows,
+        bytes,
+        &Contender::CLICKHOUSE,
+    );
+    // dlt's ClickHouse destination needs its `clickhouse` extra, which the bench venv does not
+    // install.
+    result.exclude(Contender::Dlt, "not benchmarked against ClickHouse");
     result.relabel(Contender::Pipe, "CSV pipe (psql COPY | curl INSERT)");
     contenders::clickhouse_sql(lab, &format!("DROP DATABASE IF EXISTS {CH_DB}"))?;
     contenders::clickhouse_sql(lab, &format!("CREATE DATABASE {CH_DB}"))?;
@@ -710,12 +799,24 @@ fn clickhouse(lab: &Lab, table: &Table, runs: u32) -> Result<ScenarioResult> {
             "SELECT count(*) || ' ' || sum(id) || ' ' || to_char(max(updated_at), 'YYYY-MM-DD HH24:MI:SS') FROM {qualified}"
         ),
     )?;
-    // The pipe's table is created like dpone's, so dpone loads first.
     let mut primed = Vec::new();
-    for contender in [Contender::Dpone, Contender::Pipe] {
+    let mut native_rows = None;
+    for contender in Contender::CLICKHOUSE {
+        if !result.takes_part(contender) {
+            continue;
+        }
         let name = format!("{}-clickhouse-first-{}", table.name, contender.key());
-        match contender.load_clickhouse(lab, table, &name) {
-            Ok(_) => primed.push(contender),
+        let first = match contender {
+            Contender::NativeInsert => {
+                contenders::prime_native_insert(lab, table, &name).map(|rows| {
+                    result.relabel(contender, &rows.label());
+                    native_rows = Some(rows);
+                })
+            }
+            _ => contender.load_clickhouse(lab, table, None, &name).map(drop),
+        };
+        match first {
+            Ok(()) => primed.push(contender),
             Err(err) => {
                 let failed = Outcome::Failed(format!("first load: {err:#}"));
                 result.record(lab, contender, runs, RunRecord::new(1, failed, None));
@@ -726,30 +827,25 @@ fn clickhouse(lab: &Lab, table: &Table, runs: u32) -> Result<ScenarioResult> {
         }
     }
     for rep in 1..=runs {
-        for contender in turn_order(rep).into_iter().filter(|c| primed.contains(c)) {
+        for contender in turns(&Contender::CLICKHOUSE, rep) {
+            if !primed.contains(&contender) {
+                continue;
+            }
             let name = format!("{}-clickhouse-r{rep}-{}", table.name, contender.key());
-            let measured = contender.load_clickhouse(lab, table, &name);
-            let record = match measured {
-                Err(err) => RunRecord::new(rep, Outcome::Failed(format!("{err:#}")), None),
-                Ok(measured) => {
-                    let target = format!("{CH_DB}.{}", contender.clickhouse_table(table));
-                    let outcome = match contenders::clickhouse_sql(
-                        lab,
-                        &format!(
-                            "SELECT concat(toString(count()), ' ', toString(sum(id)), ' ', toString(max(updated_at))) FROM {target}"
-                        ),
-                    ) {
-                        Ok(actual) if actual == expected => Outcome::Valid,
-                        Ok(actual) => Outcome::Invalid(format!(
-                            "target has (rows, sum of ids, latest updated_at) {actual}, the source {expected}"
-                        )),
-                        Err(err) => {
-                            Outcome::Invalid(format!("could not check the target: {err:#}"))
-                        }
-                    };
-                    RunRecord::new(rep, outcome, Some(measured))
-                }
-            };
+            let measured = contender.load_clickhouse(lab, table, native_rows.as_ref(), &name);
+            let target = format!("{CH_DB}.{}", contender.clickhouse_table(table));
+            // toDateTime: on a server that has DateTime64, Sling keeps `updated_at` with a
+            // fraction of a second (always 0 here: the source's values are whole seconds).
+            let check = format!(
+                "SELECT concat(toString(count()), ' ', toString(sum(id)), ' ', toString(toDateTime(max(updated_at)))) FROM {target}"
+            );
+            let record = gate(
+                rep,
+                measured,
+                "rows, sum of ids, latest updated_at",
+                &expected,
+                || contenders::clickhouse_sql(lab, &check),
+            );
             result.record(lab, contender, runs, record);
         }
     }
@@ -766,21 +862,58 @@ fn judge(
     measured: Result<contenders::Measured>,
     expected: &str,
 ) -> RunRecord {
+    gate(rep, measured, "rows, checksum", expected, || {
+        lab.server
+            .sql(DST_DB, &table.checksum_sql(&contender.target(table)))
+    })
+}
+
+/// The record of a run: failed if it failed, else valid only if `check`, run after it, finds
+/// `expected` in the target (`what` names what it compares).
+fn gate(
+    rep: u32,
+    measured: Result<contenders::Measured>,
+    what: &str,
+    expected: &str,
+    check: impl FnOnce() -> Result<String>,
+) -> RunRecord {
     let measured = match measured {
         Ok(measured) => measured,
         Err(err) => return RunRecord::new(rep, Outcome::Failed(format!("{err:#}")), None),
     };
-    let outcome = match lab
-        .server
-        .sql(DST_DB, &table.checksum_sql(&contender.target(table)))
-    {
+    let outcome = match check() {
         Ok(actual) if actual == expected => Outcome::Valid,
         Ok(actual) => Outcome::Invalid(format!(
-            "target has (rows, checksum) {actual}, the source {expected}"
+            "target has ({what}) {actual}, the source {expected}"
         )),
-        Err(err) => Outcome::Invalid(format!("could not checksum the target: {err:#}")),
+        Err(err) => Outcome::Invalid(format!("could not check the target: {err:#}")),
     };
     RunRecord::new(rep, outcome, Some(measured))
+}
+
+/// The memory-at-scale phase: the narrow table generated again with `rows` rows, then its full
+/// refresh as in that scenario (a load untimed, then one timed run replacing the target) by
+/// dpone and the COPY pipe, for their peak RSS at that size. The source and both targets are
+/// dropped afterwards, whatever happened: at 10M rows they take gigabytes of disk.
+fn memory_at_scale(lab: &Lab, rows: u64) -> Result<ScenarioResult> {
+    let table = Table::narrow();
+    let contenders = [Contender::Dpone, Contender::Pipe];
+    println!("memory at scale: {rows} rows");
+    let result = generate_rows(lab, &table, rows).and_then(|source| {
+        let logs = format!("{}-scale", table.name);
+        full_refresh(lab, &table, &source, 1, &contenders, &logs)
+    });
+    let dropped = contenders
+        .iter()
+        .try_for_each(|contender| contender.reset(lab, &table))
+        .and_then(|()| {
+            let source = source_table(&table);
+            lab.server
+                .sql(SRC_DB, &format!("DROP TABLE IF EXISTS {source}"))
+        });
+    let result = result?;
+    dropped.context("could not drop the tables of the memory-at-scale phase")?;
+    Ok(result)
 }
 
 /// Run a command under `git` in the repository; None if git is missing or fails.

@@ -1,7 +1,8 @@
 //! The private ClickHouse server for the ClickHouse connector's tests: Debian's
 //! `clickhouse-server` (18.16 on bookworm), installed when missing, run from a data dir under
 //! `target/services/clickhouse` on 127.0.0.1 (HTTP port 58123, `DPONE_CLICKHOUSE_PORT`
-//! overrides; native port + 1), never the system instance.
+//! overrides; native TCP port + 1), never the system instance. Debian's `clickhouse-client`,
+//! the native-protocol client, is a package of its own, installed by those that need it.
 //!
 //! What 18.16 has, found on this server: `ALTER TABLE ... DELETE/UPDATE` mutations (also with
 //! `IN (SELECT ...)`), which run asynchronously (no `mutations_sync`: poll
@@ -17,7 +18,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::run_cmd;
 use crate::services::{Service, apt_install, port_from_env, running_as_root};
@@ -27,6 +28,8 @@ const DEFAULT_PORT: u16 = 58123;
 /// The Debian package runs the server as this system user.
 const SERVICE_USER: &str = "clickhouse";
 const SERVER: &str = "/usr/sbin/clickhouse-server";
+/// What the Debian package `clickhouse-client` installs.
+const CLIENT: &str = "/usr/bin/clickhouse-client";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
@@ -60,6 +63,35 @@ impl Clickhouse {
 
     pub fn url(&self) -> String {
         format!("http://default@127.0.0.1:{}/default", self.port)
+    }
+
+    /// The native TCP port (clickhouse-client, drivers such as Sling's): the HTTP port + 1.
+    pub fn native_port(&self) -> u16 {
+        self.port + 1
+    }
+
+    /// `clickhouse://default@127.0.0.1:<native port>/<database>`, the native protocol's URL.
+    pub fn native_url(&self, database: &str) -> String {
+        format!(
+            "clickhouse://default@127.0.0.1:{}/{database}",
+            self.native_port()
+        )
+    }
+
+    /// clickhouse-client, if its package is installed.
+    pub fn installed_client(&self) -> Option<PathBuf> {
+        Some(PathBuf::from(CLIENT)).filter(|client| client.is_file())
+    }
+
+    /// clickhouse-client, installing its Debian package when missing.
+    pub fn client(&self) -> Result<PathBuf> {
+        if let Some(client) = self.installed_client() {
+            return Ok(client);
+        }
+        eprintln!("clickhouse-client is not installed; installing the Debian package");
+        apt_install(self.as_root, "clickhouse-client")?;
+        self.installed_client()
+            .with_context(|| format!("the package clickhouse-client installed no {CLIENT}"))
     }
 
     fn pid_file(&self) -> PathBuf {
@@ -210,7 +242,7 @@ impl Clickhouse {
 </yandex>
 "#,
             http = self.port,
-            tcp = self.port + 1,
+            tcp = self.native_port(),
         );
         let users = r#"<?xml version="1.0"?>
 <yandex>

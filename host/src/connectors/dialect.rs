@@ -301,6 +301,12 @@ pub trait SqlDialect: Send + Sync + Debug {
         )
     }
 
+    /// The statement gathering a table's planner statistics, where the planner needs them
+    /// before it would gather them itself; `None` by default.
+    fn analyze(&self, _table: &str) -> Option<String> {
+        None
+    }
+
     /// Empties a table inside the open transaction.
     fn truncate(&self, table: &str) -> String {
         format!("DELETE FROM {table}")

@@ -158,6 +158,75 @@ impl From<String> for Statement {
     }
 }
 
+/// Rows in a bulk wire format that a source and a sink share, passed from one to the
+/// other without decoding ([`WireFormat`]): whole rows only, no stream header or trailer.
+#[derive(Debug, Clone)]
+pub struct WireRows {
+    pub bytes: bytes::Bytes,
+    pub rows: u64,
+    /// The largest value of the scan's cursor column among these rows, decoded as the
+    /// Arrow path decodes it; `None` without a cursor or when every value is NULL.
+    pub max_cursor: Option<Value>,
+}
+
+/// How a session's bulk path carries some columns: the format and, per column, its
+/// encoding. Rows pass from a source to a staging table undecoded only when both describe
+/// the columns alike, so a value reaches the sink exactly as the Arrow path would have
+/// written it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireFormat {
+    /// The format, e.g. `postgres-binary-copy`.
+    pub format: &'static str,
+    /// Each column's encoding in that format, in order.
+    pub columns: Vec<String>,
+}
+
+/// A table read split into shares ([`SqlSession::snapshot_split`]): the snapshot each share
+/// reads in, and per share a predicate selecting it. The shares hold every row of the table
+/// exactly once.
+#[derive(Debug, Clone)]
+pub struct SnapshotSplit {
+    pub snapshot: String,
+    pub predicates: Vec<String>,
+}
+
+/// One share of a split scan, on its own connection: the shares of one split read, together,
+/// exactly the rows of the scan, in one snapshot.
+#[async_trait]
+pub trait ScanPart: Send {
+    /// As [`Source::read`], for this share.
+    async fn read(self: Box<Self>, columns: &Schema, tx: mpsc::Sender<RecordBatch>) -> Result<()>;
+
+    /// As [`Source::read_wire`], for this share.
+    async fn read_wire(
+        self: Box<Self>,
+        columns: &Schema,
+        cursor: Option<usize>,
+        tx: mpsc::Sender<WireRows>,
+    ) -> Result<()>;
+}
+
+/// Another connection writing into the staging tables of a run, beside the sink's own
+/// ([`Staging::writers`]).
+#[async_trait]
+pub trait StagingWriter: Send {
+    /// As [`Staging::load`].
+    async fn load(
+        &mut self,
+        staging: &TableName,
+        schema: &Schema,
+        rx: mpsc::Receiver<RecordBatch>,
+    ) -> Result<u64>;
+
+    /// As [`Staging::load_wire`].
+    async fn load_wire(
+        &mut self,
+        staging: &TableName,
+        schema: &Schema,
+        rx: mpsc::Receiver<WireRows>,
+    ) -> Result<u64>;
+}
+
 /// One connection to a SQL database, as the generic source, sink and state store use it.
 ///
 /// Contract: statements run in order on one connection, so `begin`/`commit` bracket every
@@ -212,6 +281,63 @@ pub trait SqlSession: Send {
         schema: &Schema,
         rx: mpsc::Receiver<RecordBatch>,
     ) -> Result<u64>;
+
+    /// Prepares a read of `table` in `streams` shares: opens a transaction on this session
+    /// whose snapshot the shares' sessions join ([`Self::join_snapshot`]), and returns it
+    /// with one predicate per share. The caller commits this session once every share has
+    /// joined. `None` (the default), with no transaction left open, when the table cannot be
+    /// split or `streams` (resolved against the table's size) is one.
+    async fn snapshot_split(
+        &mut self,
+        _table: &TableName,
+        _streams: crate::manifest::Parallelism,
+    ) -> Result<Option<SnapshotSplit>> {
+        Ok(None)
+    }
+
+    /// Makes this session read in `snapshot`, exported by [`Self::snapshot_split`] on another
+    /// session, until [`Self::commit`].
+    async fn join_snapshot(&mut self, _snapshot: &str) -> Result<()> {
+        Err(Error::internal("this connector cannot share a snapshot"))
+    }
+
+    /// Whether several sessions may bulk-load one table at once, each in its own statement.
+    fn concurrent_loads(&self) -> bool {
+        false
+    }
+
+    /// The bulk wire format of `columns` of `table` when this session can read and write
+    /// them without decoding ([`WireFormat`]); `None` (the default) when it cannot or the
+    /// table or a column is missing (the Arrow path then reports it).
+    async fn wire_format(
+        &mut self,
+        _table: &TableName,
+        _columns: &[String],
+    ) -> Result<Option<WireFormat>> {
+        Ok(None)
+    }
+
+    /// As [`Self::read`], in the session's [`WireFormat`]: chunks of whole rows of
+    /// `schema`, each with its count and the largest value of column `cursor`.
+    async fn read_wire(
+        &mut self,
+        _stmt: &Statement,
+        _schema: &Schema,
+        _cursor: Option<usize>,
+        _tx: mpsc::Sender<WireRows>,
+    ) -> Result<()> {
+        Err(no_wire_format())
+    }
+
+    /// As [`Self::bulk_insert`], of rows in the session's [`WireFormat`].
+    async fn bulk_insert_wire(
+        &mut self,
+        _table: &TableName,
+        _schema: &Schema,
+        _rx: mpsc::Receiver<WireRows>,
+    ) -> Result<u64> {
+        Err(no_wire_format())
+    }
 
     async fn begin(&mut self) -> Result<()>;
     async fn commit(&mut self) -> Result<()>;
@@ -332,6 +458,35 @@ pub trait Source: Send {
         tx: mpsc::Sender<RecordBatch>,
     ) -> Result<()>;
 
+    /// The wire format this source can stream `columns` in undecoded ([`WireFormat`]);
+    /// `None` by default.
+    async fn wire_format(&mut self, _columns: &Schema) -> Result<Option<WireFormat>> {
+        Ok(None)
+    }
+
+    /// The shares of a read of `columns` within `bounds` over up to `streams` connections in
+    /// one snapshot ([`ScanPart`]); empty (the default) when the read stays one stream.
+    async fn split(
+        &mut self,
+        _columns: &Schema,
+        _bounds: &ScanBounds,
+        _streams: crate::manifest::Parallelism,
+    ) -> Result<Vec<Box<dyn ScanPart>>> {
+        Ok(Vec::new())
+    }
+
+    /// As [`Self::read`], undecoded in the source's [`WireFormat`], with the largest value
+    /// of column `cursor` (an index into `columns`) in each chunk.
+    async fn read_wire(
+        &mut self,
+        _columns: &Schema,
+        _bounds: &ScanBounds,
+        _cursor: Option<usize>,
+        _tx: mpsc::Sender<WireRows>,
+    ) -> Result<()> {
+        Err(no_wire_format())
+    }
+
     /// What a scan would run, for a dry run's plan.
     fn describe_scan(&self, columns: &Schema, bounds: &ScanBounds) -> Result<String>;
 
@@ -368,6 +523,39 @@ pub trait Staging: Send {
         schema: &Schema,
         rx: mpsc::Receiver<RecordBatch>,
     ) -> Result<u64>;
+
+    /// The wire format `staging` takes `columns` in undecoded ([`WireFormat`]); `None` by
+    /// default.
+    async fn wire_format(
+        &mut self,
+        _staging: &TableName,
+        _columns: &Schema,
+    ) -> Result<Option<WireFormat>> {
+        Ok(None)
+    }
+
+    /// After a load into the scratch staging table `staging` (one the strategy joins to the
+    /// target, never one that becomes it): gathers what the database plans those statements
+    /// with. Nothing by default.
+    async fn analyze(&mut self, _staging: &TableName) -> Result<()> {
+        Ok(())
+    }
+
+    /// Up to `extra` more connections loading into this run's staging tables beside this
+    /// one; none (the default) where the sink cannot load one table from several at once.
+    async fn writers(&mut self, _extra: usize) -> Result<Vec<Box<dyn StagingWriter>>> {
+        Ok(Vec::new())
+    }
+
+    /// Appends every chunk of undecoded rows from `rx` to `staging`; returns rows written.
+    async fn load_wire(
+        &mut self,
+        _staging: &TableName,
+        _schema: &Schema,
+        _rx: mpsc::Receiver<WireRows>,
+    ) -> Result<u64> {
+        Err(no_wire_format())
+    }
 
     async fn staging_row_count(&mut self, staging: &TableName) -> Result<u64>;
 
@@ -500,6 +688,12 @@ pub trait Sink: Staging {
     async fn abandon(&mut self) -> Result<()>;
 }
 
+/// A wire-format call on a connector without one: the host asks for a connector's
+/// [`WireFormat`] before it uses these, so reaching this is a host bug.
+fn no_wire_format() -> Error {
+    Error::internal("this connector has no bulk wire format: rows take the Arrow path")
+}
+
 /// A source's change feed, opened for one pipeline: its names come from the manifest's
 /// `source` section, never from a strategy. Positions are the source's own text.
 #[async_trait]
@@ -597,7 +791,8 @@ pub async fn connect_source(manifest: &crate::manifest::Manifest) -> Result<Box<
         manifest.source_table(),
         manifest.strategy.predicate_sql.clone(),
     )
-    .with_feed(manifest_feed(manifest));
+    .with_feed(manifest_feed(manifest))
+    .with_connection(manifest.source.clone());
     Ok(Box::new(source))
 }
 

@@ -227,8 +227,31 @@ pub fn select(
     manifest_predicate: Option<&str>,
     placeholder: Placeholder<'_>,
 ) -> Result<Statement> {
+    select_share(
+        d,
+        table,
+        schema,
+        bounds,
+        manifest_predicate,
+        placeholder,
+        None,
+    )
+}
+
+/// [`select`] of one share of a split read: `share` (the connector's own SQL, see
+/// [`super::SnapshotSplit`]) is one more condition.
+pub fn select_share(
+    d: &dyn SqlDialect,
+    table: &TableName,
+    schema: &Schema,
+    bounds: &ScanBounds,
+    manifest_predicate: Option<&str>,
+    placeholder: Placeholder<'_>,
+    share: Option<&str>,
+) -> Result<Statement> {
     let mut w = Where::new(d, placeholder);
     w.bounds(bounds, manifest_predicate)?;
+    w.parts.extend(share.map(str::to_owned));
     if bounds.limit == Some(0) {
         // No row: some dialects cannot say `LIMIT 0` (SQL Server's FETCH needs one).
         w.parts.push("1 = 0".into());

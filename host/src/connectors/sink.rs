@@ -17,7 +17,10 @@ use super::render::{NewRows, RowSelection};
 mod shadow;
 use async_trait::async_trait;
 
-use super::{Sink, SqlSession, Staging, Statement, StatementLog, TableName, render};
+use super::{
+    Sink, SqlSession, Staging, StagingWriter, Statement, StatementLog, TableName, WireFormat,
+    WireRows, render,
+};
 use crate::error::{Error, Kind, Result};
 use crate::model::{DataType, KeyCheck, Schema, Term, Value};
 
@@ -263,6 +266,47 @@ impl Staging for SqlSink {
         rx: mpsc::Receiver<RecordBatch>,
     ) -> Result<u64> {
         self.session.bulk_insert(staging, schema, rx).await
+    }
+
+    async fn wire_format(
+        &mut self,
+        staging: &TableName,
+        columns: &Schema,
+    ) -> Result<Option<WireFormat>> {
+        self.session.wire_format(staging, &columns.names()).await
+    }
+
+    async fn analyze(&mut self, staging: &TableName) -> Result<()> {
+        match self.dialect().analyze(&self.dialect().table_ref(staging)) {
+            Some(sql) => self.execute(Statement::new(sql)).await.map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// Sessions of the sink's connection, when its database takes concurrent bulk loads,
+    /// outside a transaction (a staging table created inside one is not visible to them
+    /// yet) and not in a dry run.
+    async fn writers(&mut self, extra: usize) -> Result<Vec<Box<dyn StagingWriter>>> {
+        if self.dry_run || self.in_transaction || !self.session.concurrent_loads() {
+            return Ok(Vec::new());
+        }
+        let mut writers: Vec<Box<dyn StagingWriter>> = Vec::with_capacity(extra);
+        for _ in 0..extra {
+            let session =
+                super::connect(&self.connection, Kind::Sink, super::Open::Existing).await?;
+            writers.push(Box::new(SqlWriter(session)));
+        }
+        Ok(writers)
+    }
+
+    /// Bulk-loads every chunk of undecoded rows from `rx` into `staging`.
+    async fn load_wire(
+        &mut self,
+        staging: &TableName,
+        schema: &Schema,
+        rx: mpsc::Receiver<WireRows>,
+    ) -> Result<u64> {
+        self.session.bulk_insert_wire(staging, schema, rx).await
     }
 
     async fn staging_row_count(&mut self, staging: &TableName) -> Result<u64> {
@@ -688,6 +732,30 @@ impl Sink for SqlSink {
 }
 
 /// The part of a run id that names its staging tables (`__dpone_stg_<tag>_<n>`).
+/// A [`StagingWriter`] on its own session of the sink's database.
+struct SqlWriter(Box<dyn SqlSession>);
+
+#[async_trait]
+impl StagingWriter for SqlWriter {
+    async fn load(
+        &mut self,
+        staging: &TableName,
+        schema: &Schema,
+        rx: mpsc::Receiver<RecordBatch>,
+    ) -> Result<u64> {
+        self.0.bulk_insert(staging, schema, rx).await
+    }
+
+    async fn load_wire(
+        &mut self,
+        staging: &TableName,
+        schema: &Schema,
+        rx: mpsc::Receiver<WireRows>,
+    ) -> Result<u64> {
+        self.0.bulk_insert_wire(staging, schema, rx).await
+    }
+}
+
 fn run_tag(run_id: &str) -> String {
     run_id
         .chars()

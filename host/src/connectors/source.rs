@@ -5,8 +5,12 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use super::dialect::SqlDialect;
-use super::{ChangeFeed, Source, SqlSession, TableName, render};
+use super::{
+    ChangeFeed, ScanPart, SnapshotSplit, Source, SqlSession, TableName, WireFormat, WireRows,
+    render,
+};
 use crate::error::{Error, Result};
+use crate::manifest::Parallelism;
 use crate::model::{ChangePart, DataType, ScanBounds, Schema, Value};
 
 /// What a change scan asks for: positions as the guest passed them, checked at open.
@@ -78,6 +82,9 @@ pub struct SqlSource {
     manifest_predicate: Option<String>,
     /// This pipeline's change feed, when the source has one: the only feed a run reaches.
     feed: Option<Box<dyn ChangeFeed>>,
+    /// The manifest section the session was opened from, to open the sessions of a split
+    /// read; `None`: reads stay on the one session.
+    connection: Option<crate::manifest::Connection>,
 }
 
 impl std::fmt::Debug for SqlSource {
@@ -100,7 +107,15 @@ impl SqlSource {
             schema: None,
             manifest_predicate,
             feed: None,
+            connection: None,
         }
+    }
+
+    /// The manifest section the session was opened from: reads may then be split over
+    /// more sessions of it ([`Source::split`]).
+    pub fn with_connection(mut self, connection: crate::manifest::Connection) -> Self {
+        self.connection = Some(connection);
+        self
     }
 
     /// This pipeline's change feed: the only one the source's feed operations reach.
@@ -133,6 +148,66 @@ impl SqlSource {
             self.manifest_predicate.as_deref(),
             placeholder,
         )
+    }
+}
+
+/// A session of `connection` per share of `split`, each joined to its snapshot, with the
+/// statement reading its share of `table`.
+async fn join(
+    connection: &crate::manifest::Connection,
+    table: &TableName,
+    manifest_predicate: Option<&str>,
+    columns: &Schema,
+    bounds: &ScanBounds,
+    split: &SnapshotSplit,
+) -> Result<Vec<Box<dyn ScanPart>>> {
+    let mut parts: Vec<Box<dyn ScanPart>> = Vec::with_capacity(split.predicates.len());
+    for share in &split.predicates {
+        let mut session =
+            super::connect(connection, crate::Kind::Source, super::Open::Existing).await?;
+        session.join_snapshot(&split.snapshot).await?;
+        let reader = |n: usize, v: &Value| session.read_placeholder(n, v);
+        let stmt = render::select_share(
+            session.dialect(),
+            table,
+            columns,
+            bounds,
+            manifest_predicate,
+            &reader,
+            Some(share),
+        )?;
+        parts.push(Box::new(SqlScanPart { session, stmt }));
+    }
+    Ok(parts)
+}
+
+/// A share of a split read: its session (in the split's snapshot) and statement.
+struct SqlScanPart {
+    session: Box<dyn SqlSession>,
+    stmt: super::Statement,
+}
+
+#[async_trait]
+impl ScanPart for SqlScanPart {
+    async fn read(
+        mut self: Box<Self>,
+        columns: &Schema,
+        tx: mpsc::Sender<RecordBatch>,
+    ) -> Result<()> {
+        self.session.read(&self.stmt, columns, tx).await?;
+        self.session.commit().await
+    }
+
+    async fn read_wire(
+        mut self: Box<Self>,
+        columns: &Schema,
+        cursor: Option<usize>,
+        tx: mpsc::Sender<WireRows>,
+    ) -> Result<()> {
+        self.session
+            .read_wire(&self.stmt, columns, cursor, tx)
+            .await?;
+        self.session.commit().await
     }
 }
 
@@ -182,6 +257,58 @@ impl Source for SqlSource {
     ) -> Result<()> {
         let stmt = self.select(columns, bounds, true)?;
         self.session.read(&stmt, columns, tx).await
+    }
+
+    /// Splits a whole-table read (no `limit`, no row-version window: those read in order or
+    /// against the session's own snapshot) over sessions joined to one exported snapshot,
+    /// each reading its share.
+    async fn split(
+        &mut self,
+        columns: &Schema,
+        bounds: &ScanBounds,
+        streams: Parallelism,
+    ) -> Result<Vec<Box<dyn ScanPart>>> {
+        let Some(connection) = self.connection.clone() else {
+            return Ok(Vec::new());
+        };
+        if bounds.limit.is_some() || bounds.row_versions.is_some() {
+            return Ok(Vec::new());
+        }
+        self.check_bounds(columns, bounds)?;
+        let Some(split) = self.session.snapshot_split(&self.table, streams).await? else {
+            return Ok(Vec::new());
+        };
+        let joined = join(
+            &connection,
+            &self.table,
+            self.manifest_predicate.as_deref(),
+            columns,
+            bounds,
+            &split,
+        )
+        .await;
+        // The exported snapshot lives only until every share has joined it.
+        let ended = self.session.commit().await;
+        let parts = joined?;
+        ended?;
+        Ok(parts)
+    }
+
+    async fn wire_format(&mut self, columns: &Schema) -> Result<Option<WireFormat>> {
+        self.session
+            .wire_format(&self.table, &columns.names())
+            .await
+    }
+
+    async fn read_wire(
+        &mut self,
+        columns: &Schema,
+        bounds: &ScanBounds,
+        cursor: Option<usize>,
+        tx: mpsc::Sender<WireRows>,
+    ) -> Result<()> {
+        let stmt = self.select(columns, bounds, true)?;
+        self.session.read_wire(&stmt, columns, cursor, tx).await
     }
 
     fn describe_scan(&self, columns: &Schema, bounds: &ScanBounds) -> Result<String> {

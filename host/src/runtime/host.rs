@@ -94,9 +94,15 @@ pub struct Pipeline {
     /// `state.put` entries not yet durable.
     pending_state: BTreeMap<String, Value>,
     pub progress: Progress,
+    /// How loads move rows (the manifest's `transfer` section).
+    pub transfer: crate::manifest::Transfer,
     /// Wall time spent inside host imports, to report the guest's share.
     pub host_seconds: f64,
     pub rows_read: u64,
+    /// Of `rows_read`, the rows a load forwarded undecoded.
+    pub rows_forwarded: u64,
+    /// The most streams one load read in.
+    pub read_streams: u32,
     pub rows_written: u64,
 }
 
@@ -132,8 +138,11 @@ impl Pipeline {
             now_micros,
             pending_state: BTreeMap::new(),
             progress,
+            transfer: manifest.transfer.clone(),
             host_seconds: 0.0,
             rows_read: 0,
+            rows_forwarded: 0,
+            read_streams: 0,
             rows_written: 0,
         }
     }
@@ -620,6 +629,7 @@ impl sink::Host for RunState {
                 source_schema: handle.source_schema(),
                 schema: handle.schema.clone(),
                 hashed: handle.row_hash.is_some(),
+                scratch: handle.kind == StagingKind::Scratch,
             }
         };
         let handle = self.get_mut(&scan)?;
@@ -914,18 +924,28 @@ fn pairs(assignments: Vec<sink::Assignment>) -> Vec<(String, Value)> {
         .collect()
 }
 
-/// Where a load writes: the staging table, the source columns it reads, and whether the
-/// host appends the row hash column.
+/// Where a load writes: the staging table, the source columns it reads, whether the host
+/// appends the row hash column, and whether the table is scratch (joined to the target,
+/// never swapped in).
 struct LoadTarget {
     table: TableName,
     source_schema: Schema,
     schema: Schema,
     hashed: bool,
+    scratch: bool,
 }
 
 /// Streams a scan from the source into a staging table: the source reader, a counter (which
 /// also appends row hashes) and the sink's bulk writer run concurrently over bounded
-/// channels (back-pressure), so memory stays at a few batches whatever the table size.
+/// channels (back-pressure), so memory stays at a few batches per stream whatever the
+/// table size.
+///
+/// Rows travel undecoded ([`load_wire`]) when the source and the staging table share a wire
+/// format and column types, no row hash is added, and `transfer.pass_through` allows it;
+/// otherwise as Arrow batches. Both paths count the same rows and cursor maximum and
+/// write the same values. A whole-table scan may be split (`transfer.parallelism`): several
+/// readers in one snapshot feed the one counter, which deals their rows out to as many
+/// writers.
 async fn load(p: &mut Pipeline, target: &LoadTarget, scan: &ScanKind) -> Result<ScanStats> {
     check_staging_types(&p.source.schema().await?, &target.source_schema)?;
     if p.sink.is_dry_run() {
@@ -942,8 +962,6 @@ async fn load(p: &mut Pipeline, target: &LoadTarget, scan: &ScanKind) -> Result<
         ScanKind::Table(bounds) => bounds,
         ScanKind::Changes(_) => &no_bounds,
     };
-    let (to_counter, mut from_source) = mpsc::channel(model::CHANNEL_BATCHES);
-    let (to_sink, from_counter) = mpsc::channel(model::CHANNEL_BATCHES);
     let source_schema = &target.source_schema;
     let cursor = bounds.cursor.as_ref().and_then(|c| {
         let i = source_schema
@@ -952,50 +970,31 @@ async fn load(p: &mut Pipeline, target: &LoadTarget, scan: &ScanKind) -> Result<
             .position(|col| col.name == c.column)?;
         Some((i, source_schema.columns[i].data_type))
     });
-    let staging_arrow = target.schema.to_arrow();
-    let mut stats = no_stats();
-    let progress = &mut p.progress;
-    let count = async {
-        while let Some(batch) = from_source.recv().await {
-            let batch: arrow_array::RecordBatch = batch;
-            stats.rows += batch.num_rows() as u64;
-            stats.bytes += batch.get_array_memory_size() as u64;
-            if let Some((i, t)) = &cursor
-                && let Some(m) = model::column_max(&batch, *i, t)
-            {
-                model::keep_max(&mut stats.max_cursor, &m);
-            }
-            let batch = if target.hashed {
-                let mut columns = batch.columns().to_vec();
-                columns.push(std::sync::Arc::new(model::row_hashes(
-                    &batch,
-                    source_schema,
-                )));
-                arrow_array::RecordBatch::try_new(staging_arrow.clone(), columns)
-                    .map_err(Error::internal)?
-            } else {
-                batch
-            };
-            progress.rows("load", stats.rows);
-            if to_sink.send(batch).await.is_err() {
-                break;
-            }
+    let parts = match scan {
+        ScanKind::Table(bounds) if !p.sink.in_transaction() => {
+            p.source
+                .split(source_schema, bounds, p.transfer.parallelism)
+                .await?
         }
-        drop(to_sink);
-        Ok::<(), Error>(())
+        _ => Vec::new(),
     };
-    let source = &mut p.source;
-    let read = async {
-        match scan {
-            ScanKind::Table(bounds) => source.read(source_schema, bounds, to_counter).await,
-            ScanKind::Changes(window) => {
-                let feed = source.change_feed().ok_or_else(no_feed)?;
-                feed.read(source_schema, window, to_counter).await
-            }
-        }
+    let writers = p.sink.writers(parts.len().saturating_sub(1)).await?;
+    let streams = u32::try_from(parts.len().max(1)).unwrap_or(u32::MAX);
+    p.read_streams = p.read_streams.max(streams);
+    if streams > 1 {
+        tracing::info!(
+            "load: {streams} streams in one snapshot, {} writers",
+            writers.len() + 1
+        );
+    }
+    let (written, mut stats) = if forwards(p, target, scan).await? {
+        let (written, stats) =
+            load_wire(p, target, bounds, cursor.map(|(i, _)| i), parts, writers).await?;
+        p.rows_forwarded += stats.rows;
+        (written, stats)
+    } else {
+        load_arrow(p, target, scan, cursor, parts, writers).await?
     };
-    let write = p.sink.load(&target.table, &target.schema, from_counter);
-    let ((), (), written) = tokio::try_join!(read, count, write)?;
     stats.resume = p.source.resume(bounds);
     p.progress.done("load", stats.rows);
     if written != stats.rows {
@@ -1004,7 +1003,172 @@ async fn load(p: &mut Pipeline, target: &LoadTarget, scan: &ScanKind) -> Result<
             stats.rows
         )));
     }
+    if target.scratch {
+        p.sink.analyze(&target.table).await?;
+    }
     Ok(stats)
+}
+
+/// Whether a load can forward rows undecoded: a table scan into staging without a row
+/// hash, allowed by `transfer.pass_through`, with the source and staging describing the
+/// columns in the same wire format.
+async fn forwards(p: &mut Pipeline, target: &LoadTarget, scan: &ScanKind) -> Result<bool> {
+    if !p.transfer.pass_through || target.hashed || !matches!(scan, ScanKind::Table(_)) {
+        return Ok(false);
+    }
+    let Some(read) = p.source.wire_format(&target.source_schema).await? else {
+        return Ok(false);
+    };
+    let written = p.sink.wire_format(&target.table, &target.schema).await?;
+    Ok(written.as_ref() == Some(&read))
+}
+
+/// Runs `read` (the readers, sending into the channel it is given), a counter applying
+/// `count` to every item, and `write` (the writers, one per channel it is given:
+/// `writers` of them), concurrently. The counter deals items out to the writers in turn.
+/// Returns the rows the writers wrote.
+async fn pump<T, R, W>(
+    writers: usize,
+    read: impl FnOnce(mpsc::Sender<T>) -> R,
+    mut count: impl FnMut(T) -> Result<T>,
+    write: impl FnOnce(Vec<mpsc::Receiver<T>>) -> W,
+) -> Result<u64>
+where
+    T: Send,
+    R: Future<Output = Result<()>>,
+    W: Future<Output = Result<u64>>,
+{
+    let (to_counter, mut from_readers) = mpsc::channel(model::CHANNEL_BATCHES);
+    let (to_writers, from_counter): (Vec<_>, Vec<_>) = (0..writers.max(1))
+        .map(|_| mpsc::channel(model::CHANNEL_BATCHES))
+        .unzip();
+    let counter = async {
+        let mut next = 0;
+        while let Some(item) = from_readers.recv().await {
+            let item = count(item)?;
+            // A writer that stopped has failed; its error ends the load.
+            if to_writers[next].send(item).await.is_err() {
+                break;
+            }
+            next = (next + 1) % to_writers.len();
+        }
+        drop(to_writers);
+        Ok::<(), Error>(())
+    };
+    let ((), (), written) = tokio::try_join!(read(to_counter), counter, write(from_counter))?;
+    Ok(written)
+}
+
+/// The Arrow path of [`load`]: returns the rows staging received and the scan's counters.
+async fn load_arrow(
+    p: &mut Pipeline,
+    target: &LoadTarget,
+    scan: &ScanKind,
+    cursor: Option<(usize, DataType)>,
+    parts: Vec<Box<dyn crate::connectors::ScanPart>>,
+    mut writers: Vec<Box<dyn crate::connectors::StagingWriter>>,
+) -> Result<(u64, ScanStats)> {
+    let source_schema = &target.source_schema;
+    let staging_arrow = target.schema.to_arrow();
+    let streams = writers.len() + 1;
+    let mut stats = no_stats();
+    let progress = &mut p.progress;
+    let count = |batch: arrow_array::RecordBatch| {
+        stats.rows += batch.num_rows() as u64;
+        stats.bytes += batch.get_array_memory_size() as u64;
+        if let Some((i, t)) = &cursor
+            && let Some(m) = model::column_max(&batch, *i, t)
+        {
+            model::keep_max(&mut stats.max_cursor, &m);
+        }
+        progress.rows("load", stats.rows);
+        if !target.hashed {
+            return Ok(batch);
+        }
+        let mut columns = batch.columns().to_vec();
+        columns.push(std::sync::Arc::new(model::row_hashes(
+            &batch,
+            source_schema,
+        )));
+        arrow_array::RecordBatch::try_new(staging_arrow.clone(), columns).map_err(Error::internal)
+    };
+    let source = &mut p.source;
+    let read = async |tx: mpsc::Sender<arrow_array::RecordBatch>| {
+        if !parts.is_empty() {
+            let reads = parts
+                .into_iter()
+                .map(|part| part.read(source_schema, tx.clone()));
+            return futures_util::future::try_join_all(reads).await.map(drop);
+        }
+        match scan {
+            ScanKind::Table(bounds) => source.read(source_schema, bounds, tx).await,
+            ScanKind::Changes(window) => {
+                let feed = source.change_feed().ok_or_else(no_feed)?;
+                feed.read(source_schema, window, tx).await
+            }
+        }
+    };
+    let sink = &mut p.sink;
+    let (table, schema) = (&target.table, &target.schema);
+    let write = async |mut rxs: Vec<mpsc::Receiver<_>>| {
+        let own = sink.load(table, schema, rxs.remove(0));
+        let others = writers
+            .iter_mut()
+            .zip(rxs)
+            .map(|(w, rx)| w.load(table, schema, rx));
+        let (own, others) = tokio::try_join!(own, futures_util::future::try_join_all(others))?;
+        Ok(own + others.iter().sum::<u64>())
+    };
+    let written = pump(streams, read, count, write).await?;
+    Ok((written, stats))
+}
+
+/// The undecoded path of [`load`] (see [`crate::connectors::WireRows`]); `bytes` counts the
+/// rows' wire bytes.
+async fn load_wire(
+    p: &mut Pipeline,
+    target: &LoadTarget,
+    bounds: &ScanBounds,
+    cursor: Option<usize>,
+    parts: Vec<Box<dyn crate::connectors::ScanPart>>,
+    mut writers: Vec<Box<dyn crate::connectors::StagingWriter>>,
+) -> Result<(u64, ScanStats)> {
+    let source_schema = &target.source_schema;
+    let streams = writers.len() + 1;
+    let mut stats = no_stats();
+    let progress = &mut p.progress;
+    let count = |rows: crate::connectors::WireRows| {
+        stats.rows += rows.rows;
+        stats.bytes += rows.bytes.len() as u64;
+        if let Some(m) = &rows.max_cursor {
+            model::keep_max(&mut stats.max_cursor, m);
+        }
+        progress.rows("load", stats.rows);
+        Ok(rows)
+    };
+    let source = &mut p.source;
+    let read = async |tx: mpsc::Sender<crate::connectors::WireRows>| {
+        if parts.is_empty() {
+            return source.read_wire(source_schema, bounds, cursor, tx).await;
+        }
+        let reads = parts
+            .into_iter()
+            .map(|part| part.read_wire(source_schema, cursor, tx.clone()));
+        futures_util::future::try_join_all(reads).await.map(drop)
+    };
+    let sink = &mut p.sink;
+    let (table, schema) = (&target.table, &target.schema);
+    let write = async |mut rxs: Vec<mpsc::Receiver<_>>| {
+        let own = sink.load_wire(table, schema, rxs.remove(0));
+        let others = writers
+            .iter_mut()
+            .zip(rxs)
+            .map(|(w, rx)| w.load_wire(table, schema, rx));
+        let (own, others) = tokio::try_join!(own, futures_util::future::try_join_all(others))?;
+        Ok(own + others.iter().sum::<u64>())
+    };
+    let written = pump(streams, read, count, write).await?;
+    Ok((written, stats))
 }
 
 /// Refuses a staging table whose columns do not have their source columns' types. The

@@ -79,6 +79,11 @@ pub struct RunReport {
     pub outcome: String,
     pub error: Option<ReportError>,
     pub rows_read: u64,
+    /// Of `rows_read`, the rows forwarded undecoded (`transfer.pass_through`).
+    pub rows_forwarded: u64,
+    /// The most streams one load of the run read in (`transfer.parallelism`); 0 without
+    /// a load.
+    pub read_streams: u32,
     pub rows_written: u64,
     pub rows_deleted: u64,
     pub message: String,

@@ -1,13 +1,14 @@
 //! The contenders and how each one loads a table: dpone, the raw binary COPY pipe (the
-//! physical limit), Sling and dlt. Every run is one child process tree under GNU time, so
-//! wall time and peak RSS are measured the same way for all of them.
+//! physical limit), Sling and dlt; against ClickHouse also the server's own native insert (the
+//! limit there). Every run is one child process tree under GNU time, so wall time and peak RSS
+//! are measured the same way for all of them.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 
 use super::data::{Table, quote};
 use super::{CH_DB, DST_DB, Lab, SRC_DB};
@@ -17,6 +18,11 @@ pub const GNU_TIME: &str = "/usr/bin/time";
 /// The password dlt's postgres destination insists on; trust auth ignores it.
 const DLT_PASSWORD: &str = "bench";
 const LOG_TAIL_LINES: usize = 6;
+/// The native insert's formats, in the order it tries them: the server's own block format,
+/// then its row format for a server that refuses the first.
+const INSERT_FORMATS: [&str; 2] = ["Native", "RowBinary"];
+/// Why the native insert has no PostgreSQL target to reset or load.
+const NATIVE_INSERT_ONLY: &str = "the native insert is ClickHouse's own and loads only ClickHouse";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Contender {
@@ -24,6 +30,9 @@ pub enum Contender {
     Pipe,
     Sling,
     Dlt,
+    /// ClickHouse's own client inserting the rows from a file in the server's binary format:
+    /// the limit of the ClickHouse scenario, and in no other.
+    NativeInsert,
 }
 
 /// What a load must do to the contender's target.
@@ -57,9 +66,20 @@ pub struct DponeReport {
 }
 
 impl Contender {
-    /// In the order of the first repetition (later ones rotate it).
+    /// The contenders of the scenarios (the ClickHouse one excepted), in the order of the first
+    /// repetition (later ones rotate it).
     pub const ALL: [Contender; 4] = [
         Contender::Dpone,
+        Contender::Pipe,
+        Contender::Sling,
+        Contender::Dlt,
+    ];
+
+    /// The contenders of the ClickHouse scenario, likewise; dpone first, since the native
+    /// insert's and the pipe's tables are created like its table.
+    pub const CLICKHOUSE: [Contender; 5] = [
+        Contender::Dpone,
+        Contender::NativeInsert,
         Contender::Pipe,
         Contender::Sling,
         Contender::Dlt,
@@ -71,6 +91,7 @@ impl Contender {
             Contender::Pipe => "copy_pipe",
             Contender::Sling => "sling",
             Contender::Dlt => "dlt",
+            Contender::NativeInsert => "clickhouse_native",
         }
     }
 
@@ -87,6 +108,7 @@ impl Contender {
                 Ok(dlt) => format!("dlt {} (pyarrow)", dlt.version),
                 Err(_) => "dlt".into(),
             },
+            Contender::NativeInsert => "ClickHouse native insert (clickhouse-client)".into(),
         }
     }
 
@@ -96,6 +118,7 @@ impl Contender {
             Contender::Dpone | Contender::Pipe => None,
             Contender::Sling => lab.tools.sling.as_ref().err().cloned(),
             Contender::Dlt => lab.tools.dlt.as_ref().err().cloned(),
+            Contender::NativeInsert => lab.clickhouse_client.as_ref().err().cloned(),
         }
     }
 
@@ -106,6 +129,7 @@ impl Contender {
             Contender::Pipe => "bench_pipe",
             Contender::Sling => "bench_sling",
             Contender::Dlt => "bench_dlt",
+            Contender::NativeInsert => "bench_native_insert",
         }
     }
 
@@ -153,6 +177,7 @@ impl Contender {
                         .with_context(|| format!("could not remove {}", pipeline_dir.display()))?;
                 }
             }
+            Contender::NativeInsert => bail!(NATIVE_INSERT_ONLY),
         }
         Ok(())
     }
@@ -171,6 +196,7 @@ impl Contender {
             Contender::Pipe => pipe(lab, table, load, run_name),
             Contender::Sling => sling(lab, table, load, run_name),
             Contender::Dlt => dlt(lab, table, load, run_name),
+            Contender::NativeInsert => bail!(NATIVE_INSERT_ONLY),
         }
     }
 }
@@ -181,13 +207,54 @@ impl Contender {
         format!("{}_{}", self.key(), table.name)
     }
 
-    /// One full refresh of `table` into ClickHouse, measured (dpone and the pipe only).
-    pub fn load_clickhouse(self, lab: &Lab, table: &Table, run_name: &str) -> Result<Measured> {
+    /// One full refresh of `table` into ClickHouse, measured. The native insert inserts
+    /// `rows`, which [`prime_native_insert`] made; the other contenders read the source.
+    pub fn load_clickhouse(
+        self,
+        lab: &Lab,
+        table: &Table,
+        rows: Option<&NativeRows>,
+        run_name: &str,
+    ) -> Result<Measured> {
         match self {
             Contender::Dpone => dpone_clickhouse(lab, table, run_name),
             Contender::Pipe => pipe_clickhouse(lab, table, run_name),
-            other => bail!("{} is not benchmarked against ClickHouse", other.key()),
+            Contender::Sling => sling_clickhouse(lab, table, run_name),
+            Contender::NativeInsert => native_insert(
+                lab,
+                table,
+                rows.context("the native insert has no rows: its first load did not succeed")?,
+                run_name,
+            ),
+            Contender::Dlt => bail!("dlt is not benchmarked against ClickHouse"),
         }
+    }
+}
+
+/// The native insert's input: the source's rows as a file in one of [`INSERT_FORMATS`], made
+/// once, untimed, and removed when dropped (it is about as large as the binary COPY).
+#[derive(Debug)]
+pub struct NativeRows {
+    path: PathBuf,
+    format: &'static str,
+}
+
+impl NativeRows {
+    /// The native insert's name in tables: the format it inserts, and why when not `Native`.
+    pub fn label(&self) -> String {
+        let [preferred, _] = INSERT_FORMATS;
+        let format = if self.format == preferred {
+            preferred.to_owned()
+        } else {
+            format!("{}: this server refused {preferred}", self.format)
+        };
+        format!("ClickHouse native insert (clickhouse-client, {format})")
+    }
+}
+
+impl Drop for NativeRows {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
     }
 }
 
@@ -227,15 +294,22 @@ fn dpone_clickhouse(lab: &Lab, table: &Table, run_name: &str) -> Result<Measured
     run_dpone(lab, &path, run_name)
 }
 
-/// `psql -c "COPY (SELECT ...) TO STDOUT (FORMAT csv)" | curl --data-binary @- ".../?query=
-/// INSERT INTO ... FORMAT CSV"`: ClickHouse's own text insert over HTTP, into a fresh table
-/// created like dpone's (so dpone's first load must have run). Booleans go as 0/1 and
-/// timestamps with a time zone as UTC text, which CSV into `UInt8`/`DateTime` needs.
-fn pipe_clickhouse(lab: &Lab, table: &Table, run_name: &str) -> Result<Measured> {
-    let target = format!("{CH_DB}.{}", Contender::Pipe.clickhouse_table(table));
+/// Replaces `contender`'s ClickHouse table with an empty one created like dpone's (so dpone's
+/// first load must have run), outside the timed run; returns its qualified name.
+fn fresh_clickhouse_table(lab: &Lab, contender: Contender, table: &Table) -> Result<String> {
+    let target = format!("{CH_DB}.{}", contender.clickhouse_table(table));
     let like = format!("{CH_DB}.{}", Contender::Dpone.clickhouse_table(table));
     clickhouse_sql(lab, &format!("DROP TABLE IF EXISTS {target}"))?;
     clickhouse_sql(lab, &format!("CREATE TABLE {target} AS {like}"))?;
+    Ok(target)
+}
+
+/// `psql -c "COPY (SELECT ...) TO STDOUT (FORMAT csv)" | curl --data-binary @- ".../?query=
+/// INSERT INTO ... FORMAT CSV"`: ClickHouse's own text insert over HTTP, into a fresh table
+/// created like dpone's. Booleans go as 0/1 and timestamps with a time zone as UTC text,
+/// which CSV into `UInt8`/`DateTime` needs.
+fn pipe_clickhouse(lab: &Lab, table: &Table, run_name: &str) -> Result<Measured> {
+    let target = fresh_clickhouse_table(lab, Contender::Pipe, table)?;
     let copy_out = format!(
         "COPY (SELECT {} FROM public.{}) TO STDOUT (FORMAT csv)",
         table.clickhouse_csv_columns(),
@@ -262,6 +336,83 @@ fn pipe_clickhouse(lab: &Lab, table: &Table, run_name: &str) -> Result<Measured>
         Path::new("/usr/bin/curl"),
         &args,
     )
+}
+
+/// The native insert's untimed first load: dpone's table (which its first load filled with
+/// the source's rows, in the column types every contender's table here has) written by
+/// clickhouse-client to a file in the first of [`INSERT_FORMATS`], then inserted once; if
+/// either step fails, the same with the next format. Returns the rows every timed run
+/// inserts, or each format's error.
+pub fn prime_native_insert(lab: &Lab, table: &Table, run_name: &str) -> Result<NativeRows> {
+    let source = format!("{CH_DB}.{}", Contender::Dpone.clickhouse_table(table));
+    let mut refused = Vec::new();
+    for format in INSERT_FORMATS {
+        let rows = NativeRows {
+            path: lab.dirs.work.join(format!(
+                "clickhouse_{}.{}",
+                table.name,
+                format.to_lowercase()
+            )),
+            format,
+        };
+        let name = format!("{run_name}-{}", format.to_lowercase());
+        let first =
+            export_rows(lab, &source, &rows).and_then(|()| native_insert(lab, table, &rows, &name));
+        match first {
+            Ok(_) => return Ok(rows),
+            Err(err) => {
+                println!("ClickHouse native insert: {format} failed: {err:#}");
+                refused.push(format!("{format}: {err:#}"));
+            }
+        }
+    }
+    bail!("{}", refused.join("; "))
+}
+
+/// `clickhouse-client --query "SELECT * FROM <source> FORMAT <format>" > <file>`.
+fn export_rows(lab: &Lab, source: &str, rows: &NativeRows) -> Result<()> {
+    let file = File::create(&rows.path)
+        .with_context(|| format!("could not create {}", rows.path.display()))?;
+    let mut cmd = Command::new(clickhouse_client(lab)?);
+    cmd.args(clickhouse_client_args(lab))
+        .arg("--query")
+        .arg(format!("SELECT * FROM {source} FORMAT {}", rows.format))
+        .stdout(file);
+    crate::output(&mut cmd)
+        .with_context(|| format!("could not export {source} as {}", rows.format))?;
+    Ok(())
+}
+
+/// `clickhouse-client --query "INSERT INTO <target> FORMAT <format>" < <file>` over the native
+/// protocol, into a fresh table created like dpone's: the server's own insert of the rows,
+/// with no PostgreSQL read and no encoding. The client parses the file into blocks and
+/// sends them, and its process is what is measured, as any contender's.
+fn native_insert(lab: &Lab, table: &Table, rows: &NativeRows, run_name: &str) -> Result<Measured> {
+    let target = fresh_clickhouse_table(lab, Contender::NativeInsert, table)?;
+    let input = File::open(&rows.path)
+        .with_context(|| format!("could not open {}", rows.path.display()))?;
+    let rss = lab.dirs.rss(run_name);
+    let mut cmd = measured(&clickhouse_client(lab)?, &rss);
+    cmd.args(clickhouse_client_args(lab))
+        .arg("--query")
+        .arg(format!("INSERT INTO {target} FORMAT {}", rows.format));
+    run_measured_with_input(&mut cmd, Stdio::from(input), &lab.dirs.log(run_name), &rss)
+}
+
+fn clickhouse_client(lab: &Lab) -> Result<PathBuf> {
+    lab.clickhouse_client
+        .clone()
+        .map_err(|why| anyhow!("{why}"))
+}
+
+/// Points clickhouse-client at the private server's native port.
+fn clickhouse_client_args(lab: &Lab) -> [String; 4] {
+    [
+        "--host".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        lab.clickhouse.native_port().to_string(),
+    ]
 }
 
 fn dpone(lab: &Lab, table: &Table, load: Load, rep: u32, run_name: &str) -> Result<Measured> {
@@ -457,16 +608,51 @@ fn piped(
 }
 
 fn sling(lab: &Lab, table: &Table, load: Load, run_name: &str) -> Result<Measured> {
-    let sling = lab
-        .tools
-        .sling
-        .as_ref()
-        .map_err(|why| anyhow::anyhow!("{why}"))?;
+    let target = format!("{}.{}", Contender::Sling.schema(), table.name);
+    run_sling(
+        lab,
+        table,
+        load,
+        &sling_postgres_url(lab, DST_DB),
+        &target,
+        run_name,
+    )
+}
+
+fn sling_postgres_url(lab: &Lab, db: &str) -> String {
+    format!("{}?sslmode=disable", lab.server.url(db))
+}
+
+/// Sling `--mode full-refresh` into its table of the ClickHouse database [`CH_DB`], over the
+/// native protocol (Sling's default for ClickHouse).
+fn sling_clickhouse(lab: &Lab, table: &Table, run_name: &str) -> Result<Measured> {
+    let target = format!("{CH_DB}.{}", Contender::Sling.clickhouse_table(table));
+    let target_url = lab.clickhouse.native_url(CH_DB);
+    run_sling(
+        lab,
+        table,
+        Load::FullRefresh,
+        &target_url,
+        &target,
+        run_name,
+    )
+}
+
+/// `sling run` of `public.<table>` of the source database into `target` (`schema.table`) of
+/// the connection `target_url`, measured.
+fn run_sling(
+    lab: &Lab,
+    table: &Table,
+    load: Load,
+    target_url: &str,
+    target: &str,
+    run_name: &str,
+) -> Result<Measured> {
+    let sling = lab.tools.sling.as_ref().map_err(|why| anyhow!("{why}"))?;
     let mut cmd = measured(&sling.wrapper, &lab.dirs.rss(run_name));
     cmd.args(["run", "--src-conn", "BENCH_SRC", "--src-stream"])
         .arg(format!("public.{}", table.name))
-        .args(["--tgt-conn", "BENCH_DST", "--tgt-object"])
-        .arg(format!("{}.{}", Contender::Sling.schema(), table.name));
+        .args(["--tgt-conn", "BENCH_DST", "--tgt-object", target]);
     match load {
         Load::FullRefresh => cmd.args(["--mode", "full-refresh"]),
         Load::Merge => cmd.args([
@@ -478,9 +664,8 @@ fn sling(lab: &Lab, table: &Table, load: Load, run_name: &str) -> Result<Measure
             "updated_at",
         ]),
     };
-    let sling_url = |db: &str| format!("{}?sslmode=disable", lab.server.url(db));
-    cmd.env("BENCH_SRC", sling_url(SRC_DB))
-        .env("BENCH_DST", sling_url(DST_DB))
+    cmd.env("BENCH_SRC", sling_postgres_url(lab, SRC_DB))
+        .env("BENCH_DST", target_url)
         .env("SLING_BINARY", &sling.binary)
         .env("SLING_HOME_DIR", &lab.dirs.sling_home)
         .env("SLING_DISABLE_TELEMETRY", "true");
@@ -488,11 +673,7 @@ fn sling(lab: &Lab, table: &Table, load: Load, run_name: &str) -> Result<Measure
 }
 
 fn dlt(lab: &Lab, table: &Table, load: Load, run_name: &str) -> Result<Measured> {
-    let dlt = lab
-        .tools
-        .dlt
-        .as_ref()
-        .map_err(|why| anyhow::anyhow!("{why}"))?;
+    let dlt = lab.tools.dlt.as_ref().map_err(|why| anyhow!("{why}"))?;
     let mode = match load {
         Load::FullRefresh => "replace",
         Load::Merge => "merge",
@@ -526,12 +707,20 @@ pub fn measured(program: &Path, rss: &Path) -> Command {
     cmd
 }
 
-/// Run with stdout and stderr in `log`; fail with the log's last lines.
+/// Run with no input and stdout and stderr in `log`; fail with the log's last lines.
 pub fn run_measured(cmd: &mut Command, log: &Path, rss: &Path) -> Result<Measured> {
+    run_measured_with_input(cmd, Stdio::null(), log, rss)
+}
+
+/// [`run_measured`] with `stdin` as the command's input.
+fn run_measured_with_input(
+    cmd: &mut Command,
+    stdin: Stdio,
+    log: &Path,
+    rss: &Path,
+) -> Result<Measured> {
     let file = log_file(log)?;
-    cmd.stdin(Stdio::null())
-        .stdout(file.try_clone()?)
-        .stderr(file);
+    cmd.stdin(stdin).stdout(file.try_clone()?).stderr(file);
     let started = Instant::now();
     let status = cmd
         .status()

@@ -24,6 +24,8 @@ pub enum InstallPolicy {
     Install,
     /// Use what is installed with the current pins; install nothing (smoke mode).
     UseInstalled,
+    /// Neither install nor use anything: both contenders sit the run out (`--skip-python`).
+    Skip,
 }
 
 /// The Sling contender: the PyPI wrapper, told by `SLING_BINARY` to run the binary from the
@@ -74,6 +76,14 @@ impl Tool {
 }
 
 pub fn prepare(root: &Path, dirs: &Dirs, policy: InstallPolicy) -> Tools {
+    if policy == InstallPolicy::Skip {
+        // What the tables say after "not run: ".
+        let why = "--skip-python";
+        return Tools {
+            sling: Err(why.to_owned()),
+            dlt: Err(why.to_owned()),
+        };
+    }
     let venv = Venv::open(root, dirs, policy);
     let ready = |tool: Tool| -> Result<&Venv, String> {
         let venv = venv.as_ref().map_err(|err| format!("{err:#}"))?;

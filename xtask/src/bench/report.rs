@@ -1,5 +1,6 @@
-//! The results of a bench run: per-run records, their summaries and ratios to dpone, and the
-//! three renderings (console table, JSON, `docs/benchmarks.md`).
+//! The results of a bench run: per-run records, their summaries and ratios to dpone, the
+//! peak RSS of the memory-at-scale phase against the main run's, and the three renderings
+//! (console table, JSON, `docs/benchmarks.md`).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -11,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::contenders::{Contender, Measured};
 use super::data::{self, Table};
-use super::{DST_DB, Lab, SRC_DB, git};
+use super::{CH_DB, DST_DB, Lab, SRC_DB, git};
 use crate::output;
 
 /// Longest failure reason shown in a table cell (the JSON keeps all of it).
@@ -111,12 +112,32 @@ pub struct ScenarioResult {
 }
 
 impl ScenarioResult {
+    /// A scenario of [`Contender::ALL`].
     pub fn new(
         scenario: Scenario,
         table: &Table,
         lab: &Lab,
         rows_moved: u64,
         bytes_moved: u64,
+    ) -> Self {
+        Self::with_contenders(
+            scenario,
+            table,
+            lab,
+            rows_moved,
+            bytes_moved,
+            &Contender::ALL,
+        )
+    }
+
+    /// A scenario of `contenders`, in the order its tables list them.
+    pub fn with_contenders(
+        scenario: Scenario,
+        table: &Table,
+        lab: &Lab,
+        rows_moved: u64,
+        bytes_moved: u64,
+        contenders: &[Contender],
     ) -> Self {
         ScenarioResult {
             scenario,
@@ -125,9 +146,9 @@ impl ScenarioResult {
             skipped: None,
             rows_moved,
             bytes_moved,
-            contenders: Contender::ALL
-                .into_iter()
-                .map(|contender| ContenderRuns {
+            contenders: contenders
+                .iter()
+                .map(|&contender| ContenderRuns {
                     contender,
                     label: contender.label(lab),
                     unavailable: contender.unavailable(lab),
@@ -159,6 +180,13 @@ impl ScenarioResult {
         {
             entry.label = label.to_owned();
         }
+    }
+
+    /// Whether `contender` is one of this scenario's and neither unavailable nor excluded.
+    pub fn takes_part(&self, contender: Contender) -> bool {
+        self.contenders
+            .iter()
+            .any(|c| c.contender == contender && c.unavailable.is_none())
     }
 
     /// Marks a contender as not run in this scenario, and why.
@@ -215,7 +243,10 @@ struct Summary {
     median: f64,
     min: f64,
     max: f64,
+    /// The largest of the runs' peak RSS.
     peak_rss_kib: u64,
+    /// The median of the runs' peak RSS: what the memory-at-scale phase is compared with.
+    median_rss_kib: u64,
     wasm_share: Option<f64>,
 }
 
@@ -231,12 +262,14 @@ impl Summary {
             .iter()
             .filter_map(|m| m.dpone.as_ref().map(|d| d.wasm_share))
             .collect();
+        let mut rss: Vec<f64> = valid.iter().map(|m| m.peak_rss_kib as f64).collect();
         Some(Summary {
             valid: valid.len(),
             median: median(&mut walls)?,
             min: walls.iter().copied().fold(f64::INFINITY, f64::min),
             max: walls.iter().copied().fold(0.0, f64::max),
             peak_rss_kib: valid.iter().map(|m| m.peak_rss_kib).max()?,
+            median_rss_kib: median(&mut rss)?.round() as u64,
             wasm_share: median(&mut shares),
         })
     }
@@ -312,23 +345,26 @@ impl Machine {
 
 /// Target checks from issue 6, evaluated on this run.
 struct Target {
-    target: &'static str,
+    target: String,
     measured: String,
     status: &'static str,
 }
 
-fn targets(results: &[ScenarioResult]) -> Vec<Target> {
-    let versus_pipe = |scenario: Scenario, at_least: f64, target: &'static str| {
+/// How far dpone's peak RSS may grow from the main run's rows to the memory-at-scale phase's.
+const RSS_GROWTH_LIMIT: f64 = 1.5;
+
+fn targets(machine: &Machine, results: &[ScenarioResult], scale: &[ScenarioResult]) -> Vec<Target> {
+    let versus = |scenario: Scenario, limit: Contender, at_least: f64, target: &str| {
         let measured: Vec<(String, f64)> = results
             .iter()
             .filter(|r| r.scenario == scenario)
             .filter_map(|r| {
-                let (_, speed) = ratios(r.summary(Contender::Dpone), r.summary(Contender::Pipe))?;
+                let (_, speed) = ratios(r.summary(Contender::Dpone), r.summary(limit))?;
                 Some((r.table.to_owned(), speed))
             })
             .collect();
         Target {
-            target,
+            target: target.to_owned(),
             status: status(
                 !measured.is_empty(),
                 measured.iter().all(|(_, s)| *s >= at_least),
@@ -343,31 +379,149 @@ fn targets(results: &[ScenarioResult]) -> Vec<Target> {
             Some((format!("{} {}", r.table, short(r.scenario)), share))
         })
         .collect();
-    let rss: Vec<(String, u64)> = results
+    let dpone_growth: Vec<(String, u64, u64, f64)> = growth(results, scale)
         .iter()
-        .filter_map(|r| {
-            let rss = r.summary(Contender::Dpone)?.peak_rss_kib;
-            Some((format!("{} {}", r.table, short(r.scenario)), rss))
-        })
+        .filter(|g| g.entry.contender == Contender::Dpone)
+        .filter_map(|g| Some((g.name(), g.base_kib?, g.scale_kib?, g.ratio()?)))
         .collect();
+    let rss_target = match scale_rows(scale) {
+        Some(rows) => format!(
+            "dpone peak RSS at {} rows within {RSS_GROWTH_LIMIT}x of the {} figure",
+            count(rows),
+            count(machine.rows)
+        ),
+        None => format!(
+            "dpone peak RSS at --scale-rows within {RSS_GROWTH_LIMIT}x of the --rows figure"
+        ),
+    };
     vec![
-        versus_pipe(
+        versus(
             Scenario::FullRefresh,
+            Contender::Pipe,
             0.9,
             "full refresh >= 0.9x the raw COPY pipe (dpone speed / pipe speed)",
         ),
-        versus_pipe(Scenario::Merge, 0.5, "incremental_merge >= 0.5x the pipe"),
+        versus(
+            Scenario::Merge,
+            Contender::Pipe,
+            0.5,
+            "incremental_merge >= 0.5x the pipe",
+        ),
+        versus(
+            Scenario::ClickHouse,
+            Contender::NativeInsert,
+            0.9,
+            "PostgreSQL -> ClickHouse >= 0.9x the native insert",
+        ),
         Target {
-            target: "wasm share of dpone's wall time <= 1%",
+            target: "wasm share of dpone's wall time <= 1%".into(),
             status: status(!shares.is_empty(), shares.iter().all(|(_, s)| *s <= 0.01)),
             measured: join_or_none(shares.iter().map(|(n, s)| format!("{n} {}", percent(*s)))),
         },
         Target {
-            target: "dpone peak RSS flat from 1M to 10M rows",
-            status: "compare with a `--rows 10000000` run",
-            measured: join_or_none(rss.iter().map(|(n, kib)| format!("{n} {}", mib(*kib)))),
+            target: rss_target,
+            status: status(
+                !dpone_growth.is_empty(),
+                dpone_growth
+                    .iter()
+                    .all(|(.., ratio)| *ratio <= RSS_GROWTH_LIMIT),
+            ),
+            measured: join_or_none(dpone_growth.iter().map(|(n, base, at_scale, ratio)| {
+                format!("{n} {} -> {} ({ratio:.2}x)", mib(*base), mib(*at_scale))
+            })),
         },
     ]
+}
+
+/// One contender's peak RSS in a scenario of the memory-at-scale phase, next to the same
+/// scenario's in the main run.
+struct Growth<'a> {
+    /// The scenario at scale.
+    result: &'a ScenarioResult,
+    entry: &'a ContenderRuns,
+    /// The median of the peak RSS of the main run's valid runs.
+    base_kib: Option<u64>,
+    /// Likewise at scale (one run).
+    scale_kib: Option<u64>,
+    /// The wall time at scale.
+    scale_seconds: Option<f64>,
+}
+
+impl Growth<'_> {
+    fn name(&self) -> String {
+        format!("{} {}", self.result.table, short(self.result.scenario))
+    }
+
+    fn ratio(&self) -> Option<f64> {
+        Some(self.scale_kib? as f64 / self.base_kib? as f64)
+    }
+}
+
+fn growth<'a>(results: &'a [ScenarioResult], scale: &'a [ScenarioResult]) -> Vec<Growth<'a>> {
+    scale
+        .iter()
+        .flat_map(|at_scale| {
+            let base = results
+                .iter()
+                .find(|r| r.scenario == at_scale.scenario && r.table == at_scale.table);
+            at_scale.contenders.iter().map(move |entry| {
+                let summary = Summary::of(&entry.runs);
+                Growth {
+                    result: at_scale,
+                    entry,
+                    base_kib: base
+                        .and_then(|b| b.summary(entry.contender))
+                        .map(|s| s.median_rss_kib),
+                    scale_kib: summary.map(|s| s.median_rss_kib),
+                    scale_seconds: summary.map(|s| s.median),
+                }
+            })
+        })
+        .collect()
+}
+
+/// The rows of the memory-at-scale phase, if it ran.
+fn scale_rows(scale: &[ScenarioResult]) -> Option<u64> {
+    scale.first().map(|r| r.rows_moved)
+}
+
+fn growth_title(machine: &Machine, scale_rows: u64) -> String {
+    format!(
+        "Peak RSS from {} to {} rows",
+        count(machine.rows),
+        count(scale_rows)
+    )
+}
+
+fn growth_headers(machine: &Machine, scale_rows: u64) -> [String; 7] {
+    let (rows, scale_rows) = (count(machine.rows), count(scale_rows));
+    [
+        "scenario".into(),
+        "contender".into(),
+        format!("peak RSS at {rows} rows"),
+        format!("peak RSS at {scale_rows} rows"),
+        "ratio".into(),
+        format!("wall s at {scale_rows} rows"),
+        "note".into(),
+    ]
+}
+
+fn growth_rows(results: &[ScenarioResult], scale: &[ScenarioResult]) -> Vec<[String; 7]> {
+    let or_dash = |cell: Option<String>| cell.unwrap_or_else(|| "-".into());
+    growth(results, scale)
+        .iter()
+        .map(|g| {
+            [
+                g.name(),
+                g.entry.label.clone(),
+                or_dash(g.base_kib.map(mib)),
+                or_dash(g.scale_kib.map(mib)),
+                or_dash(g.ratio().map(|r| format!("{r:.2}x"))),
+                or_dash(g.scale_seconds.map(|s| format!("{s:.2}"))),
+                truncate(&note(g.entry), NOTE_CHARS),
+            ]
+        })
+        .collect()
 }
 
 fn short(scenario: Scenario) -> &'static str {
@@ -401,7 +555,7 @@ fn join_or_none(items: impl Iterator<Item = String>) -> String {
 }
 
 /// dpone runs that did not count, as lines for the error message.
-pub fn dpone_failures(results: &[ScenarioResult]) -> Vec<String> {
+pub fn dpone_failures<'a>(results: impl IntoIterator<Item = &'a ScenarioResult>) -> Vec<String> {
     let mut failures = Vec::new();
     for result in results {
         for entry in result
@@ -522,7 +676,7 @@ fn heading(result: &ScenarioResult) -> String {
     heading
 }
 
-pub fn console(machine: &Machine, results: &[ScenarioResult]) -> String {
+pub fn console(machine: &Machine, results: &[ScenarioResult], scale: &[ScenarioResult]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -539,36 +693,17 @@ pub fn console(machine: &Machine, results: &[ScenarioResult]) -> String {
         if result.skipped.is_some() {
             continue;
         }
-        let rows = rows(result, NOTE_CHARS);
-        let widths: Vec<usize> = (0..HEADERS.len() - 1)
-            .map(|i| {
-                rows.iter()
-                    .map(|row| row[i].chars().count())
-                    .chain([HEADERS[i].len()])
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let line = |cells: &[String]| {
-            let mut line = String::new();
-            for (i, cell) in cells.iter().enumerate() {
-                match widths.get(i) {
-                    Some(width) => {
-                        let _ = write!(line, "{cell:<width$}  ");
-                    }
-                    None => line.push_str(cell),
-                }
-            }
-            line.trim_end().to_owned()
-        };
-        let headers: Vec<String> = HEADERS.iter().map(|h| (*h).to_owned()).collect();
-        let _ = writeln!(out, "  {}", line(&headers));
-        for row in &rows {
-            let _ = writeln!(out, "  {}", line(row));
-        }
+        out += &console_table(&HEADERS.map(String::from), &rows(result, NOTE_CHARS));
+    }
+    if let Some(scale_rows) = scale_rows(scale) {
+        let _ = writeln!(out, "\n{}", growth_title(machine, scale_rows));
+        out += &console_table(
+            &growth_headers(machine, scale_rows),
+            &growth_rows(results, scale),
+        );
     }
     let _ = writeln!(out, "\ntargets:");
-    for target in targets(results) {
+    for target in targets(machine, results, scale) {
         let _ = writeln!(
             out,
             "  {}: {} ({})",
@@ -578,48 +713,70 @@ pub fn console(machine: &Machine, results: &[ScenarioResult]) -> String {
     out
 }
 
-pub fn json(lab: &Lab, machine: &Machine, results: &[ScenarioResult]) -> Value {
-    let scenarios: Vec<Value> = results
+/// Lines of a table for the console, indented: the columns padded to their widest cell but
+/// the last (the note), which is left as long as it is.
+fn console_table<R: AsRef<[String]>>(headers: &[String], rows: &[R]) -> String {
+    let widths: Vec<usize> = (0..headers.len().saturating_sub(1))
+        .map(|i| {
+            rows.iter()
+                .map(|row| row.as_ref()[i].chars().count())
+                .chain([headers[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| {
+        let mut line = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            match widths.get(i) {
+                Some(width) => {
+                    let _ = write!(line, "{cell:<width$}  ");
+                }
+                None => line.push_str(cell),
+            }
+        }
+        line.trim_end().to_owned()
+    };
+    let mut out = String::new();
+    for cells in std::iter::once(headers).chain(rows.iter().map(|row| row.as_ref())) {
+        let _ = writeln!(out, "  {}", line(cells));
+    }
+    out
+}
+
+/// A markdown table, `|` in cells escaped.
+fn markdown_table<R: AsRef<[String]>>(headers: &[String], rows: &[R]) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "| {} |", headers.join(" | "));
+    let _ = writeln!(md, "|{}", "---|".repeat(headers.len()));
+    for row in rows {
+        let cells: Vec<String> = row
+            .as_ref()
+            .iter()
+            .map(|cell| cell.replace('|', "\\|"))
+            .collect();
+        let _ = writeln!(md, "| {} |", cells.join(" | "));
+    }
+    md
+}
+
+pub fn json(
+    lab: &Lab,
+    machine: &Machine,
+    results: &[ScenarioResult],
+    scale: &[ScenarioResult],
+) -> Value {
+    let scenarios: Vec<Value> = results.iter().map(scenario_json).collect();
+    let peak_rss: Vec<Value> = growth(results, scale)
         .iter()
-        .map(|result| {
-            let dpone = result.summary(Contender::Dpone);
-            let contenders: Vec<Value> = result
-                .contenders
-                .iter()
-                .map(|entry| {
-                    let summary = Summary::of(&entry.runs).map(|s| {
-                        let ratios = ratios(dpone, Some(s));
-                        json!({
-                            "valid_runs": s.valid,
-                            "median_seconds": s.median,
-                            "min_seconds": s.min,
-                            "max_seconds": s.max,
-                            "rows_per_second": result.rows_moved as f64 / s.median,
-                            "mb_per_second": result.bytes_moved as f64 / 1e6 / s.median,
-                            "peak_rss_kib": s.peak_rss_kib,
-                            "wasm_share": s.wasm_share,
-                            "dpone_time_ratio": ratios.map(|r| r.0),
-                            "dpone_speed_ratio": ratios.map(|r| r.1),
-                        })
-                    });
-                    json!({
-                        "contender": entry.contender.key(),
-                        "label": entry.label,
-                        "unavailable": entry.unavailable,
-                        "summary": summary,
-                        "runs": entry.runs.iter().map(run_json).collect::<Vec<_>>(),
-                    })
-                })
-                .collect();
+        .map(|g| {
             json!({
-                "scenario": result.scenario.key(),
-                "title": result.scenario.title(),
-                "table": result.table,
-                "columns": result.columns,
-                "skipped": result.skipped,
-                "rows_moved": result.rows_moved,
-                "bytes_moved": result.bytes_moved,
-                "contenders": contenders,
+                "scenario": g.result.scenario.key(),
+                "table": g.result.table,
+                "contender": g.entry.contender.key(),
+                "median_peak_rss_kib_at_rows": g.base_kib,
+                "peak_rss_kib_at_scale_rows": g.scale_kib,
+                "ratio": g.ratio(),
             })
         })
         .collect();
@@ -643,9 +800,57 @@ pub fn json(lab: &Lab, machine: &Machine, results: &[ScenarioResult]) -> Value {
             },
         },
         "scenarios": scenarios,
-        "targets": targets(results).iter().map(|t| json!({
+        "memory_at_scale": {
+            "rows": scale_rows(scale),
+            "scenarios": scale.iter().map(scenario_json).collect::<Vec<_>>(),
+            "peak_rss": peak_rss,
+        },
+        "targets": targets(machine, results, scale).iter().map(|t| json!({
             "target": t.target, "measured": t.measured, "status": t.status,
         })).collect::<Vec<_>>(),
+    })
+}
+
+fn scenario_json(result: &ScenarioResult) -> Value {
+    let dpone = result.summary(Contender::Dpone);
+    let contenders: Vec<Value> = result
+        .contenders
+        .iter()
+        .map(|entry| {
+            let summary = Summary::of(&entry.runs).map(|s| {
+                let ratios = ratios(dpone, Some(s));
+                json!({
+                    "valid_runs": s.valid,
+                    "median_seconds": s.median,
+                    "min_seconds": s.min,
+                    "max_seconds": s.max,
+                    "rows_per_second": result.rows_moved as f64 / s.median,
+                    "mb_per_second": result.bytes_moved as f64 / 1e6 / s.median,
+                    "peak_rss_kib": s.peak_rss_kib,
+                    "median_peak_rss_kib": s.median_rss_kib,
+                    "wasm_share": s.wasm_share,
+                    "dpone_time_ratio": ratios.map(|r| r.0),
+                    "dpone_speed_ratio": ratios.map(|r| r.1),
+                })
+            });
+            json!({
+                "contender": entry.contender.key(),
+                "label": entry.label,
+                "unavailable": entry.unavailable,
+                "summary": summary,
+                "runs": entry.runs.iter().map(run_json).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "scenario": result.scenario.key(),
+        "title": result.scenario.title(),
+        "table": result.table,
+        "columns": result.columns,
+        "skipped": result.skipped,
+        "rows_moved": result.rows_moved,
+        "bytes_moved": result.bytes_moved,
+        "contenders": contenders,
     })
 }
 
@@ -673,7 +878,12 @@ fn run_json(run: &RunRecord) -> Value {
     })
 }
 
-pub fn markdown(lab: &Lab, machine: &Machine, results: &[ScenarioResult]) -> String {
+pub fn markdown(
+    lab: &Lab,
+    machine: &Machine,
+    results: &[ScenarioResult],
+    scale: &[ScenarioResult],
+) -> String {
     let mut md = String::new();
     let tools = [Contender::Sling.label(lab), Contender::Dlt.label(lab)].join(", ");
     let narrow = Table::narrow();
@@ -712,7 +922,7 @@ pub fn markdown(lab: &Lab, machine: &Machine, results: &[ScenarioResult]) -> Str
          (287 MB): raw binary COPY pipe 3.1 s, Sling 1.4.11 15.5 s, dlt 1.31 (pyarrow) 29.9 s.\n\n\
          | target | this run | status |\n|---|---|---|\n"
     );
-    for target in targets(results) {
+    for target in targets(machine, results, scale) {
         let _ = writeln!(
             md,
             "| {} | {} | {} |",
@@ -726,12 +936,26 @@ pub fn markdown(lab: &Lab, machine: &Machine, results: &[ScenarioResult]) -> Str
         if result.skipped.is_some() {
             continue;
         }
-        let _ = writeln!(md, "| {} |", HEADERS.join(" | "));
-        let _ = writeln!(md, "|{}", "---|".repeat(HEADERS.len()));
-        for row in rows(result, NOTE_CHARS) {
-            let cells: Vec<String> = row.iter().map(|cell| cell.replace('|', "\\|")).collect();
-            let _ = writeln!(md, "| {} |", cells.join(" | "));
-        }
+        md += &markdown_table(&HEADERS.map(String::from), &rows(result, NOTE_CHARS));
+    }
+
+    if let Some(scale_rows) = scale_rows(scale) {
+        let _ = write!(
+            md,
+            "\n## {}\n\n\
+             The memory-at-scale phase, after every other scenario: the narrow table generated \
+             again with {scale} rows and loaded by dpone and the COPY pipe as in the full \
+             refresh above (a first load, untimed, then one timed run that replaces the target). \
+             Its peak RSS is set against the median of the peak RSS of the same contender's \
+             valid runs at {rows} rows.\n\n",
+            growth_title(machine, scale_rows),
+            scale = thousands(scale_rows),
+            rows = thousands(machine.rows),
+        );
+        md += &markdown_table(
+            &growth_headers(machine, scale_rows),
+            &growth_rows(results, scale),
+        );
     }
 
     let _ = write!(
@@ -762,6 +986,24 @@ pub fn markdown(lab: &Lab, machine: &Machine, results: &[ScenarioResult]) -> Str
          `INSERT ... SELECT`, one transaction. Sling: `--mode incremental --primary-key id \
          --update-key updated_at`. dlt: `merge` with `primary_key=\"id\"` and \
          `dlt.sources.incremental(\"updated_at\")`.\n\
+         - **PostgreSQL -> ClickHouse.** The private server of `cargo xtask clickhouse` \
+         (Debian's `clickhouse-server`, 18.16 on bookworm, on 127.0.0.1), the narrow table only. \
+         Each contender loads once untimed, then every timed run replaces its table. dpone: \
+         `full_refresh`, `unique_key: [id]`, state in the target PostgreSQL database. The \
+         limit, the ClickHouse native insert: the table of dpone's first load read back once, \
+         untimed, with `clickhouse-client --query \"SELECT * FROM ... FORMAT Native\"` into a \
+         file (the source's rows in the types every table here has); each timed run creates a \
+         fresh table like dpone's before the clock starts, then `clickhouse-client --query \
+         \"INSERT INTO ... FORMAT Native\" < file` over the native protocol: no PostgreSQL read \
+         and no encoding, the server's own block format (were `Native` refused, `RowBinary`, and \
+         its label would say so). CSV pipe: `psql -c \"COPY (SELECT ...) TO STDOUT (FORMAT \
+         csv)\" | curl --data-binary @- '.../?query=INSERT INTO ... FORMAT CSV'`, ClickHouse's \
+         text insert over HTTP, into a fresh table like dpone's. Sling: `--mode full-refresh` \
+         over the native protocol (`clickhouse://default@127.0.0.1:{native_port}/{CH_DB}`); \
+         when it fails, its own error is the note. dlt is not run: its ClickHouse destination \
+         needs the `dlt[clickhouse]` extra, which the bench venv does not install. A run \
+         counts when its table has the source's row count, sum of ids and latest \
+         `updated_at`.\n\
          - **REST -> PostgreSQL.** The mock API of `xtask/src/rest_mock.rs` serves the \
          records table's rows as JSON pages of 10,000 (each record rendered once, so the server \
          costs about a copy per page). As in the full refresh above, dpone loads once untimed \
@@ -788,13 +1030,20 @@ pub fn markdown(lab: &Lab, machine: &Machine, results: &[ScenarioResult]) -> Str
          dpone's BigQuery types, uploads the file in one resumable upload and waits for the \
          load job: no PostgreSQL read and no encoding. Both load once untimed first. A run \
          counts when its table has the source's row count and sum of ids.\n\
+         - **Memory at scale.** Last in a full run (neither `--only` nor `--smoke`): the narrow \
+         table generated again with `--scale-rows` rows (10,000,000 unless told otherwise), \
+         then its PostgreSQL -> PostgreSQL full refresh as above, by dpone and the COPY pipe \
+         only: a first load into an empty target, untimed, then one timed run that replaces it \
+         (dpone's swap path, as in the main runs), through the same correctness gate. Its peak \
+         RSS is set against the median peak RSS of the contender's valid runs at `--rows`. The \
+         source and both targets are dropped afterwards.\n\
          - **Correctness gate.** After every run the target must have the source's row count \
          and `md5(string_agg(md5(ROW(...)::text), '' ORDER BY id))` over the source's columns, \
          each cast back to its source type (dlt and Sling store some types differently and \
          may add columns of their own); otherwise the run is marked invalid and not counted.\n\
          - **Measures.** Wall time of the contender's process tree from start to exit (dpone \
          included: process start, component load, connections). Peak RSS: GNU time `%M` of the \
-         tree (its largest process; for the pipe, the sum of both psql clients); server \
+         tree (its largest process; for a pipe, the sum of its two clients); server \
          processes are not counted for anyone. wasm share: dpone's run report \
          `(wasm_load_seconds + wasm_guest_seconds) / wall_seconds`, with the component cache \
          warm. `time dpone/this` < 1 and `speed dpone/this` > 1 mean dpone is faster. A \
@@ -809,15 +1058,21 @@ pub fn markdown(lab: &Lab, machine: &Machine, results: &[ScenarioResult]) -> Str
          map, the workaround dlt's own error message asks for. Sling 1.4.11 sends a bytea \
          value that starts with `[` and ends with `]` as text (taking it for JSON) and the \
          COPY fails, so every generated bytea value starts with a 0x01 byte. \
-         A contender that cannot be installed or fails is listed with the reason.\n\
+         clickhouse-client is Debian's package, installed when missing. A contender that \
+         cannot be installed or fails is listed with the reason.\n\
          - **Reproduce.** `cargo xtask bench` (`--rows N`, `--runs N`, `--table \
          narrow|wide|both`, `--only pg,clickhouse,rest,kafka,bigquery,mssql` for some scenarios, \
          which leaves this page as it is; `mssql` runs only against a server given by \
-         `DPONE_LIVE_MSSQL_URL`); `cargo xtask bench --smoke` (10,000 rows, one run, part of \
-         `cargo xtask test`, on the debug build) checks that the harness works and fails if \
-         dpone's result does not count.\n",
+         `DPONE_LIVE_MSSQL_URL`; `--skip-python` leaves Sling and dlt out, neither installed \
+         nor run; `--scale-rows N` sets the rows of the memory-at-scale phase, which runs when \
+         they are above `--rows`, and 0 turns it off): so `cargo xtask bench --rows 10000000 \
+         --skip-python` runs dpone, the pipes and the native insert alone at 10M rows. `cargo \
+         xtask bench --smoke` (10,000 rows, one run, no memory-at-scale phase, part of `cargo \
+         xtask test`, on the debug build) checks that the harness works and fails if dpone's \
+         result does not count.\n",
         narrow_cols = narrow.column_count(),
         wide_cols = wide.column_count(),
+        native_port = lab.clickhouse.native_port(),
     );
     md
 }
@@ -832,6 +1087,17 @@ fn thousands(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+/// A row count as titles say it: 10M, 10k; thousands separated when not round.
+fn count(n: u64) -> String {
+    if n >= 1_000_000 && n.is_multiple_of(1_000_000) {
+        format!("{}M", n / 1_000_000)
+    } else if n >= 1_000 && n.is_multiple_of(1_000) {
+        format!("{}k", n / 1_000)
+    } else {
+        thousands(n)
+    }
 }
 
 fn mib(kib: u64) -> String {
@@ -862,6 +1128,15 @@ mod tests {
     }
 
     #[test]
+    fn row_counts() {
+        assert_eq!(count(10_000_000), "10M");
+        assert_eq!(count(1_000_000), "1M");
+        assert_eq!(count(10_000), "10k");
+        assert_eq!(count(1_500_000), "1500k");
+        assert_eq!(count(1_234_567), "1,234,567");
+    }
+
+    #[test]
     fn speed_ratio_is_the_reciprocal_of_the_time_ratio() {
         let summary = |median| Summary {
             valid: 1,
@@ -869,6 +1144,7 @@ mod tests {
             min: median,
             max: median,
             peak_rss_kib: 1,
+            median_rss_kib: 1,
             wasm_share: None,
         };
         let (time, speed) = ratios(Some(summary(4.0)), Some(summary(3.6))).unwrap_or_default();

@@ -47,7 +47,8 @@ pub struct ClickhouseSession {
     /// How statements are written for this server (`DateTime64` from 20.1).
     dialect: ClickhouseDialect,
     version: String,
-    compression: Compression,
+    /// Whether insert bodies are gzipped (the manifest's `compression`, resolved).
+    gzip: bool,
 }
 
 impl fmt::Debug for ClickhouseSession {
@@ -94,7 +95,7 @@ impl ClickhouseSession {
             role,
             dialect: ClickhouseDialect { datetime64: false },
             version: String::new(),
-            compression: Compression::default(),
+            gzip: false,
         };
         let rows = session
             .query(&Statement::new("SELECT version()"), &[DataType::Text])
@@ -114,7 +115,7 @@ impl ClickhouseSession {
 
     /// Sets how insert bodies are encoded (the manifest's `compression`).
     pub fn with_compression(mut self, compression: Compression) -> Self {
-        self.compression = compression;
+        self.gzip = compression.gzips(self.endpoint.host_str().unwrap_or_default());
         self
     }
 
@@ -539,7 +540,7 @@ impl SqlSession for ClickhouseSession {
         let encoder = BodyEncoder {
             columns: schema.columns.clone(),
             targets,
-            compression: self.compression,
+            gzip: self.gzip,
         };
         let rows = Arc::new(AtomicU64::new(0));
         let encode_error: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
@@ -562,7 +563,7 @@ impl SqlSession for ClickhouseSession {
             self.dialect.column_list(&schema.names())
         );
         let mut request = self.request(&[("query", &query)]);
-        if self.compression == Compression::Gzip {
+        if self.gzip {
             request = request.header("Content-Encoding", "gzip");
         }
         let sent = self
@@ -658,7 +659,7 @@ fn no_transactions() -> Error {
 struct BodyEncoder {
     columns: Vec<Column>,
     targets: Vec<ChType>,
-    compression: Compression,
+    gzip: bool,
 }
 
 type BodyChunk = std::result::Result<Vec<u8>, std::io::Error>;
@@ -672,7 +673,7 @@ impl BodyEncoder {
         out: &mpsc::Sender<BodyChunk>,
         rows: &AtomicU64,
     ) -> Result<()> {
-        let mut body = BodyWriter::new(self.compression);
+        let mut body = BodyWriter::new(self.gzip);
         let mut row_bytes = Vec::with_capacity(INSERT_CHUNK);
         while let Some(batch) = rx.recv().await {
             for row in 0..batch.num_rows() {
@@ -706,13 +707,14 @@ enum BodyWriter {
 }
 
 impl BodyWriter {
-    fn new(compression: Compression) -> Self {
-        match compression {
-            Compression::None => BodyWriter::Plain,
-            Compression::Gzip => BodyWriter::Gzip(flate2::write::GzEncoder::new(
+    fn new(gzip: bool) -> Self {
+        if gzip {
+            BodyWriter::Gzip(flate2::write::GzEncoder::new(
                 Vec::with_capacity(INSERT_CHUNK),
                 flate2::Compression::fast(),
-            )),
+            ))
+        } else {
+            BodyWriter::Plain
         }
     }
 

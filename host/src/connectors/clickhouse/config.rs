@@ -36,7 +36,7 @@ pub struct ClickhouseConfig {
     /// `database.table` or `table` (the URL's database).
     #[serde(default)]
     pub table: Option<String>,
-    /// How insert bodies travel: `gzip` (default) or `none`.
+    /// How insert bodies travel: `auto` (default), `gzip` or `none`.
     #[serde(default)]
     pub compression: Compression,
 }
@@ -45,11 +45,33 @@ pub struct ClickhouseConfig {
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
+    /// `none` for a server on this machine (`localhost`, `127.0.0.0/8`, `::1`), where
+    /// compressing costs CPU on both ends and saves no network; `gzip` otherwise.
+    #[default]
+    Auto,
     /// gzip at its fastest level: RowBinary shrinks several times for little CPU, which
     /// pays off whenever the server is not on the same machine.
-    #[default]
     Gzip,
     None,
+}
+
+impl Compression {
+    /// Whether insert bodies to a server at `host` (a URL's host: a name, an IPv4
+    /// address or a bracketed IPv6 one) are gzipped.
+    pub fn gzips(self, host: &str) -> bool {
+        let loopback = || {
+            let ip = host.trim_start_matches('[').trim_end_matches(']');
+            host.eq_ignore_ascii_case("localhost")
+                || ip
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        };
+        match self {
+            Compression::Gzip => true,
+            Compression::None => false,
+            Compression::Auto => !loopback(),
+        }
+    }
 }
 
 impl ClickhouseConfig {
@@ -67,5 +89,22 @@ impl ClickhouseConfig {
 
     pub fn same_database(&self, other: &ClickhouseConfig) -> bool {
         self.url == other.url
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Compression;
+
+    #[test]
+    fn auto_compression_skips_gzip_for_a_server_on_this_machine() {
+        for host in ["localhost", "LOCALHOST", "127.0.0.1", "127.8.0.2", "[::1]"] {
+            assert!(!Compression::Auto.gzips(host), "{host}");
+            assert!(Compression::Gzip.gzips(host), "{host}");
+        }
+        for host in ["clickhouse.internal", "10.0.0.7", "[2001:db8::1]", ""] {
+            assert!(Compression::Auto.gzips(host), "{host}");
+            assert!(!Compression::None.gzips(host), "{host}");
+        }
     }
 }

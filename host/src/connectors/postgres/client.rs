@@ -13,13 +13,14 @@ use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgValueFormat}
 use sqlx::{Arguments, Column as _, ConnectOptions, Connection, Executor, Row, TypeInfo, ValueRef};
 use tokio::sync::mpsc;
 
-use super::copy::{CopyDecoder, CopyEncoder};
+use super::copy::{self, CodecError, CopyDecoder, CopyEncoder, CopyForwarder};
 use super::dialect::PostgresDialect;
 use super::types::{self, Param, PgType};
 use crate::connectors::dialect::SqlDialect;
 use crate::connectors::render::{quote_ident, table_ref};
-use crate::connectors::{SqlSession, Statement, TableName};
+use crate::connectors::{SnapshotSplit, SqlSession, Statement, TableName, WireFormat, WireRows};
 use crate::error::{Error, Kind, Result};
+use crate::manifest::Parallelism;
 use crate::model::{Column, DataType, Schema, Value};
 
 /// Bytes of COPY data gathered before they are sent: large enough to amortize the
@@ -180,6 +181,183 @@ impl PostgresSession {
             .map_err(|e| fail(role, &format!("reading the columns of {table}"), e))?;
         Ok(Some((oid, columns)))
     }
+
+    /// Runs `COPY (stmt) TO STDOUT (FORMAT binary)`, its parameters first stored as
+    /// session settings in one round trip (see [`SqlSession::read_placeholder`]). Each
+    /// chunk of the stream goes to `feed`, which collects what it completes; that goes to
+    /// `tx`. Returns whether the stream was read to its end with the receiver still there.
+    ///
+    /// The connection can only be used again once the COPY stream is read to its end, so
+    /// when the receiver goes away or `feed` fails, the rest of the stream is drained (not
+    /// fed) before returning.
+    async fn copy_out<T: Send>(
+        &mut self,
+        stmt: &Statement,
+        tx: &mpsc::Sender<T>,
+        mut feed: impl FnMut(&[u8], &mut Vec<T>) -> std::result::Result<(), CodecError> + Send,
+    ) -> Result<bool> {
+        let role = self.role;
+        let mut calls = Vec::new();
+        let mut args = PgArguments::default();
+        for (i, v) in stmt.params.iter().enumerate() {
+            if let Some(text) = types::param_text(v) {
+                calls.push(format!(
+                    "set_config('dpone.p{}', ${}, false)",
+                    i + 1,
+                    calls.len() + 1
+                ));
+                args.add(text)
+                    .map_err(|e| fail(role, "binding parameters", e))?;
+            }
+        }
+        if !calls.is_empty() {
+            sqlx::query_with(&format!("SELECT {}", calls.join(", ")), args)
+                .persistent(false)
+                .execute(&mut self.conn)
+                .await
+                .map_err(|e| fail(role, "binding parameters", e))?;
+        }
+
+        let sql = format!("COPY ({}) TO STDOUT (FORMAT binary)", stmt.sql);
+        let mut ready = Vec::new();
+        let mut failure: Option<Error> = None;
+        let mut receiver_gone = false;
+        let mut stream = self
+            .conn
+            .copy_out_raw(&sql)
+            .await
+            .map_err(|e| fail(role, "read failed", e))?;
+        while let Some(chunk) = stream.next().await {
+            // sqlx has already resynchronized the connection when the stream fails.
+            let chunk = chunk.map_err(|e| fail(role, "read failed", e))?;
+            if failure.is_some() || receiver_gone {
+                continue;
+            }
+            if let Err(e) = feed(&chunk, &mut ready) {
+                failure = Some(fail(role, "read failed", e));
+                continue;
+            }
+            for item in ready.drain(..) {
+                if tx.send(item).await.is_err() {
+                    receiver_gone = true;
+                    break;
+                }
+            }
+        }
+        drop(stream);
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(!receiver_gone),
+        }
+    }
+
+    /// Runs `COPY table (columns of schema) FROM STDIN (FORMAT binary)` with `rows`. On
+    /// any failure the COPY is aborted, so nothing is written. Returns the rows the server
+    /// counted.
+    async fn copy_in(
+        &mut self,
+        table: &TableName,
+        schema: &Schema,
+        mut rows: CopyRows,
+    ) -> Result<u64> {
+        let role = self.role;
+        let what = format!("bulk insert into {table}");
+        let columns: Vec<String> = schema
+            .columns
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect();
+        let sql = format!(
+            "COPY {} ({}) FROM STDIN (FORMAT binary)",
+            table_ref(table),
+            columns.join(", ")
+        );
+        let mut copy = self
+            .conn
+            .copy_in_raw(&sql)
+            .await
+            .map_err(|e| fail(role, &what, e))?;
+        let mut buf = BytesMut::with_capacity(COPY_CHUNK + COPY_CHUNK / 4);
+        let sent: Result<()> = async {
+            while rows
+                .next(&mut buf)
+                .await
+                .map_err(|e| fail(role, &what, e))?
+            {
+                if buf.len() >= COPY_CHUNK {
+                    copy.send(&buf[..])
+                        .await
+                        .map_err(|e| fail(role, &what, e))?;
+                    buf.clear();
+                }
+            }
+            rows.finish(&mut buf);
+            copy.send(&buf[..])
+                .await
+                .map_err(|e| fail(role, &what, e))?;
+            Ok(())
+        }
+        .await;
+        match sent {
+            Ok(()) => copy.finish().await.map_err(|e| fail(role, &what, e)),
+            Err(e) => {
+                // The abort's own outcome matters less than the error that caused it.
+                if let Err(abort) = copy.abort("dpone: bulk insert failed").await {
+                    tracing::debug!("aborting COPY: {abort}");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The rows a COPY FROM sends: Arrow batches to encode, or rows already in binary COPY
+/// form (no header or trailer).
+enum CopyRows {
+    Arrow(mpsc::Receiver<RecordBatch>, CopyEncoder),
+    Wire {
+        rx: mpsc::Receiver<WireRows>,
+        header_written: bool,
+    },
+}
+
+impl CopyRows {
+    /// Appends the next rows to `buf` (the stream header first); `false` once the
+    /// channel has closed.
+    async fn next(&mut self, buf: &mut BytesMut) -> std::result::Result<bool, CodecError> {
+        match self {
+            CopyRows::Arrow(rx, encoder) => match rx.recv().await {
+                Some(batch) => encoder.encode(&batch, buf).map(|()| true),
+                None => Ok(false),
+            },
+            CopyRows::Wire { rx, header_written } => {
+                if !*header_written {
+                    copy::put_header(buf);
+                    *header_written = true;
+                }
+                Ok(match rx.recv().await {
+                    Some(rows) => {
+                        buf.extend_from_slice(&rows.bytes);
+                        true
+                    }
+                    None => false,
+                })
+            }
+        }
+    }
+
+    /// Appends the end of the stream (its header too when no rows came).
+    fn finish(&mut self, buf: &mut BytesMut) {
+        match self {
+            CopyRows::Arrow(_, encoder) => encoder.finish(buf),
+            CopyRows::Wire { header_written, .. } => {
+                if !*header_written {
+                    copy::put_header(buf);
+                }
+                copy::put_trailer(buf);
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -318,65 +496,37 @@ impl SqlSession for PostgresSession {
         schema: &Schema,
         tx: mpsc::Sender<RecordBatch>,
     ) -> Result<()> {
-        let role = self.role;
-        let mut calls = Vec::new();
-        let mut args = PgArguments::default();
-        for (i, v) in stmt.params.iter().enumerate() {
-            if let Some(text) = types::param_text(v) {
-                calls.push(format!(
-                    "set_config('dpone.p{}', ${}, false)",
-                    i + 1,
-                    calls.len() + 1
-                ));
-                args.add(text)
-                    .map_err(|e| fail(role, "binding parameters", e))?;
-            }
-        }
-        if !calls.is_empty() {
-            sqlx::query_with(&format!("SELECT {}", calls.join(", ")), args)
-                .persistent(false)
-                .execute(&mut self.conn)
-                .await
-                .map_err(|e| fail(role, "binding parameters", e))?;
-        }
-
-        let sql = format!("COPY ({}) TO STDOUT (FORMAT binary)", stmt.sql);
         let mut decoder = CopyDecoder::new(schema);
-        let mut ready = Vec::new();
-        let mut failure: Option<Error> = None;
-        let mut receiver_gone = false;
-        let mut stream = self
-            .conn
-            .copy_out_raw(&sql)
-            .await
-            .map_err(|e| fail(role, "read failed", e))?;
-        while let Some(chunk) = stream.next().await {
-            // sqlx has already resynchronized the connection when the stream fails.
-            let chunk = chunk.map_err(|e| fail(role, "read failed", e))?;
-            if failure.is_some() || receiver_gone {
-                continue;
-            }
-            if let Err(e) = decoder.feed(&chunk, &mut ready) {
-                failure = Some(fail(role, "read failed", e));
-                continue;
-            }
-            for batch in ready.drain(..) {
-                if tx.send(batch).await.is_err() {
-                    receiver_gone = true;
-                    break;
-                }
-            }
-        }
-        drop(stream);
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        if receiver_gone {
-            return Ok(());
-        }
-        if let Some(batch) = decoder.finish().map_err(|e| fail(role, "read failed", e))? {
+        if self
+            .copy_out(stmt, &tx, |chunk, ready| decoder.feed(chunk, ready))
+            .await?
+            && let Some(batch) = decoder
+                .finish()
+                .map_err(|e| fail(self.role, "read failed", e))?
+        {
             // A closed receiver is not an error: the consumer decided it had enough.
             let _ = tx.send(batch).await;
+        }
+        Ok(())
+    }
+
+    /// As [`Self::read`], forwarding the rows undecoded ([`CopyForwarder`]).
+    async fn read_wire(
+        &mut self,
+        stmt: &Statement,
+        schema: &Schema,
+        cursor: Option<usize>,
+        tx: mpsc::Sender<WireRows>,
+    ) -> Result<()> {
+        let mut forwarder = CopyForwarder::new(schema, cursor, COPY_CHUNK);
+        if self
+            .copy_out(stmt, &tx, |chunk, ready| forwarder.feed(chunk, ready))
+            .await?
+            && let Some(rows) = forwarder
+                .finish()
+                .map_err(|e| fail(self.role, "read failed", e))?
+        {
+            let _ = tx.send(rows).await;
         }
         Ok(())
     }
@@ -388,7 +538,7 @@ impl SqlSession for PostgresSession {
         &mut self,
         table: &TableName,
         schema: &Schema,
-        mut rx: mpsc::Receiver<RecordBatch>,
+        rx: mpsc::Receiver<RecordBatch>,
     ) -> Result<u64> {
         let role = self.role;
         let Some((_, catalog)) = self.catalog(table).await? else {
@@ -419,57 +569,131 @@ impl SqlSession for PostgresSession {
             })?;
             targets.push(native);
         }
-        let mut encoder = CopyEncoder::new(schema, &targets)
+        let encoder = CopyEncoder::new(schema, &targets)
             .map_err(|e| fail(role, &format!("bulk insert into {table}"), e))?;
-        let columns: Vec<String> = schema
-            .columns
-            .iter()
-            .map(|c| quote_ident(&c.name))
-            .collect();
-        let sql = format!(
-            "COPY {} ({}) FROM STDIN (FORMAT binary)",
-            table_ref(table),
-            columns.join(", ")
-        );
-
-        let mut copy = self
-            .conn
-            .copy_in_raw(&sql)
+        self.copy_in(table, schema, CopyRows::Arrow(rx, encoder))
             .await
-            .map_err(|e| fail(role, &format!("bulk insert into {table}"), e))?;
-        let mut buf = BytesMut::with_capacity(COPY_CHUNK + COPY_CHUNK / 4);
-        let sent: Result<()> = async {
-            while let Some(batch) = rx.recv().await {
-                encoder
-                    .encode(&batch, &mut buf)
-                    .map_err(|e| fail(role, &format!("bulk insert into {table}"), e))?;
-                if buf.len() >= COPY_CHUNK {
-                    copy.send(&buf[..])
-                        .await
-                        .map_err(|e| fail(role, &format!("bulk insert into {table}"), e))?;
-                    buf.clear();
-                }
-            }
-            encoder.finish(&mut buf);
-            copy.send(&buf[..])
-                .await
-                .map_err(|e| fail(role, &format!("bulk insert into {table}"), e))?;
-            Ok(())
+    }
+
+    /// Splits a heap table (or materialized view) into block ranges of about equal size, read
+    /// by `ctid` range (a TID range scan from PostgreSQL 14; older servers read as one
+    /// stream). The last share is open-ended, so rows in blocks added after the size was read
+    /// are still read, if the snapshot sees them.
+    async fn snapshot_split(
+        &mut self,
+        table: &TableName,
+        streams: Parallelism,
+    ) -> Result<Option<SnapshotSplit>> {
+        let role = self.role;
+        let found: Option<(String, i64, i32, i32)> = sqlx::query_as(
+            "SELECT c.relkind::text, pg_relation_size(c.oid), \
+                    current_setting('block_size')::int, current_setting('server_version_num')::int \
+             FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1)",
+        )
+        .bind(table_ref(table))
+        .fetch_optional(&mut self.conn)
+        .await
+        .map_err(|e| fail(role, &format!("sizing table {table}"), e))?;
+        let Some((kind, bytes, block, version)) = found else {
+            return Ok(None);
+        };
+        let bytes = u64::try_from(bytes).unwrap_or(0);
+        let streams = u64::from(streams.streams(bytes));
+        let blocks = bytes / u64::try_from(block.max(1)).unwrap_or(8192);
+        if !matches!(kind.as_str(), "r" | "m")
+            || version < 140_000
+            || streams < 2
+            || blocks < streams
+        {
+            return Ok(None);
         }
-        .await;
-        match sent {
-            Ok(()) => copy
-                .finish()
-                .await
-                .map_err(|e| fail(role, &format!("bulk insert into {table}"), e)),
+        self.simple("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        let snapshot: std::result::Result<String, _> =
+            sqlx::query_scalar("SELECT pg_export_snapshot()")
+                .fetch_one(&mut self.conn)
+                .await;
+        let snapshot = match snapshot {
+            Ok(s) => s,
             Err(e) => {
-                // The abort's own outcome matters less than the error that caused it.
-                if let Err(abort) = copy.abort("dpone: bulk insert failed").await {
-                    tracing::debug!("aborting COPY: {abort}");
-                }
-                Err(e)
+                let failed = fail(role, "exporting a snapshot", e);
+                self.simple("ROLLBACK").await?;
+                return Err(failed);
             }
+        };
+        let bound = |i: u64| format!("'({},0)'::tid", blocks * i / streams);
+        let predicates = (0..streams)
+            .map(|i| match (i, i + 1 == streams) {
+                (0, _) => format!("ctid < {}", bound(1)),
+                (_, true) => format!("ctid >= {}", bound(i)),
+                _ => format!("ctid >= {} AND ctid < {}", bound(i), bound(i + 1)),
+            })
+            .collect();
+        Ok(Some(SnapshotSplit {
+            snapshot,
+            predicates,
+        }))
+    }
+
+    async fn join_snapshot(&mut self, snapshot: &str) -> Result<()> {
+        // SET TRANSACTION SNAPSHOT takes no parameter; an exported id is hex digits and `-`.
+        if snapshot.is_empty() || !snapshot.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            return Err(Error::internal(format!(
+                "`{snapshot}` is not an exported snapshot id"
+            )));
         }
+        self.simple(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'"
+        ))
+        .await
+        .map(drop)
+    }
+
+    fn concurrent_loads(&self) -> bool {
+        true
+    }
+
+    /// Each column's [`PgType`] family: its binary form is the same for every member and
+    /// modifier of the family (`varchar(20)` and `text`, `numeric(12,2)` and `numeric`),
+    /// and COPY applies the receiving column's modifier on either path, so rows forwarded
+    /// between columns of one family land exactly as the Arrow path writes them.
+    async fn wire_format(
+        &mut self,
+        table: &TableName,
+        columns: &[String],
+    ) -> Result<Option<WireFormat>> {
+        let Some((_, catalog)) = self.catalog(table).await? else {
+            return Ok(None);
+        };
+        let families: Option<Vec<String>> = columns
+            .iter()
+            .map(|name| {
+                let c = catalog.iter().find(|c| &c.name == name)?;
+                PgType::from_name(&c.type_name).map(|t| t.name().to_owned())
+            })
+            .collect();
+        Ok(families.map(|columns| WireFormat {
+            format: "postgres-binary-copy",
+            columns,
+        }))
+    }
+
+    /// As [`Self::bulk_insert`], of rows already in binary COPY form ([`CopyForwarder`]).
+    async fn bulk_insert_wire(
+        &mut self,
+        table: &TableName,
+        schema: &Schema,
+        rx: mpsc::Receiver<WireRows>,
+    ) -> Result<u64> {
+        self.copy_in(
+            table,
+            schema,
+            CopyRows::Wire {
+                rx,
+                header_written: false,
+            },
+        )
+        .await
     }
 
     async fn begin(&mut self) -> Result<()> {

@@ -24,7 +24,8 @@ use arrow_schema::SchemaRef;
 use bytes::{BufMut, BytesMut};
 
 use super::types::PgType;
-use crate::model::{BATCH_ROWS, DataType, Schema, arrow_type};
+use crate::connectors::WireRows;
+use crate::model::{self, BATCH_ROWS, DataType, Schema, arrow_type};
 
 /// A value or stream that does not fit the binary format or the portable schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -498,6 +499,28 @@ pub fn numeric_from_text(text: &str, groups: &mut Vec<i16>, out: &mut impl BufMu
 // ---------------------------------------------------------------------------------------
 // Decoder: binary COPY stream -> Arrow batches.
 
+/// 10^precision: the magnitude every value of a decimal of that precision stays below.
+fn decimal_bound(precision: u8) -> i128 {
+    POW10
+        .get(usize::from(precision))
+        .copied()
+        .unwrap_or(i128::MAX)
+}
+
+/// A binary numeric as an i128 at `scale`, refused when its magnitude reaches `bound`
+/// (see [`decimal_bound`]); `scratch` holds its text for the error.
+fn fixed_decimal(v: &[u8], scale: i8, bound: i128, scratch: &mut String) -> CResult<i128> {
+    let x = numeric_to_i128(v, scale)?;
+    if x.unsigned_abs() >= bound.unsigned_abs() {
+        scratch.clear();
+        numeric_to_text(v, scratch)?;
+        return err(format!(
+            "{scratch} does not fit the column's decimal precision"
+        ));
+    }
+    Ok(x)
+}
+
 /// One column's Arrow builder, chosen from its portable type.
 #[derive(Debug)]
 enum Builder {
@@ -536,10 +559,7 @@ impl Builder {
             DataType::Decimal(Some(d)) => Builder::Decimal {
                 b: Decimal128Builder::with_capacity(n).with_data_type(arrow_type(t)),
                 scale: d.scale,
-                bound: POW10
-                    .get(usize::from(d.precision))
-                    .copied()
-                    .unwrap_or(i128::MAX),
+                bound: decimal_bound(d.precision),
             },
             DataType::Decimal(None) => Builder::DecimalText(StringBuilder::with_capacity(n, n * 8)),
             DataType::Text => Builder::Text(StringBuilder::with_capacity(n, n * 16)),
@@ -590,15 +610,7 @@ impl Builder {
             },
             Builder::F64(b) => b.append_value(float_from_pg(v)?),
             Builder::Decimal { b, scale, bound } => {
-                let x = numeric_to_i128(v, *scale)?;
-                if x.unsigned_abs() >= bound.unsigned_abs() {
-                    scratch.clear();
-                    numeric_to_text(v, scratch)?;
-                    return err(format!(
-                        "{scratch} does not fit the column's decimal precision"
-                    ));
-                }
-                b.append_value(x);
+                b.append_value(fixed_decimal(v, *scale, *bound, scratch)?)
             }
             Builder::DecimalText(b) => {
                 scratch.clear();
@@ -679,18 +691,10 @@ impl CopyDecoder {
 
     /// Consumes the next chunk of the stream, pushing every batch it completes to `out`.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<RecordBatch>) -> CResult<()> {
-        if self.pending.is_empty() {
-            // The usual case (the server sends one message per row): no copying.
-            let used = self.parse(chunk, out)?;
-            self.pending.extend_from_slice(&chunk[used..]);
-        } else {
-            let mut buf = std::mem::take(&mut self.pending);
-            buf.extend_from_slice(chunk);
-            let used = self.parse(&buf, out)?;
-            buf.drain(..used);
-            self.pending = buf;
-        }
-        Ok(())
+        let mut pending = std::mem::take(&mut self.pending);
+        let fed = feed_units(&mut pending, chunk, |buf| self.parse(buf, out));
+        self.pending = pending;
+        fed
     }
 
     /// Ends the stream: the last, partial batch, if any rows remain. An error when the
@@ -719,62 +723,10 @@ impl CopyDecoder {
         let mut pos = 0;
         loop {
             let rest = &buf[pos..];
-            match self.state {
-                State::Header => {
-                    if rest.len() < HEADER_LEN {
-                        return Ok(pos);
-                    }
-                    if &rest[..11] != SIGNATURE {
-                        return err("not a binary COPY stream");
-                    }
-                    if be_i32(&rest[11..]) as u32 & FLAG_OIDS != 0 {
-                        return err("COPY rows with OIDs are not supported");
-                    }
-                    let ext = usize::try_from(be_i32(&rest[15..]))
-                        .map_err(|_| CodecError("bad COPY header".into()))?;
-                    if rest.len() < HEADER_LEN + ext {
-                        return Ok(pos);
-                    }
-                    pos += HEADER_LEN + ext;
-                    self.state = State::Rows;
-                }
-                State::Rows => {
-                    if rest.len() < 2 {
-                        return Ok(pos);
-                    }
-                    let count = be_i16(rest);
-                    if count == -1 {
-                        pos += 2;
-                        self.state = State::Done;
-                        continue;
-                    }
-                    if count as usize != self.builders.len() {
-                        return err(format!(
-                            "COPY row has {count} fields, the schema has {} columns",
-                            self.builders.len()
-                        ));
-                    }
-                    // Find every field first: a row is decoded only once it is complete.
-                    self.fields.clear();
-                    let mut at = 2;
-                    for _ in 0..count {
-                        if rest.len() < at + 4 {
-                            return Ok(pos);
-                        }
-                        let len = be_i32(&rest[at..]);
-                        at += 4;
-                        if len >= 0 {
-                            if rest.len() < at + len as usize {
-                                return Ok(pos);
-                            }
-                            self.fields.push((at, len));
-                            at += len as usize;
-                        } else if len == -1 {
-                            self.fields.push((at, -1));
-                        } else {
-                            return err(format!("bad COPY field length {len}"));
-                        }
-                    }
+            match next_unit(&mut self.state, rest, self.builders.len(), &mut self.fields)? {
+                Unit::Incomplete => return Ok(pos),
+                Unit::Framing(n) => pos += n,
+                Unit::Row(n) => {
                     for (i, &(off, len)) in self.fields.iter().enumerate() {
                         let b = &mut self.builders[i];
                         if len < 0 {
@@ -784,21 +736,273 @@ impl CopyDecoder {
                                 .map_err(|e| e.in_column(&self.names[i]))?;
                         }
                     }
-                    pos += at;
+                    pos += n;
                     self.rows += 1;
                     if self.rows == BATCH_ROWS {
                         out.push(self.flush()?);
                     }
                 }
-                State::Done => {
-                    if !rest.is_empty() {
-                        return err("data after the COPY trailer");
+            }
+        }
+    }
+}
+
+/// Passes `chunk` to `parse` (which returns the bytes of the whole units it used) after
+/// the incomplete unit `pending` kept from earlier chunks, and keeps the new remainder.
+fn feed_units(
+    pending: &mut Vec<u8>,
+    chunk: &[u8],
+    mut parse: impl FnMut(&[u8]) -> CResult<usize>,
+) -> CResult<()> {
+    if pending.is_empty() {
+        // The usual case (the server sends one message per row): no copying.
+        let used = parse(chunk)?;
+        pending.extend_from_slice(&chunk[used..]);
+    } else {
+        pending.extend_from_slice(chunk);
+        let used = parse(pending)?;
+        pending.drain(..used);
+    }
+    Ok(())
+}
+
+/// What starts a buffer of a binary COPY stream.
+enum Unit {
+    /// Not enough bytes for the next unit yet.
+    Incomplete,
+    /// The header or the trailer, this many bytes.
+    Framing(usize),
+    /// A complete row of this many bytes; its fields are in the `fields` passed.
+    Row(usize),
+}
+
+/// Finds the unit at the start of `rest` and advances `state` past a header or trailer.
+/// For a row of `columns` fields, `fields` receives the (offset in the row, length or -1)
+/// of each. The decoder and the forwarder share it, so both read the same framing.
+fn next_unit(
+    state: &mut State,
+    rest: &[u8],
+    columns: usize,
+    fields: &mut Vec<(usize, i32)>,
+) -> CResult<Unit> {
+    match state {
+        State::Header => {
+            if rest.len() < HEADER_LEN {
+                return Ok(Unit::Incomplete);
+            }
+            if &rest[..11] != SIGNATURE {
+                return err("not a binary COPY stream");
+            }
+            if be_i32(&rest[11..]) as u32 & FLAG_OIDS != 0 {
+                return err("COPY rows with OIDs are not supported");
+            }
+            let ext = usize::try_from(be_i32(&rest[15..]))
+                .map_err(|_| CodecError("bad COPY header".into()))?;
+            if rest.len() < HEADER_LEN + ext {
+                return Ok(Unit::Incomplete);
+            }
+            *state = State::Rows;
+            Ok(Unit::Framing(HEADER_LEN + ext))
+        }
+        State::Rows => {
+            if rest.len() < 2 {
+                return Ok(Unit::Incomplete);
+            }
+            let count = be_i16(rest);
+            if count == -1 {
+                *state = State::Done;
+                return Ok(Unit::Framing(2));
+            }
+            if count as usize != columns {
+                return err(format!(
+                    "COPY row has {count} fields, the schema has {columns} columns"
+                ));
+            }
+            // Find every field first: a row is used only once it is complete.
+            fields.clear();
+            let mut at = 2;
+            for _ in 0..count {
+                if rest.len() < at + 4 {
+                    return Ok(Unit::Incomplete);
+                }
+                let len = be_i32(&rest[at..]);
+                at += 4;
+                if len >= 0 {
+                    if rest.len() < at + len as usize {
+                        return Ok(Unit::Incomplete);
                     }
-                    return Ok(pos);
+                    fields.push((at, len));
+                    at += len as usize;
+                } else if len == -1 {
+                    fields.push((at, -1));
+                } else {
+                    return err(format!("bad COPY field length {len}"));
+                }
+            }
+            Ok(Unit::Row(at))
+        }
+        State::Done if rest.is_empty() => Ok(Unit::Incomplete),
+        State::Done => err("data after the COPY trailer"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Forwarder: binary COPY stream -> the same rows, undecoded.
+
+/// Passes the rows of a binary COPY stream through without decoding them, for a staging
+/// table whose columns have the source's types: chunks of whole rows (no header, no
+/// trailer) of about `chunk_bytes`, each with its row count and the largest value of the
+/// cursor column.
+///
+/// Contract: a forwarded stream fails where [`CopyDecoder`] would on the same rows. The
+/// values a column of the source's own type holds that have no portable form are checked
+/// ([`check_forwarded`]); the cursor column is decoded as the decoder decodes it, so its
+/// maximum is the same value.
+#[derive(Debug)]
+pub struct CopyForwarder {
+    names: Vec<String>,
+    /// The columns whose values may lack a portable form, and their types.
+    checked: Vec<(usize, DataType)>,
+    /// The cursor column's index, type and builder.
+    cursor: Option<(usize, DataType, Builder)>,
+    chunk_bytes: usize,
+    state: State,
+    fields: Vec<(usize, i32)>,
+    pending: Vec<u8>,
+    out: BytesMut,
+    rows: u64,
+    scratch: String,
+}
+
+impl CopyForwarder {
+    /// Rows of `schema`; `cursor` is the index of the column whose maximum each chunk
+    /// reports.
+    pub fn new(schema: &Schema, cursor: Option<usize>, chunk_bytes: usize) -> CopyForwarder {
+        let types: Vec<DataType> = schema.columns.iter().map(|c| c.data_type).collect();
+        CopyForwarder {
+            names: schema.names(),
+            checked: types
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| {
+                    matches!(
+                        t,
+                        DataType::Date
+                            | DataType::Timestamp
+                            | DataType::TimestampTz
+                            | DataType::Decimal(Some(_))
+                    )
+                })
+                .map(|(i, t)| (i, *t))
+                .collect(),
+            cursor: cursor.map(|i| (i, types[i], Builder::new(&types[i]))),
+            chunk_bytes,
+            state: State::Header,
+            fields: Vec::with_capacity(types.len()),
+            pending: Vec::new(),
+            out: BytesMut::with_capacity(chunk_bytes + chunk_bytes / 4),
+            rows: 0,
+            scratch: String::new(),
+        }
+    }
+
+    /// Consumes the next chunk of the stream, pushing every full chunk of rows to `out`.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<WireRows>) -> CResult<()> {
+        let mut pending = std::mem::take(&mut self.pending);
+        let fed = feed_units(&mut pending, chunk, |buf| self.parse(buf, out));
+        self.pending = pending;
+        fed
+    }
+
+    /// Ends the stream: the last rows, if any. An error when the stream stopped before
+    /// its trailer.
+    pub fn finish(mut self) -> CResult<Option<WireRows>> {
+        if self.state != State::Done || !self.pending.is_empty() {
+            return err("COPY data ended in the middle of the stream");
+        }
+        Ok((self.rows > 0).then(|| self.take()))
+    }
+
+    fn take(&mut self) -> WireRows {
+        let mut max_cursor = None;
+        if let Some((_, t, builder)) = &mut self.cursor {
+            let values = builder.finish();
+            *builder = Builder::new(t);
+            for row in 0..values.len() {
+                model::keep_max(&mut max_cursor, &model::value_at(&values, t, row));
+            }
+        }
+        let rows = std::mem::take(&mut self.rows);
+        WireRows {
+            bytes: self.out.split().freeze(),
+            rows,
+            max_cursor,
+        }
+    }
+
+    fn parse(&mut self, buf: &[u8], out: &mut Vec<WireRows>) -> CResult<usize> {
+        let mut pos = 0;
+        loop {
+            let rest = &buf[pos..];
+            match next_unit(&mut self.state, rest, self.names.len(), &mut self.fields)? {
+                Unit::Incomplete => return Ok(pos),
+                Unit::Framing(n) => pos += n,
+                Unit::Row(n) => {
+                    let field = |i: usize| {
+                        let (off, len) = self.fields[i];
+                        (len >= 0).then(|| &rest[off..off + len as usize])
+                    };
+                    for &(i, t) in &self.checked {
+                        if let Some(v) = field(i) {
+                            check_forwarded(&t, v, &mut self.scratch)
+                                .map_err(|e| e.in_column(&self.names[i]))?;
+                        }
+                    }
+                    if let Some((i, _, builder)) = &mut self.cursor {
+                        match field(*i) {
+                            Some(v) => builder
+                                .append(v, &mut self.scratch)
+                                .map_err(|e| e.in_column(&self.names[*i]))?,
+                            None => builder.append_null(),
+                        }
+                    }
+                    self.out.extend_from_slice(&rest[..n]);
+                    pos += n;
+                    self.rows += 1;
+                    if self.out.len() >= self.chunk_bytes {
+                        out.push(self.take());
+                    }
                 }
             }
         }
     }
+}
+
+/// Refuses a value, held by a PostgreSQL column of portable type `t`, that has no
+/// portable form and so fails [`CopyDecoder`]: an infinite date or timestamp, a special
+/// numeric or one past the precision of a fixed-scale decimal. Every other type's values
+/// all have one.
+fn check_forwarded(t: &DataType, v: &[u8], scratch: &mut String) -> CResult<()> {
+    match t {
+        DataType::Date => date_from_pg(v).map(drop),
+        DataType::Timestamp | DataType::TimestampTz => timestamp_from_pg(v).map(drop),
+        DataType::Decimal(Some(d)) => {
+            fixed_decimal(v, d.scale, decimal_bound(d.precision), scratch).map(drop)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Appends the header of a binary COPY stream.
+pub fn put_header(out: &mut BytesMut) {
+    out.put_slice(SIGNATURE);
+    out.put_i32(0);
+    out.put_i32(0);
+}
+
+/// Appends the trailer of a binary COPY stream.
+pub fn put_trailer(out: &mut BytesMut) {
+    out.put_i16(-1);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -899,9 +1103,7 @@ impl CopyEncoder {
 
     fn header(&mut self, out: &mut BytesMut) {
         if !self.header_written {
-            out.put_slice(SIGNATURE);
-            out.put_i32(0);
-            out.put_i32(0);
+            put_header(out);
             self.header_written = true;
         }
     }
@@ -940,7 +1142,7 @@ impl CopyEncoder {
     /// Ends the stream with its trailer.
     pub fn finish(&mut self, out: &mut BytesMut) {
         self.header(out);
-        out.put_i16(-1);
+        put_trailer(out);
     }
 }
 
@@ -1591,5 +1793,104 @@ mod tests {
             error.0.contains("`d`") && error.0.contains("12345"),
             "{error}"
         );
+    }
+
+    /// Every chunk of a forwarded stream fed `chunk` bytes at a time, then the rest.
+    fn forward_all(
+        stream: &[u8],
+        schema: &Schema,
+        cursor: Option<usize>,
+        chunk: usize,
+    ) -> Vec<WireRows> {
+        let mut f = CopyForwarder::new(schema, cursor, 64);
+        let mut out = Vec::new();
+        for c in stream.chunks(chunk) {
+            f.feed(c, &mut out).unwrap();
+        }
+        out.extend(f.finish().unwrap());
+        out
+    }
+
+    #[test]
+    fn forwarder_passes_rows_through_and_reports_what_the_decoder_would() {
+        let schema = all_types_schema();
+        let rows = edge_rows();
+        let stream = stream_of(&rows, &schema);
+        let body = &stream[HEADER_LEN..stream.len() - 2];
+        let cursor = schema.columns.iter().position(|c| c.name == "tz");
+        let decoded = decode_all(&stream, &schema, 1 << 20);
+        let mut want_max = None;
+        for b in &decoded {
+            if let Some(m) = model::column_max(b, cursor.unwrap(), &DataType::TimestampTz) {
+                model::keep_max(&mut want_max, &m);
+            }
+        }
+        for chunk in [1, 2, 7, 19, 64, 1 << 20] {
+            let forwarded = forward_all(&stream, &schema, cursor, chunk);
+            let bytes: Vec<u8> = forwarded.iter().flat_map(|w| w.bytes.to_vec()).collect();
+            assert_eq!(bytes, body, "chunk {chunk}");
+            assert_eq!(
+                forwarded.iter().map(|w| w.rows).sum::<u64>(),
+                rows.len() as u64
+            );
+            let mut max = None;
+            for m in forwarded.iter().filter_map(|w| w.max_cursor.as_ref()) {
+                model::keep_max(&mut max, m);
+            }
+            assert_eq!(max, want_max, "chunk {chunk}");
+        }
+        // A 64-byte chunk target: every chunk but the last holds at least that much.
+        let forwarded = forward_all(&stream, &schema, None, 1 << 20);
+        assert!(forwarded.len() > 1);
+        assert!(
+            forwarded[..forwarded.len() - 1]
+                .iter()
+                .all(|w| w.bytes.len() >= 64)
+        );
+        assert!(forwarded.iter().all(|w| w.max_cursor.is_none()));
+    }
+
+    #[test]
+    fn forwarder_fails_where_the_decoder_fails() {
+        let dec = DataType::Decimal(Some(DecimalSpec {
+            precision: 4,
+            scale: 1,
+        }));
+        let cases = [
+            (dec, Value::Decimal("12345".into())),
+            (dec, Value::Decimal("NaN".into())),
+            (DataType::Date, Value::Date(i32::MAX)),
+            (DataType::Timestamp, Value::Timestamp(i64::MAX)),
+        ];
+        for (t, v) in cases {
+            let schema = Schema {
+                columns: vec![col("x", t)],
+                primary_key: vec![],
+            };
+            // Infinity sits at the PostgreSQL epoch's extremes, which `stream_of` shifts to.
+            let mut stream = stream_of(&[vec![v.clone()]], &schema);
+            if let Value::Date(_) = v {
+                stream[HEADER_LEN + 6..HEADER_LEN + 10].copy_from_slice(&i32::MAX.to_be_bytes());
+            }
+            if let Value::Timestamp(_) = v {
+                stream[HEADER_LEN + 6..HEADER_LEN + 14].copy_from_slice(&i64::MAX.to_be_bytes());
+            }
+            let decoded = CopyDecoder::new(&schema).feed(&stream, &mut Vec::new());
+            let forwarded = CopyForwarder::new(&schema, None, 64).feed(&stream, &mut Vec::new());
+            let (Err(d), Err(f)) = (decoded, forwarded) else {
+                panic!("{v:?} as {t:?}: both must fail");
+            };
+            assert_eq!(d, f, "{v:?}");
+        }
+        // Empty and truncated streams.
+        let schema = Schema {
+            columns: vec![col("id", DataType::Int64)],
+            primary_key: vec![],
+        };
+        let empty = encode_all(&[], &schema, &[PgType::Int8]);
+        assert!(forward_all(&empty, &schema, Some(0), 3).is_empty());
+        let mut f = CopyForwarder::new(&schema, None, 64);
+        f.feed(&empty[..HEADER_LEN + 1], &mut Vec::new()).unwrap();
+        assert!(f.finish().is_err());
     }
 }

@@ -53,6 +53,13 @@ impl SqlDialect for PostgresDialect {
         " FOR UPDATE SKIP LOCKED"
     }
 
+    /// A freshly loaded table has no statistics until autovacuum gets to it: the planner
+    /// then guesses 200 distinct keys and joins a staging table of millions of rows to the
+    /// target by a nested loop over a hashed, disk-spilling aggregate.
+    fn analyze(&self, table: &str) -> Option<String> {
+        Some(format!("ANALYZE {table}"))
+    }
+
     fn truncate(&self, table: &str) -> String {
         format!("TRUNCATE TABLE {table}")
     }
