@@ -18,7 +18,7 @@ use super::report::Progress;
 use crate::connectors::dialect::KeyMatch;
 use crate::connectors::sink::StagingKind;
 use crate::connectors::source::{ChangeRead, ScanKind};
-use crate::connectors::{ChangeFeed, Sink, Source};
+use crate::connectors::{ChangeFeed, ScanPart, Sink, Source, StagingWriter, WireRows};
 use crate::connectors::{Statement, TableName};
 use crate::error::{Error, Kind, Result};
 use crate::model::{
@@ -1023,31 +1023,135 @@ async fn forwards(p: &mut Pipeline, target: &LoadTarget, scan: &ScanKind) -> Res
     Ok(written.as_ref() == Some(&read))
 }
 
-/// Runs `read` (the readers, sending into the channel it is given), a counter applying
-/// `count` to every item, and `write` (the writers, one per channel it is given:
-/// `writers` of them), concurrently. The counter deals items out to the writers in turn.
-/// Returns the rows the writers wrote.
-async fn pump<T, R, W>(
-    writers: usize,
-    read: impl FnOnce(mpsc::Sender<T>) -> R,
+/// What a load moves from readers to writers: Arrow batches or undecoded rows, each
+/// through its own bulk calls.
+trait Chunk: Send + Sized + 'static {
+    /// Reads one share of a split scan.
+    fn read_part<'a>(
+        part: Box<dyn ScanPart>,
+        columns: &'a Schema,
+        cursor: Option<usize>,
+        tx: mpsc::Sender<Self>,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Loads into staging on the sink's own session.
+    fn load<'a>(
+        sink: &'a mut Box<dyn Sink>,
+        staging: &'a TableName,
+        schema: &'a Schema,
+        rx: mpsc::Receiver<Self>,
+    ) -> BoxFuture<'a, Result<u64>>;
+
+    /// Loads into staging on another session of the sink.
+    fn load_on<'a>(
+        writer: &'a mut Box<dyn StagingWriter>,
+        staging: &'a TableName,
+        schema: &'a Schema,
+        rx: mpsc::Receiver<Self>,
+    ) -> BoxFuture<'a, Result<u64>>;
+}
+
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+impl Chunk for arrow_array::RecordBatch {
+    fn read_part<'a>(
+        part: Box<dyn ScanPart>,
+        columns: &'a Schema,
+        _cursor: Option<usize>,
+        tx: mpsc::Sender<Self>,
+    ) -> BoxFuture<'a, Result<()>> {
+        part.read(columns, tx)
+    }
+
+    fn load<'a>(
+        sink: &'a mut Box<dyn Sink>,
+        staging: &'a TableName,
+        schema: &'a Schema,
+        rx: mpsc::Receiver<Self>,
+    ) -> BoxFuture<'a, Result<u64>> {
+        sink.load(staging, schema, rx)
+    }
+
+    fn load_on<'a>(
+        writer: &'a mut Box<dyn StagingWriter>,
+        staging: &'a TableName,
+        schema: &'a Schema,
+        rx: mpsc::Receiver<Self>,
+    ) -> BoxFuture<'a, Result<u64>> {
+        writer.load(staging, schema, rx)
+    }
+}
+
+impl Chunk for WireRows {
+    fn read_part<'a>(
+        part: Box<dyn ScanPart>,
+        columns: &'a Schema,
+        cursor: Option<usize>,
+        tx: mpsc::Sender<Self>,
+    ) -> BoxFuture<'a, Result<()>> {
+        part.read_wire(columns, cursor, tx)
+    }
+
+    fn load<'a>(
+        sink: &'a mut Box<dyn Sink>,
+        staging: &'a TableName,
+        schema: &'a Schema,
+        rx: mpsc::Receiver<Self>,
+    ) -> BoxFuture<'a, Result<u64>> {
+        sink.load_wire(staging, schema, rx)
+    }
+
+    fn load_on<'a>(
+        writer: &'a mut Box<dyn StagingWriter>,
+        staging: &'a TableName,
+        schema: &'a Schema,
+        rx: mpsc::Receiver<Self>,
+    ) -> BoxFuture<'a, Result<u64>> {
+        writer.load_wire(staging, schema, rx)
+    }
+}
+
+/// The readers of a load: the source itself (`single`) or every share of a split read.
+async fn read_all<T: Chunk>(
+    parts: Vec<Box<dyn ScanPart>>,
+    columns: &Schema,
+    cursor: Option<usize>,
+    tx: mpsc::Sender<T>,
+    single: impl AsyncFnOnce(mpsc::Sender<T>) -> Result<()>,
+) -> Result<()> {
+    if parts.is_empty() {
+        return single(tx).await;
+    }
+    let reads: Vec<_> = parts
+        .into_iter()
+        .map(|part| T::read_part(part, columns, cursor, tx.clone()))
+        .collect();
+    // The counter ends when the last reader's sender goes.
+    drop(tx);
+    futures_util::future::try_join_all(reads).await.map(drop)
+}
+
+/// Runs `read` (the readers, sending into the channel of `from_readers`), a counter applying
+/// `count` to every chunk, and the writers: the sink's own session and every one of
+/// `writers`, concurrently. The counter deals chunks out to the writers in turn. Returns
+/// the rows the writers wrote.
+async fn pump<T: Chunk>(
+    sink: &mut Box<dyn Sink>,
+    mut writers: Vec<Box<dyn StagingWriter>>,
+    target: &LoadTarget,
+    read: impl Future<Output = Result<()>>,
+    mut from_readers: mpsc::Receiver<T>,
     mut count: impl FnMut(T) -> Result<T>,
-    write: impl FnOnce(Vec<mpsc::Receiver<T>>) -> W,
-) -> Result<u64>
-where
-    T: Send,
-    R: Future<Output = Result<()>>,
-    W: Future<Output = Result<u64>>,
-{
-    let (to_counter, mut from_readers) = mpsc::channel(model::CHANNEL_BATCHES);
-    let (to_writers, from_counter): (Vec<_>, Vec<_>) = (0..writers.max(1))
+) -> Result<u64> {
+    let (to_writers, mut from_counter): (Vec<_>, Vec<_>) = (0..=writers.len())
         .map(|_| mpsc::channel(model::CHANNEL_BATCHES))
         .unzip();
     let counter = async {
         let mut next = 0;
-        while let Some(item) = from_readers.recv().await {
-            let item = count(item)?;
+        while let Some(chunk) = from_readers.recv().await {
+            let chunk = count(chunk)?;
             // A writer that stopped has failed; its error ends the load.
-            if to_writers[next].send(item).await.is_err() {
+            if to_writers[next].send(chunk).await.is_err() {
                 break;
             }
             next = (next + 1) % to_writers.len();
@@ -1055,8 +1159,19 @@ where
         drop(to_writers);
         Ok::<(), Error>(())
     };
-    let ((), (), written) = tokio::try_join!(read(to_counter), counter, write(from_counter))?;
-    Ok(written)
+    let (table, schema) = (&target.table, &target.schema);
+    let own = T::load(sink, table, schema, from_counter.remove(0));
+    let others = writers
+        .iter_mut()
+        .zip(from_counter)
+        .map(|(w, rx)| T::load_on(w, table, schema, rx));
+    let ((), (), own, others) = tokio::try_join!(
+        read,
+        counter,
+        own,
+        futures_util::future::try_join_all(others)
+    )?;
+    Ok(own + others.iter().sum::<u64>())
 }
 
 /// The Arrow path of [`load`]: returns the rows staging received and the scan's counters.
@@ -1065,12 +1180,11 @@ async fn load_arrow(
     target: &LoadTarget,
     scan: &ScanKind,
     cursor: Option<(usize, DataType)>,
-    parts: Vec<Box<dyn crate::connectors::ScanPart>>,
-    mut writers: Vec<Box<dyn crate::connectors::StagingWriter>>,
+    parts: Vec<Box<dyn ScanPart>>,
+    writers: Vec<Box<dyn StagingWriter>>,
 ) -> Result<(u64, ScanStats)> {
     let source_schema = &target.source_schema;
     let staging_arrow = target.schema.to_arrow();
-    let streams = writers.len() + 1;
     let mut stats = no_stats();
     let progress = &mut p.progress;
     let count = |batch: arrow_array::RecordBatch| {
@@ -1093,51 +1207,31 @@ async fn load_arrow(
         arrow_array::RecordBatch::try_new(staging_arrow.clone(), columns).map_err(Error::internal)
     };
     let source = &mut p.source;
-    let read = async |tx: mpsc::Sender<arrow_array::RecordBatch>| {
-        if !parts.is_empty() {
-            let reads = parts
-                .into_iter()
-                .map(|part| part.read(source_schema, tx.clone()));
-            return futures_util::future::try_join_all(reads).await.map(drop);
+    let (tx, rx) = mpsc::channel(model::CHANNEL_BATCHES);
+    let read = read_all(parts, source_schema, None, tx, async |tx| match scan {
+        ScanKind::Table(bounds) => source.read(source_schema, bounds, tx).await,
+        ScanKind::Changes(window) => {
+            let feed = source.change_feed().ok_or_else(no_feed)?;
+            feed.read(source_schema, window, tx).await
         }
-        match scan {
-            ScanKind::Table(bounds) => source.read(source_schema, bounds, tx).await,
-            ScanKind::Changes(window) => {
-                let feed = source.change_feed().ok_or_else(no_feed)?;
-                feed.read(source_schema, window, tx).await
-            }
-        }
-    };
-    let sink = &mut p.sink;
-    let (table, schema) = (&target.table, &target.schema);
-    let write = async |mut rxs: Vec<mpsc::Receiver<_>>| {
-        let own = sink.load(table, schema, rxs.remove(0));
-        let others = writers
-            .iter_mut()
-            .zip(rxs)
-            .map(|(w, rx)| w.load(table, schema, rx));
-        let (own, others) = tokio::try_join!(own, futures_util::future::try_join_all(others))?;
-        Ok(own + others.iter().sum::<u64>())
-    };
-    let written = pump(streams, read, count, write).await?;
+    });
+    let written = pump(&mut p.sink, writers, target, read, rx, count).await?;
     Ok((written, stats))
 }
 
-/// The undecoded path of [`load`] (see [`crate::connectors::WireRows`]); `bytes` counts the
-/// rows' wire bytes.
+/// The undecoded path of [`load`] (see [`WireRows`]); `bytes` counts the rows' wire bytes.
 async fn load_wire(
     p: &mut Pipeline,
     target: &LoadTarget,
     bounds: &ScanBounds,
     cursor: Option<usize>,
-    parts: Vec<Box<dyn crate::connectors::ScanPart>>,
-    mut writers: Vec<Box<dyn crate::connectors::StagingWriter>>,
+    parts: Vec<Box<dyn ScanPart>>,
+    writers: Vec<Box<dyn StagingWriter>>,
 ) -> Result<(u64, ScanStats)> {
     let source_schema = &target.source_schema;
-    let streams = writers.len() + 1;
     let mut stats = no_stats();
     let progress = &mut p.progress;
-    let count = |rows: crate::connectors::WireRows| {
+    let count = |rows: WireRows| {
         stats.rows += rows.rows;
         stats.bytes += rows.bytes.len() as u64;
         if let Some(m) = &rows.max_cursor {
@@ -1147,27 +1241,11 @@ async fn load_wire(
         Ok(rows)
     };
     let source = &mut p.source;
-    let read = async |tx: mpsc::Sender<crate::connectors::WireRows>| {
-        if parts.is_empty() {
-            return source.read_wire(source_schema, bounds, cursor, tx).await;
-        }
-        let reads = parts
-            .into_iter()
-            .map(|part| part.read_wire(source_schema, cursor, tx.clone()));
-        futures_util::future::try_join_all(reads).await.map(drop)
-    };
-    let sink = &mut p.sink;
-    let (table, schema) = (&target.table, &target.schema);
-    let write = async |mut rxs: Vec<mpsc::Receiver<_>>| {
-        let own = sink.load_wire(table, schema, rxs.remove(0));
-        let others = writers
-            .iter_mut()
-            .zip(rxs)
-            .map(|(w, rx)| w.load_wire(table, schema, rx));
-        let (own, others) = tokio::try_join!(own, futures_util::future::try_join_all(others))?;
-        Ok(own + others.iter().sum::<u64>())
-    };
-    let written = pump(streams, read, count, write).await?;
+    let (tx, rx) = mpsc::channel(model::CHANNEL_BATCHES);
+    let read = read_all(parts, source_schema, cursor, tx, async |tx| {
+        source.read_wire(source_schema, bounds, cursor, tx).await
+    });
+    let written = pump(&mut p.sink, writers, target, read, rx, count).await?;
     Ok((written, stats))
 }
 
