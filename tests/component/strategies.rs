@@ -281,7 +281,8 @@ async fn full_refresh(mut p: Pair) {
 }
 
 /// Duplicate keys never reach the target, on the swap path (the staging table shaped like
-/// the keyed target refuses them while loading) as on the reload path (key check).
+/// the keyed target refuses them, on PostgreSQL when its key is built after the load) as on
+/// the reload path (key check).
 async fn full_refresh_refuses_duplicate_keys(mut p: Pair) {
     p.seed(false).await;
     let yaml = p.manifest("mode: full_refresh, unique_key: [id]");
@@ -879,6 +880,45 @@ async fn partition_replace_touches_only_staged_partitions(mut p: Pair) {
     );
 }
 
+/// The staging table that replaces the target is loaded without its indexes, which are
+/// built once the rows are in (one with storage parameters stays in place): the
+/// swapped-in table still has every index, key and unique constraint of the target, and
+/// the indexes' comments (`LIKE ... INCLUDING ALL` copies no comment of a key or unique
+/// constraint, with or without dpone).
+async fn full_refresh_keeps_the_targets_indexes(mut p: Pair) {
+    p.seed(true).await;
+    let yaml = p.manifest("mode: full_refresh, unique_key: [id]");
+    run(&yaml, None).await.unwrap();
+    let t = p.sink_table;
+    p.sink
+        .exec(&format!(
+            "CREATE INDEX orders_by_amount ON {t} (amount DESC) WHERE amount > 0; \
+             COMMENT ON INDEX dst.orders_by_amount IS 'for the report'; \
+             ALTER TABLE {t} ADD CONSTRAINT orders_id_name UNIQUE (id, name); \
+             CREATE INDEX orders_by_name ON {t} (name) WITH (fillfactor = 70)"
+        ))
+        .await;
+    // Names follow the staging table; definitions and comments must not change.
+    let shape = format!(
+        "SELECT regexp_replace(pg_get_indexdef(i.indexrelid), 'INDEX \\S+ ON \\S+', 'INDEX ON'), \
+                obj_description(i.indexrelid, 'pg_class'), c.contype::text, \
+                pg_get_constraintdef(c.oid) \
+         FROM pg_index i LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid \
+         WHERE i.indrelid = '{t}'::regclass ORDER BY 1"
+    );
+    let before = p.sink.rows(&shape).await;
+    assert_eq!(before.len(), 4, "{before:?}");
+    p.change().await;
+    let report = run(&yaml, None).await.unwrap();
+    assert_eq!(report.rows_written, 320);
+    assert_eq!(p.sink.rows(&shape).await, before);
+    assert_rows(
+        &p.target_rows().await,
+        &p.source_rows("").await,
+        "full_refresh after indexes were added",
+    );
+}
+
 /// Runs xmin until the target equals the source. Transaction ids are cluster-wide, so a
 /// transaction of a concurrent test (another database, same server) can hold the horizon
 /// back for a moment: the run then loads less, and a later run the rest.
@@ -973,6 +1013,17 @@ macro_rules! both_pairs {
 }
 
 mod postgres_only {
+    #[tokio::test]
+    async fn full_refresh_keeps_the_targets_indexes() {
+        let Some(server) = crate::support::postgres_url() else {
+            return;
+        };
+        super::full_refresh_keeps_the_targets_indexes(
+            super::Pair::postgres(&server, "fr_keeps_indexes").await,
+        )
+        .await;
+    }
+
     #[tokio::test]
     async fn xmin_loads_by_transaction_id() {
         let Some(server) = crate::support::postgres_url() else {

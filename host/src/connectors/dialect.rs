@@ -32,6 +32,16 @@ pub enum KeyMatch {
     NotInStaging,
 }
 
+impl KeyMatch {
+    /// The column compared besides the key, if any.
+    pub fn compared(&self) -> Option<&str> {
+        match self {
+            KeyMatch::InStagingDiffering(column) => Some(column),
+            KeyMatch::InStaging | KeyMatch::NotInStaging => None,
+        }
+    }
+}
+
 /// One SQL dialect. Contract: every identifier goes through [`Self::quote_ident`], every
 /// value through [`Self::placeholder`] (a bound parameter, or on servers without them the
 /// dialect's audited literal), so no rendered statement carries text a value or a name
@@ -301,9 +311,9 @@ pub trait SqlDialect: Send + Sync + Debug {
         )
     }
 
-    /// The statement gathering a table's planner statistics, where the planner needs them
-    /// before it would gather them itself; `None` by default.
-    fn analyze(&self, _table: &str) -> Option<String> {
+    /// The statement gathering planner statistics of `columns` (a column list) of a table,
+    /// where the planner needs them before it would gather them itself; `None` by default.
+    fn analyze(&self, _table: &str, _columns: &str) -> Option<String> {
         None
     }
 

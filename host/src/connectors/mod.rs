@@ -169,6 +169,14 @@ pub struct WireRows {
     pub max_cursor: Option<Value>,
 }
 
+/// An index left off a table for its bulk load: the statement that drops it (with the
+/// constraint it backs) and those that build it again as it was, same name and definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeferredIndex {
+    pub drop: String,
+    pub build: Vec<String>,
+}
+
 /// How a session's bulk path carries some columns: the format and, per column, its
 /// encoding. Rows pass from a source to a staging table undecoded only when both describe
 /// the columns alike, so a value reaches the sink exactly as the Arrow path would have
@@ -304,6 +312,13 @@ pub trait SqlSession: Send {
     /// Whether several sessions may bulk-load one table at once, each in its own statement.
     fn concurrent_loads(&self) -> bool {
         false
+    }
+
+    /// The indexes of `table`, an empty table just created, that a bulk load is faster
+    /// without (building an index once over the loaded rows beats maintaining it row by
+    /// row). None by default.
+    async fn deferrable_indexes(&mut self, _table: &TableName) -> Result<Vec<DeferredIndex>> {
+        Ok(Vec::new())
     }
 
     /// The bulk wire format of `columns` of `table` when this session can read and write
@@ -534,10 +549,11 @@ pub trait Staging: Send {
         Ok(None)
     }
 
-    /// After a load into the scratch staging table `staging` (one the strategy joins to the
-    /// target, never one that becomes it): gathers what the database plans those statements
-    /// with. Nothing by default.
-    async fn analyze(&mut self, _staging: &TableName) -> Result<()> {
+    /// After every load into `staging`: builds what was left out for the load (indexes
+    /// deferred when it was created); the statistics of scratch staging (joined to the
+    /// target, never swapped in) are stale from here until the next join gathers them.
+    /// Nothing by default.
+    async fn loaded(&mut self, _staging: &TableName, _kind: StagingKind) -> Result<()> {
         Ok(())
     }
 

@@ -53,6 +53,14 @@ pub struct SqlSink {
     /// Without session transactions: the open transaction's copy-on-write view of the
     /// target ([`shadow`]).
     shadow: shadow::Shadow,
+    /// Publishable staging tables whose indexes wait for the end of their load: the
+    /// statements still to run, in order ([`Self::build_deferred`]).
+    deferred: Vec<(TableName, Vec<String>)>,
+    /// Of those, the statements run inside the open transaction: due again if it rolls back.
+    built_in_transaction: Vec<(TableName, String)>,
+    /// Loaded scratch staging tables and the columns whose statistics are fresh since their
+    /// last load ([`Self::analyze_staging`]).
+    analyzed: Vec<(TableName, Vec<String>)>,
 }
 
 impl std::fmt::Debug for SqlSink {
@@ -89,6 +97,9 @@ impl SqlSink {
             connection,
             fence: None,
             shadow: shadow::Shadow::default(),
+            deferred: Vec::new(),
+            built_in_transaction: Vec::new(),
+            analyzed: Vec::new(),
         }
     }
 
@@ -206,7 +217,52 @@ impl SqlSink {
     async fn drop_now(&mut self, staging: &TableName) -> Result<()> {
         self.execute(Statement::new(render::drop_table(self.dialect(), staging)))
             .await?;
+        self.deferred.retain(|(t, _)| t != staging);
+        self.analyzed.retain(|(t, _)| t != staging);
         self.release(staging);
+        Ok(())
+    }
+
+    /// Before a statement that groups the loaded scratch staging table `staging` by
+    /// `columns` or joins it to the target on them: gathers their statistics, where the
+    /// database plans with statistics and they are not fresh since the last load.
+    async fn analyze_staging(&mut self, staging: &TableName, columns: &[&str]) -> Result<()> {
+        let Some(at) = self.analyzed.iter().position(|(t, _)| t == staging) else {
+            return Ok(());
+        };
+        let mut missing: Vec<String> = Vec::new();
+        for c in columns {
+            let seen = |list: &[String]| list.iter().any(|x| x == c);
+            if !seen(&self.analyzed[at].1) && !seen(&missing) {
+                missing.push((*c).to_owned());
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let d = self.dialect();
+        if let Some(sql) = d.analyze(&d.table_ref(staging), &d.column_list(&missing)) {
+            self.execute(Statement::new(sql)).await?;
+        }
+        self.analyzed[at].1.extend(missing);
+        Ok(())
+    }
+
+    /// Builds the indexes deferred on `staging`, striking off each statement once it has
+    /// run: after a failed build (duplicate keys, say) a swap tries again, and fails again,
+    /// rather than publish the table without them.
+    async fn build_deferred(&mut self, staging: &TableName) -> Result<()> {
+        while let Some(at) = self.deferred.iter().position(|(t, _)| t == staging) {
+            let Some(sql) = self.deferred[at].1.first().cloned() else {
+                self.deferred.swap_remove(at);
+                continue;
+            };
+            self.execute(Statement::new(sql)).await?;
+            let built = self.deferred[at].1.remove(0);
+            if self.in_transaction {
+                self.built_in_transaction.push((staging.clone(), built));
+            }
+        }
         Ok(())
     }
 
@@ -255,6 +311,16 @@ impl Staging for SqlSink {
         };
         self.execute(Statement::new(ddl)).await?;
         self.live_staging.push(staging.clone());
+        if kind == StagingKind::Publishable && !self.dry_run {
+            let indexes = self.session.deferrable_indexes(&staging).await?;
+            self.deferred.push((staging.clone(), Vec::new()));
+            for index in indexes {
+                self.execute(Statement::new(index.drop)).await?;
+                if let Some((_, build)) = self.deferred.last_mut() {
+                    build.extend(index.build);
+                }
+            }
+        }
         Ok(staging)
     }
 
@@ -276,11 +342,13 @@ impl Staging for SqlSink {
         self.session.wire_format(staging, &columns.names()).await
     }
 
-    async fn analyze(&mut self, staging: &TableName) -> Result<()> {
-        match self.dialect().analyze(&self.dialect().table_ref(staging)) {
-            Some(sql) => self.execute(Statement::new(sql)).await.map(drop),
-            None => Ok(()),
+    async fn loaded(&mut self, staging: &TableName, kind: StagingKind) -> Result<()> {
+        self.build_deferred(staging).await?;
+        if kind == StagingKind::Scratch {
+            self.analyzed.retain(|(t, _)| t != staging);
+            self.analyzed.push((staging.clone(), Vec::new()));
         }
+        Ok(())
     }
 
     /// Sessions of the sink's connection, when its database takes concurrent bulk loads,
@@ -323,6 +391,7 @@ impl Staging for SqlSink {
         t: &DataType,
         limit: u32,
     ) -> Result<Vec<Value>> {
+        self.analyze_staging(staging, &[column]).await?;
         let rows = self
             .query(
                 render::distinct_values(self.dialect(), staging, column, limit),
@@ -342,6 +411,7 @@ impl Staging for SqlSink {
         schema: &Schema,
         key: &[String],
     ) -> Result<KeyCheck> {
+        self.analyze_staging(staging, &names(key)).await?;
         self.key_check(staging.clone(), schema, key, &[]).await
     }
 
@@ -440,6 +510,7 @@ impl Sink for SqlSink {
             self.session.commit().await?;
         }
         self.in_transaction = false;
+        self.built_in_transaction.clear();
         let released = std::mem::take(&mut self.released_in_transaction);
         self.live_staging.retain(|t| !released.contains(t));
         Ok(())
@@ -451,6 +522,16 @@ impl Sink for SqlSink {
         }
         self.in_transaction = false;
         self.released_in_transaction.clear();
+        // Indexes built inside the transaction are gone with it: due again, in order.
+        for (staging, sql) in std::mem::take(&mut self.built_in_transaction)
+            .into_iter()
+            .rev()
+        {
+            match self.deferred.iter_mut().find(|(t, _)| *t == staging) {
+                Some((_, build)) => build.insert(0, sql),
+                None => self.deferred.push((staging, vec![sql])),
+            }
+        }
         self.statements.push("ROLLBACK");
         if !self.session.transactional() {
             return self.shadow_rollback().await;
@@ -493,6 +574,8 @@ impl Sink for SqlSink {
         filter: &[Term],
     ) -> Result<u64> {
         self.require_transaction("delete-rows")?;
+        let joined: Vec<&str> = names(key).into_iter().chain(key_match.compared()).collect();
+        self.analyze_staging(staging, &joined).await?;
         if !self.session.transactional() {
             let cond = self.shadow_row_condition(staging, key, key_match, filter)?;
             return self.shadow_delete(cond).await;
@@ -517,6 +600,8 @@ impl Sink for SqlSink {
         assignments: &[(String, Value)],
     ) -> Result<u64> {
         self.require_transaction("update-rows")?;
+        let joined: Vec<&str> = names(key).into_iter().chain(key_match.compared()).collect();
+        self.analyze_staging(staging, &joined).await?;
         if !self.session.transactional() {
             let cond = self.shadow_row_condition(staging, key, key_match, filter)?;
             return self.shadow_update(cond, assignments).await;
@@ -542,6 +627,7 @@ impl Sink for SqlSink {
         extra: &[(String, Value)],
     ) -> Result<u64> {
         self.require_transaction("insert-new-rows")?;
+        self.analyze_staging(staging, &names(key)).await?;
         if !self.session.transactional() {
             return self
                 .shadow_insert_new_rows(staging, columns, key, filter, extra)
@@ -650,6 +736,7 @@ impl Sink for SqlSink {
     /// Publishes staging as the target inside the open transaction.
     async fn swap(&mut self, staging: &TableName) -> Result<()> {
         self.require_transaction("swap")?;
+        self.build_deferred(staging).await?;
         if !self.session.transactional() {
             return self.shadow_swap(staging).await;
         }
@@ -731,7 +818,10 @@ impl Sink for SqlSink {
     }
 }
 
-/// The part of a run id that names its staging tables (`__dpone_stg_<tag>_<n>`).
+fn names(columns: &[String]) -> Vec<&str> {
+    columns.iter().map(String::as_str).collect()
+}
+
 /// A [`StagingWriter`] on its own session of the sink's database.
 struct SqlWriter(Box<dyn SqlSession>);
 
@@ -756,6 +846,7 @@ impl StagingWriter for SqlWriter {
     }
 }
 
+/// The part of a run id that names its staging tables (`__dpone_stg_<tag>_<n>`).
 fn run_tag(run_id: &str) -> String {
     run_id
         .chars()

@@ -629,7 +629,7 @@ impl sink::Host for RunState {
                 source_schema: handle.source_schema(),
                 schema: handle.schema.clone(),
                 hashed: handle.row_hash.is_some(),
-                scratch: handle.kind == StagingKind::Scratch,
+                kind: handle.kind,
             }
         };
         let handle = self.get_mut(&scan)?;
@@ -925,14 +925,13 @@ fn pairs(assignments: Vec<sink::Assignment>) -> Vec<(String, Value)> {
 }
 
 /// Where a load writes: the staging table, the source columns it reads, whether the host
-/// appends the row hash column, and whether the table is scratch (joined to the target,
-/// never swapped in).
+/// appends the row hash column, and the table's kind.
 struct LoadTarget {
     table: TableName,
     source_schema: Schema,
     schema: Schema,
     hashed: bool,
-    scratch: bool,
+    kind: StagingKind,
 }
 
 /// Streams a scan from the source into a staging table: the source reader, a counter (which
@@ -1003,9 +1002,7 @@ async fn load(p: &mut Pipeline, target: &LoadTarget, scan: &ScanKind) -> Result<
             stats.rows
         )));
     }
-    if target.scratch {
-        p.sink.analyze(&target.table).await?;
-    }
+    p.sink.loaded(&target.table, target.kind).await?;
     Ok(stats)
 }
 

@@ -970,7 +970,8 @@ pub fn markdown(
          - **Full refresh.** The steady state of a scheduled refresh: each contender loads the \
          table once, untimed, then every timed run replaces its existing target. dpone: \
          `full_refresh` with `unique_key: [id]` (its swap path: staging `LIKE target INCLUDING \
-         ALL`, the key check, then drop and rename in one transaction), with the manifest's \
+         ALL`, loaded with its primary key dropped and built again once the rows are in, then \
+         drop and rename in one transaction), with the manifest's \
          defaults: rows forwarded from source to staging as binary COPY tuples, undecoded \
          (`transfer.pass_through`), in one stream (`transfer.parallelism: auto` splits only \
          tables over 2 GiB). COPY \
@@ -985,7 +986,7 @@ pub fn markdown(
          `updated_at`, 5% new), then each contender merges the change (timed), then the source \
          changes back. dpone: `incremental_merge`, `unique_key: [id]`, `cursor_column: \
          updated_at`, state in the target database (rows forwarded undecoded into a scratch \
-         staging table, which is analyzed before the merge joins it to the target). COPY \
+         staging table, whose key column is analyzed before the key check and the merge). COPY \
          pipe: the target's \
          `max(updated_at)`, then the rows past it into a temporary table, `DELETE ... USING` + \
          `INSERT ... SELECT`, one transaction. Sling: `--mode incremental --primary-key id \

@@ -678,8 +678,11 @@ impl BodyEncoder {
         while let Some(batch) = rx.recv().await {
             for row in 0..batch.num_rows() {
                 for (i, (c, t)) in self.columns.iter().zip(&self.targets).enumerate() {
-                    let v = value_at(batch.column(i), &c.data_type, row);
-                    types::write_value(&mut row_bytes, t, &v, &c.name)?;
+                    let array = batch.column(i);
+                    if !types::write_cell(&mut row_bytes, t, array, &c.data_type, row) {
+                        let v = value_at(array, &c.data_type, row);
+                        types::write_value(&mut row_bytes, t, &v, &c.name)?;
+                    }
                 }
             }
             rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);

@@ -37,6 +37,12 @@
 //! columns are not mapped: a table with one is refused with the column named.
 
 use crate::error::{Error, Kind, Result};
+use arrow_array::{
+    Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, FixedSizeBinaryArray,
+    Float32Array, Float64Array, Int16Array, Int32Array, Int64Array, StringArray,
+    TimestampMicrosecondArray,
+};
+
 use crate::model::{DataType, DecimalSpec, Value, decimal_text, parse_decimal, time, uuid_text};
 
 const MICROS: i64 = 1_000_000;
@@ -571,42 +577,29 @@ pub fn write_value(out: &mut Vec<u8>, t: &ChType, v: &Value, column: &str) -> Re
             format!("ClickHouse: column `{column}` ({base:?}) cannot take {v:?}: {why}"),
         )
     };
-    macro_rules! int {
-        ($ty:ty) => {{
+    match base {
+        ChType::Int8
+        | ChType::Int16
+        | ChType::Int32
+        | ChType::Int64
+        | ChType::UInt8
+        | ChType::UInt16
+        | ChType::UInt32
+        | ChType::UInt64 => {
             let i = match v {
                 Value::Int(i) => *i,
                 Value::Boolean(b) => i64::from(*b),
+                Value::Decimal(d) if *base == ChType::UInt64 => {
+                    let u = d.parse::<u64>().map_err(|_| bad("out of range"))?;
+                    out.extend_from_slice(&u.to_le_bytes());
+                    return Ok(());
+                }
                 _ => return Err(bad("not an integer")),
             };
-            out.extend_from_slice(
-                &<$ty>::try_from(i)
-                    .map_err(|_| bad("out of range"))?
-                    .to_le_bytes(),
-            );
-        }};
-    }
-    match base {
-        ChType::Int8 => int!(i8),
-        ChType::Int16 => int!(i16),
-        ChType::Int32 => int!(i32),
-        ChType::Int64 => int!(i64),
-        ChType::UInt8 => int!(u8),
-        ChType::UInt16 => int!(u16),
-        ChType::UInt32 => int!(u32),
-        ChType::UInt64 => match v {
-            Value::Decimal(d) => out.extend_from_slice(
-                &d.parse::<u64>()
-                    .map_err(|_| bad("out of range"))?
-                    .to_le_bytes(),
-            ),
-            _ => int!(u64),
-        },
-        ChType::Float32 => match v {
-            Value::Float(f) => out.extend_from_slice(&(*f as f32).to_le_bytes()),
-            _ => return Err(bad("not a float")),
-        },
-        ChType::Float64 => match v {
-            Value::Float(f) => out.extend_from_slice(&f.to_le_bytes()),
+            put_int(out, base, i).ok_or_else(|| bad("out of range"))?;
+        }
+        ChType::Float32 | ChType::Float64 => match v {
+            Value::Float(f) => put_float(out, base, *f),
             _ => return Err(bad("not a float")),
         },
         ChType::Decimal { precision, scale } => {
@@ -615,35 +608,17 @@ pub fn write_value(out: &mut Vec<u8>, t: &ChType, v: &Value, column: &str) -> Re
                 Value::Int(i) => i.to_string(),
                 _ => return Err(bad("not a decimal")),
             };
-            let unscaled = parse_decimal(&text, *scale as i8)
-                .filter(|u| u.unsigned_abs() < 10u128.pow(u32::from(*precision)))
+            parse_decimal(&text, *scale as i8)
+                .and_then(|unscaled| put_decimal(out, *precision, unscaled))
                 .ok_or_else(|| bad("does not fit the precision and scale"))?;
-            match precision {
-                0..=9 => out.extend_from_slice(&(unscaled as i32).to_le_bytes()),
-                10..=18 => out.extend_from_slice(&(unscaled as i64).to_le_bytes()),
-                _ => out.extend_from_slice(&unscaled.to_le_bytes()),
-            }
         }
-        ChType::String => {
-            let bytes: &[u8] = match v {
-                Value::Text(s) | Value::Json(s) | Value::Decimal(s) | Value::Uuid(s) => {
-                    s.as_bytes()
-                }
-                Value::Bytes(b) => b,
-                _ => return Err(bad("not text")),
-            };
-            let mut n = bytes.len() as u64;
-            loop {
-                let b = (n & 0x7f) as u8;
-                n >>= 7;
-                if n == 0 {
-                    out.push(b);
-                    break;
-                }
-                out.push(b | 0x80);
+        ChType::String => match v {
+            Value::Text(s) | Value::Json(s) | Value::Decimal(s) | Value::Uuid(s) => {
+                put_string(out, s.as_bytes())
             }
-            out.extend_from_slice(bytes);
-        }
+            Value::Bytes(b) => put_string(out, b),
+            _ => return Err(bad("not text")),
+        },
         ChType::FixedString(n) => match v {
             Value::Bytes(b) if b.len() <= *n => {
                 out.extend_from_slice(b);
@@ -652,48 +627,24 @@ pub fn write_value(out: &mut Vec<u8>, t: &ChType, v: &Value, column: &str) -> Re
             _ => return Err(bad("not bytes of that length")),
         },
         ChType::Date => match v {
-            Value::Date(d) => out.extend_from_slice(
-                &u16::try_from(*d)
-                    .map_err(|_| bad("Date holds 1970-01-01 to 2149-06-06"))?
-                    .to_le_bytes(),
-            ),
+            Value::Date(d) => {
+                put_date(out, *d).ok_or_else(|| bad("Date holds 1970-01-01 to 2149-06-06"))?
+            }
             _ => return Err(bad("not a date")),
         },
-        ChType::DateTime { .. } => {
+        ChType::DateTime { .. } | ChType::DateTime64 { .. } => {
             let us = timestamp_micros(v).ok_or_else(|| bad("not a timestamp"))?;
-            if us.rem_euclid(MICROS) != 0 {
-                return Err(bad(
-                    "DateTime holds whole seconds on this server (no DateTime64 before 20.1)",
-                ));
-            }
-            let secs = u32::try_from(us / MICROS)
-                .map_err(|_| bad("DateTime holds 1970-01-01 to 2106-02-07"))?;
-            out.extend_from_slice(&secs.to_le_bytes());
-        }
-        ChType::DateTime64 { precision, .. } => {
-            let us = timestamp_micros(v).ok_or_else(|| bad("not a timestamp"))?;
-            let p = 10i64.pow(u32::from(*precision));
-            let ticks = if p >= MICROS {
-                us.checked_mul(p / MICROS)
-                    .ok_or_else(|| bad("out of range"))?
-            } else if us % (MICROS / p) == 0 {
-                us / (MICROS / p)
-            } else {
-                return Err(bad("finer than the column's precision"));
-            };
-            out.extend_from_slice(&ticks.to_le_bytes());
+            put_timestamp(out, base, us).map_err(bad)?;
         }
         ChType::Uuid => {
             let text = match v {
                 Value::Uuid(u) | Value::Text(u) => u,
                 _ => return Err(bad("not a uuid")),
             };
-            let b = crate::model::parse_uuid(text).ok_or_else(|| bad("not a uuid"))?;
-            let (hi, lo) = b.split_at(8);
-            let hi = u64::from_be_bytes(hi.try_into().expect("8 bytes"));
-            let lo = u64::from_be_bytes(lo.try_into().expect("8 bytes"));
-            out.extend_from_slice(&hi.to_le_bytes());
-            out.extend_from_slice(&lo.to_le_bytes());
+            put_uuid(
+                out,
+                &crate::model::parse_uuid(text).ok_or_else(|| bad("not a uuid"))?,
+            );
         }
         ChType::Enum { wide, names } => {
             let Value::Text(s) = v else {
@@ -713,6 +664,206 @@ pub fn write_value(out: &mut Vec<u8>, t: &ChType, v: &Value, column: &str) -> Re
         ChType::Nothing | ChType::Nullable(_) => return Err(bad("no value fits")),
     }
     Ok(())
+}
+
+/// Appends row `row` of `array` (of portable type `t`) for a column of type `target`,
+/// read straight from the Arrow array: no [`Value`] is built, so no text is allocated or
+/// parsed. Covers the pairs of types dpone's own DDL maps to each other; for any other
+/// pair, or a value that does not fit (whose error [`write_value`] words), it appends
+/// nothing and returns `false`. Where it returns `true` it appended exactly what
+/// [`write_value`] appends for [`crate::model::value_at`] of the same cell.
+pub fn write_cell(
+    out: &mut Vec<u8>,
+    target: &ChType,
+    array: &ArrayRef,
+    t: &DataType,
+    row: usize,
+) -> bool {
+    let (base, nullable) = target.base();
+    let start = out.len();
+    if array.is_null(row) {
+        if nullable {
+            out.push(1);
+        }
+        return nullable;
+    }
+    if nullable {
+        out.push(0);
+    }
+    let written = write_present(out, base, array, t, row).is_some();
+    if !written {
+        out.truncate(start);
+    }
+    written
+}
+
+fn write_present(
+    out: &mut Vec<u8>,
+    base: &ChType,
+    array: &ArrayRef,
+    t: &DataType,
+    row: usize,
+) -> Option<()> {
+    macro_rules! get {
+        ($ty:ty) => {
+            array.as_any().downcast_ref::<$ty>()?.value(row)
+        };
+    }
+    match (t, base) {
+        (DataType::Boolean, _) => put_int(out, base, i64::from(get!(BooleanArray))),
+        (DataType::Int16, _) => put_int(out, base, get!(Int16Array).into()),
+        (DataType::Int32, _) => put_int(out, base, get!(Int32Array).into()),
+        (DataType::Int64, _) => put_int(out, base, get!(Int64Array)),
+        (DataType::Float32, ChType::Float32 | ChType::Float64) => {
+            put_float(out, base, get!(Float32Array).into());
+            Some(())
+        }
+        (DataType::Float64, ChType::Float32 | ChType::Float64) => {
+            put_float(out, base, get!(Float64Array));
+            Some(())
+        }
+        (DataType::Decimal(Some(spec)), ChType::Decimal { precision, scale }) => {
+            let unscaled = rescale(get!(Decimal128Array), spec.scale, *scale)?;
+            put_decimal(out, *precision, unscaled)
+        }
+        (DataType::Text | DataType::Json | DataType::Decimal(None), ChType::String) => {
+            put_string(out, get!(StringArray).as_bytes());
+            Some(())
+        }
+        (DataType::Bytes, ChType::String) => {
+            put_string(out, get!(BinaryArray));
+            Some(())
+        }
+        (DataType::Date, ChType::Date) => put_date(out, get!(Date32Array)),
+        (
+            DataType::Timestamp | DataType::TimestampTz,
+            ChType::DateTime { .. } | ChType::DateTime64 { .. },
+        ) => put_timestamp(out, base, get!(TimestampMicrosecondArray)).ok(),
+        (DataType::Uuid, ChType::Uuid) => {
+            put_uuid(out, get!(FixedSizeBinaryArray).try_into().ok()?);
+            Some(())
+        }
+        _ => None,
+    }
+}
+
+/// `unscaled` at scale `from` as the same number at scale `to`; `None` when digits would
+/// be lost or it overflows.
+fn rescale(unscaled: i128, from: i8, to: u8) -> Option<i128> {
+    let (from, to) = (u32::try_from(from).ok()?, u32::from(to));
+    if to >= from {
+        unscaled.checked_mul(10i128.checked_pow(to - from)?)
+    } else {
+        let d = 10i128.checked_pow(from - to)?;
+        (unscaled % d == 0).then_some(unscaled / d)
+    }
+}
+
+/// An integer column's bytes; `None` (nothing appended) when `i` is out of its range.
+fn put_int(out: &mut Vec<u8>, base: &ChType, i: i64) -> Option<()> {
+    macro_rules! put {
+        ($ty:ty) => {
+            out.extend_from_slice(&<$ty>::try_from(i).ok()?.to_le_bytes())
+        };
+    }
+    match base {
+        ChType::Int8 => put!(i8),
+        ChType::Int16 => put!(i16),
+        ChType::Int32 => put!(i32),
+        ChType::Int64 => put!(i64),
+        ChType::UInt8 => put!(u8),
+        ChType::UInt16 => put!(u16),
+        ChType::UInt32 => put!(u32),
+        ChType::UInt64 => put!(u64),
+        _ => return None,
+    }
+    Some(())
+}
+
+/// `Float32` narrows `f` as `as f32` does.
+fn put_float(out: &mut Vec<u8>, base: &ChType, f: f64) {
+    if *base == ChType::Float32 {
+        out.extend_from_slice(&(f as f32).to_le_bytes());
+    } else {
+        out.extend_from_slice(&f.to_le_bytes());
+    }
+}
+
+/// A decimal of `precision` digits, in the width the server stores it in; `None` when
+/// `unscaled` has more digits.
+fn put_decimal(out: &mut Vec<u8>, precision: u8, unscaled: i128) -> Option<()> {
+    if unscaled.unsigned_abs() >= 10u128.checked_pow(u32::from(precision))? {
+        return None;
+    }
+    match precision {
+        0..=9 => out.extend_from_slice(&(unscaled as i32).to_le_bytes()),
+        10..=18 => out.extend_from_slice(&(unscaled as i64).to_le_bytes()),
+        _ => out.extend_from_slice(&unscaled.to_le_bytes()),
+    }
+    Some(())
+}
+
+/// A `String`: its length as a LEB128 varint, then its bytes.
+fn put_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    let mut n = bytes.len() as u64;
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    }
+    out.extend_from_slice(bytes);
+}
+
+/// Days since 1970-01-01 as `Date`'s `UInt16`; `None` outside it.
+fn put_date(out: &mut Vec<u8>, days: i32) -> Option<()> {
+    out.extend_from_slice(&u16::try_from(days).ok()?.to_le_bytes());
+    Some(())
+}
+
+/// Microseconds since the epoch as a `DateTime` or `DateTime64`; the reason when the
+/// column cannot hold them.
+fn put_timestamp(
+    out: &mut Vec<u8>,
+    base: &ChType,
+    us: i64,
+) -> std::result::Result<(), &'static str> {
+    match base {
+        ChType::DateTime64 { precision, .. } => {
+            let p = 10i64.pow(u32::from(*precision));
+            let ticks = if p >= MICROS {
+                us.checked_mul(p / MICROS).ok_or("out of range")?
+            } else if us % (MICROS / p) == 0 {
+                us / (MICROS / p)
+            } else {
+                return Err("finer than the column's precision");
+            };
+            out.extend_from_slice(&ticks.to_le_bytes());
+        }
+        _ => {
+            if us.rem_euclid(MICROS) != 0 {
+                return Err(
+                    "DateTime holds whole seconds on this server (no DateTime64 before 20.1)",
+                );
+            }
+            let secs = u32::try_from(us / MICROS)
+                .map_err(|_| "DateTime holds 1970-01-01 to 2106-02-07")?;
+            out.extend_from_slice(&secs.to_le_bytes());
+        }
+    }
+    Ok(())
+}
+
+/// A `UUID`: its two 64-bit halves, each little-endian (what the server sends).
+fn put_uuid(out: &mut Vec<u8>, b: &[u8; 16]) {
+    let (hi, lo) = b.split_at(8);
+    let hi = u64::from_be_bytes(hi.try_into().expect("8 bytes"));
+    let lo = u64::from_be_bytes(lo.try_into().expect("8 bytes"));
+    out.extend_from_slice(&hi.to_le_bytes());
+    out.extend_from_slice(&lo.to_le_bytes());
 }
 
 fn timestamp_micros(v: &Value) -> Option<i64> {
@@ -843,6 +994,158 @@ mod tests {
                 pos: 0,
             };
             assert_eq!(short.value(&t, &want).unwrap(), None, "{name} truncated");
+        }
+    }
+
+    #[test]
+    fn cells_read_straight_from_arrow_encode_as_their_values_do() {
+        use crate::model::{Column, Schema, batch_of, value_at};
+        // (target, portable type, values, whether every non-NULL value takes the typed path)
+        let cases: Vec<(&str, DataType, Vec<Value>, bool)> = vec![
+            ("Int16", DataType::Int16, vec![Value::Int(-7)], true),
+            (
+                "Int32",
+                DataType::Int64,
+                vec![Value::Int(7), Value::Int(1 << 40)],
+                false,
+            ),
+            ("UInt8", DataType::Boolean, vec![Value::Boolean(true)], true),
+            (
+                "Nullable(Float32)",
+                DataType::Float64,
+                vec![Value::Float(0.1), Value::Null],
+                true,
+            ),
+            ("Float64", DataType::Float32, vec![Value::Float(2.5)], true),
+            (
+                "Decimal(12, 2)",
+                decimal(12, 2),
+                vec![Value::Decimal("-12.50".into())],
+                true,
+            ),
+            (
+                "Decimal(12, 4)",
+                decimal(12, 2),
+                vec![Value::Decimal("99.01".into())],
+                true,
+            ),
+            (
+                "Decimal(5, 1)",
+                decimal(12, 2),
+                vec![
+                    Value::Decimal("12.30".into()),
+                    Value::Decimal("12.34".into()),
+                ],
+                false,
+            ),
+            (
+                "Decimal(5, 2)",
+                decimal(12, 2),
+                vec![Value::Decimal("1234.50".into())],
+                false,
+            ),
+            (
+                "Decimal(38, 10)",
+                DataType::Decimal(None),
+                vec![Value::Decimal("1.5".into())],
+                false,
+            ),
+            (
+                "String",
+                DataType::Decimal(None),
+                vec![Value::Decimal("1.5".into())],
+                true,
+            ),
+            (
+                "Nullable(String)",
+                DataType::Text,
+                vec![Value::Text("ž".repeat(100)), Value::Null],
+                true,
+            ),
+            (
+                "String",
+                DataType::Json,
+                vec![Value::Json("{}".into())],
+                true,
+            ),
+            (
+                "String",
+                DataType::Bytes,
+                vec![Value::Bytes(vec![0, 255])],
+                true,
+            ),
+            ("String", DataType::Text, vec![Value::Null], false),
+            (
+                "Date",
+                DataType::Date,
+                vec![Value::Date(19_723), Value::Date(-1)],
+                false,
+            ),
+            (
+                "DateTime('UTC')",
+                DataType::TimestampTz,
+                vec![Value::TimestampTz(MICROS)],
+                true,
+            ),
+            (
+                "DateTime",
+                DataType::Timestamp,
+                vec![Value::Timestamp(1)],
+                false,
+            ),
+            (
+                "DateTime64(3)",
+                DataType::Timestamp,
+                vec![Value::Timestamp(7_000)],
+                true,
+            ),
+            (
+                "Nullable(UUID)",
+                DataType::Uuid,
+                vec![
+                    Value::Uuid("01234567-89ab-cdef-0123-456789abcdef".into()),
+                    Value::Null,
+                ],
+                true,
+            ),
+            (
+                "String",
+                DataType::Uuid,
+                vec![Value::Uuid("01234567-89ab-cdef-0123-456789abcdef".into())],
+                false,
+            ),
+        ];
+        for (name, portable, values, all_typed) in cases {
+            let target = ChType::parse(name).unwrap();
+            let schema = Schema {
+                columns: vec![Column {
+                    name: "c".into(),
+                    data_type: portable,
+                    nullable: true,
+                }],
+                primary_key: vec![],
+            };
+            let rows: Vec<Vec<Value>> = values.iter().map(|v| vec![v.clone()]).collect();
+            let batch = batch_of(&schema, &rows).unwrap();
+            let mut typed_all = true;
+            for row in 0..batch.num_rows() {
+                let mut fast = vec![9];
+                let typed = write_cell(&mut fast, &target, batch.column(0), &portable, row);
+                let mut slow = vec![9];
+                let v = value_at(batch.column(0), &portable, row);
+                let general = write_value(&mut slow, &target, &v, "c");
+                if typed {
+                    assert!(
+                        general.is_ok(),
+                        "{name} {v:?}: typed path took what the general one refuses"
+                    );
+                    assert_eq!(fast, slow, "{name} {v:?}");
+                } else {
+                    assert_eq!(fast, vec![9], "{name} {v:?}: appended although it declined");
+                }
+                typed_all &= typed;
+            }
+            assert_eq!(typed_all, all_typed, "{name} {portable:?}");
         }
     }
 

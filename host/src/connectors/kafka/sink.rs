@@ -580,6 +580,10 @@ impl Staging for KafkaSink {
         self.store.load(staging, schema, rx).await
     }
 
+    async fn loaded(&mut self, staging: &TableName, kind: StagingKind) -> Result<()> {
+        self.store.loaded(staging, kind).await
+    }
+
     async fn staging_row_count(&mut self, staging: &TableName) -> Result<u64> {
         self.store.staging_row_count(staging).await
     }

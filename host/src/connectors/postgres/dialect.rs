@@ -55,9 +55,10 @@ impl SqlDialect for PostgresDialect {
 
     /// A freshly loaded table has no statistics until autovacuum gets to it: without them a
     /// merge's `DELETE ... WHERE EXISTS` over 262,500 staged rows ran as a nested loop over
-    /// a disk-spilling aggregate, 2.43 s where a hash join took 1.82 s.
-    fn analyze(&self, table: &str) -> Option<String> {
-        Some(format!("ANALYZE {table}"))
+    /// a disk-spilling aggregate, 2.43 s where a hash join took 1.82 s. Only the joined
+    /// columns: of 120 columns, 0.2 s for all of them.
+    fn analyze(&self, table: &str, columns: &str) -> Option<String> {
+        Some(format!("ANALYZE {table} ({columns})"))
     }
 
     fn truncate(&self, table: &str) -> String {
