@@ -36,13 +36,13 @@
 //! `Enum8/16` -> `text`; `LowCardinality(T)` as `T`. Arrays, maps, tuples and nested
 //! columns are not mapped: a table with one is refused with the column named.
 
-use crate::error::{Error, Kind, Result};
 use arrow_array::{
     Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, FixedSizeBinaryArray,
     Float32Array, Float64Array, Int16Array, Int32Array, Int64Array, StringArray,
     TimestampMicrosecondArray,
 };
 
+use crate::error::{Error, Kind, Result};
 use crate::model::{DataType, DecimalSpec, Value, decimal_text, parse_decimal, time, uuid_text};
 
 const MICROS: i64 = 1_000_000;

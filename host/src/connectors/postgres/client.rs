@@ -395,7 +395,8 @@ impl SqlSession for PostgresSession {
     /// setting `dpone.p{n}` (bound as text, never spliced) and the statement reads it back
     /// cast to the value's type. A NULL needs no setting. The scalar subquery makes it an
     /// init plan, read and cast once: a bare `current_setting(...)::timestamp` in a filter
-    /// is evaluated per row (0.3 s of a 1.0 s read of 1M rows).
+    /// is evaluated per row (a merge's cursor read over a 1M-row table took 1.03 s, against
+    /// 0.72 s with the value as a literal).
     fn read_placeholder(&self, n: usize, value: &Value) -> Result<String> {
         Ok(match value {
             Value::Null => "NULL".into(),
