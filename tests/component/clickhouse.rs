@@ -1,6 +1,8 @@
 //! The ClickHouse sink beyond the behaviour model: native `REPLACE PARTITION`, the inputs
 //! it refuses (a Nullable key in the target, a partition key that is not the column, too
 //! many partitions), and a crash between partition replacements that the re-run repairs.
+//! The ClickHouse source's split reads: by partition, each share pinned to the moment of
+//! the split, and failing when a merge or mutation moved rows it cannot pin.
 
 use dpone_host::Kind;
 
@@ -266,4 +268,181 @@ async fn a_full_refresh_swap_refuses_duplicate_keys() {
     let err = run_fails(&yaml, None, Kind::KeyViolation).await;
     assert!(err.message.contains("3 duplicated keys"), "{err}");
     assert_eq!(s.target_rows().await, before, "the target changed");
+}
+
+/// A ClickHouse source table `<db>.src` of 90 events over three daily partitions, from
+/// three inserts (so each partition has several parts), `engine` its engine.
+async fn ch_source(s: &mut Setup, engine: &str) {
+    s.ch.exec(&format!(
+        "CREATE TABLE {db}.src (id Int64, day Date, note String) ENGINE = {engine} PARTITION BY day ORDER BY id",
+        db = s.db
+    ))
+    .await;
+    for insert in 0..3 {
+        s.ch.exec(&format!(
+            "INSERT INTO {}.src SELECT number + 1, toDate('2024-01-01') + (number % 3), concat('v1 ', toString(number + 1)) \
+             FROM system.numbers WHERE number >= {} LIMIT 30",
+            s.db,
+            insert * 30
+        ))
+        .await;
+    }
+}
+
+impl Setup {
+    /// ClickHouse `<db>.src` -> PostgreSQL `dst.events`, full refresh, read in `parallelism`.
+    fn clickhouse_source_manifest(&self, parallelism: &str) -> String {
+        format!(
+            "pipeline: {db}_read\nsource: {{ kind: clickhouse, url: \"{ch}\", table: {db}.src }}\n\
+             sink: {{ kind: postgres, url: \"{pg}\", table: dst.events, strategy: {{ mode: full_refresh, unique_key: [id] }} }}\n\
+             state: {{ kind: postgres, url: \"{pg}\" }}\ntransfer: {{ parallelism: {parallelism} }}\n",
+            db = self.db,
+            pg = self.pg_url,
+            ch = self.ch_url,
+        )
+    }
+
+    async fn ch_source_rows(&mut self) -> Vec<Vec<Option<String>>> {
+        let sql = TARGET_ROWS.replace("{}", &format!("{}.src", self.db));
+        self.ch.rows(&sql, 3).await
+    }
+
+    async fn pg_target_rows(&mut self) -> Vec<Vec<Option<String>>> {
+        self.pg
+            .rows("SELECT CAST(id AS TEXT), CAST(day AS TEXT), note FROM dst.events ORDER BY 1")
+            .await
+    }
+}
+
+/// A number of streams splits a plain MergeTree source by partition (at most one stream
+/// per partition); `auto` and the engines whose merges drop rows read in one stream. Every
+/// way loads the same rows.
+#[tokio::test]
+async fn a_partitioned_source_is_read_in_one_stream_per_share_of_partitions() {
+    let Some(mut s) = setup("ch_split_reads").await else {
+        return;
+    };
+    ch_source(&mut s, "MergeTree").await;
+    for (parallelism, streams) in [("3", 3), ("2", 2), ("8", 3), ("auto", 1), ("1", 1)] {
+        let report = run(&s.clickhouse_source_manifest(parallelism), None)
+            .await
+            .unwrap_or_else(|e| panic!("parallelism {parallelism}: {e}"));
+        assert_eq!(report.read_streams, streams, "parallelism {parallelism}");
+        assert_eq!(report.rows_read, 90, "parallelism {parallelism}");
+        assert_eq!(s.pg_target_rows().await, s.ch_source_rows().await);
+    }
+    s.ch.exec(&format!("DROP TABLE {}.src", s.db)).await;
+    ch_source(&mut s, "ReplacingMergeTree").await;
+    let report = run(&s.clickhouse_source_manifest("3"), None).await.unwrap();
+    assert_eq!(
+        report.read_streams, 1,
+        "a ReplacingMergeTree source was split"
+    );
+    assert_eq!(s.pg_target_rows().await, s.ch_source_rows().await);
+}
+
+/// Reads every share of `parts`: per share, its ids in order or its error.
+async fn read_shares(
+    parts: Vec<Box<dyn dpone_host::connectors::ScanPart>>,
+    schema: &dpone_host::model::Schema,
+) -> Vec<Result<Vec<i64>, dpone_host::Error>> {
+    use dpone_host::model::{DataType, Value, value_at};
+    let mut shares = Vec::new();
+    for part in parts {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let read = part.read(schema, tx).await;
+        let mut ids = Vec::new();
+        while let Some(batch) = rx.recv().await {
+            for row in 0..batch.num_rows() {
+                match value_at(batch.column(0), &DataType::Int64, row) {
+                    Value::Int(id) => ids.push(id),
+                    other => panic!("id {other:?}"),
+                }
+            }
+        }
+        ids.sort_unstable();
+        shares.push(read.map(|()| ids));
+    }
+    shares
+}
+
+async fn split_in_three(
+    source: &mut Box<dyn dpone_host::connectors::Source>,
+    schema: &dpone_host::model::Schema,
+    bounds: &dpone_host::model::ScanBounds,
+) -> Vec<Box<dyn dpone_host::connectors::ScanPart>> {
+    use dpone_host::manifest::Parallelism;
+    source
+        .split(schema, bounds, Parallelism::Streams(3))
+        .await
+        .unwrap()
+}
+
+/// A split read is the table at the moment of the split: rows inserted after it are left
+/// out and parts from before it merged since are read whole. A merge of a part from before
+/// the split with one from after fails the share of that partition, naming the way out.
+#[tokio::test]
+async fn a_split_read_is_the_table_at_the_split_or_fails() {
+    use dpone_host::connectors::connect_source;
+    use dpone_host::manifest::Manifest;
+    use dpone_host::model::ScanBounds;
+    let Some(mut s) = setup("ch_split_snapshot").await else {
+        return;
+    };
+    ch_source(&mut s, "MergeTree").await;
+    let manifest = Manifest::parse(&s.clickhouse_source_manifest("3"), &|_| None).unwrap();
+    let mut source = connect_source(&manifest).await.unwrap();
+    let schema = source.schema().await.unwrap();
+    let bounds = ScanBounds {
+        cursor: None,
+        filter: Vec::new(),
+        limit: None,
+        row_versions: None,
+        since: None,
+    };
+    let parts = split_in_three(&mut source, &schema, &bounds).await;
+    assert_eq!(parts.len(), 3);
+    // The late row goes to a partition of its own: a background merge of it with parts
+    // from before the split would fail the read this half expects to pass.
+    s.ch.exec(&format!(
+        "OPTIMIZE TABLE {db}.src PARTITION ID '20240101' FINAL;
+         INSERT INTO {db}.src VALUES (1000, '2024-01-04', 'late')",
+        db = s.db
+    ))
+    .await;
+    let shares = read_shares(parts, &schema).await;
+    let mut ids: Vec<i64> = shares.into_iter().flat_map(Result::unwrap).collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        (1..=90).collect::<Vec<i64>>(),
+        "not the rows at the split"
+    );
+
+    let parts = split_in_three(&mut source, &schema, &bounds).await;
+    s.ch.exec(&format!(
+        "INSERT INTO {db}.src VALUES (2000, '2024-01-03', 'later');
+         OPTIMIZE TABLE {db}.src PARTITION ID '20240103' FINAL",
+        db = s.db
+    ))
+    .await;
+    let shares = read_shares(parts, &schema).await;
+    let failed: Vec<&dpone_host::Error> = shares.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(failed.len(), 1, "{shares:?}");
+    assert_eq!(failed[0].kind, Kind::Source);
+    assert!(
+        failed[0]
+            .message
+            .contains("changed while it was read in 3 streams")
+            && failed[0].message.contains("transfer.parallelism: 1"),
+        "{}",
+        failed[0]
+    );
+    let read: usize = shares
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(Vec::len)
+        .sum();
+    // 2024-01-04 (the late row's) is the lightest partition, so it shares the first.
+    assert_eq!(read, 61, "the other two partitions, with the late row");
 }

@@ -189,13 +189,34 @@ pub struct WireFormat {
     pub columns: Vec<String>,
 }
 
-/// A table read split into shares ([`SqlSession::snapshot_split`]): the snapshot each share
-/// reads in, and per share a predicate selecting it. The shares hold every row of the table
-/// exactly once.
+/// A table read split into shares ([`SqlSession::snapshot_split`]). Together the shares hold
+/// every row of the table as of the split exactly once.
 #[derive(Debug, Clone)]
 pub struct SnapshotSplit {
-    pub snapshot: String,
-    pub predicates: Vec<String>,
+    /// The snapshot every share's session joins ([`SqlSession::join_snapshot`]); `None` where
+    /// each share's predicate alone keeps its read to the rows of the table at the split
+    /// (ClickHouse: parts by block number), so the sessions share nothing.
+    pub snapshot: Option<String>,
+    pub shares: Vec<Share>,
+}
+
+/// One share of a [`SnapshotSplit`].
+#[derive(Debug, Clone)]
+pub struct Share {
+    /// The condition selecting the share's rows, one more conjunct of the scan's own.
+    pub predicate: String,
+    /// Run on the share's session after it has read: the read fails unless it returns 1.
+    pub check: Option<ShareCheck>,
+}
+
+/// Whether a share read what it was meant to, where the predicate alone cannot promise it.
+#[derive(Debug, Clone)]
+pub struct ShareCheck {
+    /// One row, one integer: 1 when the rows the share read were exactly its rows at the
+    /// split.
+    pub query: Statement,
+    /// The source error when it is not.
+    pub failure: String,
 }
 
 /// One share of a split scan, on its own connection: the shares of one split read, together,
@@ -290,11 +311,11 @@ pub trait SqlSession: Send {
         rx: mpsc::Receiver<RecordBatch>,
     ) -> Result<u64>;
 
-    /// Prepares a read of `table` in `streams` shares: opens a transaction on this session
-    /// whose snapshot the shares' sessions join ([`Self::join_snapshot`]), and returns it
-    /// with one predicate per share. The caller commits this session once every share has
-    /// joined. `None` (the default), with no transaction left open, when the table cannot be
-    /// split or `streams` (resolved against the table's size) is one.
+    /// Prepares a read of `table` in `streams` shares. With a shared snapshot, opens a
+    /// transaction on this session whose snapshot the shares' sessions join
+    /// ([`Self::join_snapshot`]); the caller commits it once every share has joined. `None`
+    /// (the default), with no transaction left open, when the table cannot be split or
+    /// `streams` (resolved against the table's size) is one.
     async fn snapshot_split(
         &mut self,
         _table: &TableName,

@@ -6,8 +6,8 @@ use tokio::sync::mpsc;
 
 use super::dialect::SqlDialect;
 use super::{
-    ChangeFeed, ScanPart, SnapshotSplit, Source, SqlSession, TableName, WireFormat, WireRows,
-    render,
+    ChangeFeed, ScanPart, ShareCheck, SnapshotSplit, Source, SqlSession, TableName, WireFormat,
+    WireRows, render,
 };
 use crate::error::{Error, Result};
 use crate::manifest::Parallelism;
@@ -151,21 +151,23 @@ impl SqlSource {
     }
 }
 
-/// A session of `connection` per share of `split`, each joined to its snapshot, with the
-/// statement reading its share of `table`.
+/// A session of `connection` per share of `split`, each joined to its snapshot if it has
+/// one, with the statement reading its share of `table`.
 async fn join(
     connection: &crate::manifest::Connection,
     table: &TableName,
     manifest_predicate: Option<&str>,
     columns: &Schema,
     bounds: &ScanBounds,
-    split: &SnapshotSplit,
+    split: SnapshotSplit,
 ) -> Result<Vec<Box<dyn ScanPart>>> {
-    let mut parts: Vec<Box<dyn ScanPart>> = Vec::with_capacity(split.predicates.len());
-    for share in &split.predicates {
+    let mut parts: Vec<Box<dyn ScanPart>> = Vec::with_capacity(split.shares.len());
+    for share in split.shares {
         let mut session =
             super::connect(connection, crate::Kind::Source, super::Open::Existing).await?;
-        session.join_snapshot(&split.snapshot).await?;
+        if let Some(snapshot) = &split.snapshot {
+            session.join_snapshot(snapshot).await?;
+        }
         let reader = |n: usize, v: &Value| session.read_placeholder(n, v);
         let stmt = render::select_share(
             session.dialect(),
@@ -174,17 +176,42 @@ async fn join(
             bounds,
             manifest_predicate,
             &reader,
-            Some(share),
+            Some(&share.predicate),
         )?;
-        parts.push(Box::new(SqlScanPart { session, stmt }));
+        parts.push(Box::new(SqlScanPart {
+            session,
+            stmt,
+            check: share.check,
+            joined: split.snapshot.is_some(),
+        }));
     }
     Ok(parts)
 }
 
-/// A share of a split read: its session (in the split's snapshot) and statement.
+/// A share of a split read: its session (in the split's snapshot when it has one), its
+/// statement and the check that it read what it was meant to.
 struct SqlScanPart {
     session: Box<dyn SqlSession>,
     stmt: super::Statement,
+    check: Option<ShareCheck>,
+    /// Whether the session joined a snapshot, in a transaction to end after the read.
+    joined: bool,
+}
+
+impl SqlScanPart {
+    /// Runs the share's check, then ends its snapshot's transaction.
+    async fn finish(mut self: Box<Self>) -> Result<()> {
+        if let Some(check) = &self.check {
+            let rows = self.session.query(&check.query, &[DataType::Int64]).await?;
+            if !matches!(rows.first().and_then(|r| r.first()), Some(Value::Int(1))) {
+                return Err(Error::source(check.failure.clone()));
+            }
+        }
+        if self.joined {
+            self.session.commit().await?;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -195,7 +222,7 @@ impl ScanPart for SqlScanPart {
         tx: mpsc::Sender<RecordBatch>,
     ) -> Result<()> {
         self.session.read(&self.stmt, columns, tx).await?;
-        self.session.commit().await
+        self.finish().await
     }
 
     async fn read_wire(
@@ -207,7 +234,7 @@ impl ScanPart for SqlScanPart {
         self.session
             .read_wire(&self.stmt, columns, cursor, tx)
             .await?;
-        self.session.commit().await
+        self.finish().await
     }
 }
 
@@ -278,15 +305,19 @@ impl Source for SqlSource {
         let Some(split) = self.session.snapshot_split(&self.table, streams).await? else {
             return Ok(Vec::new());
         };
+        let exported = split.snapshot.is_some();
         let joined = join(
             &connection,
             &self.table,
             self.manifest_predicate.as_deref(),
             columns,
             bounds,
-            &split,
+            split,
         )
         .await;
+        if !exported {
+            return joined;
+        }
         // The exported snapshot lives only until every share has joined it.
         let ended = self.session.commit().await;
         let parts = joined?;

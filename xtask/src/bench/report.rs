@@ -108,6 +108,9 @@ pub struct ScenarioResult {
     rows_moved: u64,
     /// Binary COPY size of the rows a run moves.
     pub bytes_moved: u64,
+    /// The median time PostgreSQL took to send those rows as binary COPY to a reader that
+    /// discards them: the floor under any load of them from that source.
+    pub source_read_seconds: Option<f64>,
     contenders: Vec<ContenderRuns>,
 }
 
@@ -146,6 +149,7 @@ impl ScenarioResult {
             skipped: None,
             rows_moved,
             bytes_moved,
+            source_read_seconds: None,
             contenders: contenders
                 .iter()
                 .map(|&contender| ContenderRuns {
@@ -167,6 +171,7 @@ impl ScenarioResult {
             skipped: Some(reason),
             rows_moved: 0,
             bytes_moved: 0,
+            source_read_seconds: None,
             contenders: Vec::new(),
         }
     }
@@ -673,6 +678,13 @@ fn heading(result: &ScenarioResult) -> String {
         )
         .unwrap_or(()),
     }
+    if let Some(seconds) = result.source_read_seconds {
+        write!(
+            heading,
+            "; PostgreSQL's binary COPY of them alone, read and discarded: {seconds:.2} s (median)"
+        )
+        .unwrap_or(());
+    }
     heading
 }
 
@@ -850,6 +862,7 @@ fn scenario_json(result: &ScenarioResult) -> Value {
         "skipped": result.skipped,
         "rows_moved": result.rows_moved,
         "bytes_moved": result.bytes_moved,
+        "source_read_median_seconds": result.source_read_seconds,
         "contenders": contenders,
     })
 }
@@ -1009,7 +1022,9 @@ pub fn markdown(
          when it fails, its own error is the note. dlt is not run: its ClickHouse destination \
          needs the `dlt[clickhouse]` extra, which the bench venv does not install. A run \
          counts when its table has the source's row count, sum of ids and latest \
-         `updated_at`.\n\
+         `updated_at`. The scenario's heading also gives the floor under every contender \
+         that reads PostgreSQL: `psql -c \"COPY (SELECT ...) TO STDOUT (FORMAT binary)\"` \
+         read and discarded by the harness, timed as many times as the runs (median).\n\
          - **REST -> PostgreSQL.** The mock API of `xtask/src/rest_mock.rs` serves the \
          records table's rows as JSON pages of 10,000 (each record rendered once, so the server \
          costs about a copy per page). As in the full refresh above, dpone loads once untimed \

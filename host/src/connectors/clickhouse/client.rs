@@ -25,8 +25,9 @@ use super::config::Compression;
 use super::dialect::{ClickhouseDialect, text_literal};
 use super::types::{self, ChType, Reader};
 use crate::connectors::dialect::SqlDialect;
-use crate::connectors::{SqlSession, Statement, TableName};
+use crate::connectors::{SnapshotSplit, SqlSession, Statement, TableName};
 use crate::error::{Error, Kind, Result};
+use crate::manifest::Parallelism;
 use crate::model::{BATCH_ROWS, Column, DataType, Schema, Value, batch_of, value_at};
 
 /// Bytes of RowBinary gathered before a chunk of the insert body is sent.
@@ -574,6 +575,16 @@ impl SqlSession for ClickhouseSession {
         }
         sent?.bytes().await.map_err(|e| self.fail("insert", e))?;
         Ok(rows.load(Ordering::Relaxed))
+    }
+
+    /// By partition, each share pinned to the split's moment by its parts' block numbers
+    /// ([`super::partitions::split`]).
+    async fn snapshot_split(
+        &mut self,
+        table: &TableName,
+        streams: Parallelism,
+    ) -> Result<Option<SnapshotSplit>> {
+        super::partitions::split(self, table, streams).await
     }
 
     async fn begin(&mut self) -> Result<()> {

@@ -22,7 +22,8 @@ pub fn database_is(table: &TableName) -> String {
     }
 }
 
-async fn text(s: &mut dyn SqlSession, sql: String) -> Result<Option<String>> {
+/// The first column of the first row of `sql`, as text.
+pub(super) async fn text(s: &mut dyn SqlSession, sql: String) -> Result<Option<String>> {
     let rows = s.query(&Statement::new(sql), &[DataType::Text]).await?;
     Ok(
         match rows.into_iter().next().and_then(|r| r.into_iter().next()) {

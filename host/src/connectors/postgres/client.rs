@@ -19,7 +19,7 @@ use super::types::{self, Param, PgType};
 use crate::connectors::dialect::SqlDialect;
 use crate::connectors::render::{quote_ident, table_ref};
 use crate::connectors::{
-    DeferredIndex, SnapshotSplit, SqlSession, Statement, TableName, WireFormat, WireRows,
+    DeferredIndex, Share, SnapshotSplit, SqlSession, Statement, TableName, WireFormat, WireRows,
 };
 use crate::error::{Error, Kind, Result};
 use crate::manifest::Parallelism;
@@ -643,16 +643,19 @@ impl SqlSession for PostgresSession {
             }
         };
         let bound = |i: u64| format!("'({},0)'::tid", blocks * i / streams);
-        let predicates = (0..streams)
-            .map(|i| match (i, i + 1 == streams) {
-                (0, _) => format!("ctid < {}", bound(1)),
-                (_, true) => format!("ctid >= {}", bound(i)),
-                _ => format!("ctid >= {} AND ctid < {}", bound(i), bound(i + 1)),
+        let shares = (0..streams)
+            .map(|i| Share {
+                predicate: match (i, i + 1 == streams) {
+                    (0, _) => format!("ctid < {}", bound(1)),
+                    (_, true) => format!("ctid >= {}", bound(i)),
+                    _ => format!("ctid >= {} AND ctid < {}", bound(i), bound(i + 1)),
+                },
+                check: None,
             })
             .collect();
         Ok(Some(SnapshotSplit {
-            snapshot,
-            predicates,
+            snapshot: Some(snapshot),
+            shares,
         }))
     }
 
