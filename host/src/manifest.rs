@@ -224,8 +224,9 @@ pub struct Transfer {
     /// format and column types (PostgreSQL -> PostgreSQL binary COPY). Default true;
     /// `false` sends every row through Arrow.
     pub pass_through: bool,
-    /// How many streams read a whole-table scan at once, each on its own connection in
-    /// one shared snapshot, each with its own writer into staging.
+    /// How many streams read a whole-table scan at once, each on its own connection, all
+    /// reading the table as of one moment (PostgreSQL: one exported snapshot; ClickHouse:
+    /// parts pinned by block number), each with its own writer into staging.
     pub parallelism: Parallelism,
 }
 
@@ -242,7 +243,8 @@ impl Default for Transfer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Parallelism {
     /// One stream per [`Parallelism::AUTO_BYTES`] of table, at most
-    /// [`Parallelism::AUTO_MAX`].
+    /// [`Parallelism::AUTO_MAX`]; one for ClickHouse, whose split reads fail when a table
+    /// takes inserts while it is read.
     #[default]
     Auto,
     Streams(u32),

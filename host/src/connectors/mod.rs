@@ -220,7 +220,7 @@ pub struct ShareCheck {
 }
 
 /// One share of a split scan, on its own connection: the shares of one split read, together,
-/// exactly the rows of the scan, in one snapshot.
+/// exactly the rows of the scan as of one moment ([`SnapshotSplit`]), or one of them fails.
 #[async_trait]
 pub trait ScanPart: Send {
     /// As [`Source::read`], for this share.
@@ -500,8 +500,8 @@ pub trait Source: Send {
         Ok(None)
     }
 
-    /// The shares of a read of `columns` within `bounds` over up to `streams` connections in
-    /// one snapshot ([`ScanPart`]); empty (the default) when the read stays one stream.
+    /// The shares of a read of `columns` within `bounds` over up to `streams` connections, as
+    /// of one moment ([`ScanPart`]); empty (the default) when the read stays one stream.
     async fn split(
         &mut self,
         _columns: &Schema,

@@ -287,8 +287,9 @@ impl Source for SqlSource {
     }
 
     /// Splits a whole-table read (no `limit`, no row-version window: those read in order or
-    /// against the session's own snapshot) over sessions joined to one exported snapshot,
-    /// each reading its share.
+    /// against the session's own snapshot) over sessions each reading its share: joined to
+    /// one exported snapshot, or pinned to the split by their predicates and checked after
+    /// (ClickHouse).
     async fn split(
         &mut self,
         columns: &Schema,

@@ -943,8 +943,8 @@ struct LoadTarget {
 /// format and column types, no row hash is added, and `transfer.pass_through` allows it;
 /// otherwise as Arrow batches. Both paths count the same rows and cursor maximum and
 /// write the same values. A whole-table scan may be split (`transfer.parallelism`): several
-/// readers in one snapshot feed the one counter, which deals their rows out to as many
-/// writers.
+/// readers of the table as of one moment feed the one counter, which deals their rows out
+/// to as many writers.
 async fn load(p: &mut Pipeline, target: &LoadTarget, scan: &ScanKind) -> Result<ScanStats> {
     check_staging_types(&p.source.schema().await?, &target.source_schema)?;
     if p.sink.is_dry_run() {
@@ -982,7 +982,7 @@ async fn load(p: &mut Pipeline, target: &LoadTarget, scan: &ScanKind) -> Result<
     p.read_streams = p.read_streams.max(streams);
     if streams > 1 {
         tracing::info!(
-            "load: {streams} streams in one snapshot, {} writers",
+            "load: {streams} streams reading the table as of one moment, {} writers",
             writers.len() + 1
         );
     }

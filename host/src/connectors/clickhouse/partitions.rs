@@ -16,10 +16,10 @@
 //! order, and a merge only joins the blocks of its parts. The split notes each partition's
 //! highest block (its horizon) and each share reads only parts within its partitions'
 //! horizons, so it sees the rows of the split's moment, whatever merged since, and none
-//! inserted after. Two things it cannot see past: a merge of a part from before the split
-//! with one from after (the part then holds both, and is left out), and a mutation or a
-//! dropped partition. The share's check finds both after its read, and the load fails
-//! rather than publish a read that is not the table at one moment.
+//! inserted after. What it cannot see past: a merge of a part from before the split with
+//! one from after (the part then holds both, and is left out), a mutation, a dropped or
+//! replaced partition, an `ALTER`. The share's check finds these after its read, and the
+//! load fails rather than publish a read that is not the table at one moment.
 
 use super::dialect::{NAMES, text_literal};
 use super::publish::{database_is, text};
@@ -98,9 +98,12 @@ struct Partition {
 /// table that takes inserts while it is read often merges a part from before the split with
 /// one from after, which fails a split read, so only a number splits. Also `None` unless
 /// the table is a plain `MergeTree` (the replacing and collapsing engines drop rows as they
-/// merge; a replicated table numbers blocks before it commits them) with at least two
-/// partitions, no unfinished mutation, and every part named `<partition>_<min>_<max>_...`
-/// (tables of the old date-partitioned syntax name parts otherwise).
+/// merge; a replicated table numbers blocks before it commits them) without a TTL (whose
+/// merges drop rows), on a server before 25.7 (a lightweight `UPDATE` writes patch parts
+/// outside the partitions a share checks), with at least two partitions, no unfinished
+/// mutation, and every part named `<partition>_<min>_<max>_...` (tables of the old
+/// date-partitioned syntax name parts otherwise); and when the shares' statements would be
+/// too long for the server (`max_query_size`, 256 KiB by default).
 pub async fn split(
     s: &mut dyn SqlSession,
     table: &TableName,
@@ -109,32 +112,50 @@ pub async fn split(
     let Parallelism::Streams(wanted) = streams else {
         return Ok(None);
     };
+    if wanted < 2 {
+        return Ok(None);
+    }
+    let in_tables = format!(
+        "{} AND name = {}",
+        database_is(table),
+        text_literal(&table.name)
+    );
     let of_table = format!(
         "{} AND table = {}",
         database_is(table),
         text_literal(&table.name)
     );
-    let engine = text(
-        s,
-        format!(
-            "SELECT engine FROM system.tables WHERE {} AND name = {}",
-            database_is(table),
-            text_literal(&table.name)
-        ),
-    )
-    .await?;
-    if wanted < 2 || engine.as_deref() != Some("MergeTree") {
+    // What the check compares comes first: whatever changes after it fails the check.
+    let sql = format!(
+        "SELECT engine, toString(metadata_modification_time), version() FROM system.tables WHERE {in_tables}"
+    );
+    let rows = s.query(&Statement::new(sql), &[DataType::Text; 3]).await?;
+    let defined = match rows.first().map(Vec::as_slice) {
+        Some(
+            [
+                Value::Text(engine),
+                Value::Text(defined),
+                Value::Text(version),
+            ],
+        ) if engine == "MergeTree" && !has_patch_parts(version) => defined.clone(),
+        _ => return Ok(None),
+    };
+    if has_ttl(s, &in_tables).await? {
         return Ok(None);
     }
-    // The moment of the split comes first: a mutation created from it on fails the check.
     let sql = format!(
-        "SELECT toString(now()), toInt64(count()) FROM system.mutations WHERE {of_table} AND is_done = 0"
+        "SELECT arrayStringConcat(groupArray(mutation_id), ','), toInt64(countIf(is_done = 0)) \
+         FROM system.mutations WHERE {of_table}"
     );
     let rows = s
         .query(&Statement::new(sql), &[DataType::Text, DataType::Int64])
         .await?;
-    let (since, unfinished) = match rows.first().map(Vec::as_slice) {
-        Some([Value::Text(now), Value::Int(n)]) => (now.clone(), *n),
+    let mutations: Vec<String> = match rows.first().map(Vec::as_slice) {
+        Some([Value::Text(ids), Value::Int(0)]) => ids
+            .split(',')
+            .filter(|id| !id.is_empty())
+            .map(text_literal)
+            .collect(),
         _ => return Ok(None),
     };
     let sql = format!(
@@ -144,13 +165,8 @@ pub async fn split(
                             AND position(partition_id, '_') = 0)) \
          FROM system.parts WHERE {of_table} AND active GROUP BY partition_id ORDER BY partition_id"
     );
-    let types = [
-        DataType::Text,
-        DataType::Int64,
-        DataType::Int64,
-        DataType::Int64,
-        DataType::Int64,
-    ];
+    let mut types = [DataType::Int64; 5];
+    types[0] = DataType::Text;
     let mut partitions = Vec::new();
     for row in s.query(&Statement::new(sql), &types).await? {
         match row.as_slice() {
@@ -170,27 +186,89 @@ pub async fn split(
         }
     }
     let groups = group(partitions, wanted as usize);
-    if unfinished > 0 || groups.len() < 2 {
+    if groups.len() < 2 {
         return Ok(None);
     }
+    let unchanged = Unchanged {
+        of_table,
+        in_tables,
+        defined,
+        mutations,
+    };
     let failure = format!(
-        "ClickHouse: {table} changed while it was read in {} streams: a merge joined rows inserted before the read began with rows inserted after, or a mutation or partition operation ran. Nothing was published; run again, or read the table in one stream (`transfer.parallelism: 1`)",
+        "ClickHouse: {table} changed while it was read in {} streams: a merge joined rows inserted before the read began with rows inserted after, or a mutation, partition operation or ALTER ran. Nothing was published; run again, or read the table in one stream (`transfer.parallelism: 1`)",
         groups.len()
     );
-    let shares = groups
+    let shares: Vec<Share> = groups
         .iter()
         .map(|partitions| Share {
             predicate: share_predicate(partitions),
             check: Some(ShareCheck {
-                query: Statement::new(share_check(&of_table, &since, partitions)),
+                query: Statement::new(share_check(&unchanged, partitions)),
                 failure: failure.clone(),
             }),
         })
         .collect();
+    let longest = shares
+        .iter()
+        .filter_map(|share| {
+            let check = &share.check.as_ref()?.query.sql;
+            Some(share.predicate.len().max(check.len()))
+        })
+        .max()
+        .unwrap_or(0);
+    if longest > MAX_SHARE_SQL {
+        return Ok(None);
+    }
     Ok(Some(SnapshotSplit {
         snapshot: None,
         shares,
     }))
+}
+
+/// The longest share predicate or check a split writes: well inside the server's default
+/// `max_query_size` (256 KiB), with the rest of the statement.
+const MAX_SHARE_SQL: usize = 128 * 1024;
+
+/// Whether a server of `version` has lightweight `UPDATE` (25.7 and later), whose patch
+/// parts a share's check would not see.
+fn has_patch_parts(version: &str) -> bool {
+    let mut numbers = version.split('.').map(|n| n.parse::<u32>().unwrap_or(0));
+    let major_minor = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    major_minor >= (25, 7)
+}
+
+/// Whether the table's definition has a TTL, from `create_table_query` where the server has
+/// it (a server without it predates TTL).
+async fn has_ttl(s: &mut dyn SqlSession, in_tables: &str) -> Result<bool> {
+    let described = text(
+        s,
+        "SELECT toString(count()) FROM system.columns WHERE database = 'system' AND table = 'tables' \
+         AND name = 'create_table_query'"
+            .into(),
+    )
+    .await?;
+    if described.as_deref() != Some("1") {
+        return Ok(false);
+    }
+    let create = text(
+        s,
+        format!("SELECT create_table_query FROM system.tables WHERE {in_tables}"),
+    )
+    .await?;
+    Ok(create.is_none_or(|sql| sql.contains(" TTL ")))
+}
+
+/// What a share's check finds as it was at the split, besides the parts.
+struct Unchanged {
+    /// `system.parts` and `system.mutations` rows of the table.
+    of_table: String,
+    /// Its `system.tables` row.
+    in_tables: String,
+    /// Its `metadata_modification_time`, as text.
+    defined: String,
+    /// Its mutations' ids, as literals.
+    mutations: Vec<String>,
 }
 
 /// `partitions` dealt into at most `n` groups of about equal bytes, largest first to the
@@ -231,18 +309,30 @@ fn share_predicate(partitions: &[Partition]) -> String {
 }
 
 /// 1 when `partitions` still hold, within their horizons, exactly the rows they held at the
-/// split, in no part reaching past a horizon, and no mutation of the table began `since`.
-fn share_check(of_table: &str, since: &str, partitions: &[Partition]) -> String {
+/// split, in no part reaching past a horizon, with no mutation and no change of definition
+/// since.
+fn share_check(unchanged: &Unchanged, partitions: &[Partition]) -> String {
     let ids: Vec<String> = partitions.iter().map(|p| text_literal(&p.id)).collect();
     let rows: i64 = partitions.iter().map(|p| p.rows).sum();
+    let Unchanged {
+        of_table,
+        in_tables,
+        defined,
+        mutations,
+    } = unchanged;
+    let new_mutation = if mutations.is_empty() {
+        "1".to_owned()
+    } else {
+        format!("mutation_id NOT IN ({})", mutations.join(", "))
+    };
     format!(
         "SELECT toInt64(countIf(min_block_number <= h AND max_block_number > h) = 0 \
                         AND sumIf(rows, max_block_number <= h) = {rows} \
-                        AND (SELECT count() FROM system.mutations WHERE {of_table} \
-                             AND create_time >= toDateTime({})) = 0) \
+                        AND (SELECT count() FROM system.mutations WHERE {of_table} AND {new_mutation}) = 0 \
+                        AND (SELECT toString(metadata_modification_time) FROM system.tables WHERE {in_tables}) = {}) \
          FROM (SELECT min_block_number, max_block_number, rows, {} AS h \
                FROM system.parts WHERE {of_table} AND active AND partition_id IN ({}))",
-        text_literal(since),
+        text_literal(defined),
         horizon_of("partition_id", partitions),
         ids.join(", ")
     )
@@ -289,22 +379,39 @@ mod tests {
             share_predicate(&share),
             "toInt64(splitByChar('_', _part)[3]) <= transform(splitByChar('_', _part)[1], ['20240101', '2024\\'02'], [7, 7], 0)"
         );
-        let check = share_check(
-            "database = 'd' AND table = 't'",
-            "2026-12-06 18:00:00",
-            &share,
-        );
+        let mut unchanged = Unchanged {
+            of_table: "database = 'd' AND table = 't'".into(),
+            in_tables: "database = 'd' AND name = 't'".into(),
+            defined: "2026-12-06 18:00:00".into(),
+            mutations: vec!["'mutation_3.txt'".into()],
+        };
+        let check = share_check(&unchanged, &share);
         assert!(
             check.contains("sumIf(rows, max_block_number <= h) = 11"),
             "{check}"
         );
         assert!(
-            check.contains("create_time >= toDateTime('2026-12-06 18:00:00')"),
+            check.contains("AND mutation_id NOT IN ('mutation_3.txt')) = 0"),
+            "{check}"
+        );
+        assert!(
+            check.contains("WHERE database = 'd' AND name = 't') = '2026-12-06 18:00:00'"),
             "{check}"
         );
         assert!(
             check.contains("partition_id IN ('20240101', '2024\\'02')"),
             "{check}"
         );
+        unchanged.mutations.clear();
+        let check = share_check(&unchanged, &share);
+        assert!(check.contains("table = 't' AND 1) = 0"), "{check}");
+    }
+
+    #[test]
+    fn lightweight_updates_arrive_in_25_7() {
+        assert!(!has_patch_parts("18.16.1"));
+        assert!(!has_patch_parts("25.6.3.116"));
+        assert!(has_patch_parts("25.7.1.3997"));
+        assert!(has_patch_parts("26.1"));
     }
 }
