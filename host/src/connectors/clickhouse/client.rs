@@ -104,13 +104,7 @@ impl ClickhouseSession {
         if let Some(Value::Text(v)) = rows.first().and_then(|r| r.first()) {
             session.version = v.clone();
         }
-        let major: u32 = session
-            .version
-            .split('.')
-            .next()
-            .and_then(|m| m.parse().ok())
-            .unwrap_or(0);
-        session.dialect.datetime64 = major >= 20;
+        session.dialect.datetime64 = release(&session.version) >= (20, 0);
         Ok(session)
     }
 
@@ -584,6 +578,11 @@ impl SqlSession for ClickhouseSession {
         table: &TableName,
         streams: Parallelism,
     ) -> Result<Option<SnapshotSplit>> {
+        // From 25.7 a lightweight UPDATE writes patch parts outside the partitions a
+        // share's check looks at.
+        if release(&self.version) >= PATCH_PARTS {
+            return Ok(None);
+        }
         super::partitions::split(self, table, streams).await
     }
 
@@ -658,6 +657,15 @@ impl SqlSession for ClickhouseSession {
         ))
     }
 }
+
+/// A server `version`'s (major, minor); (0, 0) when it does not say.
+fn release(version: &str) -> (u32, u32) {
+    let mut numbers = version.split('.').map(|n| n.parse().unwrap_or(0));
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0))
+}
+
+/// The first release with lightweight `UPDATE` and its patch parts.
+const PATCH_PARTS: (u32, u32) = (25, 7);
 
 fn no_transactions() -> Error {
     Error::new(
@@ -787,6 +795,15 @@ mod tests {
             err.message.contains("DB::Exception: Memory limit exceeded"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn lightweight_updates_arrive_in_25_7() {
+        assert!(release("18.16.1") < PATCH_PARTS);
+        assert!(release("25.6.3.116") < PATCH_PARTS);
+        assert!(release("25.7.1.3997") >= PATCH_PARTS);
+        assert!(release("26.1") >= PATCH_PARTS);
+        assert_eq!(release(""), (0, 0));
     }
 
     #[test]

@@ -99,8 +99,7 @@ struct Partition {
 /// one from after, which fails a split read, so only a number splits. Also `None` unless
 /// the table is a plain `MergeTree` (the replacing and collapsing engines drop rows as they
 /// merge; a replicated table numbers blocks before it commits them) without a TTL (whose
-/// merges drop rows), on a server before 25.7 (a lightweight `UPDATE` writes patch parts
-/// outside the partitions a share checks), with at least two partitions, no unfinished
+/// merges drop rows), with at least two partitions, no unfinished
 /// mutation, and every part named `<partition>_<min>_<max>_...` (tables of the old
 /// date-partitioned syntax name parts otherwise); and when the shares' statements would be
 /// too long for the server (`max_query_size`, 256 KiB by default).
@@ -127,17 +126,13 @@ pub async fn split(
     );
     // What the check compares comes first: whatever changes after it fails the check.
     let sql = format!(
-        "SELECT engine, toString(metadata_modification_time), version() FROM system.tables WHERE {in_tables}"
+        "SELECT engine, toString(metadata_modification_time) FROM system.tables WHERE {in_tables}"
     );
-    let rows = s.query(&Statement::new(sql), &[DataType::Text; 3]).await?;
+    let rows = s.query(&Statement::new(sql), &[DataType::Text; 2]).await?;
     let defined = match rows.first().map(Vec::as_slice) {
-        Some(
-            [
-                Value::Text(engine),
-                Value::Text(defined),
-                Value::Text(version),
-            ],
-        ) if engine == "MergeTree" && !has_patch_parts(version) => defined.clone(),
+        Some([Value::Text(engine), Value::Text(defined)]) if engine == "MergeTree" => {
+            defined.clone()
+        }
         _ => return Ok(None),
     };
     if has_ttl(s, &in_tables).await? {
@@ -229,14 +224,6 @@ pub async fn split(
 /// The longest share predicate or check a split writes: well inside the server's default
 /// `max_query_size` (256 KiB), with the rest of the statement.
 const MAX_SHARE_SQL: usize = 128 * 1024;
-
-/// Whether a server of `version` has lightweight `UPDATE` (25.7 and later), whose patch
-/// parts a share's check would not see.
-fn has_patch_parts(version: &str) -> bool {
-    let mut numbers = version.split('.').map(|n| n.parse::<u32>().unwrap_or(0));
-    let major_minor = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
-    major_minor >= (25, 7)
-}
 
 /// Whether the table's definition has a TTL, from `create_table_query` where the server has
 /// it (a server without it predates TTL).
@@ -405,13 +392,5 @@ mod tests {
         unchanged.mutations.clear();
         let check = share_check(&unchanged, &share);
         assert!(check.contains("table = 't' AND 1) = 0"), "{check}");
-    }
-
-    #[test]
-    fn lightweight_updates_arrive_in_25_7() {
-        assert!(!has_patch_parts("18.16.1"));
-        assert!(!has_patch_parts("25.6.3.116"));
-        assert!(has_patch_parts("25.7.1.3997"));
-        assert!(has_patch_parts("26.1"));
     }
 }
