@@ -620,8 +620,12 @@ fn vacuum(lab: &Lab, db: &str, table: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// Flush dirty buffers before a timed run, so it does not pay for the last one's writes.
-fn checkpoint(lab: &Lab) -> Result<()> {
+/// Settle the target database before a timed run: VACUUM takes the dead rows the last run
+/// left (else autovacuum may start on them during this one: it vacuumed the pipe's merged
+/// target while dpone's next load ran), CHECKPOINT flushes dirty buffers (so this run does
+/// not pay for the last one's writes).
+fn settle(lab: &Lab) -> Result<()> {
+    vacuum(lab, DST_DB, None)?;
     lab.server.sql("postgres", "CHECKPOINT")?;
     Ok(())
 }
@@ -694,7 +698,7 @@ fn full_refresh(
                 continue;
             }
             let name = format!("{logs}-r{rep}-{}", contender.key());
-            let measured = checkpoint(lab)
+            let measured = settle(lab)
                 .and_then(|()| contender.load(lab, table, Load::FullRefresh, rep, &name));
             let record = judge(lab, contender, table, rep, measured, &source.checksum);
             result.record(lab, contender, runs, record);
@@ -752,7 +756,7 @@ fn merge(lab: &Lab, table: &Table, runs: u32) -> Result<ScenarioResult> {
         for contender in loaded {
             let name = format!("{}-merge-r{rep}-{}", table.name, contender.key());
             let measured =
-                checkpoint(lab).and_then(|()| contender.load(lab, table, Load::Merge, rep, &name));
+                settle(lab).and_then(|()| contender.load(lab, table, Load::Merge, rep, &name));
             let record = judge(lab, contender, table, rep, measured, expected);
             result.record(lab, contender, runs, record);
         }

@@ -1067,10 +1067,11 @@ pub fn markdown(
          tree (its largest process; for a pipe, the sum of its two clients); server \
          processes are not counted for anyone. wasm share: dpone's run report \
          `(wasm_load_seconds + wasm_guest_seconds) / wall_seconds`, with the component cache \
-         warm. `time dpone/this` < 1 and `speed dpone/this` > 1 mean dpone is faster. A \
-         CHECKPOINT precedes each timed run; VACUUM ANALYZE settles the source after it is \
-         generated or changed and the targets after the first loads. Autovacuum stays on and \
-         can start during a timed run (on this 2-core machine that shows in the min-max spread).\n\
+         warm. `time dpone/this` < 1 and `speed dpone/this` > 1 mean dpone is faster. Before \
+         each timed run VACUUM ANALYZE settles the target database (so autovacuum does not \
+         start on the last run's dead rows during this one) and a CHECKPOINT flushes dirty \
+         buffers; VACUUM ANALYZE settles the source after it is generated or changed. \
+         Autovacuum stays on.\n\
          - **Contender setup.** Sling and dlt run from a venv under `target/bench/venv` with the \
          versions pinned in `xtask/bench-requirements.txt`; Sling through its PyPI wrapper with \
          `SLING_BINARY` set to the binary of the `sling-linux-amd64` wheel. dlt loads Arrow data \

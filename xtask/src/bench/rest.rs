@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use super::contenders::{self, Contender, Measured};
 use super::data::{Table, quote};
 use super::report::{Outcome, RunRecord, Scenario, ScenarioResult};
-use super::{DST_DB, Lab, SRC_DB, checkpoint, generate, judge, turn_order};
+use super::{DST_DB, Lab, SRC_DB, generate, judge, settle, turn_order};
 use crate::rest_mock::MockApi;
 
 /// Records per page: what a bulk export endpoint typically allows.
@@ -63,7 +63,7 @@ pub fn scenario(lab: &Lab, runs: u32) -> Result<ScenarioResult> {
                 _ => contender.reset(lab, &table),
             };
             let measured = fresh
-                .and_then(|()| checkpoint(lab))
+                .and_then(|()| settle(lab))
                 .and_then(|()| load(lab, &table, contender, &url, &name));
             let record = judge(lab, contender, &table, rep, measured, &source.checksum);
             result.record(lab, contender, runs, record);
