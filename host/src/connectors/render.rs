@@ -958,6 +958,8 @@ mod tests {
              CAST(COALESCE(SUM(CASE WHEN \"__dpone_key_rows\" > 1 THEN 1 ELSE 0 END), 0) AS bigint) \
              FROM (SELECT \"id\", COUNT(*) AS \"__dpone_key_rows\" FROM \"public\".\"__dpone_stg_r1\" GROUP BY \"id\") AS g"
         );
+        let e = key_checks(PG, &stg, &["id".into(), KEY_ROWS.into()], &[], None).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("sink.strategy.unique_key"), "{e}");
     }
 
     /// Without `CREATE TABLE ... LIKE`, a publishable staging table is the target's
