@@ -1068,8 +1068,8 @@ pub fn markdown(
          processes are not counted for anyone. wasm share: dpone's run report \
          `(wasm_load_seconds + wasm_guest_seconds) / wall_seconds`, with the component cache \
          warm. `time dpone/this` < 1 and `speed dpone/this` > 1 mean dpone is faster. Before \
-         each timed run VACUUM ANALYZE settles the target database (so autovacuum does not \
-         start on the last run's dead rows during this one) and a CHECKPOINT flushes dirty \
+         each timed run VACUUM ANALYZE settles the target database (it takes the last run's dead \
+         rows, which autovacuum could otherwise start on during this one) and a CHECKPOINT flushes dirty \
          buffers; VACUUM ANALYZE settles the source after it is generated or changed. \
          Autovacuum stays on.\n\
          - **Contender setup.** Sling and dlt run from a venv under `target/bench/venv` with the \
