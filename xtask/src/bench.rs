@@ -620,14 +620,16 @@ fn vacuum(lab: &Lab, db: &str, table: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// Settle the target database before a timed run: VACUUM takes the dead rows the last run
-/// left (else autovacuum may start on them during this one: it vacuumed the pipe's merged
-/// target while dpone's next load ran), CHECKPOINT flushes dirty buffers (so this run does
-/// not pay for the last one's writes).
+/// Settle the target database and the machine before a timed run: VACUUM takes the dead rows
+/// the last run left (else autovacuum may start on them during this one: it vacuumed the
+/// pipe's merged target while dpone's next load ran), CHECKPOINT flushes dirty buffers, and
+/// `sync` writes the kernel's dirty pages out (with `fsync = off` the CHECKPOINT only hands
+/// them to the kernel, which would write them back, along with a Python contender's files,
+/// during the next run). So no run pays for the last one's writes.
 fn settle(lab: &Lab) -> Result<()> {
     vacuum(lab, DST_DB, None)?;
     lab.server.sql("postgres", "CHECKPOINT")?;
-    Ok(())
+    crate::run_cmd(&mut Command::new("sync"))
 }
 
 /// `<rows> <sum of ids>` of `qualified` in `db`: what the scenarios that load the records

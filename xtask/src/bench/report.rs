@@ -1069,8 +1069,10 @@ pub fn markdown(
          `(wasm_load_seconds + wasm_guest_seconds) / wall_seconds`, with the component cache \
          warm. `time dpone/this` < 1 and `speed dpone/this` > 1 mean dpone is faster. Before \
          each timed run VACUUM ANALYZE settles the target database (it takes the last run's dead \
-         rows, which autovacuum could otherwise start on during this one) and a CHECKPOINT flushes dirty \
-         buffers; VACUUM ANALYZE settles the source after it is generated or changed. \
+         rows, which autovacuum could otherwise start on during this one), a CHECKPOINT flushes dirty \
+         buffers and `sync` writes the kernel's dirty pages out (the cluster runs with \
+         `fsync = off`, so without it the kernel would write back the last run's data, and a \
+         Python contender's files, during this one); VACUUM ANALYZE settles the source after it is generated or changed. \
          Autovacuum stays on.\n\
          - **Contender setup.** Sling and dlt run from a venv under `target/bench/venv` with the \
          versions pinned in `xtask/bench-requirements.txt`; Sling through its PyPI wrapper with \
