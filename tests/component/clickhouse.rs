@@ -380,8 +380,8 @@ async fn split_in_three(
 
 /// A split read is the table at the moment of the split: rows inserted after it are left
 /// out and parts from before it merged since are read whole. A merge of a part from before
-/// the split with one from after fails the share of that partition, a mutation every share,
-/// naming the way out.
+/// the split with one from after fails the share of that partition, an added column or a
+/// mutation every share, naming the way out.
 #[tokio::test]
 async fn a_split_read_is_the_table_at_the_split_or_fails() {
     use dpone_host::connectors::connect_source;
@@ -439,6 +439,16 @@ async fn a_split_read_is_the_table_at_the_split_or_fails() {
         .map(Vec::len)
         .sum();
     assert_eq!(read, 61, "2024-01-01 and 2024-01-02 (with the late row)");
+
+    // A column added after the split (no mutation, no row changed): every share fails.
+    let parts = split_in_three(&mut source, &schema, &bounds).await;
+    assert_eq!(parts.len(), 3);
+    s.ch.exec(&format!(
+        "ALTER TABLE {db}.src ADD COLUMN extra String DEFAULT ''"
+    ))
+    .await;
+    let shares = read_shares(parts, &schema).await;
+    assert_eq!(failures(&shares).len(), 3, "{shares:?}");
 
     // A mutation begun after the split, which keeps the row count: every share fails.
     let parts = split_in_three(&mut source, &schema, &bounds).await;

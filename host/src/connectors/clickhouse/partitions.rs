@@ -126,7 +126,8 @@ pub async fn split(
     );
     // What the check compares comes first: whatever changes after it fails the check.
     let sql = format!(
-        "SELECT engine, toString(metadata_modification_time) FROM system.tables WHERE {in_tables}"
+        "SELECT engine, {} FROM system.tables WHERE {in_tables}",
+        definition(&in_tables, &of_table)
     );
     let rows = s.query(&Statement::new(sql), &[DataType::Text; 2]).await?;
     let defined = match rows.first().map(Vec::as_slice) {
@@ -252,10 +253,21 @@ struct Unchanged {
     of_table: String,
     /// Its `system.tables` row.
     in_tables: String,
-    /// Its `metadata_modification_time`, as text.
+    /// Its [`definition`].
     defined: String,
     /// Its mutations' ids, as literals.
     mutations: Vec<String>,
+}
+
+/// The table's definition as one text: when its metadata was last written (an `ALTER`, or
+/// another table put in its place) and a hash of its columns' names and types, which an
+/// `ALTER` of columns changes even within the second that time resolves.
+fn definition(in_tables: &str, of_table: &str) -> String {
+    format!(
+        "concat((SELECT toString(metadata_modification_time) FROM system.tables WHERE {in_tables}), ' ', \
+                (SELECT toString(cityHash64(arrayStringConcat(arraySort(groupArray(concat(name, ' ', type))), ','))) \
+                 FROM system.columns WHERE {of_table}))"
+    )
 }
 
 /// `partitions` dealt into at most `n` groups of about equal bytes, largest first to the
@@ -316,9 +328,10 @@ fn share_check(unchanged: &Unchanged, partitions: &[Partition]) -> String {
         "SELECT toInt64(countIf(min_block_number <= h AND max_block_number > h) = 0 \
                         AND sumIf(rows, max_block_number <= h) = {rows} \
                         AND (SELECT count() FROM system.mutations WHERE {of_table} AND {new_mutation}) = 0 \
-                        AND (SELECT toString(metadata_modification_time) FROM system.tables WHERE {in_tables}) = {}) \
+                        AND {} = {}) \
          FROM (SELECT min_block_number, max_block_number, rows, {} AS h \
                FROM system.parts WHERE {of_table} AND active AND partition_id IN ({}))",
+        definition(in_tables, of_table),
         text_literal(defined),
         horizon_of("partition_id", partitions),
         ids.join(", ")
@@ -369,7 +382,7 @@ mod tests {
         let mut unchanged = Unchanged {
             of_table: "database = 'd' AND table = 't'".into(),
             in_tables: "database = 'd' AND name = 't'".into(),
-            defined: "2026-12-06 18:00:00".into(),
+            defined: "2026-12-06 18:00:00 42".into(),
             mutations: vec!["'mutation_3.txt'".into()],
         };
         let check = share_check(&unchanged, &share);
@@ -382,7 +395,7 @@ mod tests {
             "{check}"
         );
         assert!(
-            check.contains("WHERE database = 'd' AND name = 't') = '2026-12-06 18:00:00'"),
+            check.contains("FROM system.columns WHERE database = 'd' AND table = 't')) = '2026-12-06 18:00:00 42'"),
             "{check}"
         );
         assert!(
