@@ -1071,7 +1071,7 @@ pub fn markdown(
          each timed run VACUUM ANALYZE settles the target database (it takes the last run's dead \
          rows, which autovacuum could otherwise start on during this one), a CHECKPOINT flushes dirty \
          buffers and `sync` writes the kernel's dirty pages out (the cluster runs with \
-         `fsync = off`, so without it the kernel would write back the last run's data, and a \
+         `fsync = off`, so without it the kernel could write back the last run's data, and a \
          Python contender's files, during this one); VACUUM ANALYZE settles the source after it is generated or changed. \
          Autovacuum stays on.\n\
          - **Contender setup.** Sling and dlt run from a venv under `target/bench/venv` with the \

@@ -26,9 +26,10 @@ use crate::manifest::Parallelism;
 use crate::model::{Column, DataType, Schema, Value};
 
 /// Bytes of COPY data gathered before they are sent: large enough to amortize the
-/// per-message cost, small enough to stay in the CPU's caches on the way from the source's
-/// socket to the sink's. Forwarding the 120-column benchmark table (611 MB) took 2.63-2.74 s
-/// with 16 KiB chunks against 2.76-3.09 s with 1 MiB ones, and less CPU in dpone.
+/// per-message cost, small enough to bound memory. Forwarding the 120-column benchmark
+/// table (611 MB), five alternating runs each, took 2.67-2.96 s (median 2.72) with 16 KiB
+/// chunks against 2.76-3.09 s (median 2.91) with 1 MiB ones, and less CPU in dpone; that
+/// the smaller chunks stay in the CPU's caches is a guess, not measured.
 const COPY_CHUNK: usize = 16 << 10;
 
 /// One PostgreSQL connection, used as a source, a sink or a state store.
